@@ -1,0 +1,351 @@
+"""Cipher suites (RFC 9420 §5, §17.1): one value object owns every primitive choice.
+
+Protocol code never branches on the suite number; it asks its :class:`CipherSuite` for
+``hash``, ``expand_with_label``, ``seal``/``open``, ``hpke_seal``, ``sign`` and so on.
+Keys cross this API as bytes in the encodings RFC 9420 and the test vectors use: HPKE keys
+as RFC 9180 SerializePublicKey/SerializePrivateKey, Ed25519/Ed448 keys raw (RFC 8032),
+ECDSA public keys as uncompressed points and private keys as big-endian scalars, ECDSA
+signatures DER encoded (§5.1.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+from enum import IntEnum
+from functools import cached_property
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from . import hpke
+from .codec import encode_varint
+from .errors import DecryptionError, UnsupportedError, UsageError, VerificationError
+
+MLS_LABEL_PREFIX = b"MLS 1.0 "
+
+
+class CipherSuiteId(IntEnum):
+    """IANA MLS cipher suite identifiers (§17.1)."""
+
+    MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 = 1
+    MLS_128_DHKEMP256_AES128GCM_SHA256_P256 = 2
+    MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519 = 3
+    MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448 = 4
+    MLS_256_DHKEMP521_AES256GCM_SHA512_P521 = 5
+    MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448 = 6
+    MLS_256_DHKEMP384_AES256GCM_SHA384_P384 = 7
+
+
+def _vb(data: bytes, out: bytearray) -> None:
+    encode_varint(len(data), out)
+    out += data
+
+
+def _labeled(label: bytes, context: bytes) -> bytes:
+    """Encode ``struct { opaque label<V>; opaque context<V>; }`` with the MLS prefix:
+    the shape of SignContent (§5.1.2) and EncryptContext (§5.1.3)."""
+    out = bytearray()
+    _vb(MLS_LABEL_PREFIX + label, out)
+    _vb(context, out)
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+class _Signer:
+    """One signature scheme: key generation, sign, verify on raw byte keys."""
+
+    def generate(self) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    def public_key(self, private_key: bytes) -> bytes:
+        raise NotImplementedError
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        raise NotImplementedError
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        raise NotImplementedError
+
+
+class _EdDSA(_Signer):
+    def __init__(self, priv_cls: Any, pub_cls: Any) -> None:
+        self._priv = priv_cls
+        self._pub = pub_cls
+
+    def generate(self) -> tuple[bytes, bytes]:
+        sk = self._priv.generate()
+        return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
+
+    def public_key(self, private_key: bytes) -> bytes:
+        pub: bytes = self._priv.from_private_bytes(private_key).public_key().public_bytes_raw()
+        return pub
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        sig: bytes = self._priv.from_private_bytes(private_key).sign(message)
+        return sig
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        try:
+            self._pub.from_public_bytes(public_key).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class _ECDSA(_Signer):
+    def __init__(self, curve: ec.EllipticCurve, hash_alg: hashes.HashAlgorithm) -> None:
+        self._curve = curve
+        self._alg = ec.ECDSA(hash_alg)
+        self._size = (curve.key_size + 7) // 8
+
+    def _load(self, private_key: bytes) -> ec.EllipticCurvePrivateKey:
+        if len(private_key) != self._size:
+            raise UsageError(f"ECDSA private key must be {self._size} bytes")
+        return ec.derive_private_key(int.from_bytes(private_key, "big"), self._curve)
+
+    def generate(self) -> tuple[bytes, bytes]:
+        sk = ec.generate_private_key(self._curve)
+        scalar = sk.private_numbers().private_value.to_bytes(self._size, "big")
+        return scalar, _point(sk.public_key())
+
+    def public_key(self, private_key: bytes) -> bytes:
+        return _point(self._load(private_key).public_key())
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        return self._load(private_key).sign(message, self._alg)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        try:
+            pk = ec.EllipticCurvePublicKey.from_encoded_point(self._curve, public_key)
+            pk.verify(signature, message, self._alg)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def _point(pk: ec.EllipticCurvePublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return pk.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class CipherSuite:
+    """An MLS cipher suite (§5.1): HPKE (KEM, KDF, AEAD), hash/MAC, signature scheme."""
+
+    id: int
+    name: str
+    hash_name: str  # hashlib name: sha256, sha384, sha512
+    kem_id: int
+    kdf_id: int
+    aead_id: int
+    signature_scheme: str
+    _aead_cls: Any = field(repr=False, compare=False)
+    _signer: _Signer = field(repr=False, compare=False)
+
+    # --- sizes ---------------------------------------------------------------
+    @cached_property
+    def hash_length(self) -> int:
+        """Nh: output size of the hash / KDF (also the size of every MLS secret)."""
+        return hashlib.new(self.hash_name).digest_size
+
+    @property
+    def kdf_nh(self) -> int:
+        return self.hash_length
+
+    @cached_property
+    def aead_key_size(self) -> int:
+        """Nk of the AEAD."""
+        return 16 if self.aead_id == 1 else 32
+
+    @property
+    def aead_nonce_size(self) -> int:
+        """Nn of the AEAD (12 for AES-GCM and ChaCha20-Poly1305)."""
+        return 12
+
+    @cached_property
+    def hpke(self) -> hpke.Hpke:
+        return hpke.Hpke(self.kem_id, self.kdf_id, self.aead_id)
+
+    # --- hash, MAC, KDF (RFC 5869) -----------------------------------------
+    def hash(self, data: bytes) -> bytes:
+        return hashlib.new(self.hash_name, data).digest()
+
+    def mac(self, key: bytes, data: bytes) -> bytes:
+        """MAC(key, data): HMAC with the suite's hash (§5.1)."""
+        return hmac.digest(key, data, self.hash_name)
+
+    def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
+        return hmac.compare_digest(self.mac(key, data), tag)
+
+    def extract(self, salt: bytes, ikm: bytes) -> bytes:
+        """KDF.Extract(salt, ikm) = HMAC(salt, ikm) (RFC 5869 §2.2)."""
+        return hmac.digest(salt or bytes(self.hash_length), ikm, self.hash_name)
+
+    def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
+        """KDF.Expand(prk, info, length) (RFC 5869 §2.3)."""
+        nh = self.hash_length
+        if length > 255 * nh:
+            raise UsageError(f"HKDF-Expand length {length} too large")
+        out = b""
+        t = b""
+        i = 1
+        while len(out) < length:
+            t = hmac.digest(prk, t + info + bytes((i,)), self.hash_name)
+            out += t
+            i += 1
+        return out[:length]
+
+    # --- labeled derivations (§5.1, §8, §9) ---------------------------------
+    def expand_with_label(
+        self, secret: bytes, label: bytes | str, context: bytes, length: int
+    ) -> bytes:
+        """ExpandWithLabel(Secret, Label, Context, Length) = KDF.Expand(Secret, KDFLabel, Length),
+        KDFLabel = struct { uint16 length; opaque label<V>; opaque context<V>; } (§8)."""
+        if isinstance(label, str):
+            label = label.encode()
+        info = bytearray(length.to_bytes(2, "big"))
+        _vb(MLS_LABEL_PREFIX + label, info)
+        _vb(context, info)
+        return self.expand(secret, bytes(info), length)
+
+    def derive_secret(self, secret: bytes, label: bytes | str) -> bytes:
+        """DeriveSecret(Secret, Label) = ExpandWithLabel(Secret, Label, "", KDF.Nh) (§8)."""
+        return self.expand_with_label(secret, label, b"", self.hash_length)
+
+    def derive_tree_secret(
+        self, secret: bytes, label: bytes | str, generation: int, length: int
+    ) -> bytes:
+        """DeriveTreeSecret(Secret, Label, Generation, Length) (§9)."""
+        return self.expand_with_label(secret, label, generation.to_bytes(4, "big"), length)
+
+    def ref_hash(self, label: bytes | str, value: bytes) -> bytes:
+        """RefHash(label, value) = Hash(RefHashInput{label<V>, value<V>}) (§5.2)."""
+        if isinstance(label, str):
+            label = label.encode()
+        buf = bytearray()
+        _vb(label, buf)
+        _vb(value, buf)
+        return self.hash(bytes(buf))
+
+    def make_key_package_ref(self, key_package: bytes) -> bytes:
+        """MakeKeyPackageRef over the encoded KeyPackage (§5.2)."""
+        return self.ref_hash(b"MLS 1.0 KeyPackage Reference", key_package)
+
+    def make_proposal_ref(self, authenticated_content: bytes) -> bytes:
+        """MakeProposalRef over the encoded AuthenticatedContent (§5.2)."""
+        return self.ref_hash(b"MLS 1.0 Proposal Reference", authenticated_content)
+
+    # --- AEAD ----------------------------------------------------------------
+    def seal(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        return bytes(self._aead_cls(key).encrypt(nonce, plaintext, aad))
+
+    def open(self, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        try:
+            return bytes(self._aead_cls(key).decrypt(nonce, ciphertext, aad))
+        except (InvalidTag, ValueError):
+            raise DecryptionError("AEAD decryption failed") from None
+
+    # --- HPKE (RFC 9180 base mode) -------------------------------------------
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """KEM.DeriveKeyPair(ikm) -> (private_key, public_key) (RFC 9180 §7.1.3)."""
+        return self.hpke.kem.derive_key_pair(ikm)
+
+    def generate_key_pair(self) -> tuple[bytes, bytes]:
+        return self.hpke.kem.derive_key_pair(os.urandom(self.hpke.kem.n_sk))
+
+    def hpke_public_key(self, private_key: bytes) -> bytes:
+        return self.hpke.kem.public_key(private_key)
+
+    def encrypt_with_label(self, public_key: bytes, label: bytes | str, context: bytes,
+                           plaintext: bytes) -> tuple[bytes, bytes]:
+        """EncryptWithLabel -> (kem_output, ciphertext) (§5.1.3)."""
+        if isinstance(label, str):
+            label = label.encode()
+        return self.hpke.seal_base(public_key, _labeled(label, context), b"", plaintext)
+
+    def decrypt_with_label(self, private_key: bytes, label: bytes | str, context: bytes,
+                           kem_output: bytes, ciphertext: bytes) -> bytes:
+        """DecryptWithLabel (§5.1.3); raises DecryptionError on failure."""
+        if isinstance(label, str):
+            label = label.encode()
+        info = _labeled(label, context)
+        return self.hpke.open_base(kem_output, private_key, info, b"", ciphertext)
+
+    # --- signatures (§5.1.2) -------------------------------------------------
+    def generate_signature_key_pair(self) -> tuple[bytes, bytes]:
+        """A fresh (private, public) signature key pair."""
+        return self._signer.generate()
+
+    def signature_public_key(self, private_key: bytes) -> bytes:
+        return self._signer.public_key(private_key)
+
+    def sign_with_label(self, private_key: bytes, label: bytes | str, content: bytes) -> bytes:
+        """SignWithLabel(SignatureKey, Label, Content) (§5.1.2)."""
+        if isinstance(label, str):
+            label = label.encode()
+        return self._signer.sign(private_key, _labeled(label, content))
+
+    def verify_with_label(self, public_key: bytes, label: bytes | str, content: bytes,
+                          signature: bytes) -> bool:
+        """VerifyWithLabel(...) -> bool (§5.1.2)."""
+        if isinstance(label, str):
+            label = label.encode()
+        return self._signer.verify(public_key, _labeled(label, content), signature)
+
+    def check_signature(self, public_key: bytes, label: bytes | str, content: bytes,
+                        signature: bytes, what: str) -> None:
+        """VerifyWithLabel, raising VerificationError naming ``what`` on failure."""
+        if not self.verify_with_label(public_key, label, content, signature):
+            raise VerificationError(f"invalid signature on {what}")
+
+
+def _suite(sid: CipherSuiteId, hash_name: str, kem: int, kdf: int, aead: int,
+           sig: str, aead_cls: Any, signer: _Signer) -> CipherSuite:
+    return CipherSuite(int(sid), sid.name, hash_name, kem, kdf, aead, sig, aead_cls, signer)
+
+
+_ED25519 = _EdDSA(ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)
+_ED448 = _EdDSA(ed448.Ed448PrivateKey, ed448.Ed448PublicKey)
+
+# KEM ids (RFC 9180 §7.1): P-256 0x10, P-384 0x11, P-521 0x12, X25519 0x20, X448 0x21.
+# KDF ids: HKDF-SHA256 1, -SHA384 2, -SHA512 3. AEAD ids: AES-128-GCM 1, AES-256-GCM 2,
+# ChaCha20-Poly1305 3.
+_SUITES: dict[int, CipherSuite] = {
+    s.id: s
+    for s in (
+        _suite(CipherSuiteId(1), "sha256", 0x20, 1, 1, "ed25519", AESGCM, _ED25519),
+        _suite(CipherSuiteId(2), "sha256", 0x10, 1, 1, "ecdsa_secp256r1_sha256", AESGCM,
+               _ECDSA(ec.SECP256R1(), hashes.SHA256())),
+        _suite(CipherSuiteId(3), "sha256", 0x20, 1, 3, "ed25519", ChaCha20Poly1305, _ED25519),
+        _suite(CipherSuiteId(4), "sha512", 0x21, 3, 2, "ed448", AESGCM, _ED448),
+        _suite(CipherSuiteId(5), "sha512", 0x12, 3, 2, "ecdsa_secp521r1_sha512", AESGCM,
+               _ECDSA(ec.SECP521R1(), hashes.SHA512())),
+        _suite(CipherSuiteId(6), "sha512", 0x21, 3, 3, "ed448", ChaCha20Poly1305, _ED448),
+        _suite(CipherSuiteId(7), "sha384", 0x11, 2, 2, "ecdsa_secp384r1_sha384", AESGCM,
+               _ECDSA(ec.SECP384R1(), hashes.SHA384())),
+    )
+}
+
+SUPPORTED_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
+
+
+def get_suite(suite_id: int) -> CipherSuite:
+    """Return the CipherSuite for an IANA id, or raise UnsupportedError."""
+    try:
+        return _SUITES[suite_id]
+    except KeyError:
+        raise UnsupportedError(f"unsupported cipher suite {suite_id:#06x}") from None
+
+

@@ -1,0 +1,74 @@
+"""The one exception hierarchy of ``mls_core``.
+
+Every failure that ``mls_core`` reports to a caller is an :class:`MLSError`. The families
+follow the split h11 makes between "the peer sent garbage" and "we misused the API":
+
+``MLSError``
+    ``DecodeError``          bytes that do not parse as the named struct (RFC 9420 §2.1):
+                             truncated, oversized, non-minimal varint, trailing bytes,
+                             unknown enum value where the struct cannot be skipped.
+    ``CryptoError``          a cryptographic operation failed.
+        ``VerificationError``   a signature, MAC, membership tag, confirmation tag or
+                                parent/tree hash did not verify.
+        ``DecryptionError``     AEAD or HPKE decryption failed.
+    ``ProtocolError``        well-formed input that breaks an RFC 9420 rule (the message
+                             names the section), e.g. wrong epoch or wrong group_id.
+        ``EpochError``          message for an epoch we do not (or no longer) hold.
+        ``ReplayError``         a generation that was already consumed (§9.2).
+        ``ValidationError``     a proposal list, commit, tree or KeyPackage is invalid.
+    ``PolicyError``          the application's policy refused an otherwise valid change.
+    ``UsageError``           the caller misused the API (our side's fault).
+    ``UnsupportedError``     valid but not supported here (unknown cipher suite, ...).
+
+Errors never carry key material or plaintext in their messages.
+"""
+
+from __future__ import annotations
+
+
+class MLSError(Exception):
+    """Base class of every error raised by mls_core."""
+
+
+class DecodeError(MLSError):
+    """Bytes do not decode as the named struct (RFC 9420 §2.1)."""
+
+
+class CryptoError(MLSError):
+    """A cryptographic primitive failed."""
+
+
+class VerificationError(CryptoError):
+    """A signature, MAC or hash did not verify."""
+
+
+class DecryptionError(CryptoError):
+    """AEAD or HPKE decryption failed (wrong key, tampered ciphertext)."""
+
+
+class ProtocolError(MLSError):
+    """Well-formed input that violates an RFC 9420 rule."""
+
+
+class EpochError(ProtocolError):
+    """The message belongs to an epoch whose keys we do not hold."""
+
+
+class ReplayError(ProtocolError):
+    """The message reuses a generation whose key was already consumed (§9.2)."""
+
+
+class ValidationError(ProtocolError):
+    """A proposal list, commit, tree, credential or KeyPackage is invalid."""
+
+
+class PolicyError(MLSError):
+    """The application's policy rejected an otherwise valid operation."""
+
+
+class UsageError(MLSError):
+    """The caller used the API incorrectly."""
+
+
+class UnsupportedError(MLSError):
+    """A valid but unsupported value (e.g. an unknown cipher suite)."""
