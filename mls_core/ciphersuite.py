@@ -107,9 +107,13 @@ class _ECDSA(_Signer):
         self._size = (curve.key_size + 7) // 8
 
     def _load(self, private_key: bytes) -> ec.EllipticCurvePrivateKey:
-        if len(private_key) != self._size:
-            raise UsageError(f"ECDSA private key must be {self._size} bytes")
-        return ec.derive_private_key(int.from_bytes(private_key, "big"), self._curve)
+        # Some encoders drop leading zero bytes of the scalar; accept up to the field size.
+        if not 0 < len(private_key) <= self._size:
+            raise UsageError(f"ECDSA private key must be at most {self._size} bytes")
+        try:
+            return ec.derive_private_key(int.from_bytes(private_key, "big"), self._curve)
+        except ValueError:
+            raise UsageError("ECDSA private key out of range") from None
 
     def generate(self) -> tuple[bytes, bytes]:
         sk = ec.generate_private_key(self._curve)

@@ -23,16 +23,16 @@ def main(argv: list[str] | None = None) -> int:
         name = path.stem
         try:
             results = list(run_file(path))
-        except UnsupportedKind as e:
-            print(f"{name}: unsupported: {e}")
+        except UnsupportedKind as unsupported:
+            print(f"{name}: unsupported: {unsupported}")
             ok = False
             continue
         failed = [(i, e) for i, e in results if e is not None]
         print(f"{name}: {len(results) - len(failed)} passed, {len(failed)} failed")
         if failed:
             ok = False
-            for i, e in failed[: None if args.verbose else 3]:
-                print(f"  entry {i}: {type(e).__name__}: {e}", file=sys.stderr)
+            for i, err in failed[: None if args.verbose else 3]:
+                print(f"  entry {i}: {type(err).__name__}: {err}", file=sys.stderr)
     return 0 if ok else 1
 
 
