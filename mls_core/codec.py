@@ -105,7 +105,11 @@ class _Uint(Codec[int]):
         out += self._st.pack(value)
 
     def decode(self, r: Reader) -> int:
-        return int(self._st.unpack(r.take(self.size, self.name))[0])
+        pos = r.pos
+        if pos + self.size > r.end:
+            r.take(self.size, self.name)  # raises the DecodeError naming the offset
+        r.pos = pos + self.size
+        return int(self._st.unpack_from(r.data, pos)[0])
 
 
 U8: Codec[int] = _Uint(1)
@@ -298,13 +302,19 @@ class Select(Codec[Any]):
     def __init__(self, on: str, cases: Mapping[int, CodecLike]) -> None:
         self.on = on
         self._cases = dict(cases)
+        self._resolved: dict[int, Codec[Any]] = {}
         self.name = f"select({on})"
 
     def case(self, tag: int) -> Codec[Any]:
+        c = self._resolved.get(tag)
+        if c is not None:
+            return c
         try:
-            return as_codec(self._cases[tag])
+            c = as_codec(self._cases[tag])
         except KeyError:
             raise DecodeError(f"{self.name}: unknown {self.on} {tag}") from None
+        self._resolved[tag] = c
+        return c
 
 
 class Depends(Codec[Any]):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from .codec import U64, Select, Struct, Uint8, VarBytes
+from .codec import U64, Select, Struct, Uint8, Uint16, VarBytes
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .ciphersuite import CipherSuite
 
 
 class PSKType(IntEnum):
@@ -57,3 +62,39 @@ class PreSharedKeyID(Struct):
         Select("psktype", {PSKType.EXTERNAL: ExternalPSK, PSKType.RESUMPTION: ResumptionPSK}),
     ]
     psk_nonce: VarBytes
+
+
+@dataclass(frozen=True)
+class PSKLabel(Struct):
+    """struct {
+        PreSharedKeyID id;
+        uint16 index;
+        uint16 count;
+    } PSKLabel;                                                          (§8.4)"""
+
+    id: PreSharedKeyID
+    index: Uint16
+    count: Uint16
+
+
+def psk_secret(suite: CipherSuite, psks: Sequence[tuple[PreSharedKeyID, bytes]]) -> bytes:
+    """Chain the PSKs, in order, into psk_secret (§8.4)::
+
+        psk_extracted_[i] = KDF.Extract(0, psk_[i])
+        psk_input_[i]     = ExpandWithLabel(psk_extracted_[i], "derived psk", PSKLabel, KDF.Nh)
+        psk_secret_[0]    = 0
+        psk_secret_[i]    = KDF.Extract(psk_input_[i-1], psk_secret_[i-1])
+
+    An empty list gives the all-zero vector of length KDF.Nh.
+    """
+    count = len(psks)
+    if count > 0xFFFF:
+        raise UsageError("at most 65535 PSKs fit in a PSKLabel")
+    nh = suite.hash_length
+    secret = bytes(nh)
+    for index, (psk_id, psk) in enumerate(psks):
+        extracted = suite.extract(bytes(nh), psk)
+        label = PSKLabel(psk_id, index, count).encode()
+        psk_input = suite.expand_with_label(extracted, b"derived psk", label, nh)
+        secret = suite.extract(psk_input, secret)
+    return secret

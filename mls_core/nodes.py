@@ -1,0 +1,331 @@
+"""Ratchet tree nodes (RFC 9420 §7.1, §7.2, §7.6, §12.4.3.3).
+
+LeafNode, its to-be-signed form LeafNodeTBS, ParentNode, the Node union used by the
+``ratchet_tree`` extension, and the ``optional<Node> ratchet_tree<V>`` vector codec.
+
+``HPKEPublicKey`` and ``SignaturePublicKey`` (§5.1.1) are ``opaque <V>``, i.e.
+:data:`~mls_core.codec.VarBytes` fields holding the raw key bytes.
+
+:class:`HPKECiphertext` (§7.6) is declared here, below both of its users,
+``UpdatePathNode`` (:mod:`mls_core.commit`, which re-exports it) and
+``EncryptedGroupSecrets`` (:mod:`mls_core.messages`), so that the modules import in one
+direction only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated, Any
+
+from .codec import (
+    EMPTY,
+    U16,
+    U32,
+    VAR_BYTES,
+    Codec,
+    Opt,
+    Select,
+    Struct,
+    Uint8,
+    Uint32,
+    Uint64,
+    VarBytes,
+    Vec,
+    decode_value,
+    encode_value,
+)
+from .credentials import Credential
+from .errors import UsageError, ValidationError
+from .extensions import Extension
+
+
+class LeafNodeSource(IntEnum):
+    """How a LeafNode came to be in the tree (§7.2)."""
+
+    RESERVED = 0
+    KEY_PACKAGE = 1
+    UPDATE = 2
+    COMMIT = 3
+
+
+class NodeType(IntEnum):
+    """Kind of a ratchet tree node (§7.8, §12.4.3.3)."""
+
+    RESERVED = 0
+    LEAF = 1
+    PARENT = 2
+
+
+@dataclass(frozen=True)
+class HPKECiphertext(Struct):
+    """struct {
+        opaque kem_output<V>;
+        opaque ciphertext<V>;
+    } HPKECiphertext;                                                    (§7.6)"""
+
+    kem_output: VarBytes
+    ciphertext: VarBytes
+
+
+@dataclass(frozen=True)
+class Capabilities(Struct):
+    """struct {
+        ProtocolVersion versions<V>;
+        CipherSuite cipher_suites<V>;
+        ExtensionType extensions<V>;
+        ProposalType proposals<V>;
+        CredentialType credentials<V>;
+    } Capabilities;                                                      (§7.2)
+
+    Every list holds plain ints: unknown (e.g. GREASE, §13.5) values decode and must be
+    ignored by the reader."""
+
+    versions: Annotated[tuple[int, ...], Vec(U16)]
+    cipher_suites: Annotated[tuple[int, ...], Vec(U16)]
+    extensions: Annotated[tuple[int, ...], Vec(U16)]
+    proposals: Annotated[tuple[int, ...], Vec(U16)]
+    credentials: Annotated[tuple[int, ...], Vec(U16)]
+
+
+@dataclass(frozen=True)
+class Lifetime(Struct):
+    """struct {
+        uint64 not_before;
+        uint64 not_after;
+    } Lifetime;                                                          (§7.2)"""
+
+    not_before: Uint64
+    not_after: Uint64
+
+
+_SOURCE_CASES: dict[int, Any] = {
+    LeafNodeSource.KEY_PACKAGE: Lifetime,
+    LeafNodeSource.UPDATE: EMPTY,
+    LeafNodeSource.COMMIT: VAR_BYTES,
+}
+
+
+@dataclass(frozen=True)
+class LeafNode(Struct):
+    """struct {
+        HPKEPublicKey encryption_key;
+        SignaturePublicKey signature_key;
+        Credential credential;
+        Capabilities capabilities;
+
+        LeafNodeSource leaf_node_source;
+        select (LeafNode.leaf_node_source) {
+            case key_package:
+                Lifetime lifetime;
+            case update:
+                struct{};
+            case commit:
+                opaque parent_hash<V>;
+        };
+
+        Extension extensions<V>;
+        /* SignWithLabel(., "LeafNodeTBS", LeafNodeTBS) */
+        opaque signature<V>;
+    } LeafNode;                                                          (§7.2)
+
+    ``source_data`` holds the selected case: a :class:`Lifetime` (key_package), ``None``
+    (update) or the ``parent_hash`` bytes (commit); see :attr:`lifetime` and
+    :attr:`parent_hash`."""
+
+    encryption_key: VarBytes
+    signature_key: VarBytes
+    credential: Credential
+    capabilities: Capabilities
+    leaf_node_source: Uint8
+    source_data: Annotated[Lifetime | bytes | None, Select("leaf_node_source", _SOURCE_CASES)]
+    extensions: Annotated[tuple[Extension, ...], Vec(Extension)]
+    signature: VarBytes
+
+    @property
+    def lifetime(self) -> Lifetime | None:
+        """The lifetime of a ``key_package`` leaf, else ``None``."""
+        return self.source_data if isinstance(self.source_data, Lifetime) else None
+
+    @property
+    def parent_hash(self) -> bytes | None:
+        """The parent hash of a ``commit`` leaf, else ``None``."""
+        return self.source_data if isinstance(self.source_data, bytes) else None
+
+    def to_be_signed(self, group_id: bytes | None = None,
+                     leaf_index: int | None = None) -> LeafNodeTBS:
+        """The LeafNodeTBS covering this leaf (§7.2); ``group_id`` and ``leaf_index`` are
+        required for ``update`` and ``commit`` leaves and ignored for ``key_package``."""
+        return LeafNodeTBS(
+            encryption_key=self.encryption_key,
+            signature_key=self.signature_key,
+            credential=self.credential,
+            capabilities=self.capabilities,
+            leaf_node_source=self.leaf_node_source,
+            source_data=self.source_data,
+            extensions=self.extensions,
+            group_context=_tbs_context(self.leaf_node_source, group_id, leaf_index),
+        )
+
+
+def _tbs_context(source: int, group_id: bytes | None,
+                 leaf_index: int | None) -> LeafNodeTBSContext | None:
+    if source == LeafNodeSource.KEY_PACKAGE:
+        return None
+    if group_id is None or leaf_index is None:
+        raise UsageError("LeafNodeTBS: update/commit leaves need group_id and leaf_index")
+    return LeafNodeTBSContext(group_id, leaf_index)
+
+
+@dataclass(frozen=True)
+class LeafNodeTBSContext(Struct):
+    """The ``update``/``commit`` case of LeafNodeTBS's trailing select (§7.2)::
+
+        opaque group_id<V>;
+        uint32 leaf_index;
+    """
+
+    group_id: VarBytes
+    leaf_index: Uint32
+
+
+@dataclass(frozen=True)
+class LeafNodeTBS(Struct):
+    """struct {
+        HPKEPublicKey encryption_key;
+        SignaturePublicKey signature_key;
+        Credential credential;
+        Capabilities capabilities;
+
+        LeafNodeSource leaf_node_source;
+        select (LeafNodeTBS.leaf_node_source) {
+            case key_package:
+                Lifetime lifetime;
+            case update:
+                struct{};
+            case commit:
+                opaque parent_hash<V>;
+        };
+
+        Extension extensions<V>;
+
+        select (LeafNodeTBS.leaf_node_source) {
+            case key_package:
+                struct{};
+            case update:
+                opaque group_id<V>;
+                uint32 leaf_index;
+            case commit:
+                opaque group_id<V>;
+                uint32 leaf_index;
+        };
+    } LeafNodeTBS;                                                       (§7.2)"""
+
+    encryption_key: VarBytes
+    signature_key: VarBytes
+    credential: Credential
+    capabilities: Capabilities
+    leaf_node_source: Uint8
+    source_data: Annotated[Lifetime | bytes | None, Select("leaf_node_source", _SOURCE_CASES)]
+    extensions: Annotated[tuple[Extension, ...], Vec(Extension)]
+    group_context: Annotated[
+        LeafNodeTBSContext | None,
+        Select(
+            "leaf_node_source",
+            {
+                LeafNodeSource.KEY_PACKAGE: EMPTY,
+                LeafNodeSource.UPDATE: LeafNodeTBSContext,
+                LeafNodeSource.COMMIT: LeafNodeTBSContext,
+            },
+        ),
+    ]
+
+    def signed(self, signature: bytes) -> LeafNode:
+        """The LeafNode carrying these fields and ``signature``."""
+        return LeafNode(
+            encryption_key=self.encryption_key,
+            signature_key=self.signature_key,
+            credential=self.credential,
+            capabilities=self.capabilities,
+            leaf_node_source=self.leaf_node_source,
+            source_data=self.source_data,
+            extensions=self.extensions,
+            signature=signature,
+        )
+
+
+@dataclass(frozen=True)
+class ParentNode(Struct):
+    """struct {
+        HPKEPublicKey encryption_key;
+        opaque parent_hash<V>;
+        uint32 unmerged_leaves<V>;
+    } ParentNode;                                                        (§7.1)"""
+
+    encryption_key: VarBytes
+    parent_hash: VarBytes
+    unmerged_leaves: Annotated[tuple[int, ...], Vec(U32)]
+
+
+@dataclass(frozen=True)
+class Node(Struct):
+    """struct {
+        NodeType node_type;
+        select (Node.node_type) {
+            case leaf:   LeafNode leaf_node;
+            case parent: ParentNode parent_node;
+        };
+    } Node;                                                              (§12.4.3.3)
+
+    Build with :meth:`of`, which sets ``node_type`` from the value's class."""
+
+    node_type: Uint8
+    value: Annotated[
+        LeafNode | ParentNode,
+        Select("node_type", {NodeType.LEAF: LeafNode, NodeType.PARENT: ParentNode}),
+    ]
+
+    @classmethod
+    def of(cls, value: LeafNode | ParentNode) -> Node:
+        """Wrap a LeafNode or ParentNode with the matching ``node_type``."""
+        if isinstance(value, LeafNode):
+            return cls(NodeType.LEAF, value)
+        if isinstance(value, ParentNode):
+            return cls(NodeType.PARENT, value)
+        raise UsageError(f"Node.of: not a tree node: {type(value).__name__}")
+
+    @property
+    def leaf_node(self) -> LeafNode | None:
+        return self.value if isinstance(self.value, LeafNode) else None
+
+    @property
+    def parent_node(self) -> ParentNode | None:
+        return self.value if isinstance(self.value, ParentNode) else None
+
+
+#: ``optional<Node> ratchet_tree<V>`` (§12.4.3.3): the nodes in array order, ``None``
+#: for a blank node. Purely syntactic; see :func:`decode_ratchet_tree` for the checks.
+RATCHET_TREE: Codec[tuple[Node | None, ...]] = Vec(Opt(Node))
+
+
+def encode_ratchet_tree(nodes: tuple[Node | None, ...] | list[Node | None]) -> bytes:
+    """Encode a ratchet tree, dropping trailing blank nodes as §12.4.3.3 requires."""
+    end = len(nodes)
+    while end > 0 and nodes[end - 1] is None:
+        end -= 1
+    return encode_value(RATCHET_TREE, tuple(nodes[:end]))
+
+
+def decode_ratchet_tree(data: bytes) -> tuple[Node | None, ...]:
+    """Decode a ``ratchet_tree`` and apply the shape checks of §12.4.3.3.
+
+    Raises DecodeError for malformed bytes and ValidationError if the tree is empty, ends
+    in a blank node, or has a leaf at an odd (parent) position or a parent at an even
+    (leaf) position. Extending the array to 2^(d+1)-1 nodes is left to the caller."""
+    nodes: tuple[Node | None, ...] = decode_value(RATCHET_TREE, data, "ratchet_tree")
+    if not nodes or nodes[-1] is None:
+        raise ValidationError("ratchet_tree: last node must be non-blank (§12.4.3.3)")
+    for i, node in enumerate(nodes):
+        if node is not None and node.node_type != (NodeType.PARENT if i & 1 else NodeType.LEAF):
+            raise ValidationError(f"ratchet_tree: wrong node type at node index {i}")
+    return nodes
