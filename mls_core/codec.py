@@ -348,15 +348,19 @@ class _StructCodec(Codec[Any]):
         self._plain = not any(isinstance(c, (Select, Depends)) for _, c in self.fields)
 
     def encode(self, value: Any, out: bytearray) -> None:
-        if self._plain:
+        try:
+            if self._plain:
+                for fname, c in self.fields:
+                    c.encode(getattr(value, fname), out)
+                return
+            seen: dict[str, Any] = {}
             for fname, c in self.fields:
-                c.encode(getattr(value, fname), out)
-            return
-        seen: dict[str, Any] = {}
-        for fname, c in self.fields:
-            v = getattr(value, fname)
-            self._resolve(c, seen).encode(v, out)
-            seen[fname] = v
+                v = getattr(value, fname)
+                self._resolve(c, seen).encode(v, out)
+                seen[fname] = v
+        except (TypeError, AttributeError, ValueError, OverflowError) as e:
+            # A hand-built value that does not match its declaration: our caller's bug.
+            raise UsageError(f"{self.name}: cannot encode: {e}") from None
 
     def decode(self, r: Reader) -> Any:
         values: dict[str, Any] = {}

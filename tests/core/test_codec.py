@@ -28,7 +28,6 @@ from mls_core.framing import (
     PrivateMessageContent,
     PublicMessage,
     Sender,
-    SenderType,
     WireFormat,
 )
 from mls_core.messages import GroupSecrets, KeyPackage, PathSecret
@@ -353,4 +352,3 @@ def test_mls_message_of_sets_wire_format() -> None:
     msg = MLSMessage.of(_key_package())
     assert msg.version == 1 and msg.wire_format == WireFormat.MLS_KEY_PACKAGE
     assert MLSMessage.decode(msg.encode()).key_package == _key_package()
-    assert SenderType.MEMBER == 1
