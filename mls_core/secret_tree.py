@@ -183,6 +183,14 @@ class HashRatchet:
             del self._retained[oldest]
             self._floor = max(self._floor, oldest + 1)
 
+    def copy(self) -> HashRatchet:
+        """An independent copy (for checkpoints; see :meth:`SecretTree.checkpoint`)."""
+        new = HashRatchet.__new__(HashRatchet)
+        for slot in HashRatchet.__slots__:
+            setattr(new, slot, getattr(self, slot))
+        new._retained = dict(self._retained)
+        return new
+
     def next(self) -> RatchetKey:
         """Key and nonce for sending the next message (§6.3.1). Each is used once."""
         gen = self._generation
@@ -254,6 +262,14 @@ class HashRatchet:
 
 
 # --------------------------------------------------------------------------- secret tree
+
+
+class SecretTreeCheckpoint(NamedTuple):
+    """State of one leaf of a SecretTree captured by :meth:`SecretTree.checkpoint`."""
+
+    leaf: int
+    ratchets: tuple[HashRatchet, HashRatchet] | None
+    nodes: dict[int, bytes] | None
 
 
 class SecretTree:
@@ -354,6 +370,26 @@ class SecretTree:
         """Receiver side: key and nonce of ``leaf``'s ``generation``; consumed by the call
         (see :meth:`HashRatchet.get` for the errors)."""
         return self.ratchet(leaf, ratchet_type_for(content_type)).get(generation)
+
+    # --- transactions -------------------------------------------------------------
+    def checkpoint(self, leaf: int) -> SecretTreeCheckpoint:
+        """Capture what a ``next``/``get`` on ``leaf`` may change, so that a message that
+        later fails verification can be undone with :meth:`restore` (atomic processing).
+        Cheap: a copy of that leaf's two ratchets, plus the frontier the first time the
+        leaf is used."""
+        pair = self._ratchets.get(leaf)
+        if pair is None:
+            return SecretTreeCheckpoint(leaf, None, dict(self._nodes))
+        return SecretTreeCheckpoint(leaf, (pair[0].copy(), pair[1].copy()), None)
+
+    def restore(self, cp: SecretTreeCheckpoint) -> None:
+        """Undo everything done to ``cp.leaf`` since :meth:`checkpoint`."""
+        if cp.ratchets is None:
+            self._ratchets.pop(cp.leaf, None)
+            if cp.nodes is not None:
+                self._nodes = cp.nodes
+        else:
+            self._ratchets[cp.leaf] = cp.ratchets
 
     # --- storage -----------------------------------------------------------------
     def to_bytes(self) -> bytes:

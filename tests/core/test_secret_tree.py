@@ -254,3 +254,19 @@ def test_serialization_rejects_inconsistent_cover() -> None:
     out_of_range = dataclasses.replace(st0, nodes=(_StoredNode(99, SECRET),))
     with pytest.raises(DecodeError):
         SecretTree.from_bytes(out_of_range.encode())
+
+
+
+def test_checkpoint_restore_undoes_a_consumed_key() -> None:
+    """A message whose key was consumed but which then fails verification is undone."""
+    tree = SecretTree(get_suite(1), bytes(range(32)), 8)
+    cp = tree.checkpoint(3)
+    first = tree.get(3, 1, 5)
+    tree.restore(cp)
+    assert tree.get(3, 1, 5) == first  # the same key is available again
+    cp = tree.checkpoint(3)
+    tree.get(3, 1, 7)
+    tree.restore(cp)
+    assert tree.ratchet(3, RatchetType.APPLICATION).generation == 6
+    with pytest.raises(ReplayError):
+        tree.get(3, 1, 5)
