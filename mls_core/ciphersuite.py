@@ -84,12 +84,18 @@ class _EdDSA(_Signer):
         sk = self._priv.generate()
         return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
 
+    def _load(self, private_key: bytes) -> Any:
+        try:
+            return self._priv.from_private_bytes(private_key)
+        except (ValueError, TypeError):
+            raise UsageError("invalid EdDSA private key") from None
+
     def public_key(self, private_key: bytes) -> bytes:
-        pub: bytes = self._priv.from_private_bytes(private_key).public_key().public_bytes_raw()
+        pub: bytes = self._load(private_key).public_key().public_bytes_raw()
         return pub
 
     def sign(self, private_key: bytes, message: bytes) -> bytes:
-        sig: bytes = self._priv.from_private_bytes(private_key).sign(message)
+        sig: bytes = self._load(private_key).sign(message)
         return sig
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -253,7 +259,10 @@ class CipherSuite:
 
     # --- AEAD ----------------------------------------------------------------
     def seal(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
-        return bytes(self._aead_cls(key).encrypt(nonce, plaintext, aad))
+        try:
+            return bytes(self._aead_cls(key).encrypt(nonce, plaintext, aad))
+        except ValueError:
+            raise UsageError("AEAD key or nonce has the wrong size") from None
 
     def open(self, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         try:
