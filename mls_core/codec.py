@@ -297,11 +297,16 @@ class Opt(Codec[Any]):
 
 
 class Select(Codec[Any]):
-    """``select (on) { case tag: T; ... }`` on an earlier field ``on`` of the same struct."""
+    """``select (on) { case tag: T; ... }`` on an earlier field ``on`` of the same struct.
 
-    def __init__(self, on: str, cases: Mapping[int, CodecLike]) -> None:
+    ``default`` decodes tags not listed (for extensible selects whose unknown cases are
+    length-prefixed by convention, e.g. application-defined credential types)."""
+
+    def __init__(self, on: str, cases: Mapping[int, CodecLike],
+                 default: CodecLike | None = None) -> None:
         self.on = on
         self._cases = dict(cases)
+        self._default = default
         self._resolved: dict[int, Codec[Any]] = {}
         self.name = f"select({on})"
 
@@ -309,10 +314,10 @@ class Select(Codec[Any]):
         c = self._resolved.get(tag)
         if c is not None:
             return c
-        try:
-            c = as_codec(self._cases[tag])
-        except KeyError:
-            raise DecodeError(f"{self.name}: unknown {self.on} {tag}") from None
+        spec = self._cases.get(tag, self._default)
+        if spec is None:
+            raise DecodeError(f"{self.name}: unknown {self.on} {tag}")
+        c = as_codec(spec)
         self._resolved[tag] = c
         return c
 

@@ -1,12 +1,9 @@
 """Credentials (RFC 9420 §5.3, §17.5): Credential, Certificate and credential types.
 
-Unknown credential types: a Credential whose ``credential_type`` is not ``basic`` or
-``x509`` raises :class:`~mls_core.errors.DecodeError`. The body of an unknown type has no
-length prefix, so it cannot be skipped, and §13.5 forbids GREASE values in
-``Credential.credential_type`` precisely because an unsupported value there causes the
-enclosing message to be rejected. Unknown credential types *listed* in capabilities
-(``Capabilities.credentials``, ``RequiredCapabilities.credential_types``) are plain
-``uint16`` values and decode fine.
+Other credential types (application-defined, §13.3 "Credential Extensibility") are
+decoded as an ``opaque<V>`` body, the convention the official test vectors and other
+implementations (mls-rs "custom" credentials, MLSpp) use; whether such a credential is
+acceptable is the Authentication Service's decision (§5.3.1), not the codec's.
 """
 
 from __future__ import annotations
@@ -57,6 +54,7 @@ class Credential(Struct):
         Select(
             "credential_type",
             {CredentialType.BASIC: VAR_BYTES, CredentialType.X509: Vec(Certificate)},
+            default=VAR_BYTES,
         ),
     ]
 

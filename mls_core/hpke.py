@@ -271,7 +271,9 @@ class _NistKem(DHKem):
         self._ecdh = ec.ECDH()
 
     def _load_private(self, sk: bytes) -> Any:
-        if len(sk) != self.n_sk:
+        # Some encoders drop the scalar's leading zero bytes (seen in the official
+        # vectors for P-521); a shorter big-endian integer denotes the same key.
+        if not 0 < len(sk) <= self.n_sk:
             raise CryptoError("invalid HPKE private key")
         value = int.from_bytes(sk, "big")
         if not 0 < value < self._order:

@@ -1,29 +1,23 @@
 """Proposal list validation (RFC 9420 §12.1, §12.2) and the path rule of §12.4.
 
 Each rule raises :class:`~mls_core.errors.ValidationError` whose message names the RFC
-section it enforces. The checks read the group through :class:`GroupView`, which the
-group layer implements over its ratchet tree with indexes, so validation costs
-O(proposals · log n), not O(n), for large groups.
+section it enforces. Checks of a new leaf against the other members (§7.3 uniqueness and
+credential support) run while the proposals are applied, against the tree as it then
+is (see ``mls_core.staging``), so an Add may reuse the key of a member removed in the
+same Commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from .authentication import CredentialValidator
 from .ciphersuite import CipherSuite
 from .errors import ValidationError
 from .extensions import Extension, ExtensionType
 from .framing import Sender, SenderType
-from .key_package import (
-    DEFAULT_EXTENSIONS,
-    check_leaf_extensions_supported,
-    check_lifetime,
-    validate_key_package,
-    verify_leaf_signature,
-)
+from .key_package import DEFAULT_EXTENSIONS, validate_key_package
 from .messages import RequiredCapabilities
 from .nodes import LeafNode, LeafNodeSource
 from .proposals import (
@@ -38,6 +32,8 @@ from .proposals import (
     Update,
 )
 from .psk import PSKType, ResumptionPSKUsage
+from .ratchet_tree import RatchetTree
+from .tree_validation import check_leaf_node
 
 #: Proposal types every implementation supports without listing them (§7.2).
 DEFAULT_PROPOSALS = frozenset(int(p) for p in ProposalType if p != ProposalType.RESERVED)
@@ -47,27 +43,6 @@ PATH_REQUIRED = frozenset({ProposalType.UPDATE, ProposalType.REMOVE,
 #: Proposal types an ``external`` sender may send (§12.1.8).
 EXTERNAL_SENDER_TYPES = frozenset({ProposalType.ADD, ProposalType.REMOVE, ProposalType.PSK,
                                    ProposalType.REINIT, ProposalType.GROUP_CONTEXT_EXTENSIONS})
-
-
-class GroupView(Protocol):
-    """What validation needs to know about the group before the commit."""
-
-    @property
-    def n_leaves(self) -> int: ...
-
-    def leaf(self, index: int) -> LeafNode | None: ...
-
-    def leaf_of_signature_key(self, key: bytes) -> int | None: ...
-
-    def has_encryption_key(self, key: bytes) -> bool: ...
-
-    def members_support_credential(self, credential_type: int,
-                                   excluding: frozenset[int]) -> bool: ...
-
-    def members_support(self, required: RequiredCapabilities,
-                        excluding: frozenset[int]) -> bool: ...
-
-    def credential_types_in_use(self) -> frozenset[int]: ...
 
 
 @dataclass(frozen=True)
@@ -114,32 +89,8 @@ def leaf_supports(leaf: LeafNode, required: RequiredCapabilities | None,
             and all(c in caps.credentials for c in required.credential_types))
 
 
-def validate_leaf_for_group(
-    leaf: LeafNode, ctx: ValidationContext, view: GroupView, *,
-    replacing: int | None, removed: frozenset[int],
-) -> None:
-    """The group-dependent LeafNode checks of §7.3 for an Add, Update or Commit leaf."""
-    if not leaf_supports(leaf, required_capabilities(ctx.extensions), ctx.extensions):
-        raise ValidationError("§7.3: LeafNode does not support the group's required "
-                              "capabilities or extensions")
-    excluded = removed | ({replacing} if replacing is not None else frozenset())
-    if not view.members_support_credential(leaf.credential.credential_type, excluded):
-        raise ValidationError("§7.3: credential type not supported by all members")
-    if not all(c in leaf.capabilities.credentials for c in view.credential_types_in_use()):
-        raise ValidationError("§7.3: LeafNode does not support every credential type in use")
-    if ctx.suite.id not in leaf.capabilities.cipher_suites:
-        raise ValidationError("§7.2: LeafNode capabilities omit the group's cipher suite")
-    owner = view.leaf_of_signature_key(leaf.signature_key)
-    if owner is not None and owner != replacing and owner not in removed:
-        raise ValidationError("§7.3: signature_key already used by another member")
-    if view.has_encryption_key(leaf.encryption_key):
-        raise ValidationError("§7.3: encryption_key already present in the tree")
-    check_leaf_extensions_supported(leaf)
-    check_lifetime(leaf, ctx.now)
-
-
-def _check_update(p: Update, sender: Sender, ctx: ValidationContext, view: GroupView,
-                  removed: frozenset[int]) -> None:
+def _check_update(p: Update, sender: Sender, ctx: ValidationContext,
+                  view: RatchetTree) -> None:
     index = sender.leaf_index
     if index is None:
         raise ValidationError("§12.1.2: Update proposals must come from members")
@@ -154,8 +105,11 @@ def _check_update(p: Update, sender: Sender, ctx: ValidationContext, view: Group
     ctx.validator.validate(leaf.credential, leaf.signature_key)
     if not ctx.validator.may_replace(old.credential, leaf.credential):
         raise ValidationError("§5.3.1: Update changes the member's identity")
-    verify_leaf_signature(ctx.suite, leaf, ctx.group_id, index)
-    validate_leaf_for_group(leaf, ctx, view, replacing=index, removed=removed)
+    check_leaf_node(ctx.suite, leaf, group_id=ctx.group_id, leaf_index=index,
+                    source=LeafNodeSource.UPDATE, now=ctx.now, validator=ctx.validator,
+                    required_capabilities=required_capabilities(ctx.extensions))
+    if not leaf_supports(leaf, required_capabilities(ctx.extensions), ctx.extensions):
+        raise ValidationError("§7.3: Update leaf does not support the group's extensions")
 
 
 def _check_psk(p: PreSharedKey, ctx: ValidationContext) -> None:
@@ -175,8 +129,7 @@ def _check_psk(p: PreSharedKey, ctx: ValidationContext) -> None:
         raise ValidationError(f"§8.4: unknown PSK type {psk.psktype}")
 
 
-def _check_single(cp: CommittedProposal, ctx: ValidationContext, view: GroupView,
-                  removed: frozenset[int]) -> None:
+def _check_single(cp: CommittedProposal, ctx: ValidationContext, view: RatchetTree) -> None:
     """Validity of one proposal on its own (§12.1.x)."""
     body = cp.proposal.body
     if cp.sender.sender_type == SenderType.EXTERNAL and \
@@ -186,10 +139,13 @@ def _check_single(cp: CommittedProposal, ctx: ValidationContext, view: GroupView
         validate_key_package(ctx.suite, body.key_package, now=ctx.now, validator=ctx.validator)
         if body.key_package.version < ctx.version:
             raise ValidationError("§10.1: KeyPackage version below the group's")
-        validate_leaf_for_group(body.key_package.leaf_node, ctx, view, replacing=None,
-                                removed=removed)
+        leaf = body.key_package.leaf_node
+        required = required_capabilities(ctx.extensions)
+        if not leaf_supports(leaf, required, ctx.extensions):
+            raise ValidationError("§7.3, §11.1: the new member does not support the group's "
+                                  "required capabilities or extensions")
     elif isinstance(body, Update):
-        _check_update(body, cp.sender, ctx, view, removed)
+        _check_update(body, cp.sender, ctx, view)
     elif isinstance(body, Remove):
         if body.removed >= view.n_leaves or view.leaf(body.removed) is None:
             raise ValidationError("§12.1.3: Remove of a blank or absent leaf")
@@ -208,22 +164,20 @@ def _check_unique_types(extensions: Sequence[Extension]) -> None:
         raise ValidationError("§13.4: extension list has an extension type twice")
 
 
-def _check_gce_support(gce: GroupContextExtensions, view: GroupView,
+def _check_gce_support(gce: GroupContextExtensions, view: RatchetTree,
                        removed: frozenset[int], added: Sequence[LeafNode]) -> None:
-    """§12.1.7: every remaining and new member supports the new required capabilities."""
+    """§12.1.7: every remaining and new member supports the new GroupContext extensions
+    and required capabilities."""
     required = required_capabilities(gce.extensions)
-    empty = RequiredCapabilities((), (), ())
-    if not view.members_support(required or empty, removed):
-        raise ValidationError("§12.1.7: a member does not support the new required "
-                              "capabilities")
-    for leaf in added:
+    remaining = [leaf for i, leaf in view.leaves() if i not in removed]
+    for leaf in [*remaining, *added]:
         if not leaf_supports(leaf, required, gce.extensions):
-            raise ValidationError("§12.1.7: an added member does not support the new "
+            raise ValidationError("§12.1.7: a member does not support the new "
                                   "GroupContext extensions")
 
 
 def validate_member_commit(proposals: Sequence[CommittedProposal], committer: int,
-                           ctx: ValidationContext, view: GroupView) -> None:
+                           ctx: ValidationContext, view: RatchetTree) -> None:
     """§12.2: validity of the proposal list of a regular (member) Commit."""
     kinds = [cp.proposal.proposal_type for cp in proposals]
     if ProposalType.REINIT in kinds and len(kinds) > 1:
@@ -260,18 +214,19 @@ def validate_member_commit(proposals: Sequence[CommittedProposal], committer: in
         if cp.proposal.proposal_type not in DEFAULT_PROPOSALS and \
                 not _all_support_proposal(cp.proposal.proposal_type, view, removed):
             raise ValidationError("§12.2: proposal type not supported by every member")
-        _check_single(cp, new_ctx, view, removed)
+        _check_single(cp, new_ctx, view)
     if gce:
         added = [cp.proposal.body.key_package.leaf_node for cp in proposals
                  if isinstance(cp.proposal.body, Add)]
         _check_gce_support(gce[0], view, removed, added)
 
 
-def _all_support_proposal(ptype: int, view: GroupView, removed: frozenset[int]) -> bool:
-    return view.members_support(RequiredCapabilities((), (ptype,), ()), removed)
+def _all_support_proposal(ptype: int, view: RatchetTree, removed: frozenset[int]) -> bool:
+    return all(ptype in leaf.capabilities.proposals
+               for i, leaf in view.leaves() if i not in removed)
 
 
-def _check_adds_and_psks(proposals: Sequence[CommittedProposal], view: GroupView,
+def _check_adds_and_psks(proposals: Sequence[CommittedProposal], view: RatchetTree,
                          removed: frozenset[int]) -> None:
     added_keys: set[bytes] = set()
     psk_ids: set[bytes] = set()
@@ -282,8 +237,9 @@ def _check_adds_and_psks(proposals: Sequence[CommittedProposal], view: GroupView
             if key in added_keys:
                 raise ValidationError("§12.2: two Adds for the same client")
             added_keys.add(key)
-            owner = view.leaf_of_signature_key(key)
-            if owner is not None and owner not in removed:
+            if view.signature_key_uses(key) and not any(
+                    (leaf := view.leaf(r)) is not None and leaf.signature_key == key
+                    for r in removed):
                 raise ValidationError("§12.2: Add of a client already in the group")
         elif isinstance(body, PreSharedKey):
             encoded = body.psk.encode()
@@ -293,7 +249,7 @@ def _check_adds_and_psks(proposals: Sequence[CommittedProposal], view: GroupView
 
 
 def validate_external_commit(proposals: Sequence[CommittedProposal],
-                             ctx: ValidationContext, view: GroupView) -> int | None:
+                             ctx: ValidationContext, view: RatchetTree) -> int | None:
     """§12.2: an external Commit holds exactly one ExternalInit, at most one Remove and
     any number of PreSharedKey proposals, nothing else. Returns the removed leaf."""
     kinds = [cp.proposal.proposal_type for cp in proposals]
@@ -309,7 +265,7 @@ def validate_external_commit(proposals: Sequence[CommittedProposal],
     for cp in proposals:
         body = cp.proposal.body
         if isinstance(body, ExternalInit | Remove | PreSharedKey):
-            _check_single(cp, ctx, view, frozenset())
+            _check_single(cp, ctx, view)
         if isinstance(body, Remove):
             removed = body.removed
     return removed

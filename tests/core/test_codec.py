@@ -205,11 +205,16 @@ def test_grease_values_decode_in_capabilities_and_extensions() -> None:
     assert leaf.extensions[0].extension_type == 0x0A0A
 
 
-def test_unknown_credential_type_rejected() -> None:
+def test_unknown_credential_type_decodes_as_opaque() -> None:
+    """Application-defined credential types carry an opaque<V> body (as in the official
+    passive-client vectors); accepting them is the Authentication Service's call."""
     data = bytearray(Credential.basic(b"bob").encode())
     data[0:2] = (0x0A0A).to_bytes(2, "big")
-    with pytest.raises(DecodeError, match="unknown credential_type 2570"):
-        Credential.decode(bytes(data))
+    cred = Credential.decode(bytes(data))
+    assert cred.credential_type == 0x0A0A and cred.body == b"bob"
+    assert cred.encode() == bytes(data)
+    with pytest.raises(DecodeError, match="truncated"):
+        Credential.decode(bytes(data[:-1]))
 
 
 def test_credential_cases() -> None:

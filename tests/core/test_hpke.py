@@ -372,10 +372,16 @@ def test_invalid_private_keys(kem_id: int) -> None:
     suite = hpke.Hpke(kem_id, 1, 1)
     sk, pk = suite.kem.derive_key_pair(b"z" * 66)
     enc, ct = suite.seal_base(pk, b"", b"", b"x")
-    bad_keys = [sk[:-1], sk + b"\x00", b""]
+    bad_keys = [sk + b"\x00", b""]
     if kem_id in NIST_KEMS:
         assert isinstance(suite.kem, hpke._NistKem)
         bad_keys += [bytes(suite.kem.n_sk), suite.kem._order.to_bytes(suite.kem.n_sk, "big")]
+        # A NIST scalar with its leading zero bytes dropped is the same key (the official
+        # P-521 vectors encode keys that way).
+        short = int.from_bytes(sk, "big").to_bytes(suite.kem.n_sk + 1, "big").lstrip(b"\0")
+        assert suite.kem.public_key(short or b"\0") == pk
+    else:
+        bad_keys.append(sk[:-1])
     for bad in bad_keys:
         with pytest.raises(CryptoError):
             suite.kem.public_key(bad)

@@ -1,0 +1,508 @@
+"""The MLS group state machine (RFC 9420 §11-§12), sans-I/O in the spirit of h11.
+
+A :class:`Group` is fed bytes and returns bytes and typed events. Its life cycle::
+
+    Group.create / Group.join / Group.join_external
+      -> process(message) -> ApplicationMessage | ProposalReceived | CommitApplied
+      -> commit(...) -> CommitResult  (state: PENDING)
+           -> merge_pending_commit()   (the Delivery Service accepted it)
+           -> discard_pending_commit() (another commit won the epoch)
+
+Every state change is atomic: a message that fails any check raises an
+:class:`~mls_core.errors.MLSError` and leaves the group exactly as it was. The core reads
+no clock: pass ``now`` (seconds since the Unix epoch) where lifetimes matter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from . import commit_flow, join_flow
+from .ciphersuite import CipherSuite, get_suite
+from .commit import Commit
+from .commit_flow import CommitResult
+from .config import GroupConfig
+from .credentials import Credential
+from .epoch import EpochState, PastEpoch
+from .errors import EpochError, ProtocolError, UsageError, ValidationError
+from .events import ApplicationMessage, CommitApplied, Event, Member, ProposalReceived
+from .extensions import Extension
+from .framing import (
+    AuthenticatedContent,
+    ContentType,
+    FramedContent,
+    MLSMessage,
+    PrivateMessage,
+    PublicMessage,
+    Sender,
+    SenderType,
+    WireFormat,
+)
+from .key_package import KeyPackagePrivate, default_capabilities, sign_leaf_node
+from .key_schedule import (
+    PROTOCOL_VERSION_MLS10,
+    GroupContext,
+    confirmation_tag,
+    mls_exporter,
+    secrets_from_epoch_secret,
+)
+from .messages import KeyPackage
+from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, Lifetime
+from .proposals import Add, PreSharedKey, Proposal, ProposalType, Remove, Update
+from .protection import (
+    from_private_message,
+    from_public_message,
+    sign_content,
+    to_private_message,
+    to_public_message,
+    verify_content,
+)
+from .psk import ExternalPSK, PreSharedKeyID, PSKType, ResumptionPSK, ResumptionPSKUsage
+from .ratchet_tree import RatchetTree
+from .transcript import INITIAL_TRANSCRIPT_HASH, interim_transcript_hash
+from .treekem import TreeKEMPrivate
+
+PUBLIC = WireFormat.MLS_PUBLIC_MESSAGE
+PRIVATE = WireFormat.MLS_PRIVATE_MESSAGE
+
+
+@dataclass(frozen=True)
+class _StoredProposal:
+    proposal: Proposal
+    sender: Sender
+
+
+class Group:
+    """One member's view of one MLS group (RFC 9420). Not thread-safe."""
+
+    def __init__(self, state: EpochState, config: GroupConfig) -> None:
+        self._state = state
+        self._config = config
+        self._proposals: OrderedDict[bytes, _StoredProposal] = OrderedDict()
+        self._pending: commit_flow.PendingCommit | None = None
+        self._past: OrderedDict[int, PastEpoch] = OrderedDict()
+        self._resumption_psks: OrderedDict[int, bytes] = OrderedDict()
+        self._active = True
+        self._remember_resumption_psk()
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def create(
+        cls,
+        suite_id: int,
+        credential: Credential,
+        signature_priv: bytes,
+        *,
+        group_id: bytes | None = None,
+        extensions: Sequence[Extension] = (),
+        capabilities: Capabilities | None = None,
+        now: int = 0,
+        config: GroupConfig | None = None,
+    ) -> Group:
+        """A new one-member group at epoch 0 (§11)."""
+        suite = get_suite(suite_id)
+        group_id = os.urandom(suite.hash_length) if group_id is None else group_id
+        enc_priv, enc_pub = suite.generate_key_pair()
+        leaf = sign_leaf_node(suite, signature_priv, LeafNodeTBS(
+            encryption_key=enc_pub,
+            signature_key=suite.signature_public_key(signature_priv),
+            credential=credential,
+            capabilities=capabilities or default_capabilities(
+                extensions=[e.extension_type for e in extensions]),
+            leaf_node_source=LeafNodeSource.KEY_PACKAGE,
+            source_data=Lifetime(max(0, now - 3600), (now or 0) + 365 * 24 * 3600),
+            extensions=(),
+            group_context=None,
+        ))
+        tree = RatchetTree.create(suite, leaf)
+        context = GroupContext(PROTOCOL_VERSION_MLS10, suite.id, group_id, 0, tree.tree_hash(),
+                               INITIAL_TRANSCRIPT_HASH, tuple(extensions))
+        secrets = secrets_from_epoch_secret(suite, os.urandom(suite.hash_length))
+        tag = confirmation_tag(suite, secrets.confirmation_key, INITIAL_TRANSCRIPT_HASH)
+        cfg = config or GroupConfig()
+        state = EpochState.build(suite, context, tree, 0, signature_priv,
+                                 TreeKEMPrivate.for_leaf(0, enc_priv), secrets,
+                                 interim_transcript_hash(suite, INITIAL_TRANSCRIPT_HASH, tag),
+                                 tag, cfg.max_retained_keys, cfg.max_forward_distance)
+        return cls(state, cfg)
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def suite(self) -> CipherSuite:
+        return self._state.suite
+
+    @property
+    def group_id(self) -> bytes:
+        return self._state.context.group_id
+
+    @property
+    def epoch(self) -> int:
+        return self._state.context.epoch
+
+    @property
+    def context(self) -> GroupContext:
+        return self._state.context
+
+    @property
+    def own_leaf_index(self) -> int:
+        return self._state.own_leaf
+
+    @property
+    def active(self) -> bool:
+        """False once we were removed or the group was reinitialized (§12.4.2)."""
+        return self._active
+
+    @property
+    def epoch_authenticator(self) -> bytes:
+        """The epoch authenticator (§8.7)."""
+        return self._state.secrets.epoch_authenticator
+
+    @property
+    def tree(self) -> RatchetTree:
+        """A copy of the current ratchet tree."""
+        return self._state.tree.copy()
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return tuple(Member(i, leaf.credential, leaf.signature_key)
+                     for i, leaf in self._state.tree.leaves())
+
+    @property
+    def has_pending_commit(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def pending_proposals(self) -> tuple[Proposal, ...]:
+        return tuple(p.proposal for p in self._proposals.values())
+
+    def export_secret(self, label: bytes | str, context: bytes, length: int) -> bytes:
+        """MLS-Exporter(label, context, length) (§8.5)."""
+        return mls_exporter(self.suite, self._state.secrets.exporter_secret, label, context,
+                            length)
+
+    def ratchet_tree_bytes(self) -> bytes:
+        """The tree in ``ratchet_tree`` extension form, for out-of-band delivery."""
+        return self._state.tree.encode()
+
+    # ------------------------------------------------------------------ sending
+
+    def encrypt(self, data: bytes, authenticated_data: bytes = b"") -> bytes:
+        """Encrypt application data as an MLSMessage(PrivateMessage) (§6.3, §15)."""
+        self._require_sendable()
+        if self._proposals:
+            raise UsageError("§12.4: commit the pending proposals before sending "
+                             "application data")
+        return self._frame(ContentType.APPLICATION, bytes(data), PRIVATE, authenticated_data)
+
+    def _frame(self, content_type: int, body: bytes | Proposal | Commit, wire_format: int,
+               authenticated_data: bytes = b"", tag: bytes | None = None,
+               state: EpochState | None = None) -> bytes:
+        st = self._state
+        content = FramedContent(st.context.group_id, st.context.epoch,
+                                Sender.member(st.own_leaf), authenticated_data, content_type,
+                                body)
+        signed = sign_content(st.suite, st.signature_priv, wire_format, content, st.context, tag)
+        if wire_format == PUBLIC:
+            msg: PublicMessage | PrivateMessage = to_public_message(
+                st.suite, signed, st.context, st.secrets.membership_key)
+        else:
+            key = st.secret_tree.next(st.own_leaf, content_type)
+            msg = to_private_message(st.suite, signed, st.secrets.sender_data_secret, key,
+                                     padding=self._padding(signed))
+        return MLSMessage.of(msg).encode()
+
+    def _padding(self, content: AuthenticatedContent) -> int:
+        block = self._config.padding_block
+        if block <= 1:
+            return 0
+        size = len(content.content.encode())
+        return (-size) % block
+
+    def propose(self, proposal: Proposal | Add | Update | Remove | PreSharedKey,
+                *, authenticated_data: bytes = b"") -> bytes:
+        """Send a proposal (§12.1); it is also stored so our next commit includes it."""
+        self._require_sendable()
+        if not isinstance(proposal, Proposal):
+            proposal = Proposal.of(proposal)
+        wf = self._config.handshake_wire_format
+        data = self._frame(ContentType.PROPOSAL, proposal, wf, authenticated_data)
+        content = self._authenticated_content_of(MLSMessage.decode(data), own=True)
+        self._store_proposal(content)
+        return data
+
+    def propose_add(self, key_package: KeyPackage) -> bytes:
+        return self.propose(Add(key_package))
+
+    def propose_remove(self, leaf_index: int) -> bytes:
+        return self.propose(Remove(leaf_index))
+
+    def propose_external_psk(self, psk_id: bytes) -> bytes:
+        nonce = os.urandom(self.suite.hash_length)
+        return self.propose(PreSharedKey(PreSharedKeyID(PSKType.EXTERNAL, ExternalPSK(psk_id),
+                                                        nonce)))
+
+    def propose_resumption_psk(self, epoch: int) -> bytes:
+        nonce = os.urandom(self.suite.hash_length)
+        pid = PreSharedKeyID(PSKType.RESUMPTION,
+                             ResumptionPSK(ResumptionPSKUsage.APPLICATION, self.group_id, epoch),
+                             nonce)
+        return self.propose(PreSharedKey(pid))
+
+    def _require_sendable(self) -> None:
+        if not self._active:
+            raise UsageError("this group is no longer active (removed or reinitialized)")
+        if self._pending is not None:
+            raise UsageError("a commit is pending: merge or discard it first (RFC 9750)")
+
+    # ------------------------------------------------------------------ receiving
+
+    def process(self, data: bytes, *, now: int | None = None) -> Event:
+        """Process one MLSMessage from the group (§6, §12.4.2) and return what it did.
+
+        Raises an MLSError for anything invalid; the group state is then unchanged."""
+        msg = MLSMessage.decode(data)
+        if msg.version != PROTOCOL_VERSION_MLS10:
+            raise ProtocolError(f"§6: unsupported protocol version {msg.version}")
+        if msg.public_message is None and msg.private_message is None:
+            raise ProtocolError("§6: expected a PublicMessage or PrivateMessage")
+        body = msg.public_message or msg.private_message
+        assert body is not None
+        group_id = body.content.group_id if isinstance(body, PublicMessage) else body.group_id
+        epoch = body.content.epoch if isinstance(body, PublicMessage) else body.epoch
+        if group_id != self.group_id:
+            raise ProtocolError("§6.2/§6.3: message for another group_id")
+        if epoch != self.epoch:
+            return self._process_past(msg, epoch)
+        if isinstance(body, PrivateMessage) and body.content_type == ContentType.APPLICATION:
+            return self._process_application(body)
+        content = self._authenticated_content_of(msg, own=False)
+        if content.content.content_type == ContentType.PROPOSAL:
+            return self._store_proposal(content)
+        if content.content.content_type == ContentType.COMMIT:
+            return self._process_commit(content, now)
+        raise ProtocolError("§6: application data must be sent as a PrivateMessage")
+
+    def _process_past(self, msg: MLSMessage, epoch: int) -> Event:
+        past = self._past.get(epoch)
+        pm = msg.private_message
+        if past is None or pm is None or pm.content_type != ContentType.APPLICATION:
+            raise EpochError(f"§12.4.2: message for epoch {epoch}, group is at {self.epoch}")
+        return past.decrypt_application(pm)
+
+    def _process_application(self, pm: PrivateMessage) -> ApplicationMessage:
+        return self._state.decrypt_application(pm)
+
+    def _authenticated_content_of(self, msg: MLSMessage, *, own: bool) -> AuthenticatedContent:
+        """Unprotect a handshake message of the current epoch and verify its signature
+        (§6.1-§6.3). Our own messages come back from the DS as well; see process()."""
+        st = self._state
+        if msg.private_message is not None:
+            pm = msg.private_message
+            cp_leaf: list[int] = []
+
+            def key_source(leaf: int, content_type: int, generation: int) -> object:
+                if st.tree.leaf(leaf) is None:
+                    raise ValidationError("§6.3.2: sender data names a blank leaf")
+                cp_leaf.append(leaf)
+                st.checkpoints.append(st.secret_tree.checkpoint(leaf))
+                return st.secret_tree.get(leaf, content_type, generation)
+
+            try:
+                content, _ = from_private_message(st.suite, pm, st.secrets.sender_data_secret,
+                                                  key_source)  # type: ignore[arg-type]
+                self._verify_sender(content)
+            except BaseException:
+                st.rollback_checkpoints()
+                raise
+            st.checkpoints.clear()
+            return content
+        pub = msg.public_message
+        assert pub is not None
+        content = from_public_message(st.suite, pub, st.context, st.secrets.membership_key)
+        self._verify_sender(content)
+        return content
+
+    def _verify_sender(self, content: AuthenticatedContent) -> None:
+        """Signature check with the key §6.1 assigns to each sender type."""
+        st = self._state
+        sender = content.content.sender
+        if sender.sender_type == SenderType.MEMBER:
+            leaf = st.tree.leaf(sender.index or 0)
+            if leaf is None:
+                raise ValidationError("§6.1: message from a blank leaf")
+            verify_content(st.suite, leaf.signature_key, content, st.context)
+        elif sender.sender_type == SenderType.EXTERNAL:
+            key = st.external_sender_key(sender.index or 0)
+            if content.content.content_type != ContentType.PROPOSAL:
+                raise ValidationError("§6.1: external senders may only send proposals")
+            verify_content(st.suite, key, content, st.context)
+        elif sender.sender_type == SenderType.NEW_MEMBER_PROPOSAL:
+            proposal = content.content.proposal
+            if proposal is None or not isinstance(proposal.body, Add):
+                raise ValidationError("§6.1: new_member_proposal must be an Add proposal")
+            verify_content(st.suite, proposal.body.key_package.leaf_node.signature_key,
+                           content, None)
+        elif sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+            commit = content.content.commit
+            if commit is None or commit.path is None:
+                raise ValidationError("§12.4.3.2: external commit without a path")
+            verify_content(st.suite, commit.path.leaf_node.signature_key, content, st.context)
+        else:
+            raise ValidationError(f"§6: unknown sender type {sender.sender_type}")
+
+    def _store_proposal(self, content: AuthenticatedContent) -> ProposalReceived:
+        proposal = content.content.proposal
+        assert proposal is not None
+        sender = content.content.sender
+        if sender.sender_type == SenderType.NEW_MEMBER_PROPOSAL and \
+                content.wire_format != PUBLIC:
+            raise ValidationError("§12.1.8: external proposals must be PublicMessages")
+        if proposal.proposal_type == ProposalType.EXTERNAL_INIT:
+            raise ValidationError("§12.1.6: ExternalInit only inside an external Commit")
+        if proposal.proposal_type == ProposalType.UPDATE and \
+                sender.sender_type != SenderType.MEMBER:
+            raise ValidationError("§12.1.2: Update proposals come from members")
+        ref = self.suite.make_proposal_ref(content.encode())
+        self._proposals[ref] = _StoredProposal(proposal, sender)
+        return ProposalReceived(ref, proposal, sender)
+
+    # ------------------------------------------------------------------ resumption PSKs
+
+    def _remember_resumption_psk(self) -> None:
+        self._resumption_psks[self.epoch] = self._state.secrets.resumption_psk
+        while len(self._resumption_psks) > self._config.resumption_psk_epochs:
+            self._resumption_psks.popitem(last=False)
+
+    def resumption_psk(self, epoch: int) -> bytes:
+        """The resumption PSK of a recent epoch of this group (§8.6)."""
+        try:
+            return self._resumption_psks[epoch]
+        except KeyError:
+            raise ValidationError(f"§8.6: no resumption PSK for epoch {epoch}") from None
+
+    def _lookup_psk(self, pid: PreSharedKeyID,
+                    resumption: Mapping[tuple[bytes, int], bytes] | None = None) -> bytes:
+        body = pid.psk
+        if isinstance(body, ExternalPSK):
+            psk = self._config.external_psks.get(body.psk_id)
+            if psk is None:
+                raise ValidationError("§12.4.2: unknown external PSK")
+            return psk
+        if resumption and (body.psk_group_id, body.psk_epoch) in resumption:
+            return resumption[(body.psk_group_id, body.psk_epoch)]
+        if body.psk_group_id != self.group_id:
+            raise ValidationError("§8.6: resumption PSK of another group is not available")
+        return self.resumption_psk(body.psk_epoch)
+
+    # ------------------------------------------------------------------ commits
+
+    def commit(
+        self,
+        proposals: Sequence[Proposal | Add | Update | Remove | PreSharedKey] = (),
+        *,
+        include_pending: bool = True,
+        force_path: bool = True,
+        ratchet_tree_in_welcome: bool = True,
+        authenticated_data: bytes = b"",
+        now: int | None = None,
+    ) -> CommitResult:
+        """Create a Commit over ``proposals`` (by value) and, if ``include_pending``, every
+        valid stored proposal (by reference) (§12.4.1). The group enters the PENDING state:
+        call :meth:`merge_pending_commit` once the Delivery Service accepted the Commit, or
+        :meth:`discard_pending_commit` if another Commit won the epoch (RFC 9750)."""
+        self._require_sendable()
+        by_value = [p if isinstance(p, Proposal) else Proposal.of(p) for p in proposals]
+        refs = list(self._proposals.items()) if include_pending else []
+        plan = commit_flow.CommitPlan(
+            by_value=by_value,
+            by_reference=[(ref, p.proposal, p.sender) for ref, p in refs],
+            force_path=force_path,
+            ratchet_tree_in_welcome=ratchet_tree_in_welcome,
+            authenticated_data=authenticated_data,
+            wire_format=self._config.handshake_wire_format,
+            padding_block=self._config.padding_block,
+        )
+        created = commit_flow.create_commit(self._state, self._config, plan, self._lookup_psk,
+                                            now)
+        self._pending = created
+        return created.result
+
+    def merge_pending_commit(self) -> CommitApplied:
+        """Our Commit was accepted: move to the new epoch (§12.4.1)."""
+        if self._pending is None:
+            raise UsageError("no pending commit")
+        pending, self._pending = self._pending, None
+        self._advance(pending.state)
+        return pending.event
+
+    def discard_pending_commit(self) -> None:
+        """Another Commit won the epoch: forget ours (RFC 9750 §"Delivery Service")."""
+        if self._pending is None:
+            raise UsageError("no pending commit")
+        self._pending = None
+
+    def _process_commit(self, content: AuthenticatedContent, now: int | None) -> CommitApplied:
+        if self._pending is not None and content.content.sender.leaf_index == self.own_leaf_index:
+            raise UsageError("this is our own pending Commit: call merge_pending_commit()")
+        stored = {ref: (p.proposal, p.sender) for ref, p in self._proposals.items()}
+        state, event = commit_flow.process_commit(self._state, self._config, content, stored,
+                                                  self._lookup_psk, now)
+        self._pending = None
+        self._advance(state)
+        if event.removed_self or event.reinit is not None:
+            self._active = False
+        return event
+
+    def _advance(self, state: EpochState) -> None:
+        """Enter the new epoch: keep the old one for late application messages (§14)."""
+        old = self._state
+        if self._config.max_past_epochs > 0:
+            self._past[old.context.epoch] = old.as_past()
+            while len(self._past) > self._config.max_past_epochs:
+                self._past.popitem(last=False)
+        self._state = state
+        self._proposals.clear()
+        self._remember_resumption_psk()
+
+    # ------------------------------------------------------------------ GroupInfo, joins
+
+    def group_info(self, *, with_ratchet_tree: bool = True,
+                   with_external_pub: bool = True) -> bytes:
+        """A signed MLSMessage(GroupInfo) for the current epoch (§12.4.3), e.g. to let
+        others join by external commit (§12.4.3.2)."""
+        return commit_flow.make_group_info(self._state, with_ratchet_tree,
+                                           with_external_pub).encode()
+
+    @classmethod
+    def join(cls, welcome: bytes, key_package: KeyPackage, private: KeyPackagePrivate, *,
+             ratchet_tree: bytes | None = None, config: GroupConfig | None = None,
+             resumption_psks: Mapping[tuple[bytes, int], bytes] | None = None,
+             now: int | None = None) -> Group:
+        """Join from an MLSMessage(Welcome) (§12.4.3.1). ``ratchet_tree`` is needed if
+        the Welcome does not carry the ``ratchet_tree`` extension; ``resumption_psks``
+        supplies (group_id, epoch) -> PSK for ReInit/branch Welcomes (§11.2, §11.3)."""
+        cfg = config or GroupConfig()
+        state = join_flow.join_welcome(welcome, key_package, private, ratchet_tree, cfg,
+                                       resumption_psks or {}, now)
+        return cls(state, cfg)
+
+    @classmethod
+    def join_external(cls, group_info: bytes, credential: Credential, signature_priv: bytes,
+                      *, ratchet_tree: bytes | None = None, remove_leaf: int | None = None,
+                      config: GroupConfig | None = None, authenticated_data: bytes = b"",
+                      now: int | None = None) -> tuple[Group, bytes]:
+        """Join by external Commit from a GroupInfo (§12.4.3.2). Returns the new group
+        (already in the new epoch) and the Commit to send; if the Delivery Service rejects
+        the Commit, drop the group and retry with a fresh GroupInfo."""
+        cfg = config or GroupConfig()
+        state, commit_bytes = join_flow.join_external(
+            group_info, credential, signature_priv, ratchet_tree, remove_leaf, cfg,
+            authenticated_data, now)
+        return cls(state, cfg), commit_bytes
+
+

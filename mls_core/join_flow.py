@@ -1,0 +1,189 @@
+"""Joining a group: from a Welcome (RFC 9420 §12.4.3.1) or by external Commit
+(§12.4.3.2). Both end in a fully verified :class:`~mls_core.epoch.EpochState`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .ciphersuite import CipherSuite, get_suite
+from .commit import Commit
+from .config import GroupConfig
+from .credentials import Credential
+from .epoch import EpochState
+from .errors import ProtocolError, UsageError, ValidationError
+from .extensions import ExtensionType
+from .framing import ContentType, FramedContent, FramedContentAuthData, MLSMessage, Sender
+from .key_package import DEFAULT_EXTENSIONS, KeyPackagePrivate, default_capabilities
+from .key_schedule import (
+    GroupContext,
+    confirmation_tag,
+    derive_epoch_secrets,
+    next_epoch,
+    verify_confirmation_tag,
+)
+from .messages import ExternalPub, GroupInfo, KeyPackage
+from .nodes import LeafNode, LeafNodeSource
+from .proposal_list import CommittedProposal, required_capabilities
+from .proposals import ExternalInit, Proposal, ProposalOrRef, Remove
+from .protection import sign_content
+from .psk import PreSharedKeyID, PSKType, ResumptionPSKUsage
+from .ratchet_tree import RatchetTree
+from .staging import apply_proposals, compute_psk_secret
+from .transcript import confirmed_transcript_hash, interim_transcript_hash
+from .tree_math import common_ancestor
+from .tree_validation import validate_tree
+from .treekem import TreeKEMPrivate, prepare_update_path
+from .welcome import decrypt_group_info, decrypt_group_secrets, verify_group_info
+
+EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
+
+
+def _tree_of(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None) -> RatchetTree:
+    """The tree from the ``ratchet_tree`` extension, else the one supplied out of band."""
+    data = ratchet_tree
+    for ext in info.extensions:
+        if ext.extension_type == ExtensionType.RATCHET_TREE:
+            data = ext.extension_data
+    if data is None:
+        raise UsageError("§12.4.3.1: no ratchet_tree extension: supply the tree out of band")
+    return RatchetTree.decode(suite, data)
+
+
+def _verify_group(suite: CipherSuite, info: GroupInfo, tree: RatchetTree,
+                  config: GroupConfig, now: int | None) -> None:
+    """Signature, tree hash and tree integrity checks of §12.4.3.1."""
+    signer = tree.leaf(info.signer)
+    if signer is None:
+        raise ValidationError("§12.4.3.1: GroupInfo signer is a blank leaf")
+    verify_group_info(suite, info, signer.signature_key)
+    gc = info.group_context
+    if tree.tree_hash() != gc.tree_hash:
+        raise ValidationError("§12.4.3.1: tree hash does not match the GroupInfo")
+    validate_tree(tree, gc.group_id, now=now, validator=config.validator,
+                  required_capabilities=required_capabilities(gc.extensions))
+
+
+def _check_supported(leaf: LeafNode, context: GroupContext) -> None:
+    """§12.4.3.1/§13.4: we must support every GroupContext extension."""
+    supported = set(leaf.capabilities.extensions) | DEFAULT_EXTENSIONS
+    for ext in context.extensions:
+        if ext.extension_type not in supported:
+            raise ValidationError(f"§13.4: unsupported GroupContext extension "
+                                  f"{ext.extension_type}")
+
+
+def _welcome_psks(suite: CipherSuite, psks: tuple[PreSharedKeyID, ...], config: GroupConfig,
+                  resumption: Mapping[tuple[bytes, int], bytes]) -> bytes | None:
+    special = [p for p in psks if p.psktype == PSKType.RESUMPTION
+               and getattr(p.psk, "usage", None) in (ResumptionPSKUsage.REINIT,
+                                                     ResumptionPSKUsage.BRANCH)]
+    if len(special) > 1:
+        raise ValidationError("§12.4.3.1: more than one reinit/branch resumption PSK")
+
+    def lookup(pid: PreSharedKeyID) -> bytes:
+        body = pid.psk
+        if pid.psktype == PSKType.EXTERNAL:
+            value = config.external_psks.get(getattr(body, "psk_id", b""))
+        else:
+            value = resumption.get((getattr(body, "psk_group_id", b""),
+                                    getattr(body, "psk_epoch", -1)))
+        if value is None:
+            raise ValidationError("§12.4.3.1: the Welcome needs a PSK we do not have")
+        return value
+
+    return compute_psk_secret(suite, psks, lookup)
+
+
+def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePrivate,
+                 ratchet_tree: bytes | None, config: GroupConfig,
+                 resumption: Mapping[tuple[bytes, int], bytes],
+                 now: int | None) -> EpochState:
+    """Process a Welcome (§12.4.3.1) into the state of the epoch it welcomes us to."""
+    w = MLSMessage.decode(welcome).welcome
+    if w is None:
+        raise ProtocolError("expected an MLSMessage(Welcome)")
+    suite = get_suite(w.cipher_suite)
+    secrets = decrypt_group_secrets(suite, w, key_package, private.init_priv)
+    psk_secret = _welcome_psks(suite, secrets.psks, config, resumption)
+    info = decrypt_group_info(suite, w, secrets.joiner_secret, psk_secret)
+    gc = info.group_context
+    if gc.cipher_suite != key_package.cipher_suite:
+        raise ValidationError("§12.4.3.1: GroupInfo cipher suite differs from KeyPackage's")
+    tree = _tree_of(suite, info, ratchet_tree)
+    _verify_group(suite, info, tree, config, now)
+    me = tree.find_leaf(key_package.leaf_node)
+    if me is None:
+        raise ValidationError("§12.4.3.1: our KeyPackage's leaf is not in the tree")
+    _check_supported(key_package.leaf_node, gc)
+    tree_private = TreeKEMPrivate.for_leaf(me, private.encryption_priv)
+    if secrets.path_secret is not None:
+        node = common_ancestor(2 * me, 2 * info.signer)
+        tree_private = tree_private.with_path_from(tree, node, secrets.path_secret.path_secret)
+    epoch = derive_epoch_secrets(suite, secrets.joiner_secret, psk_secret, gc.encode())
+    verify_confirmation_tag(suite, epoch.confirmation_key, gc.confirmed_transcript_hash,
+                            info.confirmation_tag)
+    interim = interim_transcript_hash(suite, gc.confirmed_transcript_hash,
+                                      info.confirmation_tag)
+    return EpochState.build(suite, gc, tree, me, private.signature_priv, tree_private, epoch,
+                            interim, info.confirmation_tag, config.max_retained_keys,
+                            config.max_forward_distance)
+
+
+def _external_pub(info: GroupInfo) -> bytes:
+    for ext in info.extensions:
+        if ext.extension_type == ExtensionType.EXTERNAL_PUB:
+            return ExternalPub.decode(ext.extension_data).external_pub
+    raise ValidationError("§12.4.3.2: GroupInfo has no external_pub extension")
+
+
+def join_external(group_info: bytes, credential: Credential, signature_priv: bytes,
+                  ratchet_tree: bytes | None, remove_leaf: int | None, config: GroupConfig,
+                  authenticated_data: bytes, now: int | None) -> tuple[EpochState, bytes]:
+    """Build an external Commit from a GroupInfo (§12.4.3.2) and the state it leads to."""
+    info = MLSMessage.decode(group_info).group_info
+    if info is None:
+        raise ProtocolError("expected an MLSMessage(GroupInfo)")
+    gc = info.group_context
+    suite = get_suite(gc.cipher_suite)
+    tree = _tree_of(suite, info, ratchet_tree)
+    _verify_group(suite, info, tree, config, now)
+    kem_output, hpke_ctx = suite.hpke.setup_base_s(_external_pub(info), b"")
+    init_secret = hpke_ctx.export(EXTERNAL_INIT_LABEL, suite.hash_length)
+    proposals = [Proposal.of(ExternalInit(kem_output))]
+    if remove_leaf is not None:
+        proposals.append(Proposal.of(Remove(remove_leaf)))
+    sender = Sender.new_member_commit()
+    staged = apply_proposals(tree, gc.extensions,
+                             [CommittedProposal(p, sender) for p in proposals])
+    me = staged.tree.reserve_leaf()
+    template = LeafNode(b"", suite.signature_public_key(signature_priv), credential,
+                        default_capabilities(extensions=[e.extension_type
+                                                         for e in gc.extensions]),
+                        LeafNodeSource.COMMIT, b"", (), b"")
+    _check_supported(template, gc)
+    prepared = prepare_update_path(staged.tree, me, signature_priv, gc.group_id, leaf=template)
+    provisional = GroupContext(gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1,
+                               staged.tree.tree_hash(), gc.confirmed_transcript_hash,
+                               staged.extensions)
+    path = prepared.encrypt(staged.tree, provisional, ())
+    commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), path)
+    content = FramedContent(gc.group_id, gc.epoch, sender, authenticated_data,
+                            ContentType.COMMIT, commit)
+    signed = sign_content(suite, signature_priv, 1, content, gc, b"")
+    interim_before = interim_transcript_hash(suite, gc.confirmed_transcript_hash,
+                                             info.confirmation_tag)
+    confirmed = confirmed_transcript_hash(suite, interim_before, signed)
+    new_ctx = GroupContext(gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1,
+                           staged.tree.tree_hash(), confirmed, staged.extensions)
+    transition = next_epoch(suite, init_secret, prepared.commit_secret, None,
+                            new_ctx.encode())
+    tag = confirmation_tag(suite, transition.secrets.confirmation_key, confirmed)
+    signed = signed.__class__(signed.wire_format, signed.content,
+                              FramedContentAuthData(signed.auth.signature, tag))
+    state = EpochState.build(suite, new_ctx, staged.tree, me, signature_priv,
+                             prepared.private, transition.secrets,
+                             interim_transcript_hash(suite, confirmed, tag), tag,
+                             config.max_retained_keys, config.max_forward_distance)
+    from .commit_flow import external_commit_message
+
+    return state, external_commit_message(signed)

@@ -1,0 +1,463 @@
+"""The ratchet tree (RFC 9420 §4, §7.7, §7.8, §12.1, §12.4.3.3).
+
+:class:`RatchetTree` is the array representation of Appendix C: a list of ``Node | None``
+whose length is always ``2 * n_leaves - 1`` with ``n_leaves`` a power of two (§7.7), leaf
+``i`` at node index ``2*i``. It owns the structural operations (add, update, remove,
+truncate), resolutions and filtered direct paths (§4.1.2) and tree hashes (§7.8).
+
+Caching: groups may have tens of thousands of members, so each node keeps its tree hash
+and its resolution once computed. Both depend only on the node's subtree (tree hashes
+bind absolute leaf indices, never the tree's width), so a change to node ``x``
+invalidates exactly ``x`` and its ancestors, extending the tree invalidates only the new
+nodes and truncating invalidates nothing. After one leaf changes, :meth:`tree_hash`
+rehashes O(log n) nodes. An index of the HPKE and signature keys in use answers the
+uniqueness questions of §7.3 and §12.4.2 without a scan.
+
+Nodes are immutable values, so :meth:`copy` shares them and only copies the arrays: the
+group layer stages a commit on a copy and drops it on failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated
+
+from .ciphersuite import CipherSuite
+from .codec import Opt, Select, Struct, Uint8, Uint32, VarBytes
+from .errors import UsageError, ValidationError
+from .nodes import (
+    LeafNode,
+    Node,
+    NodeType,
+    ParentNode,
+    decode_ratchet_tree,
+    encode_ratchet_tree,
+)
+from .tree_math import MAX_LEAVES, direct_path, left, level, right, root, sibling
+
+
+@dataclass(frozen=True)
+class LeafNodeHashInput(Struct):
+    """struct {
+        uint32 leaf_index;
+        optional<LeafNode> leaf_node;
+    } LeafNodeHashInput;                                                 (§7.8)"""
+
+    leaf_index: Uint32
+    leaf_node: Annotated[LeafNode | None, Opt(LeafNode)]
+
+
+@dataclass(frozen=True)
+class ParentNodeHashInput(Struct):
+    """struct {
+        optional<ParentNode> parent_node;
+        opaque left_hash<V>;
+        opaque right_hash<V>;
+    } ParentNodeHashInput;                                               (§7.8)"""
+
+    parent_node: Annotated[ParentNode | None, Opt(ParentNode)]
+    left_hash: VarBytes
+    right_hash: VarBytes
+
+
+@dataclass(frozen=True)
+class TreeHashInput(Struct):
+    """struct {
+      NodeType node_type;
+      select (TreeHashInput.node_type) {
+        case leaf:   LeafNodeHashInput leaf_node;
+        case parent: ParentNodeHashInput parent_node;
+      };
+    } TreeHashInput;                                                     (§7.8)"""
+
+    node_type: Uint8
+    value: Annotated[
+        LeafNodeHashInput | ParentNodeHashInput,
+        Select("node_type", {NodeType.LEAF: LeafNodeHashInput,
+                             NodeType.PARENT: ParentNodeHashInput}),
+    ]
+
+
+def leaf_span(x: int) -> tuple[int, int]:
+    """The first and last leaf index under node ``x`` (inclusive)."""
+    half = (1 << level(x)) - 1
+    return (x - half) >> 1, (x + half) >> 1
+
+
+def in_subtree(leaf_index: int, x: int) -> bool:
+    """Whether leaf ``leaf_index`` lies in the subtree headed by node ``x``."""
+    lo, hi = leaf_span(x)
+    return lo <= leaf_index <= hi
+
+
+def _count(index: dict[bytes, int], key: bytes, delta: int) -> None:
+    n = index.get(key, 0) + delta
+    if n:
+        index[key] = n
+    else:
+        index.pop(key, None)
+
+
+class RatchetTree:
+    """A ratchet tree in array form with cached tree hashes and resolutions (§7.7)."""
+
+    __slots__ = ("_cred_support", "_cred_use", "_enc_keys", "_free_hint", "_hashes",
+                 "_nodes", "_resolutions", "_sig_keys", "suite")
+
+    def __init__(self, suite: CipherSuite, nodes: Sequence[Node | None]) -> None:
+        """A tree holding ``nodes`` in array order, padded with blanks to a full tree.
+
+        Shape checks are the caller's (see :meth:`decode`); a node of the wrong type at
+        a position is a :class:`~mls_core.errors.ValidationError`."""
+        self.suite = suite
+        width = 1
+        while width < len(nodes):
+            width = 2 * width + 1
+        if (width + 1) // 2 > MAX_LEAVES:
+            raise ValidationError("ratchet tree: more than 2^32 leaves")
+        self._nodes: list[Node | None] = list(nodes) + [None] * (width - len(nodes))
+        self._hashes: list[bytes | None] = [None] * width
+        self._resolutions: list[tuple[int, ...] | None] = [None] * width
+        self._enc_keys: dict[bytes, int] = {}
+        self._sig_keys: dict[bytes, int] = {}
+        self._cred_use: dict[int, int] = {}
+        self._cred_support: dict[int, int] = {}
+        self._free_hint = 0
+        for i, node in enumerate(self._nodes):
+            if node is None:
+                continue
+            if node.node_type != (NodeType.PARENT if i & 1 else NodeType.LEAF):
+                raise ValidationError(f"ratchet tree: wrong node type at node index {i}")
+            self._index_keys(node, +1)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, suite: CipherSuite, leaf: LeafNode) -> RatchetTree:
+        """The one-member tree of a new group (§11)."""
+        return cls(suite, [Node.of(leaf)])
+
+    @classmethod
+    def decode(cls, suite: CipherSuite, data: bytes) -> RatchetTree:
+        """Decode the ``ratchet_tree`` extension form (§12.4.3.3) and pad it to a full tree.
+
+        DecodeError for malformed bytes; ValidationError for an empty tree, a trailing
+        blank, a node of the wrong type for its position, or an untruncated tree whose
+        right half has no member (§7.7, §12.1.3 require truncation)."""
+        tree = cls(suite, decode_ratchet_tree(data))
+        n = tree.n_leaves
+        if n > 1 and all(tree._nodes[i] is None for i in range(n, 2 * n - 1, 2)):
+            raise ValidationError("ratchet tree: right subtree of the root has no "
+                                  "member; the tree was not truncated (§7.7)")
+        return tree
+
+    def encode(self) -> bytes:
+        """The ``ratchet_tree`` extension form, trailing blanks dropped (§12.4.3.3)."""
+        return encode_ratchet_tree(self._nodes)
+
+    def nodes(self) -> tuple[Node | None, ...]:
+        """All nodes in array order, including trailing blanks."""
+        return tuple(self._nodes)
+
+    def copy(self) -> RatchetTree:
+        """An independent tree sharing the (immutable) nodes and cached values."""
+        other = RatchetTree.__new__(RatchetTree)
+        other.suite = self.suite
+        other._nodes = self._nodes.copy()
+        other._hashes = self._hashes.copy()
+        other._resolutions = self._resolutions.copy()
+        other._enc_keys = self._enc_keys.copy()
+        other._sig_keys = self._sig_keys.copy()
+        other._cred_use = self._cred_use.copy()
+        other._cred_support = self._cred_support.copy()
+        other._free_hint = self._free_hint
+        return other
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RatchetTree):
+            return NotImplemented
+        return self.suite.id == other.suite.id and self._nodes == other._nodes
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        members = sum(1 for _ in self.leaves())
+        return f"RatchetTree(n_leaves={self.n_leaves}, members={members})"
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def n_leaves(self) -> int:
+        return (len(self._nodes) + 1) // 2
+
+    @property
+    def width(self) -> int:
+        """Number of nodes, 2 * n_leaves - 1."""
+        return len(self._nodes)
+
+    @property
+    def root(self) -> int:
+        return root(self.n_leaves)
+
+    def node(self, x: int) -> Node | None:
+        """The node at index ``x`` (None if blank)."""
+        if not 0 <= x < len(self._nodes):
+            raise UsageError(f"node index {x} outside a tree of width {len(self._nodes)}")
+        return self._nodes[x]
+
+    def leaf(self, leaf_index: int) -> LeafNode | None:
+        """The LeafNode at ``leaf_index``; None if blank or beyond the tree's leaves."""
+        if not 0 <= leaf_index < self.n_leaves:
+            return None
+        node = self._nodes[2 * leaf_index]
+        return None if node is None else node.leaf_node
+
+    def parent_node(self, x: int) -> ParentNode | None:
+        node = self.node(x)
+        return None if node is None else node.parent_node
+
+    def leaves(self) -> Iterator[tuple[int, LeafNode]]:
+        """(leaf_index, LeafNode) of every member, in leaf order."""
+        for i in range(0, len(self._nodes), 2):
+            node = self._nodes[i]
+            if node is not None and node.leaf_node is not None:
+                yield i >> 1, node.leaf_node
+
+    def parents(self) -> Iterator[tuple[int, ParentNode]]:
+        """(node_index, ParentNode) of every non-blank parent node."""
+        for i in range(1, len(self._nodes), 2):
+            node = self._nodes[i]
+            if node is not None and node.parent_node is not None:
+                yield i, node.parent_node
+
+    def encryption_key_uses(self, key: bytes) -> int:
+        """How many nodes (leaf or parent) hold HPKE public key ``key``."""
+        return self._enc_keys.get(key, 0)
+
+    def signature_key_uses(self, key: bytes) -> int:
+        """How many leaves hold signature key ``key``."""
+        return self._sig_keys.get(key, 0)
+
+    @property
+    def member_count(self) -> int:
+        """Number of non-blank leaves."""
+        return sum(self._cred_use.values())
+
+    def credential_types_in_use(self) -> dict[int, int]:
+        """credential_type -> number of members whose credential has that type."""
+        return dict(self._cred_use)
+
+    def credential_type_support(self, credential_type: int) -> int:
+        """Number of members whose capabilities list ``credential_type``."""
+        return self._cred_support.get(credential_type, 0)
+
+    def find_leaf(self, leaf: LeafNode) -> int | None:
+        """The index of a leaf equal to ``leaf`` (e.g. a joiner's own, §12.4.3.1)."""
+        if self.signature_key_uses(leaf.signature_key) == 0:
+            return None
+        for i, candidate in self.leaves():
+            if candidate == leaf:
+                return i
+        return None
+
+    # ------------------------------------------------------------------ mutation
+
+    def set_node(self, x: int, node: Node | None) -> None:
+        """Replace node ``x`` and invalidate the caches of ``x`` and its ancestors."""
+        old = self.node(x)
+        if node is not None and node.node_type != (NodeType.PARENT if x & 1 else NodeType.LEAF):
+            raise UsageError(f"node type {node.node_type} does not fit node index {x}")
+        if old is not None:
+            self._index_keys(old, -1)
+        if node is not None:
+            self._index_keys(node, +1)
+        elif not x & 1:
+            self._free_hint = min(self._free_hint, x >> 1)
+        self._nodes[x] = node
+        self._invalidate(x)
+
+    def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
+        self.set_node(2 * leaf_index, None if leaf is None else Node.of(leaf))
+
+    def reserve_leaf(self) -> int:
+        """The leftmost blank leaf, extending the tree to the right if there is none
+        (§7.7, §12.1.1, §12.4.2 for external joiners). The leaf stays blank."""
+        nodes = self._nodes
+        for x in range(2 * self._free_hint, len(nodes), 2):
+            if nodes[x] is None:
+                self._free_hint = x >> 1
+                return x >> 1
+        n = self.n_leaves
+        if 2 * n > MAX_LEAVES:
+            raise ValidationError("ratchet tree: cannot grow beyond 2^32 leaves")
+        # New root and all-blank right subtree; existing caches stay valid (§7.7).
+        nodes.extend([None] * (2 * n))
+        self._hashes.extend([None] * (2 * n))
+        self._resolutions.extend([None] * (2 * n))
+        self._free_hint = n
+        return n
+
+    def add_leaf(self, leaf: LeafNode) -> int:
+        """Apply an Add (§12.1.1): put ``leaf`` in the leftmost blank leaf (extending if
+        needed) and list it as unmerged at every non-blank parent above it."""
+        index = self.reserve_leaf()
+        for p in direct_path(2 * index, self.n_leaves):
+            parent = self.parent_node(p)
+            if parent is not None:
+                unmerged = tuple(sorted({*parent.unmerged_leaves, index}))
+                self.set_node(p, Node.of(replace(parent, unmerged_leaves=unmerged)))
+        self.set_leaf(index, leaf)
+        self._free_hint = index + 1
+        return index
+
+    def blank_direct_path(self, leaf_index: int) -> None:
+        """Blank every parent node on the direct path of ``leaf_index`` (§7.5, §12.1)."""
+        for p in direct_path(2 * leaf_index, self.n_leaves):
+            if self._nodes[p] is not None:
+                self.set_node(p, None)
+
+    def update_leaf(self, leaf_index: int, leaf: LeafNode) -> None:
+        """Apply an Update (§12.1.2): replace the member's leaf and blank its direct path."""
+        self._require_member(leaf_index, "Update")
+        self.set_leaf(leaf_index, leaf)
+        self.blank_direct_path(leaf_index)
+
+    def remove_leaf(self, leaf_index: int) -> None:
+        """Apply a Remove (§12.1.3): blank the leaf and its direct path, then truncate."""
+        self._require_member(leaf_index, "Remove")
+        self.set_leaf(leaf_index, None)
+        self.blank_direct_path(leaf_index)
+        self.truncate()
+
+    def truncate(self) -> None:
+        """Halve the tree while the root's right subtree holds no member (§7.7, §12.1.3)."""
+        nodes = self._nodes
+        last = len(nodes) - 1
+        while last > 0 and nodes[last] is None:
+            last -= 2
+        n = 1
+        while n <= last >> 1:
+            n *= 2
+        if n < self.n_leaves:
+            width = 2 * n - 1
+            for node in nodes[width:]:
+                if node is not None:
+                    self._index_keys(node, -1)
+            del nodes[width:]
+            del self._hashes[width:]
+            del self._resolutions[width:]
+            self._free_hint = min(self._free_hint, n)
+
+    def _require_member(self, leaf_index: int, what: str) -> None:
+        if self.leaf(leaf_index) is None:
+            raise ValidationError(f"{what}: leaf {leaf_index} is not a member (§12.1)")
+
+    def _index_keys(self, node: Node, delta: int) -> None:
+        """Keep the key and credential-type indexes in step with the nodes."""
+        value = node.value
+        _count(self._enc_keys, value.encryption_key, delta)
+        if isinstance(value, LeafNode):
+            _count(self._sig_keys, value.signature_key, delta)
+            _count(self._cred_use, value.credential.credential_type, delta)
+            for t in set(value.capabilities.credentials):
+                _count(self._cred_support, t, delta)
+
+    def _invalidate(self, x: int) -> None:
+        self._hashes[x] = None
+        self._resolutions[x] = None
+        for p in direct_path(x, self.n_leaves):
+            self._hashes[p] = None
+            self._resolutions[p] = None
+
+    # ------------------------------------------------------------------ paths (§4.1.2)
+
+    def resolution(self, x: int) -> tuple[int, ...]:
+        """The resolution of node ``x`` as node indices (§4.1.1): a non-blank node and
+        its unmerged leaves, or the concatenated resolutions of a blank node's children."""
+        cached = self._resolutions[x]
+        if cached is not None:
+            return cached
+        node = self.node(x)
+        if node is not None:
+            parent = node.parent_node
+            extra = () if parent is None else tuple(2 * i for i in parent.unmerged_leaves)
+            res: tuple[int, ...] = (x, *extra)
+        elif x & 1:
+            res = self.resolution(left(x)) + self.resolution(right(x))
+        else:
+            res = ()
+        self._resolutions[x] = res
+        return res
+
+    def filtered_path(self, leaf_index: int) -> list[tuple[int, int]]:
+        """(node, copath child) for each node of the filtered direct path of
+        ``leaf_index``, leaf to root: direct-path nodes whose child on the copath has a
+        non-empty resolution (§4.1.2)."""
+        if not 0 <= leaf_index < self.n_leaves:
+            raise UsageError(f"leaf {leaf_index} outside the tree")
+        out: list[tuple[int, int]] = []
+        x = 2 * leaf_index
+        n = self.n_leaves
+        for p in direct_path(x, n):
+            s = sibling(x, n)
+            if self.resolution(s):
+                out.append((p, s))
+            x = p
+        return out
+
+    def filtered_direct_path(self, leaf_index: int) -> list[int]:
+        """The filtered direct path of ``leaf_index`` (§4.1.2)."""
+        return [p for p, _ in self.filtered_path(leaf_index)]
+
+    def filtered_copath(self, leaf_index: int) -> list[int]:
+        """The copath children matching :meth:`filtered_direct_path`, in order."""
+        return [s for _, s in self.filtered_path(leaf_index)]
+
+    # ------------------------------------------------------------------ hashes (§7.8)
+
+    def tree_hash(self) -> bytes:
+        """The tree hash of the root (§7.8)."""
+        return self.tree_hash_of(self.root)
+
+    def tree_hash_of(self, x: int) -> bytes:
+        """The tree hash of node ``x``, recomputing only nodes changed since last asked."""
+        cached = self._hashes[x]
+        if cached is not None:
+            return cached
+        node = self.node(x)
+        if x & 1:
+            value = None if node is None else node.parent_node
+            digest = self._hash_parent(value, self.tree_hash_of(left(x)),
+                                       self.tree_hash_of(right(x)))
+        else:
+            digest = self._hash_leaf(x >> 1, None if node is None else node.leaf_node)
+        self._hashes[x] = digest
+        return digest
+
+    def tree_hash_without(self, x: int, leaves: frozenset[int]) -> bytes:
+        """The tree hash of node ``x`` in the tree where every leaf in ``leaves`` is
+        blank and removed from all ``unmerged_leaves`` lists: the "original sibling tree
+        hash" of §7.9. Subtrees holding none of ``leaves`` use the cached hashes."""
+        lo, hi = leaf_span(x)
+        if not any(lo <= i <= hi for i in leaves):
+            return self.tree_hash_of(x)
+        node = self.node(x)
+        if not x & 1:
+            return self._hash_leaf(x >> 1, None)
+        value = None if node is None else node.parent_node
+        if value is not None:
+            kept = tuple(i for i in value.unmerged_leaves if i not in leaves)
+            value = replace(value, unmerged_leaves=kept)
+        return self._hash_parent(value, self.tree_hash_without(left(x), leaves),
+                                 self.tree_hash_without(right(x), leaves))
+
+    def _hash_leaf(self, leaf_index: int, leaf: LeafNode | None) -> bytes:
+        data = TreeHashInput(NodeType.LEAF, LeafNodeHashInput(leaf_index, leaf)).encode()
+        return self.suite.hash(data)
+
+    def _hash_parent(self, parent: ParentNode | None, left_hash: bytes,
+                     right_hash: bytes) -> bytes:
+        data = TreeHashInput(NodeType.PARENT,
+                             ParentNodeHashInput(parent, left_hash, right_hash)).encode()
+        return self.suite.hash(data)
