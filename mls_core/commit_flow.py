@@ -195,7 +195,9 @@ def create_commit(state: EpochState, config: GroupConfig, plan: CommitPlan,
     wire = _protect(state, signed, plan.padding_block)
     welcome = _welcome(new_state, staged, proposals, prepared, transition, psk_secret,
                        plan.ratchet_tree_in_welcome)
-    info = make_group_info(new_state, True, True)
+    # The tree is left out of this GroupInfo (O(n) bytes per commit); external joiners
+    # take it from group_info(with_ratchet_tree=True) or out of band (§12.4.3.2).
+    info = make_group_info(new_state, False, True)
     event = _event(state, staged, Sender.member(state.own_leaf), new_ctx.epoch, state.own_leaf)
     return PendingCommit(CommitResult(wire, welcome, info.encode()), new_state, event)
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from . import commit_flow, join_flow
+from . import commit_flow, join_flow, storage
 from .ciphersuite import CipherSuite, get_suite
 from .commit import Commit
 from .commit_flow import CommitResult
@@ -368,8 +368,11 @@ class Group:
                 sender.sender_type != SenderType.MEMBER:
             raise ValidationError("§12.1.2: Update proposals come from members")
         ref = self.suite.make_proposal_ref(content.encode())
-        self._proposals[ref] = _StoredProposal(proposal, sender)
+        self._store_raw_proposal(ref, proposal, sender)
         return ProposalReceived(ref, proposal, sender)
+
+    def _store_raw_proposal(self, ref: bytes, proposal: Proposal, sender: Sender) -> None:
+        self._proposals[ref] = _StoredProposal(proposal, sender)
 
     # ------------------------------------------------------------------ resumption PSKs
 
@@ -505,4 +508,13 @@ class Group:
             authenticated_data, now)
         return cls(state, cfg), commit_bytes
 
+    # ------------------------------------------------------------------ storage
 
+    def to_bytes(self) -> bytes:
+        """Versioned serialization of the whole group state (see ``mls_core.storage``)."""
+        return storage.dump_group(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, config: GroupConfig | None = None) -> Group:
+        """Inverse of :meth:`to_bytes`; DecodeError on malformed or foreign data."""
+        return storage.load_group(cls, data, config or GroupConfig())

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from .ciphersuite import CipherSuite
 from .codec import Opt, Select, Struct, Uint8, Uint32, VarBytes
@@ -91,7 +91,10 @@ def in_subtree(leaf_index: int, x: int) -> bool:
     return lo <= leaf_index <= hi
 
 
-def _count(index: dict[bytes, int], key: bytes, delta: int) -> None:
+K = TypeVar("K", bytes, int)
+
+
+def _count(index: dict[K, int], key: K, delta: int) -> None:
     n = index.get(key, 0) + delta
     if n:
         index[key] = n

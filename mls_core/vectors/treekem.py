@@ -12,6 +12,7 @@ from typing import Any
 from ..ciphersuite import CipherSuite, get_suite
 from ..commit import UpdatePath
 from ..key_schedule import PROTOCOL_VERSION_MLS10, GroupContext
+from ..parent_hash import verify_parent_hashes
 from ..ratchet_tree import RatchetTree
 from ..treekem import (
     TreeKEMPrivate,
@@ -53,6 +54,7 @@ def check(v: dict[str, Any]) -> None:
         path = UpdatePath.decode(h(up["update_path"]))
         merged = tree.copy()
         apply_update_path(merged, sender, path, group_id)  # incl. parent-hash validity
+        verify_parent_hashes(merged)  # the merged path forms a parent-hash chain (§7.9.2)
         expect(f"update_paths[{n}].tree_hash_after", merged.tree_hash(),
                h(up["tree_hash_after"]))
         context = _context(suite, v, merged.tree_hash())

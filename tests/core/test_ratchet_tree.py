@@ -386,16 +386,18 @@ def test_leaf_fits_tree_checks() -> None:
     check_leaf_fits_tree(tree, fresh, i)
     with pytest.raises(ValidationError, match="encryption_key"):
         check_leaf_fits_tree(tree, leaf, i)
-    x509 = dataclasses.replace(fresh, credential=Credential.x509([b"cert"]),
-                               capabilities=default_capabilities(credentials=(2,)))
-    with pytest.raises(ValidationError, match="not every member supports"):
-        check_leaf_fits_tree(tree, x509, i)
     picky = dataclasses.replace(fresh, capabilities=default_capabilities(credentials=(2,)))
     with pytest.raises(ValidationError, match="used by other members"):
         check_leaf_fits_tree(tree, picky, i)
-    if tree.member_count == 1:  # pragma: no cover - signed_tree has six members
-        raise AssertionError
+    x509 = dataclasses.replace(fresh, credential=Credential.x509([b"cert"]))
+    check_leaf_fits_tree(tree, x509, i)  # every member lists basic and x509
+    j, other = list(tree.leaves())[1]
+    tree.set_leaf(j, dataclasses.replace(other, capabilities=default_capabilities(
+        credentials=(1,))))
+    with pytest.raises(ValidationError, match="not every member supports"):
+        check_leaf_fits_tree(tree, x509, i)
     assert tree.credential_types_in_use() == {1: tree.member_count}
+    assert tree.credential_type_support(2) == tree.member_count - 1
 
 
 # ---------------------------------------------------------------------- properties
