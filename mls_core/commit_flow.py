@@ -203,7 +203,8 @@ def create_commit(state: EpochState, config: GroupConfig, plan: CommitPlan,
     # take it from group_info(with_ratchet_tree=True) or out of band (§12.4.3.2).
     info = make_group_info(new_state, False, True)
     event = _event(state, staged, Sender.member(state.own_leaf), new_ctx.epoch, state.own_leaf)
-    return PendingCommit(CommitResult(wire, welcome, info.encode()), new_state, event)
+    return PendingCommit(CommitResult(wire, welcome, MLSMessage.of(info).encode()), new_state,
+                         event)
 
 
 def _protect(state: EpochState, signed: AuthenticatedContent, padding_block: int) -> bytes:
@@ -291,7 +292,17 @@ def process_commit(state: EpochState, config: GroupConfig, content: Authenticate
     elif sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
         if content.wire_format != WireFormat.MLS_PUBLIC_MESSAGE:
             raise ValidationError("§12.4.3.2: external Commits are PublicMessages")
-        validate_external_commit(proposals, ctx, state.tree)
+        if any(por.reference is not None for por in commit.proposals):
+            raise ValidationError("§12.4.3.2: external Commits carry no proposal references")
+        if commit.path is None:
+            raise ValidationError("§12.4.3.2: external Commits must have a path")
+        resynced = validate_external_commit(proposals, ctx, state.tree)
+        if resynced is not None:
+            old = state.tree.leaf(resynced)
+            assert old is not None  # validated: Remove names a member
+            if not config.validator.may_replace(old.credential, commit.path.leaf_node.credential):
+                raise ValidationError("§12.2: resync external Commit must keep the removed "
+                                      "member's identity")
         staged = apply_proposals(state.tree, state.context.extensions, proposals)
         assert staged.external_init is not None
         init_secret = _external_init_secret(suite, state, staged.external_init.kem_output)

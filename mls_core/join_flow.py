@@ -212,6 +212,10 @@ def check_linkage(state: EpochState, psks: tuple[PreSharedKeyID, ...],
         if r is None or (r.group_id, r.version, r.cipher_suite, r.extensions) != (
                 gc.group_id, gc.version, gc.cipher_suite, gc.extensions):
             raise ValidationError("§11.2: new group does not match the ReInit proposal")
+        new_ids = {leaf.credential for _, leaf in state.tree.leaves()}
+        if any(m.credential not in new_ids for m in linked.members):
+            raise ValidationError("§12.4.3.1: a member of the old group is missing from the "
+                                  "reinitialized group")
         return
     if (gc.version, gc.cipher_suite) != (linked.context.version, linked.context.cipher_suite):
         raise ValidationError("§11.3: branch must keep the version and cipher suite")
