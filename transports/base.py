@@ -1,0 +1,162 @@
+"""The Delivery Service contract every transport implements (RFC 9750 "Delivery Service").
+
+A :class:`DeliveryTransport` moves opaque MLS bytes; it never sees group secrets. It
+carries exactly what RFC 9750's functional requirements list:
+
+* KeyPackage distribution: publish (normal and last-resort), claim one for a client or a
+  user with one-use semantics; a last-resort KeyPackage is handed out only when none is
+  left, and never deleted by a claim;
+* strongly consistent ordering of handshake messages: each group has one total order,
+  and for each epoch the first valid Commit wins (:class:`SubmitResult`);
+* Welcome delivery to specific clients;
+* GroupInfo publication for external joins;
+* asynchronous delivery: an incoming stream with a durable, client-owned cursor, so a
+  client that was offline catches up on everything it missed, in order.
+
+Identifiers: a *user* (e.g. ``alice@example.org``) has one or more *clients* (devices),
+each with a ``client_id`` unique within the transport. Groups are named by their MLS
+``group_id`` bytes. Payloads are serialized ``MLSMessage`` bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+
+class TransportError(Exception):
+    """Base of transport failures (network, server refusal, unknown group...)."""
+
+
+class NoKeyPackageError(TransportError):
+    """No KeyPackage (not even a last-resort one) is available for that client/user."""
+
+
+class MessageKind(str, Enum):
+    """What an incoming item is, so a client can route it without parsing."""
+
+    GROUP = "group"  # a PublicMessage/PrivateMessage in a group's total order
+    WELCOME = "welcome"  # an MLSMessage(Welcome) addressed to this client
+
+
+@dataclass(frozen=True)
+class KeyPackageEntry:
+    """A KeyPackage to publish: its serialized MLSMessage(KeyPackage), its
+    KeyPackageRef (hex-able bytes, used as the item id) and whether it is last-resort."""
+
+    ref: bytes
+    key_package: bytes
+    last_resort: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimedKeyPackage:
+    """A claimed KeyPackage and the client that published it."""
+
+    client_id: str
+    ref: bytes
+    key_package: bytes
+    last_resort: bool
+
+
+class SubmitStatus(str, Enum):
+    ACCEPTED = "accepted"
+    #: a Commit for that epoch was already accepted: process it, then retry (RFC 9750)
+    REJECTED_EPOCH_TAKEN = "rejected_epoch_taken"
+    #: the message's epoch is not the group's current epoch (stale or from the future)
+    REJECTED_WRONG_EPOCH = "rejected_wrong_epoch"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Outcome of :meth:`DeliveryTransport.submit`. ``position`` is the message's place in
+    the group's total order when accepted."""
+
+    status: SubmitStatus
+    position: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is SubmitStatus.ACCEPTED
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One delivered item. ``cursor`` is opaque and durable: pass the last processed
+    one to :meth:`DeliveryTransport.receive` to resume after it."""
+
+    kind: MessageKind
+    payload: bytes
+    cursor: str
+    group_id: bytes | None = None
+    sender: str | None = None
+
+
+@runtime_checkable
+class DeliveryTransport(Protocol):
+    """The async Delivery Service interface (see module docstring)."""
+
+    async def publish_key_packages(self, client_id: str, user_id: str,
+                                   entries: Sequence[KeyPackageEntry]) -> None:
+        """Publish KeyPackages of ``client_id`` (a device of ``user_id``). A new
+        last-resort entry replaces the client's previous last-resort KeyPackage."""
+        ...
+
+    async def key_package_count(self, client_id: str) -> int:
+        """How many one-use (not last-resort) KeyPackages of ``client_id`` remain."""
+        ...
+
+    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+        """Claim one KeyPackage of ``client_id`` (one-use; last-resort only when none is
+        left). Raises NoKeyPackageError if there is nothing."""
+        ...
+
+    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+        """Claim one KeyPackage for each client of ``user_id`` (empty if none)."""
+        ...
+
+    async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                     is_commit: bool, sender: str) -> SubmitResult:
+        """Append a group message to the group's total order. For a Commit of ``epoch``
+        this is accepted only if no Commit for ``epoch`` was accepted before (strongly
+        consistent ordering); proposals and application messages are always appended."""
+        ...
+
+    async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
+                           group_id: bytes) -> None:
+        """Deliver an MLSMessage(Welcome) to each of ``client_ids``."""
+        ...
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        """Start delivering ``group_id``'s messages to ``client_id`` (on join)."""
+        ...
+
+    async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
+        ...
+
+    async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
+                                 ratchet_tree: bytes | None = None) -> None:
+        """Publish the GroupInfo (and optionally the tree) of ``epoch`` for external
+        joins; an older epoch never replaces a newer one."""
+        ...
+
+    async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
+        """The latest (GroupInfo, ratchet tree or None) of ``group_id``."""
+        ...
+
+    def receive(self, client_id: str, after: str | None = None
+                ) -> AsyncIterator[IncomingMessage]:
+        """Everything for ``client_id`` after cursor ``after`` (from the start if None),
+        in order, then further items as they arrive. Group messages come in the group's
+        total order; the stream ends only when the transport is closed."""
+        ...
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        """What :meth:`receive` would yield now, without waiting (for catch-up)."""
+        ...
+
+    async def close(self) -> None:
+        ...
