@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
@@ -34,7 +34,7 @@ class NoKeyPackageError(TransportError):
     """No KeyPackage (not even a last-resort one) is available for that client/user."""
 
 
-class MessageKind(str, Enum):
+class MessageKind(StrEnum):
     """What an incoming item is, so a client can route it without parsing."""
 
     GROUP = "group"  # a PublicMessage/PrivateMessage in a group's total order
@@ -61,7 +61,7 @@ class ClaimedKeyPackage:
     last_resort: bool
 
 
-class SubmitStatus(str, Enum):
+class SubmitStatus(StrEnum):
     ACCEPTED = "accepted"
     #: a Commit for that epoch was already accepted: process it, then retry (RFC 9750)
     REJECTED_EPOCH_TAKEN = "rejected_epoch_taken"
