@@ -201,21 +201,11 @@ class CipherSuite:
 
     def extract(self, salt: bytes, ikm: bytes) -> bytes:
         """KDF.Extract(salt, ikm) = HMAC(salt, ikm) (RFC 5869 §2.2)."""
-        return hmac.digest(salt or bytes(self.hash_length), ikm, self.hash_name)
+        return self.hpke.kdf.extract(salt, ikm)
 
     def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """KDF.Expand(prk, info, length) (RFC 5869 §2.3)."""
-        nh = self.hash_length
-        if length > 255 * nh:
-            raise UsageError(f"HKDF-Expand length {length} too large")
-        out = b""
-        t = b""
-        i = 1
-        while len(out) < length:
-            t = hmac.digest(prk, t + info + bytes((i,)), self.hash_name)
-            out += t
-            i += 1
-        return out[:length]
+        return self.hpke.kdf.expand(prk, info, length)
 
     # --- labeled derivations (§5.1, §8, §9) ---------------------------------
     def expand_with_label(
