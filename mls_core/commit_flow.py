@@ -22,6 +22,7 @@ from .framing import (
     FramedContent,
     FramedContentAuthData,
     MLSMessage,
+    PrivateMessageContent,
     PublicMessage,
     Sender,
     SenderType,
@@ -214,7 +215,8 @@ def _protect(state: EpochState, signed: AuthenticatedContent, padding_block: int
                                               state.secrets.membership_key))
     else:
         key = state.secret_tree.next(state.own_leaf, ContentType.COMMIT)
-        size = len(signed.content.encode())
+        size = len(PrivateMessageContent(ContentType.COMMIT, signed.content.body,
+                                         signed.auth).encode())  # the plaintext (§6.3.1)
         padding = (-size) % padding_block if padding_block > 1 else 0
         msg = MLSMessage.of(to_private_message(state.suite, signed,
                                                state.secrets.sender_data_secret, key, padding))
@@ -273,8 +275,11 @@ def _resolve(commit: Commit, committer: Sender,
 
 def process_commit(state: EpochState, config: GroupConfig, content: AuthenticatedContent,
                    stored: Mapping[bytes, tuple[Proposal, Sender]], lookup_psk: PskLookup,
-                   now: int | None) -> tuple[EpochState, CommitApplied]:
-    """Validate and apply someone else's Commit (§12.4.2); returns the new state."""
+                   now: int | None, update_keys: Mapping[bytes, bytes] | None = None,
+                   ) -> tuple[EpochState, CommitApplied]:
+    """Validate and apply someone else's Commit (§12.4.2); returns the new state.
+    ``update_keys`` maps encryption keys of our own proposed Update leaves to their
+    private keys, for a Commit that covers one of them (§12.1.2)."""
     suite = state.suite
     commit = content.content.commit
     sender = content.content.sender
@@ -316,6 +321,14 @@ def process_commit(state: EpochState, config: GroupConfig, content: Authenticate
         return state, event  # we cannot (and need not) follow the group any further
     commit_secret = None
     private = state.private.pruned(staged.tree)
+    if state.own_leaf in staged.updated:
+        own = staged.tree.leaf(state.own_leaf)
+        assert own is not None
+        key = (update_keys or {}).get(own.encryption_key)
+        if key is None:
+            raise ValidationError("§12.1.2: Commit applies an Update of our leaf that we "
+                                  "did not propose")
+        private = private.with_keys({2 * state.own_leaf: key})
     if commit.path is not None:
         apply_update_path(staged.tree, committer, commit.path, state.context.group_id,
                           new_leaves=staged.added, now=now, validator=config.validator,
@@ -324,6 +337,11 @@ def process_commit(state: EpochState, config: GroupConfig, content: Authenticate
                                        _provisional_context(state, staged),
                                        new_leaves=staged.added)
         commit_secret, private = received.commit_secret, received.private
+    if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+        assert commit.path is not None  # checked above
+        joiner = commit.path.leaf_node
+        event = replace(event, added=(*event.added, Member(committer, joiner.credential,
+                                                           joiner.signature_key)))
     psk_secret = compute_psk_secret(suite, staged.psk_ids, lookup_psk)
     new_ctx, transition, confirmed = _next_state(
         state, staged, content, (init_secret, commit_secret, psk_secret))

@@ -36,6 +36,7 @@ from .framing import (
     FramedContent,
     MLSMessage,
     PrivateMessage,
+    PrivateMessageContent,
     PublicMessage,
     Sender,
     SenderType,
@@ -50,7 +51,7 @@ from .key_schedule import (
     secrets_from_epoch_secret,
 )
 from .messages import KeyPackage
-from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, Lifetime
+from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, LeafNodeTBSContext, Lifetime
 from .proposals import Add, PreSharedKey, Proposal, ProposalType, ReInit, Remove, Update
 from .protection import (
     from_private_message,
@@ -89,6 +90,8 @@ class Group:
         #: the ReInit this group was closed with, and resumption PSKs of linked groups
         self._reinit: ReInit | None = None
         self._linked_psks: dict[tuple[bytes, int], bytes] = {}
+        #: private keys of leaves we proposed in Update proposals this epoch (§12.1.2)
+        self._update_keys: dict[bytes, bytes] = {}
         self._remember_resumption_psk()
 
     # ------------------------------------------------------------------ creation
@@ -205,12 +208,23 @@ class Group:
     def _frame(self, content_type: int, body: bytes | Proposal | Commit, wire_format: int,
                authenticated_data: bytes = b"", tag: bytes | None = None,
                state: EpochState | None = None) -> bytes:
+        return self._protect(self._sign(content_type, body, wire_format, authenticated_data,
+                                        tag))
+
+    def _sign(self, content_type: int, body: bytes | Proposal | Commit, wire_format: int,
+              authenticated_data: bytes = b"", tag: bytes | None = None,
+              ) -> AuthenticatedContent:
         st = self._state
         content = FramedContent(st.context.group_id, st.context.epoch,
                                 Sender.member(st.own_leaf), authenticated_data, content_type,
                                 body)
-        signed = sign_content(st.suite, st.signature_priv, wire_format, content, st.context, tag)
-        if wire_format == PUBLIC:
+        return sign_content(st.suite, st.signature_priv, wire_format, content, st.context, tag)
+
+    def _protect(self, signed: AuthenticatedContent) -> bytes:
+        """Protect with the current epoch's keys (§6.2, §6.3)."""
+        st = self._state
+        content_type = signed.content.content_type
+        if signed.wire_format == PUBLIC:
             msg: PublicMessage | PrivateMessage = to_public_message(
                 st.suite, signed, st.context, st.secrets.membership_key)
         else:
@@ -223,7 +237,8 @@ class Group:
         block = self._config.padding_block
         if block <= 1:
             return 0
-        size = len(content.content.encode())
+        c = content.content  # pad the PrivateMessageContent plaintext (§6.3.1)
+        size = len(PrivateMessageContent(c.content_type, c.body, content.auth).encode())
         return (-size) % block
 
     def propose(self, proposal: Proposal | Add | Update | Remove | PreSharedKey,
@@ -233,9 +248,29 @@ class Group:
         if not isinstance(proposal, Proposal):
             proposal = Proposal.of(proposal)
         wf = self._config.handshake_wire_format
-        data = self._frame(ContentType.PROPOSAL, proposal, wf, authenticated_data)
-        content = self._authenticated_content_of(MLSMessage.decode(data), own=True)
-        self._store_proposal(content)
+        # Store the content as signed: our own PrivateMessage cannot be decrypted by us,
+        # its generation is consumed (§9.2).
+        signed = self._sign(ContentType.PROPOSAL, proposal, wf, authenticated_data)
+        data = self._protect(signed)
+        self._store_proposal(signed)
+        return data
+
+    def propose_update(self, *, now: int | None = None) -> bytes:
+        """Propose a fresh leaf for ourselves (§12.1.2): new HPKE key, same credential.
+        Its private key is kept until a Commit covers the Update or the epoch ends."""
+        self._require_sendable()
+        st = self._state
+        old = st.tree.leaf(st.own_leaf)
+        assert old is not None
+        enc_priv, enc_pub = st.suite.generate_key_pair()
+        leaf = sign_leaf_node(st.suite, st.signature_priv, LeafNodeTBS(
+            encryption_key=enc_pub, signature_key=old.signature_key,
+            credential=old.credential, capabilities=old.capabilities,
+            leaf_node_source=LeafNodeSource.UPDATE, source_data=None,
+            extensions=old.extensions,
+            group_context=LeafNodeTBSContext(st.context.group_id, st.own_leaf)))
+        data = self.propose(Update(leaf))
+        self._update_keys[enc_pub] = enc_priv
         return data
 
     def propose_add(self, key_package: KeyPackage) -> bytes:
@@ -283,12 +318,20 @@ class Group:
             return self._process_past(msg, epoch)
         if isinstance(body, PrivateMessage) and body.content_type == ContentType.APPLICATION:
             return self._process_application(body)
-        content = self._authenticated_content_of(msg, own=False)
-        if content.content.content_type == ContentType.PROPOSAL:
-            return self._store_proposal(content)
-        if content.content.content_type == ContentType.COMMIT:
-            return self._process_commit(content, now)
-        raise ProtocolError("§6: application data must be sent as a PrivateMessage")
+        st = self._state
+        try:
+            content = self._authenticated_content_of(msg, own=False)
+            if content.content.content_type == ContentType.PROPOSAL:
+                return self._store_proposal(content)
+            if content.content.content_type == ContentType.COMMIT:
+                return self._process_commit(content, now)
+            raise ProtocolError("§6: application data must be sent as a PrivateMessage")
+        except BaseException:
+            # an authentic but invalid handshake message leaves the ratchet as it was
+            st.rollback_checkpoints()
+            raise
+        finally:
+            st.checkpoints.clear()
 
     def _process_past(self, msg: MLSMessage, epoch: int) -> Event:
         past = self._past.get(epoch)
@@ -322,8 +365,7 @@ class Group:
             except BaseException:
                 st.rollback_checkpoints()
                 raise
-            st.checkpoints.clear()
-            return content
+            return content  # process() keeps the checkpoints until the message is applied
         pub = msg.public_message
         assert pub is not None
         content = from_public_message(st.suite, pub, st.context, st.secrets.membership_key)
@@ -460,7 +502,7 @@ class Group:
             raise UsageError("this is our own pending Commit: call merge_pending_commit()")
         stored = {ref: (p.proposal, p.sender) for ref, p in self._proposals.items()}
         state, event = commit_flow.process_commit(self._state, self._config, content, stored,
-                                                  self._lookup_psk, now)
+                                                  self._lookup_psk, now, self._update_keys)
         self._pending = None
         if not event.removed_self:
             self._advance(state)
@@ -485,6 +527,7 @@ class Group:
                 self._past.popitem(last=False)
         self._state = state
         self._proposals.clear()
+        self._update_keys.clear()  # unused Update keys die with their epoch (§9.2)
         self._remember_resumption_psk()
 
     # ------------------------------------------------------------------ GroupInfo, joins
@@ -493,8 +536,8 @@ class Group:
                    with_external_pub: bool = True) -> bytes:
         """A signed MLSMessage(GroupInfo) for the current epoch (§12.4.3), e.g. to let
         others join by external commit (§12.4.3.2)."""
-        return commit_flow.make_group_info(self._state, with_ratchet_tree,
-                                           with_external_pub).encode()
+        return MLSMessage.of(commit_flow.make_group_info(self._state, with_ratchet_tree,
+                                                         with_external_pub)).encode()
 
     @classmethod
     def join(cls, welcome: bytes, key_package: KeyPackage, private: KeyPackagePrivate, *,

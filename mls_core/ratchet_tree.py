@@ -13,15 +13,21 @@ nodes and truncating invalidates nothing. After one leaf changes, :meth:`tree_ha
 rehashes O(log n) nodes. An index of the HPKE and signature keys in use answers the
 uniqueness questions of §7.3 and §12.4.2 without a scan.
 
-Nodes are immutable values, so :meth:`copy` shares them and only copies the arrays: the
-group layer stages a commit on a copy and drops it on failure.
+Nodes are immutable values, so :meth:`copy` shares them: the group layer stages every
+commit on a copy and drops it on failure. So that a copy does not cost O(n) per commit
+(nor freeing the tree of an epoch that is dropped), the arrays are copy-on-write in
+chunks of 128 entries (:class:`_CowList`) and the key indexes are a shared base plus
+the changes made since (:class:`_KeyCounts`): a copy costs O(n / 128), and a commit
+copies the O(log n) chunks it writes to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated, TypeVar
+from itertools import chain, islice
+from typing import Annotated, Generic, TypeVar
 
 from .ciphersuite import CipherSuite
 from .codec import Opt, Select, Struct, Uint8, Uint32, VarBytes
@@ -102,6 +108,114 @@ def _count(index: dict[K, int], key: K, delta: int) -> None:
         index.pop(key, None)
 
 
+T = TypeVar("T")
+_CHUNK_BITS = 7
+_CHUNK = 1 << _CHUNK_BITS
+
+
+class _CowList(Generic[T]):
+    """A list stored in chunks of 128 entries that copies share until one of them
+    writes to a chunk (copy-on-write): :meth:`copy` is O(n / 128) and a write copies at
+    most one chunk. Indices are non-negative."""
+
+    __slots__ = ("_chunks", "_len", "_owned")
+
+    def __init__(self, values: Iterable[T]) -> None:
+        data = list(values)
+        self._chunks = [data[i:i + _CHUNK] for i in range(0, len(data), _CHUNK)]
+        self._owned = bytearray(b"\x01") * len(self._chunks)
+        self._len = len(data)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[T]:
+        return chain.from_iterable(self._chunks)
+
+    def __getitem__(self, i: int) -> T:
+        return self._chunks[i >> _CHUNK_BITS][i & (_CHUNK - 1)]
+
+    def __setitem__(self, i: int, value: T) -> None:
+        self._own(i >> _CHUNK_BITS)[i & (_CHUNK - 1)] = value
+
+    def _own(self, c: int) -> list[T]:
+        """Chunk ``c``, copied first if another list may share it."""
+        if not self._owned[c]:
+            self._chunks[c] = self._chunks[c].copy()
+            self._owned[c] = 1
+        return self._chunks[c]
+
+    def copy(self) -> _CowList[T]:
+        other: _CowList[T] = _CowList.__new__(_CowList)
+        other._chunks = self._chunks.copy()
+        other._len = self._len
+        # Every chunk is now shared: both sides copy before their next write to it.
+        other._owned = bytearray(len(self._chunks))
+        self._owned = bytearray(len(self._chunks))
+        return other
+
+    def extend(self, values: Iterable[T]) -> None:
+        data = list(values)
+        self._len += len(data)
+        if self._chunks and len(self._chunks[-1]) < _CHUNK:
+            room = _CHUNK - len(self._chunks[-1])
+            self._own(len(self._chunks) - 1).extend(data[:room])
+            data = data[room:]
+        for i in range(0, len(data), _CHUNK):
+            self._chunks.append(data[i:i + _CHUNK])
+            self._owned.append(1)
+
+    def truncate(self, length: int) -> None:
+        """Drop every entry from index ``length`` on."""
+        if length >= self._len:
+            return
+        keep = (length + _CHUNK - 1) >> _CHUNK_BITS
+        del self._chunks[keep:]
+        del self._owned[keep:]
+        tail = length - ((keep - 1) << _CHUNK_BITS)
+        if keep and len(self._chunks[-1]) > tail:
+            del self._own(keep - 1)[tail:]
+        self._len = length
+
+
+class _KeyCounts:
+    """key -> number of uses, as a base dict that copies share and never change plus
+    this copy's own changes; :meth:`copy` copies the changes and folds them into a new
+    base once they reach an eighth of its size (amortized O(1) per change)."""
+
+    __slots__ = ("_base", "_delta")
+
+    def __init__(self) -> None:
+        self._base: dict[bytes, int] = {}
+        self._delta: dict[bytes, int] = {}
+
+    def get(self, key: bytes, default: int = 0) -> int:
+        return self._base.get(key, 0) + self._delta.get(key, 0) or default
+
+    def add(self, key: bytes, delta: int) -> None:
+        _count(self._delta, key, delta)
+
+    def copy(self) -> _KeyCounts:
+        if len(self._delta) > 32 + len(self._base) // 8:
+            base = dict(self._base)
+            for key, delta in self._delta.items():
+                _count(base, key, delta)
+            self._base, self._delta = base, {}
+        other = _KeyCounts.__new__(_KeyCounts)
+        other._base = self._base
+        other._delta = self._delta.copy()
+        return other
+
+
+def _with_unmerged(unmerged: tuple[int, ...], index: int) -> tuple[int, ...]:
+    """``unmerged`` (strictly increasing) with ``index`` inserted in order: O(len) at C
+    speed, so that Adding many members below one node stays cheap."""
+    at = bisect_left(unmerged, index)
+    if at < len(unmerged) and unmerged[at] == index:
+        return unmerged
+    return (*unmerged[:at], index, *unmerged[at:])
+
+
 class RatchetTree:
     """A ratchet tree in array form with cached tree hashes and resolutions (§7.7)."""
 
@@ -119,11 +233,12 @@ class RatchetTree:
             width = 2 * width + 1
         if (width + 1) // 2 > MAX_LEAVES:
             raise ValidationError("ratchet tree: more than 2^32 leaves")
-        self._nodes: list[Node | None] = list(nodes) + [None] * (width - len(nodes))
-        self._hashes: list[bytes | None] = [None] * width
-        self._resolutions: list[tuple[int, ...] | None] = [None] * width
-        self._enc_keys: dict[bytes, int] = {}
-        self._sig_keys: dict[bytes, int] = {}
+        self._nodes: _CowList[Node | None] = _CowList(
+            [*nodes, *[None] * (width - len(nodes))])
+        self._hashes: _CowList[bytes | None] = _CowList([None] * width)
+        self._resolutions: _CowList[tuple[int, ...] | None] = _CowList([None] * width)
+        self._enc_keys = _KeyCounts()
+        self._sig_keys = _KeyCounts()
         self._cred_use: dict[int, int] = {}
         self._cred_support: dict[int, int] = {}
         self._free_hint = 0
@@ -157,7 +272,7 @@ class RatchetTree:
 
     def encode(self) -> bytes:
         """The ``ratchet_tree`` extension form, trailing blanks dropped (§12.4.3.3)."""
-        return encode_ratchet_tree(self._nodes)
+        return encode_ratchet_tree(list(self._nodes))
 
     def nodes(self) -> tuple[Node | None, ...]:
         """All nodes in array order, including trailing blanks."""
@@ -180,7 +295,7 @@ class RatchetTree:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RatchetTree):
             return NotImplemented
-        return self.suite.id == other.suite.id and self._nodes == other._nodes
+        return self.suite.id == other.suite.id and list(self._nodes) == list(other._nodes)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -222,17 +337,15 @@ class RatchetTree:
 
     def leaves(self) -> Iterator[tuple[int, LeafNode]]:
         """(leaf_index, LeafNode) of every member, in leaf order."""
-        for i in range(0, len(self._nodes), 2):
-            node = self._nodes[i]
+        for i, node in enumerate(islice(self._nodes, 0, None, 2)):
             if node is not None and node.leaf_node is not None:
-                yield i >> 1, node.leaf_node
+                yield i, node.leaf_node
 
     def parents(self) -> Iterator[tuple[int, ParentNode]]:
         """(node_index, ParentNode) of every non-blank parent node."""
-        for i in range(1, len(self._nodes), 2):
-            node = self._nodes[i]
+        for i, node in enumerate(islice(self._nodes, 1, None, 2)):
             if node is not None and node.parent_node is not None:
-                yield i, node.parent_node
+                yield 2 * i + 1, node.parent_node
 
     def encryption_key_uses(self, key: bytes) -> int:
         """How many nodes (leaf or parent) hold HPKE public key ``key``."""
@@ -308,7 +421,7 @@ class RatchetTree:
         for p in direct_path(2 * index, self.n_leaves):
             parent = self.parent_node(p)
             if parent is not None:
-                unmerged = tuple(sorted({*parent.unmerged_leaves, index}))
+                unmerged = _with_unmerged(parent.unmerged_leaves, index)
                 self.set_node(p, Node.of(replace(parent, unmerged_leaves=unmerged)))
         self.set_leaf(index, leaf)
         self._free_hint = index + 1
@@ -344,12 +457,12 @@ class RatchetTree:
             n *= 2
         if n < self.n_leaves:
             width = 2 * n - 1
-            for node in nodes[width:]:
+            for node in islice(nodes, width, None):
                 if node is not None:
                     self._index_keys(node, -1)
-            del nodes[width:]
-            del self._hashes[width:]
-            del self._resolutions[width:]
+            nodes.truncate(width)
+            self._hashes.truncate(width)
+            self._resolutions.truncate(width)
             self._free_hint = min(self._free_hint, n)
 
     def _require_member(self, leaf_index: int, what: str) -> None:
@@ -359,9 +472,9 @@ class RatchetTree:
     def _index_keys(self, node: Node, delta: int) -> None:
         """Keep the key and credential-type indexes in step with the nodes."""
         value = node.value
-        _count(self._enc_keys, value.encryption_key, delta)
+        self._enc_keys.add(value.encryption_key, delta)
         if isinstance(value, LeafNode):
-            _count(self._sig_keys, value.signature_key, delta)
+            self._sig_keys.add(value.signature_key, delta)
             _count(self._cred_use, value.credential.credential_type, delta)
             for t in set(value.capabilities.credentials):
                 _count(self._cred_support, t, delta)

@@ -34,6 +34,23 @@ class NoKeyPackageError(TransportError):
     """No KeyPackage (not even a last-resort one) is available for that client/user."""
 
 
+class InvalidRequestError(TransportError):
+    """The caller passed an invalid argument (wrong type, empty id, bad cursor, a payload
+    that is not a group message or disagrees with the given group_id/epoch/is_commit)."""
+
+
+class UnknownGroupError(TransportError):
+    """No GroupInfo was published for that group."""
+
+
+class TransportClosedError(TransportError):
+    """The transport was used after :meth:`DeliveryTransport.close`."""
+
+
+class StorageError(TransportError):
+    """The database failed (locked for too long, unreadable, schema newer than this code)."""
+
+
 class MessageKind(StrEnum):
     """What an incoming item is, so a client can route it without parsing."""
 
@@ -119,14 +136,19 @@ class DeliveryTransport(Protocol):
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
                      is_commit: bool, sender: str) -> SubmitResult:
-        """Append a group message to the group's total order. For a Commit of ``epoch``
-        this is accepted only if no Commit for ``epoch`` was accepted before (strongly
-        consistent ordering); proposals and application messages are always appended."""
+        """Append a group message to the group's total order. A Commit of ``epoch`` is
+        accepted only if the group is at ``epoch`` and no Commit for it was accepted
+        (strongly consistent ordering; the group then moves to ``epoch + 1``). Proposals
+        must be for the current epoch; application messages for the current or the
+        previous one (late senders). The DS may read the MLSMessage's clear header
+        (group_id, epoch, content_type) to check this, as RFC 9750 allows."""
         ...
 
     async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
-                           group_id: bytes) -> None:
-        """Deliver an MLSMessage(Welcome) to each of ``client_ids``."""
+                           group_id: bytes, after_position: int | None = None) -> None:
+        """Deliver an MLSMessage(Welcome) to each of ``client_ids`` and subscribe them to
+        the group. ``after_position``: the position of the Commit that added them; group
+        messages ordered after it are delivered after the Welcome, so none is lost."""
         ...
 
     async def subscribe(self, client_id: str, group_id: bytes) -> None:

@@ -1,0 +1,681 @@
+"""The embedded default Delivery Service: one SQLite file (RFC 9750 "Delivery Service").
+
+:class:`LocalDeliveryService` implements :class:`~transports.base.DeliveryTransport` on
+aiosqlite. Many clients can share one instance inside a process, and several processes can
+share one database file: the file is in WAL mode, every write (publish, claim, submit,
+subscribe...) is one ``BEGIN IMMEDIATE`` transaction, and a busy timeout makes concurrent
+writers queue instead of failing.
+
+What it provides, after RFC 9750:
+
+* "Key Storage and Retrieval": one row per KeyPackage. A claim atomically deletes and
+  returns the oldest one-use KeyPackage of the client; only when none is left does it
+  return the client's last-resort KeyPackage, which it never deletes. Publishing a new
+  last-resort KeyPackage replaces the previous one.
+* "Delivery of Messages" / "Strongly Consistent": each group has one total order (its
+  ``position`` counter). A Commit for epoch ``e`` is accepted only while the group is at
+  epoch ``e``; the group then moves to ``e + 1``, so exactly one Commit wins per epoch and
+  a late one gets :attr:`SubmitStatus.REJECTED_EPOCH_TAKEN`. Proposals must be for the
+  current epoch; application messages for the current or the previous epoch (senders that
+  had not yet seen the last Commit; receivers keep the previous epoch's keys). The first
+  submit for an unknown group creates the group at that epoch.
+* Fan-out: an accepted message gets one mailbox row per subscriber, written in the same
+  transaction, so every subscriber sees the group's messages in the same order. The
+  sender is subscribed by its own accepted submit (it uses the echo to confirm that its
+  Commit won); the recipients of a Welcome are subscribed when the Welcome is sent, so
+  nothing sent after it is lost while they process it.
+* "Asynchronous Usage": the mailbox ids are a global autoincrement sequence; a cursor is
+  such an id as a decimal string, durable across restarts.
+
+The service never holds group secrets. To tell a proposal from an application message it
+reads the clear header of the ``MLSMessage`` (version, wire format, group_id, epoch,
+sender, authenticated_data length and content_type, RFC 9420 §6.2, §6.3), which RFC 9750
+allows ("the DS can rely on the epoch and content_type fields of an MLSMessage"), and
+checks that it agrees with the caller's ``group_id``, ``epoch`` and ``is_commit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from mls_core.codec import U8, U16, U32, U64, Reader, decode_varint
+from mls_core.errors import DecodeError
+from mls_core.framing import ContentType, ProtocolVersion, SenderType, WireFormat
+
+from .base import (
+    ClaimedKeyPackage,
+    IncomingMessage,
+    InvalidRequestError,
+    KeyPackageEntry,
+    MessageKind,
+    NoKeyPackageError,
+    StorageError,
+    SubmitResult,
+    SubmitStatus,
+    TransportClosedError,
+    UnknownGroupError,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "InvalidRequestError",
+    "LocalDeliveryService",
+    "StorageError",
+    "TransportClosedError",
+    "UnknownGroupError",
+    "ordering_status",
+]
+
+
+#: Schema migrations, applied in order in one transaction; the database's
+#: ``schema_version`` is the number of migrations applied. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE clients (
+            client_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX clients_by_user ON clients (user_id, client_id)",
+        """CREATE TABLE key_packages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            ref BLOB NOT NULL UNIQUE,
+            key_package BLOB NOT NULL,
+            last_resort INTEGER NOT NULL CHECK (last_resort IN (0, 1))
+        )""",
+        "CREATE INDEX key_packages_by_client ON key_packages (client_id, last_resort, id)",
+        """CREATE UNIQUE INDEX one_last_resort_per_client
+            ON key_packages (client_id) WHERE last_resort = 1""",
+        """CREATE TABLE groups (
+            group_id BLOB PRIMARY KEY,
+            epoch INTEGER NOT NULL,
+            next_position INTEGER NOT NULL
+        )""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('group', 'welcome')),
+            group_id BLOB NOT NULL,
+            epoch INTEGER,
+            position INTEGER,
+            is_commit INTEGER NOT NULL DEFAULT 0,
+            sender TEXT,
+            payload BLOB NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX group_order
+            ON messages (group_id, position) WHERE kind = 'group'""",
+        """CREATE UNIQUE INDEX one_commit_per_epoch
+            ON messages (group_id, epoch) WHERE is_commit = 1""",
+        """CREATE TABLE subscriptions (
+            client_id TEXT NOT NULL,
+            group_id BLOB NOT NULL,
+            PRIMARY KEY (client_id, group_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX subscribers ON subscriptions (group_id, client_id)",
+        """CREATE TABLE mailbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            client_id TEXT NOT NULL,
+            message_id INTEGER NOT NULL REFERENCES messages (id)
+        )""",
+        "CREATE INDEX mailbox_by_client ON mailbox (client_id, id)",
+        """CREATE TABLE group_info (
+            group_id BLOB PRIMARY KEY,
+            epoch INTEGER NOT NULL,
+            group_info BLOB NOT NULL,
+            ratchet_tree BLOB
+        )""",
+    ),
+)
+
+#: SQLite integers are signed 64-bit and the group moves to ``epoch + 1`` on a Commit.
+MAX_EPOCH = (1 << 63) - 2
+DEFAULT_POLL_INTERVAL = 0.05
+DEFAULT_BUSY_TIMEOUT = 30.0
+_RECEIVE_BATCH = 256
+_CURSOR = re.compile(r"[0-9]{1,19}")
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _require_id(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{name} must be a non-empty str")
+    return value
+
+
+def _require_bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or not value:
+        raise InvalidRequestError(f"{name} must be non-empty bytes")
+    return value
+
+
+def _require_epoch(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EPOCH:
+        raise InvalidRequestError(f"epoch must be an int in [0, {MAX_EPOCH}]")
+    return value
+
+
+def _require_client_ids(value: object) -> list[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise InvalidRequestError("client_ids must be a non-empty sequence of str")
+    return list(dict.fromkeys(_require_id("client id", c) for c in value))
+
+
+def _require_entries(value: object) -> list[KeyPackageEntry]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
+    entries = list(value)
+    for entry in entries:
+        if not isinstance(entry, KeyPackageEntry):
+            raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
+        _require_bytes("KeyPackageEntry.ref", entry.ref)
+        _require_bytes("KeyPackageEntry.key_package", entry.key_package)
+        if not isinstance(entry.last_resort, bool):
+            raise InvalidRequestError("KeyPackageEntry.last_resort must be a bool")
+    if len({e.ref for e in entries}) != len(entries):
+        raise InvalidRequestError("entries repeat a KeyPackageRef")
+    if sum(e.last_resort for e in entries) > 1:
+        raise InvalidRequestError("at most one last-resort KeyPackage per publish")
+    return entries
+
+
+def _parse_cursor(after: object) -> int:
+    if after is None:
+        return 0
+    if not isinstance(after, str) or not _CURSOR.fullmatch(after):
+        raise InvalidRequestError("cursor must be None or a cursor returned by this transport")
+    return int(after)
+
+
+def _require_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidRequestError("limit must be a positive int")
+    return limit
+
+
+# ------------------------------------------------------------------------- header peek
+
+
+@dataclass(frozen=True)
+class _GroupMessageHeader:
+    """The clear fields of a PublicMessage/PrivateMessage that ordering needs."""
+
+    group_id: bytes
+    epoch: int
+    content_type: int
+
+
+def _skip_sender(r: Reader) -> None:
+    """Skip a ``Sender`` (§6): a member/external sender carries a uint32 index."""
+    sender_type = U8.decode(r)
+    if sender_type in (SenderType.MEMBER, SenderType.EXTERNAL):
+        U32.decode(r)
+    elif sender_type not in (SenderType.NEW_MEMBER_PROPOSAL, SenderType.NEW_MEMBER_COMMIT):
+        raise InvalidRequestError(f"payload has an unknown sender_type {sender_type}")
+
+
+def _read_header(payload: bytes) -> _GroupMessageHeader:
+    """Read ``MLSMessage`` up to the content_type of its PublicMessage (§6.2: FramedContent
+    ``group_id<V>, epoch, sender, authenticated_data<V>, content_type``) or PrivateMessage
+    (§6.3: ``group_id<V>, epoch, content_type``); the rest is never looked at."""
+    r = Reader(payload)
+    if U16.decode(r) != ProtocolVersion.MLS10:
+        raise InvalidRequestError("payload is not an mls10 MLSMessage")
+    wire_format = U16.decode(r)
+    if wire_format not in (WireFormat.MLS_PUBLIC_MESSAGE, WireFormat.MLS_PRIVATE_MESSAGE):
+        raise InvalidRequestError(
+            f"payload is not a PublicMessage or PrivateMessage (wire_format {wire_format})")
+    group_id = r.take(decode_varint(r, "group_id"), "group_id")
+    epoch = U64.decode(r)
+    if wire_format == WireFormat.MLS_PUBLIC_MESSAGE:
+        _skip_sender(r)
+        r.take(decode_varint(r, "authenticated_data"), "authenticated_data")
+    content_type = U8.decode(r)
+    if content_type not in (ContentType.APPLICATION, ContentType.PROPOSAL, ContentType.COMMIT):
+        raise InvalidRequestError(f"payload has an unknown content_type {content_type}")
+    return _GroupMessageHeader(group_id, epoch, content_type)
+
+
+def _check_header(payload: bytes, group_id: bytes, epoch: int,
+                  is_commit: bool) -> _GroupMessageHeader:
+    try:
+        header = _read_header(payload)
+    except DecodeError as exc:
+        raise InvalidRequestError(f"payload is not an MLSMessage: {exc}") from None
+    if header.group_id != group_id:
+        raise InvalidRequestError("payload group_id differs from the submitted group_id")
+    if header.epoch != epoch:
+        raise InvalidRequestError("payload epoch differs from the submitted epoch")
+    if (header.content_type == ContentType.COMMIT) != is_commit:
+        raise InvalidRequestError("payload content_type disagrees with is_commit")
+    return header
+
+
+def ordering_status(current_epoch: int, epoch: int, content_type: int,
+           commit_taken: bool) -> SubmitStatus:
+    """The ordering rule (RFC 9750 "Strongly Consistent"): a Commit must be for the
+    current epoch (``commit_taken`` tells whether an older epoch already has its Commit);
+    a proposal for the current epoch; an application message for the current or the
+    previous epoch."""
+    if content_type == ContentType.COMMIT:
+        if epoch == current_epoch:
+            return SubmitStatus.ACCEPTED
+        return (SubmitStatus.REJECTED_EPOCH_TAKEN if commit_taken
+                else SubmitStatus.REJECTED_WRONG_EPOCH)
+    if epoch == current_epoch or (
+            content_type == ContentType.APPLICATION and epoch == current_epoch - 1):
+        return SubmitStatus.ACCEPTED
+    return SubmitStatus.REJECTED_WRONG_EPOCH
+
+
+# ------------------------------------------------------------------------------ service
+
+
+def _incoming(row: sqlite3.Row) -> IncomingMessage:
+    mailbox_id, kind, payload, group_id, sender = row
+    return IncomingMessage(kind=MessageKind(kind), payload=bytes(payload),
+                           cursor=str(mailbox_id), group_id=bytes(group_id),
+                           sender=None if sender is None else str(sender))
+
+
+async def _rows(db: aiosqlite.Connection, sql: str,
+                params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    return list(await db.execute_fetchall(sql, tuple(params)))
+
+
+async def _one(db: aiosqlite.Connection, sql: str,
+               params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    rows = await _rows(db, sql, params)
+    return rows[0] if rows else None
+
+
+class LocalDeliveryService:
+    """A :class:`~transports.base.DeliveryTransport` on one SQLite file (see module doc).
+
+    ``sender`` and every ``client_id`` name clients; a client belongs to the user it first
+    published KeyPackages under. The connection opens on first use; always :meth:`close`
+    it (or use ``async with``): that releases the connection's worker thread and ends
+    every :meth:`receive` iterator. Writes by other processes, or by other instances on
+    the same file, are noticed by polling every ``poll_interval`` seconds."""
+
+    def __init__(self, path: str | os.PathLike[str], *,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise InvalidRequestError("path must be a non-empty str or PathLike")
+        for name, value in (("poll_interval", poll_interval), ("busy_timeout", busy_timeout)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise InvalidRequestError(f"{name} must be a positive number")
+        self.path = Path(path)
+        self._poll_interval = float(poll_interval)
+        self._busy_timeout = float(busy_timeout)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    async def __aenter__(self) -> LocalDeliveryService:
+        async with self._lock:
+            await self._connection()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connection(self) -> aiosqlite.Connection:
+        """The open connection (opening and migrating it on first use); hold the lock."""
+        if self._closed:
+            raise TransportClosedError("the delivery service is closed")
+        if self._db is None:
+            try:
+                db = await aiosqlite.connect(self.path, isolation_level=None,
+                                             timeout=self._busy_timeout)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            try:
+                await self._prepare(db)
+            except BaseException:
+                await db.close()
+                raise
+            self._db = db
+        return self._db
+
+    async def _prepare(self, db: aiosqlite.Connection) -> None:
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await _migrate(db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot prepare {self.path}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = await self._connection()
+            try:
+                yield db
+            except sqlite3.Error as exc:
+                raise StorageError(f"database error: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: writers in other processes wait (busy
+        timeout) instead of interleaving, so check-then-write sequences are atomic."""
+        async with self._lock:
+            db = await self._connection()
+            async with _transaction(db):
+                yield db
+
+    def _notify(self) -> None:
+        """Wake this instance's waiting :meth:`receive` iterators."""
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    async def close(self) -> None:
+        """Close the database and end every :meth:`receive` iterator; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    # ------------------------------------------------------------------ KeyPackages
+
+    async def publish_key_packages(self, client_id: str, user_id: str,
+                                   entries: Sequence[KeyPackageEntry]) -> None:
+        client_id = _require_id("client_id", client_id)
+        user_id = _require_id("user_id", user_id)
+        items = _require_entries(entries)
+        async with self._write() as db:
+            await _register_client(db, client_id, user_id)
+            if any(e.last_resort for e in items):
+                await db.execute("DELETE FROM key_packages WHERE client_id = ? "
+                                 "AND last_resort = 1", (client_id,))
+            try:
+                await db.executemany(
+                    "INSERT INTO key_packages (client_id, ref, key_package, last_resort) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(client_id, e.ref, e.key_package, int(e.last_resort)) for e in items])
+            except sqlite3.IntegrityError:
+                raise InvalidRequestError("a KeyPackageRef is already published") from None
+
+    async def key_package_count(self, client_id: str) -> int:
+        client_id = _require_id("client_id", client_id)
+        async with self._read() as db:
+            row = await _one(db, "SELECT count(*) FROM key_packages "
+                                 "WHERE client_id = ? AND last_resort = 0", (client_id,))
+        return 0 if row is None else int(row[0])
+
+    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+        client_id = _require_id("client_id", client_id)
+        async with self._write() as db:
+            claimed = await _claim(db, client_id)
+        if claimed is None:
+            raise NoKeyPackageError(f"no KeyPackage available for client {client_id!r}")
+        return claimed
+
+    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+        """One KeyPackage per client of ``user_id``, claimed in one transaction; a client
+        with nothing left (not even a last-resort KeyPackage) is left out."""
+        user_id = _require_id("user_id", user_id)
+        claimed: list[ClaimedKeyPackage] = []
+        async with self._write() as db:
+            rows = await _rows(db, "SELECT client_id FROM clients WHERE user_id = ? "
+                                   "ORDER BY client_id", (user_id,))
+            for row in rows:
+                one = await _claim(db, str(row[0]))
+                if one is not None:
+                    claimed.append(one)
+        return claimed
+
+    # ------------------------------------------------------------------ group messages
+
+    async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                     is_commit: bool, sender: str) -> SubmitResult:
+        """Append to the group's total order if :func:`ordering_status` allows; an accepted
+        message is delivered to every subscriber, the sender included (and subscribed)."""
+        group_id = _require_bytes("group_id", group_id)
+        epoch = _require_epoch(epoch)
+        payload = _require_bytes("payload", payload)
+        sender = _require_id("sender", sender)
+        if not isinstance(is_commit, bool):
+            raise InvalidRequestError("is_commit must be a bool")
+        header = _check_header(payload, group_id, epoch, is_commit)
+        async with self._write() as db:
+            result = await _append(db, header, payload, sender)
+        if result.accepted:
+            self._notify()
+        return result
+
+    async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
+                           group_id: bytes, after_position: int | None = None) -> None:
+        """Put the Welcome in each client's mailbox and subscribe them to ``group_id`` at
+        that point, so they get every group message sent after the Welcome. With
+        ``after_position`` (the position of the Commit that added them), group messages
+        accepted after that Commit but before this call follow the Welcome too."""
+        recipients = _require_client_ids(client_ids)
+        welcome = _require_bytes("welcome", welcome)
+        group_id = _require_bytes("group_id", group_id)
+        async with self._write() as db:
+            cur = await db.execute("INSERT INTO messages (kind, group_id, payload) "
+                                   "VALUES ('welcome', ?, ?)", (group_id, welcome))
+            message_id = cur.lastrowid
+            await db.executemany("INSERT INTO mailbox (client_id, message_id) VALUES (?, ?)",
+                                 [(c, message_id) for c in recipients])
+            if after_position is not None:
+                for c in recipients:
+                    await db.execute(
+                        "INSERT INTO mailbox (client_id, message_id) SELECT ?, m.id "
+                        "FROM messages m WHERE m.kind = 'group' AND m.group_id = ? "
+                        "AND m.position > ? AND NOT EXISTS (SELECT 1 FROM subscriptions s "
+                        "WHERE s.client_id = ? AND s.group_id = ?) ORDER BY m.position",
+                        (c, group_id, after_position, c, group_id))
+            await db.executemany("INSERT OR IGNORE INTO subscriptions (client_id, group_id) "
+                                 "VALUES (?, ?)", [(c, group_id) for c in recipients])
+        self._notify()
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        client_id = _require_id("client_id", client_id)
+        group_id = _require_bytes("group_id", group_id)
+        async with self._write() as db:
+            await db.execute("INSERT OR IGNORE INTO subscriptions (client_id, group_id) "
+                             "VALUES (?, ?)", (client_id, group_id))
+
+    async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
+        client_id = _require_id("client_id", client_id)
+        group_id = _require_bytes("group_id", group_id)
+        async with self._write() as db:
+            await db.execute("DELETE FROM subscriptions WHERE client_id = ? AND group_id = ?",
+                             (client_id, group_id))
+
+    # ------------------------------------------------------------------ GroupInfo
+
+    async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
+                                 ratchet_tree: bytes | None = None) -> None:
+        """Store the GroupInfo of ``epoch`` unless one of a newer epoch is stored (the same
+        epoch replaces, e.g. to add the tree)."""
+        group_id = _require_bytes("group_id", group_id)
+        epoch = _require_epoch(epoch)
+        group_info = _require_bytes("group_info", group_info)
+        if ratchet_tree is not None:
+            ratchet_tree = _require_bytes("ratchet_tree", ratchet_tree)
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO group_info (group_id, epoch, group_info, ratchet_tree) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
+                "epoch = excluded.epoch, group_info = excluded.group_info, "
+                "ratchet_tree = excluded.ratchet_tree WHERE excluded.epoch >= epoch",
+                (group_id, epoch, group_info, ratchet_tree))
+
+    async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
+        group_id = _require_bytes("group_id", group_id)
+        async with self._read() as db:
+            row = await _one(db, "SELECT group_info, ratchet_tree FROM group_info "
+                                 "WHERE group_id = ?", (group_id,))
+        if row is None:
+            raise UnknownGroupError(f"no GroupInfo published for group {group_id.hex()}")
+        return bytes(row[0]), None if row[1] is None else bytes(row[1])
+
+    # ------------------------------------------------------------------ delivery
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        client_id = _require_id("client_id", client_id)
+        start = _parse_cursor(after)
+        limit = _require_limit(limit)
+        return await self._fetch(client_id, start, limit)
+
+    async def _fetch(self, client_id: str, start: int, limit: int) -> list[IncomingMessage]:
+        async with self._read() as db:
+            rows = await _rows(
+                db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender "
+                    "FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
+                    "WHERE mb.client_id = ? AND mb.id > ? ORDER BY mb.id LIMIT ?",
+                (client_id, start, limit))
+        return [_incoming(row) for row in rows]
+
+    def receive(self, client_id: str, after: str | None = None
+                ) -> AsyncIterator[IncomingMessage]:
+        """Yield everything after ``after``, then wait for more: woken at once by writes
+        through this instance, by polling for writes by other processes or instances.
+        Ends when the service is closed."""
+        client_id = _require_id("client_id", client_id)
+        start = _parse_cursor(after)
+        if self._closed:
+            raise TransportClosedError("the delivery service is closed")
+        return self._stream(client_id, start)
+
+    async def _stream(self, client_id: str, start: int) -> AsyncIterator[IncomingMessage]:
+        cursor = start
+        while not self._closed:
+            wakeup = self._wakeup  # taken before reading, so no write can slip between
+            try:
+                batch = await self._fetch(client_id, cursor, _RECEIVE_BATCH)
+            except TransportClosedError:
+                return
+            for item in batch:
+                yield item
+                cursor = int(item.cursor)
+                if self._closed:
+                    return
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await wakeup.wait()
+
+
+# ---------------------------------------------------------------------- SQL helpers
+
+
+@contextlib.asynccontextmanager
+async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot start a transaction: {exc}") from exc
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StorageError(f"database error: {exc}") from exc
+        raise
+    try:
+        await db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise StorageError(f"cannot commit: {exc}") from exc
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Apply the missing :data:`MIGRATIONS` in one transaction (concurrent openers of a
+    new file serialize on ``BEGIN IMMEDIATE``; the second one finds nothing to do)."""
+    async with _transaction(db):
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = await _one(db, "SELECT version FROM schema_version")
+        version = 0 if row is None else int(row[0])
+        if version > len(MIGRATIONS):
+            raise StorageError(f"database schema version {version} is newer than this code "
+                               f"supports ({len(MIGRATIONS)})")
+        for migration in MIGRATIONS[version:]:
+            for statement in migration:
+                await db.execute(statement)
+        if row is None:
+            await db.execute("INSERT INTO schema_version (version) VALUES (?)",
+                             (len(MIGRATIONS),))
+        else:
+            await db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+
+
+async def _register_client(db: aiosqlite.Connection, client_id: str, user_id: str) -> None:
+    row = await _one(db, "SELECT user_id FROM clients WHERE client_id = ?", (client_id,))
+    if row is None:
+        await db.execute("INSERT INTO clients (client_id, user_id) VALUES (?, ?)",
+                         (client_id, user_id))
+    elif row[0] != user_id:
+        raise InvalidRequestError(f"client {client_id!r} belongs to another user")
+
+
+async def _claim(db: aiosqlite.Connection, client_id: str) -> ClaimedKeyPackage | None:
+    """Inside a write transaction: the oldest one-use KeyPackage (deleted), else the
+    last-resort one (kept), else None."""
+    row = await _one(db, "SELECT id, ref, key_package, last_resort FROM key_packages "
+                         "WHERE client_id = ? ORDER BY last_resort, id LIMIT 1", (client_id,))
+    if row is None:
+        return None
+    row_id, ref, key_package, last_resort = row
+    if not last_resort:
+        await db.execute("DELETE FROM key_packages WHERE id = ?", (row_id,))
+    return ClaimedKeyPackage(client_id=client_id, ref=bytes(ref),
+                             key_package=bytes(key_package), last_resort=bool(last_resort))
+
+
+async def _append(db: aiosqlite.Connection, header: _GroupMessageHeader, payload: bytes,
+                  sender: str) -> SubmitResult:
+    """Inside a write transaction: apply the ordering rule, then append and fan out."""
+    group_id, epoch = header.group_id, header.epoch
+    row = await _one(db, "SELECT epoch, next_position FROM groups WHERE group_id = ?",
+                     (group_id,))
+    if row is None:
+        current, position = epoch, 0
+        await db.execute("INSERT INTO groups (group_id, epoch, next_position) VALUES (?, ?, 0)",
+                         (group_id, epoch))
+    else:
+        current, position = int(row[0]), int(row[1])
+    is_commit = header.content_type == ContentType.COMMIT
+    taken = is_commit and epoch < current and await _one(
+        db, "SELECT 1 FROM messages WHERE group_id = ? AND epoch = ? AND is_commit = 1",
+        (group_id, epoch)) is not None
+    status = ordering_status(current, epoch, header.content_type, taken)
+    if status is not SubmitStatus.ACCEPTED:
+        return SubmitResult(status)
+    await db.execute("UPDATE groups SET epoch = ?, next_position = ? WHERE group_id = ?",
+                     (current + 1 if is_commit else current, position + 1, group_id))
+    cur = await db.execute(
+        "INSERT INTO messages (kind, group_id, epoch, position, is_commit, sender, payload) "
+        "VALUES ('group', ?, ?, ?, ?, ?, ?)",
+        (group_id, epoch, position, int(is_commit), sender, payload))
+    await db.execute("INSERT OR IGNORE INTO subscriptions (client_id, group_id) VALUES (?, ?)",
+                     (sender, group_id))
+    await db.execute("INSERT INTO mailbox (client_id, message_id) SELECT client_id, ? "
+                     "FROM subscriptions WHERE group_id = ? ORDER BY client_id",
+                     (cur.lastrowid, group_id))
+    return SubmitResult(SubmitStatus.ACCEPTED, position)
