@@ -52,7 +52,16 @@ from .key_schedule import (
 )
 from .messages import KeyPackage
 from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, LeafNodeTBSContext, Lifetime
-from .proposals import Add, PreSharedKey, Proposal, ProposalType, ReInit, Remove, Update
+from .proposals import (
+    Add,
+    PreSharedKey,
+    Proposal,
+    ProposalBody,
+    ProposalType,
+    ReInit,
+    Remove,
+    Update,
+)
 from .protection import (
     from_private_message,
     from_public_message,
@@ -241,7 +250,7 @@ class Group:
         size = len(PrivateMessageContent(c.content_type, c.body, content.auth).encode())
         return (-size) % block
 
-    def propose(self, proposal: Proposal | Add | Update | Remove | PreSharedKey,
+    def propose(self, proposal: Proposal | ProposalBody,
                 *, authenticated_data: bytes = b"") -> bytes:
         """Send a proposal (§12.1); it is also stored so our next commit includes it."""
         self._require_sendable()
@@ -451,7 +460,7 @@ class Group:
 
     def commit(
         self,
-        proposals: Sequence[Proposal | Add | Update | Remove | PreSharedKey] = (),
+        proposals: Sequence[Proposal | ProposalBody] = (),
         *,
         include_pending: bool = True,
         force_path: bool = True,
