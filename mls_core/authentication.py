@@ -2,6 +2,7 @@
 Service"): the application decides whether a credential is acceptable and binds it to
 the signature key. ``mls_core`` calls the validator wherever §5.3.1 requires it (leaf
 nodes in KeyPackages, Add/Update proposals, UpdatePaths, trees on join).
+An X.509 validator (chain to trust anchors, §5.3) is ``mls_core.x509.X509CredentialValidator``.
 """
 
 from __future__ import annotations
