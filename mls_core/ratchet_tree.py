@@ -40,7 +40,7 @@ from .nodes import (
     decode_ratchet_tree,
     encode_ratchet_tree,
 )
-from .tree_math import MAX_LEAVES, direct_path, left, level, right, root, sibling
+from .tree_math import MAX_LEAVES, direct_path, left, level, parent, right, root, sibling
 
 
 @dataclass(frozen=True)
@@ -480,11 +480,22 @@ class RatchetTree:
                 _count(self._cred_support, t, delta)
 
     def _invalidate(self, x: int) -> None:
-        self._hashes[x] = None
-        self._resolutions[x] = None
-        for p in direct_path(x, self.n_leaves):
-            self._hashes[p] = None
-            self._resolutions[p] = None
+        """Clear the cached tree hash and resolution of ``x`` and of its ancestors.
+
+        A node's cached value is only ever computed from cached values of what it
+        depends on below it, so above an ancestor with nothing cached nothing that
+        depends on ``x`` is cached either: the walk stops there, and merging a whole
+        path costs O(log n) rather than O(log^2 n)."""
+        hashes, resolutions = self._hashes, self._resolutions
+        hashes[x] = None
+        resolutions[x] = None
+        n, top = self.n_leaves, self.root
+        while x != top:
+            x = parent(x, n)
+            if hashes[x] is None and resolutions[x] is None:
+                break
+            hashes[x] = None
+            resolutions[x] = None
 
     # ------------------------------------------------------------------ paths (§4.1.2)
 

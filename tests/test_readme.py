@@ -25,3 +25,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = re.findall(r"```sh\n(.*?)\n```", text, re.S)
     assert len(commands) >= 2
     assert commands[1].strip() in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ci_runs_the_readme_main_command() -> None:
+    text = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```sh\n(.*?)\n```", text, re.S)
+    assert "mls-bridge demo" in commands[0]
+    assert commands[0].strip() in (ROOT / ".ci" / "run").read_text()

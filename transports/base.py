@@ -109,6 +109,8 @@ class IncomingMessage:
     cursor: str
     group_id: bytes | None = None
     sender: str | None = None
+    #: the message's position in its group's total order (group messages only)
+    position: int | None = None
 
 
 @runtime_checkable

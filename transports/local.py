@@ -282,10 +282,11 @@ def ordering_status(current_epoch: int, epoch: int, content_type: int,
 
 
 def _incoming(row: sqlite3.Row) -> IncomingMessage:
-    mailbox_id, kind, payload, group_id, sender = row
+    mailbox_id, kind, payload, group_id, sender, position = row
     return IncomingMessage(kind=MessageKind(kind), payload=bytes(payload),
                            cursor=str(mailbox_id), group_id=bytes(group_id),
-                           sender=None if sender is None else str(sender))
+                           sender=None if sender is None else str(sender),
+                           position=None if position is None else int(position))
 
 
 async def _rows(db: aiosqlite.Connection, sql: str,
@@ -544,7 +545,7 @@ class LocalDeliveryService:
     async def _fetch(self, client_id: str, start: int, limit: int) -> list[IncomingMessage]:
         async with self._read() as db:
             rows = await _rows(
-                db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender "
+                db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender, m.position "
                     "FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
                     "WHERE mb.client_id = ? AND mb.id > ? ORDER BY mb.id LIMIT ?",
                 (client_id, start, limit))

@@ -6,7 +6,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mls_core.ratchet_tree import _CHUNK, _CowList, _KeyCounts, _with_unmerged
+from mls_core.ratchet_tree import (
+    _CHUNK,
+    RatchetTree,
+    _CowList,
+    _KeyCounts,
+    _with_unmerged,
+    leaf_span,
+)
+from tests.core.test_ratchet_tree import SUITE, fake_leaf, fake_parent, tree_of
 
 # An operation: (copy index, kind, a, b), applied to the copy at index % len(copies).
 OPS = st.lists(st.tuples(st.integers(0, 7),
@@ -88,3 +96,48 @@ def test_key_counts_fold_changes_into_a_new_base_without_touching_copies() -> No
     assert [second.get(b"k%d" % k) for k in range(3)] == [1, 2, 0]
     assert all(c.get(b"k99") == 1 for c in (counts, first, second))
     assert counts.get(b"absent") == 0
+
+
+TREE_OPS = st.lists(st.tuples(st.integers(0, 3),
+                              st.sampled_from(["add", "remove", "update", "parent", "copy",
+                                               "hash", "resolution"]),
+                              st.integers(0, 1000)), max_size=50)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(60, 140), TREE_OPS)
+def test_tree_copies_stay_independent_and_caches_exact(size: int, ops: list) -> None:
+    """Trees wider than one chunk, copied and changed on every side, with caches filled
+    node by node (so that the early stop of the cache invalidation is exercised): each
+    equals, hash for hash and resolution for resolution, a cache-free tree of its nodes,
+    and the original's nodes are never changed by a copy."""
+    trees = [tree_of(size)]
+    trees[0].tree_hash()
+    for which, op, k in ops:
+        tree = trees[which % len(trees)]
+        members = [i for i, _ in tree.leaves()]
+        if op == "copy":
+            trees.append(tree.copy())
+        elif op == "add" or len(members) < 2:
+            tree.add_leaf(fake_leaf(k))
+        elif op == "remove":
+            tree.remove_leaf(members[k % len(members)])
+        elif op == "update":
+            tree.update_leaf(members[k % len(members)], fake_leaf(k))
+        elif op == "parent":
+            p = 2 * (k % (tree.n_leaves - 1)) + 1
+            lo, hi = leaf_span(p)
+            tree.set_node(p, fake_parent(tuple(i for i in members if lo <= i <= hi)[:2]))
+        elif op == "hash":
+            tree.tree_hash_of(k % tree.width)
+        else:
+            tree.resolution(k % tree.width)
+    for tree in trees:
+        fresh = RatchetTree.decode(SUITE, tree.encode())
+        assert fresh == tree
+        for x in range(tree.width):
+            assert tree.resolution(x) == fresh.resolution(x)
+            assert tree.tree_hash_of(x) == fresh.tree_hash_of(x)
+        for _, leaf in tree.leaves():
+            assert tree.encryption_key_uses(leaf.encryption_key) == 1
+            assert tree.signature_key_uses(leaf.signature_key) == 1

@@ -1,0 +1,57 @@
+"""The async MLS client layer: :class:`MLSClient` over crash-safe SQLite storage and a
+:class:`~transports.base.DeliveryTransport` (RFC 9420, RFC 9750).
+
+::
+
+    settings = Settings.load()                  # TOML file + MLS_BRIDGE_* variables
+    async with await MLSClient.open(settings) as alice:
+        await alice.create_identity("alice@example.org")
+        await alice.publish_key_packages()      # pool + last-resort KeyPackage
+        group_id = await alice.create_group(name="team")
+        await alice.add_members(group_id, ["bob@example.org"])
+        await alice.send(group_id, b"hello")
+        async for event in alice.events():      # MessageReceived, CommitProcessed, ...
+            ...
+"""
+
+from .client import AddResult, GroupSummary, MLSClient
+from .errors import (
+    ClientError,
+    CommitConflictError,
+    ConfigError,
+    KeyPackageError,
+    NotFoundError,
+    StorageError,
+)
+from .events import (
+    ClientEvent,
+    ClientWarning,
+    CommitProcessed,
+    GroupJoined,
+    MessageReceived,
+    MessageRejected,
+    ProposalQueued,
+    RemovedFromGroup,
+)
+from .settings import Settings
+
+__all__ = [
+    "AddResult",
+    "ClientError",
+    "ClientEvent",
+    "ClientWarning",
+    "CommitConflictError",
+    "CommitProcessed",
+    "ConfigError",
+    "GroupJoined",
+    "GroupSummary",
+    "KeyPackageError",
+    "MLSClient",
+    "MessageReceived",
+    "MessageRejected",
+    "NotFoundError",
+    "ProposalQueued",
+    "RemovedFromGroup",
+    "Settings",
+    "StorageError",
+]

@@ -1,0 +1,524 @@
+"""The async MLS client: one identity, its groups, its storage and a Delivery Service.
+
+:class:`MLSClient` sits above the sans-I/O :class:`~mls_core.group.Group` and below any
+network adapter. It owns one client identity (user id, client id, basic credential, one
+signature key per cipher suite), a :class:`~mls_client.store.Store` and a
+:class:`~transports.base.DeliveryTransport`, and follows RFC 9750's Delivery Service
+rules:
+
+* Commits race for their epoch: persisted before submission, merged when accepted,
+  discarded, caught up and rebuilt when another Commit won (:mod:`mls_client.outbound`).
+* The incoming stream is processed in order from the stored cursor, one transaction per
+  item (:mod:`mls_client.inbound`).
+* A KeyPackage pool with a last-resort KeyPackage (:mod:`mls_client.keypackages`).
+* Recovery after state loss by external Commit, removing our stale leaf
+  (RFC 9750 "Recovery After State Loss").
+
+One instance per database; its operations are serialized by an internal lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from mls_core.ciphersuite import get_suite
+from mls_core.errors import MLSError, ProtocolError, UsageError
+from mls_core.events import CommitApplied, Member
+from mls_core.extensions import Extension, ExtensionType
+from mls_core.framing import MLSMessage
+from mls_core.group import Group
+from mls_core.key_package import validate_key_package
+from mls_core.messages import KeyPackage
+from mls_core.proposals import Add, Remove
+from mls_core.ratchet_tree import RatchetTree
+from transports.base import ClaimedKeyPackage, DeliveryTransport
+
+from .context import ClientContext, ClientStats, reason
+from .errors import CommitConflictError, KeyPackageError, NotFoundError
+from .events import ClientEvent, ClientWarning, GroupJoined, member_name
+from .inbound import Inbound
+from .keypackages import KeyPackagePool, PoolReport, Progress
+from .outbound import Outbound
+from .settings import Settings
+from .store import GroupRecord, Identity, InboxMessage, Store
+
+#: how long messages of a group we never joined are kept (seconds)
+BUFFER_TTL = 24 * 3600
+#: seconds between KeyPackage pool checks in the event loop
+MAINTENANCE_INTERVAL = 300.0
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of :meth:`MLSClient.add_members`."""
+
+    epoch: int
+    added_clients: tuple[str, ...]
+    missing_users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    group_id: bytes
+    name: str | None
+    epoch: int
+    active: bool
+    members: tuple[str, ...]
+
+
+class MLSClient:
+    """An async MLS client (see the module docstring). Create with :meth:`open`."""
+
+    def __init__(self, store: Store, transport: DeliveryTransport, settings: Settings, *,
+                 clock: Callable[[], float] = time.time, owns_transport: bool = False) -> None:
+        self._ctx = ClientContext(store, transport, settings, clock)
+        self._out = Outbound(self._ctx, self._catch_up)
+        self._in = Inbound(self._ctx, self._out)
+        self._owns_transport = owns_transport
+        self._lock = asyncio.Lock()
+        self._next_maintenance = 0.0
+        self._closed = False
+
+    @classmethod
+    async def open(cls, settings: Settings, transport: DeliveryTransport | None = None, *,
+                   clock: Callable[[], float] = time.time) -> MLSClient:
+        """Open the client database in ``settings.state_dir`` and, unless given, the
+        transport the settings name."""
+        owns = transport is None
+        if transport is None:
+            from transports.local import LocalDeliveryService
+
+            transport = LocalDeliveryService(settings.delivery_db_path)
+        store = await Store.open(settings.client_db_path)
+        client = cls(store, transport, settings, clock=clock, owns_transport=owns)
+        client._ctx.identity = await store.identity()
+        return client
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            await self._ctx.store.close()
+            if self._owns_transport:
+                await self._ctx.transport.close()
+
+    async def __aenter__(self) -> MLSClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def identity(self) -> Identity:
+        return self._ctx.require_identity()
+
+    @property
+    def user_id(self) -> str:
+        return self._ctx.user_id
+
+    @property
+    def client_id(self) -> str:
+        return self._ctx.client_id
+
+    @property
+    def store(self) -> Store:
+        return self._ctx.store
+
+    @property
+    def stats(self) -> ClientStats:
+        return self._ctx.stats
+
+    @property
+    def transport(self) -> DeliveryTransport:
+        return self._ctx.transport
+
+    async def create_identity(self, user_id: str, client_id: str | None = None) -> Identity:
+        """Create this client's identity (its credential asserts ``user_id``) and its
+        signature key for the configured cipher suite."""
+        if not user_id or any(c.isspace() for c in user_id):
+            raise UsageError("a user id must be non-empty and contain no whitespace")
+        async with self._lock:
+            old = self._ctx.identity
+            if old is not None:
+                raise UsageError(f"this state directory already holds the identity "
+                                 f"{old.user_id} (client {old.client_id})")
+            client_id = client_id or f"{user_id}/{os.urandom(4).hex()}"
+            suite = get_suite(self._ctx.settings.cipher_suite)
+            priv, pub = suite.generate_signature_key_pair()
+            async with self._ctx.store.transaction() as tx:
+                await tx.set_identity(user_id, client_id)
+                await tx.add_signature_key(suite.id, priv, pub)
+            self._ctx.identity = await self._ctx.store.identity()
+            return self.identity
+
+    # ------------------------------------------------------------------ KeyPackages
+
+    def _pool(self) -> KeyPackagePool:
+        return KeyPackagePool(self._ctx.store, self._ctx.transport, self._ctx.settings,
+                              self.user_id, self.client_id)
+
+    async def publish_key_packages(self, count: int | None = None, *,
+                                   progress: Progress | None = None) -> PoolReport:
+        """Publish ``count`` more one-use KeyPackages, or (None) top the pool up to
+        ``pool_size`` and rotate the last-resort KeyPackage when due."""
+        async with self._lock:
+            if count is None:
+                return await self._pool().maintain(self._ctx.now(), progress=progress)
+            if count < 1:
+                raise UsageError("the KeyPackage count must be positive")
+            await self._pool().publish(count, self._ctx.now(), progress=progress)
+            remaining = await self._ctx.transport.key_package_count(self.client_id)
+            return PoolReport(count, remaining, False, 0)
+
+    # ------------------------------------------------------------------ inspection
+
+    async def resolve_group(self, ref: str) -> bytes:
+        """A group id from a local name, a full hex id or a unique hex prefix."""
+        records = await self._ctx.store.groups()
+        for rec in records:
+            if rec.name == ref or rec.group_id.hex() == ref.lower():
+                return rec.group_id
+        found = [r.group_id for r in records
+                 if ref and r.group_id.hex().startswith(ref.lower())]
+        if len(found) == 1:
+            return found[0]
+        raise NotFoundError(f"no group named {ref!r}" if not found
+                            else f"the group prefix {ref!r} is ambiguous")
+
+    async def group(self, group_id: bytes) -> Group:
+        """A copy of the current state of a group, for inspection."""
+        async with self._lock:
+            group = await self._ctx.load(group_id)
+            return Group.from_bytes(group.to_bytes(), self._ctx.config)
+
+    async def members(self, group_id: bytes) -> tuple[Member, ...]:
+        async with self._lock:
+            return (await self._ctx.load(group_id)).members
+
+    async def epoch(self, group_id: bytes) -> int:
+        async with self._lock:
+            return (await self._ctx.load(group_id)).epoch
+
+    async def epoch_authenticator(self, group_id: bytes) -> bytes:
+        async with self._lock:
+            return (await self._ctx.load(group_id)).epoch_authenticator
+
+    async def groups(self) -> list[GroupSummary]:
+        async with self._lock:
+            out = []
+            for rec in await self._ctx.store.groups():
+                names: tuple[str, ...] = ()
+                if rec.active and rec.state is not None:
+                    group = await self._ctx.load(rec.group_id)
+                    names = tuple(member_name(m) for m in group.members)
+                out.append(GroupSummary(rec.group_id, rec.name, rec.epoch, rec.active, names))
+            return out
+
+    async def inbox(self, group_id: bytes | None = None, *, unread_only: bool = False,
+                    mark_read: bool = False) -> list[InboxMessage]:
+        """Stored application messages (received, and ours as outgoing), oldest first."""
+        async with self._lock:
+            msgs = await self._ctx.store.inbox(group_id, unread_only=unread_only)
+            if mark_read and msgs:
+                async with self._ctx.store.transaction() as tx:
+                    await tx.mark_read(m.id for m in msgs if not m.read)
+            return msgs
+
+    # ------------------------------------------------------------------ group operations
+
+    async def create_group(self, *, name: str | None = None, suite_id: int | None = None,
+                           group_id: bytes | None = None,
+                           extensions: Sequence[Extension] = ()) -> bytes:
+        """A new group with us as its only member (epoch 0); its GroupInfo is published."""
+        async with self._lock:
+            if name is not None and any(r.name == name for r in await self._ctx.store.groups()):
+                raise UsageError(f"a group named {name!r} already exists")
+            suite_id = suite_id or self._ctx.settings.cipher_suite
+            priv, _ = await self._ctx.signature_key(suite_id)
+            group = Group.create(suite_id, self._ctx.credential, priv, group_id=group_id,
+                                 extensions=extensions, now=self._ctx.now(),
+                                 config=self._ctx.config)
+            if await self._ctx.store.group(group.group_id) is not None:
+                raise UsageError("a group with that id already exists")
+            async with self._ctx.transaction(group.group_id) as tx:
+                await self._ctx.save(tx, group, name=name)
+            await self._ctx.transport.subscribe(self.client_id, group.group_id)
+            await self._ctx.publish_group_info(group)
+            return group.group_id
+
+    async def add_members(self, group_id: bytes, user_ids: Sequence[str]) -> AddResult:
+        """Claim a KeyPackage of every client of each user, validate them (§10.1), commit
+        the Adds and, once accepted, send the Welcome and publish the new GroupInfo.
+        Users without a valid KeyPackage are reported in ``missing_users``."""
+        async with self._lock:
+            await self._prepare()
+            group = await self._ctx.load(group_id)
+            claimed: list[tuple[ClaimedKeyPackage, KeyPackage]] = []
+            missing = []
+            for user in dict.fromkeys(user_ids):
+                offers = await self._ctx.transport.claim_user_key_packages(user)
+                valid = [(c, kp) for c in offers if c.client_id != self.client_id
+                         if (kp := self._validated(c, user, group)) is not None]
+                if not valid:
+                    missing.append(user)
+                claimed.extend(valid)
+
+            def build(g: Group) -> list[Add] | None:
+                present = {m.signature_key for m in g.members}
+                adds = [Add(kp) for _, kp in claimed
+                        if kp.leaf_node.signature_key not in present]
+                return adds or None
+
+            clients = {kp.leaf_node.signature_key: c.client_id for c, kp in claimed}
+            event = await self._out.commit(group_id, build, joiners=clients)
+            added = () if event is None else tuple(
+                clients[m.signature_key] for m in event.added if m.signature_key in clients)
+            return AddResult((await self._ctx.load(group_id)).epoch, added, tuple(missing))
+
+    def _validated(self, claimed: ClaimedKeyPackage, user: str,
+                   group: Group) -> KeyPackage | None:
+        """A claimed KeyPackage that decodes, matches its ref, is valid (§10.1) and names
+        ``user``; else None and a warning event."""
+        try:
+            kp = MLSMessage.decode(claimed.key_package).key_package
+            if kp is None:
+                raise ProtocolError("not an MLSMessage(KeyPackage)")
+            if group.suite.make_key_package_ref(kp.encode()) != claimed.ref:
+                raise KeyPackageError("its KeyPackageRef does not match")
+            validate_key_package(group.suite, kp, now=self._ctx.now(),
+                                 validator=self._ctx.config.validator)
+            if kp.leaf_node.credential.identity != user.encode():
+                raise KeyPackageError(f"its credential does not name {user}")
+        except MLSError as exc:
+            self._ctx.emit(ClientWarning(group.group_id, f"KeyPackage of client "
+                                         f"{claimed.client_id} rejected: {reason(exc)}"))
+            return None
+        return kp
+
+    async def remove_members(self, group_id: bytes, user_ids: Sequence[str]) -> CommitApplied:
+        """Remove every client (leaf) of each user, except our own leaf."""
+        users = {u.encode() for u in user_ids}
+        async with self._lock:
+            await self._prepare()
+
+            def build(g: Group) -> list[Remove] | None:
+                removes = [Remove(m.index) for m in g.members
+                           if m.credential.identity in users and m.index != g.own_leaf_index]
+                return removes or None
+
+            event = await self._out.commit(group_id, build)
+            if event is None:
+                raise NotFoundError(f"none of {', '.join(user_ids)} is a member")
+            return event
+
+    async def update(self, group_id: bytes) -> CommitApplied:
+        """Self-update: a Commit with a fresh UpdatePath (§12.4); valid pending
+        proposals are committed with it."""
+        async with self._lock:
+            await self._prepare()
+            event = await self._out.commit(group_id, lambda g: [])
+            assert event is not None
+            return event
+
+    async def leave(self, group_id: bytes) -> None:
+        """Propose our own removal (§12.1.3); another member commits it. The proposal is
+        repeated after every epoch change until a Commit removes us. The last member
+        of a group just forgets it."""
+        async with self._lock:
+            await self._prepare()
+            group = await self._ctx.load(group_id)
+            if len(group.members) > 1:
+                await self._out.propose_leave(group_id)
+                return
+            async with self._ctx.transaction(group_id) as tx:
+                await self._ctx.drop(tx, group)
+            await self._ctx.transport.unsubscribe(self.client_id, group_id)
+
+    async def send(self, group_id: bytes, data: bytes) -> bytes:
+        """Encrypt and submit application data (§15); returns the ciphertext."""
+        async with self._lock:
+            await self._prepare()
+            return await self._out.send(group_id, bytes(data))
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover_group(self, group_id: bytes, *, stale_leaf: int | None = None) -> int:
+        """Rejoin a group whose state was lost or corrupted, by external Commit from its
+        published GroupInfo (§12.4.3.2), removing our stale leaf: the one with our
+        signature key, or ``stale_leaf`` (RFC 9750 "Recovery After State Loss").
+        Messages of the lost epochs stay unreadable. Returns the new epoch."""
+        async with self._lock:
+            await self._catch_up()
+            rec = await self._ctx.store.group(group_id)
+            if rec is not None and not rec.active:
+                raise UsageError("we left or were removed from this group: ask a member "
+                                 "to add us again")
+            for _ in range(self._ctx.settings.commit_retries + 1):
+                info, tree = await self._ctx.transport.fetch_group_info(group_id)
+                group, commit, epoch = await self._external_commit(info, tree, stale_leaf)
+                outcome = await self._ctx.transport.submit(
+                    group_id, epoch, commit, is_commit=True, sender=self.client_id)
+                if outcome.accepted:
+                    await self._install_recovered(group)
+                    return group.epoch
+                await self._catch_up()
+            raise CommitConflictError("could not rejoin: the published GroupInfo kept "
+                                      "being outdated")
+
+    async def _external_commit(self, info_bytes: bytes, tree: bytes | None,
+                               stale: int | None) -> tuple[Group, bytes, int]:
+        info = MLSMessage.decode(info_bytes).group_info
+        if info is None:
+            raise ProtocolError("the Delivery Service returned no GroupInfo")
+        gc = info.group_context
+        priv, pub = await self._ctx.signature_key(gc.cipher_suite)
+        if stale is None:
+            stale = _leaf_with_key(gc.cipher_suite, info.extensions, tree, pub)
+        group, commit = Group.join_external(info_bytes, self._ctx.credential, priv,
+                                            ratchet_tree=tree, remove_leaf=stale,
+                                            config=self._ctx.config, now=self._ctx.now())
+        return group, commit, gc.epoch
+
+    async def _install_recovered(self, group: Group) -> None:
+        gid = group.group_id
+        async with self._ctx.transaction(gid) as tx:
+            await self._ctx.save(tx, group)
+            await tx.set_group_flags(gid, leaving=False, needs_update=False)
+            await tx.drop_outbox(gid)
+            await tx.drop_buffered(gid)
+        await self._ctx.transport.subscribe(self.client_id, gid)
+        await self._ctx.publish_group_info(group)
+        self._ctx.emit(GroupJoined(gid, group.epoch, via="external"))
+
+    # ------------------------------------------------------------------ receiving
+
+    async def sync(self, *, housekeeping: bool = True) -> list[ClientEvent]:
+        """Process everything the transport has for us now, finish interrupted sends,
+        then (unless told not to) commit proposals we are designated for and keep the
+        KeyPackage pool full. Returns the events, in order."""
+        async with self._lock:
+            if self._closed:
+                raise UsageError("the client is closed")
+            await self._prepare()
+            if housekeeping:
+                await self._housekeeping()
+            events, self._ctx.queued = self._ctx.queued, []
+            return events
+
+    async def events(self) -> AsyncIterator[ClientEvent]:
+        """Process the incoming stream until :meth:`close`, yielding the events."""
+        while not self._closed:
+            for event in await self.sync():
+                yield event
+            if not self._closed:
+                await self._wait_for_items()
+
+    async def run(self, handler: Callable[[ClientEvent], Awaitable[None]] | None = None,
+                  stop: asyncio.Event | None = None) -> None:
+        """Process the stream until ``stop`` is set (or :meth:`close`), passing each
+        event to ``handler``."""
+        while not self._closed and not (stop is not None and stop.is_set()):
+            for event in await self.sync():
+                if handler is not None:
+                    await handler(event)
+            if not self._closed:
+                await self._wait_for_items(stop)
+
+    async def _wait_for_items(self, stop: asyncio.Event | None = None) -> None:
+        """Until the transport has something after our cursor, ``stop`` is set or a poll
+        interval passed (the item itself is then fetched by :meth:`sync`)."""
+        stream = self._ctx.transport.receive(self.client_id,
+                                             after=await self._ctx.store.cursor())
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(anext(stream))]
+        if stop is not None:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=self._ctx.settings.poll_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _catch_up(self) -> None:
+        await self._in.catch_up()
+
+    async def _prepare(self) -> None:
+        """Catch up with the stream, then finish what the outbox still holds."""
+        await self._in.catch_up()
+        await self._out.resume()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _housekeeping(self) -> None:
+        """Per group: re-propose a pending leave, self-update after a last-resort join,
+        commit proposals we are designated for; then KeyPackage upkeep. Failures become
+        :class:`ClientWarning` events and are retried on the next pass."""
+        for rec in await self._ctx.store.groups():
+            if rec.active:
+                try:
+                    await self._group_housekeeping(rec)
+                except MLSError as exc:
+                    self._ctx.emit(ClientWarning(rec.group_id, reason(exc)))
+        if self._in.key_package_used:
+            self._in.key_package_used = False
+            self._next_maintenance = 0.0
+        if self._ctx.identity is not None and time.monotonic() >= self._next_maintenance:
+            self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+            try:
+                await self._pool().maintain(self._ctx.now())
+                async with self._ctx.store.transaction() as tx:
+                    await tx.prune_processed()
+                    await tx.prune_buffered(self._ctx.now() - BUFFER_TTL)
+            except Exception as exc:  # any adapter's transport failure: retry next pass
+                self._ctx.emit(ClientWarning(None, f"KeyPackage upkeep failed: {reason(exc)}"))
+                self._next_maintenance = 0.0
+
+    async def _group_housekeeping(self, rec: GroupRecord) -> None:
+        gid = rec.group_id
+        group = await self._ctx.load(gid)
+        removes = {p.body.removed for p in group.pending_proposals
+                   if isinstance(p.body, Remove)}
+        if rec.leaving:
+            if group.own_leaf_index not in removes:
+                await self._out.propose_leave(gid)
+        elif rec.needs_update:
+            await self._out.commit(gid, lambda g: [])
+            async with self._ctx.store.transaction() as tx:
+                await tx.set_group_flags(gid, needs_update=False)
+        elif group.pending_proposals and _designated(group, removes):
+            await self._out.commit(gid, lambda g: [] if g.pending_proposals else None)
+
+
+def _designated(group: Group, removes: set[int]) -> bool:
+    """Whether we commit pending proposals: the lowest-index member not being removed
+    does (any member also commits them before sending application data, §12.4)."""
+    candidates = [m.index for m in group.members if m.index not in removes]
+    return bool(candidates) and min(candidates) == group.own_leaf_index
+
+
+def _leaf_with_key(suite_id: int, extensions: Sequence[Extension], tree: bytes | None,
+                   signature_key: bytes) -> int | None:
+    """Our old leaf in the published tree: the one holding our signature key."""
+    data = tree
+    for ext in extensions:
+        if ext.extension_type == ExtensionType.RATCHET_TREE:
+            data = ext.extension_data
+    if data is None:
+        return None
+    for index, leaf in RatchetTree.decode(get_suite(suite_id), data).leaves():
+        if leaf.signature_key == signature_key:
+            return index
+    return None

@@ -1,0 +1,38 @@
+"""Errors of the client layer: one family below :class:`~mls_core.errors.MLSError`, so a
+caller can catch everything MLS-related with one ``except``.
+
+``ClientError``
+    ``ConfigError``          the settings (TOML file or environment) are invalid.
+    ``StorageError``         the client database is unusable (schema too new, corrupt).
+    ``NotFoundError``        no identity yet, unknown group, not a member.
+    ``KeyPackageError``      a claimed KeyPackage is missing or fails validation.
+    ``CommitConflictError``  our Commit kept losing the race for its epoch (RFC 9750).
+"""
+
+from __future__ import annotations
+
+from mls_core.errors import MLSError
+
+
+class ClientError(MLSError):
+    """Base class of the errors raised by ``mls_client``."""
+
+
+class ConfigError(ClientError):
+    """Invalid settings; the message lists each bad field and where it came from."""
+
+
+class StorageError(ClientError):
+    """The client database cannot be used."""
+
+
+class NotFoundError(ClientError):
+    """A named identity, group or member does not exist here."""
+
+
+class KeyPackageError(ClientError):
+    """A KeyPackage could not be claimed or did not validate (RFC 9420 §10.1)."""
+
+
+class CommitConflictError(ClientError):
+    """Another member's Commit won the epoch every time we retried (RFC 9750)."""

@@ -1,0 +1,94 @@
+"""What :meth:`MLSClient.events` / :meth:`MLSClient.sync` report to the application.
+
+These are client-level events (group ids, user names), built from the sans-I/O events of
+:mod:`mls_core.events` after the corresponding state change has been committed to the
+database. Application data itself is stored in the inbox first, so an application that
+crashes after the transaction but before handling :class:`MessageReceived` still finds
+the message in :meth:`MLSClient.inbox`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mls_core.events import Member
+
+
+def member_name(member: Member) -> str:
+    """The user id a member's basic credential asserts (RFC 9420 §5.3)."""
+    identity = member.credential.identity
+    if identity is None:
+        return f"<x509 leaf {member.index}>"
+    return identity.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """An application message was decrypted and stored in the inbox (RFC 9420 §15)."""
+
+    group_id: bytes
+    sender: str
+    sender_leaf: int
+    epoch: int
+    data: bytes = field(repr=False)
+    inbox_id: int = 0
+
+
+@dataclass(frozen=True)
+class GroupJoined:
+    """We joined ``group_id`` by Welcome or (``via="external"``) by external Commit."""
+
+    group_id: bytes
+    epoch: int
+    via: str = "welcome"
+    last_resort: bool = False
+
+
+@dataclass(frozen=True)
+class CommitProcessed:
+    """A Commit (``own`` if ours) moved ``group_id`` to ``epoch`` (RFC 9420 §12.4.2)."""
+
+    group_id: bytes
+    epoch: int
+    committer: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    own: bool = False
+
+
+@dataclass(frozen=True)
+class RemovedFromGroup:
+    """A Commit removed us; the group's secrets were deleted (RFC 9420 §12.4.2)."""
+
+    group_id: bytes
+    epoch: int
+    by: str
+
+
+@dataclass(frozen=True)
+class ProposalQueued:
+    """A proposal is waiting for the next Commit (RFC 9420 §12.1)."""
+
+    group_id: bytes
+    proposal_type: int
+    sender: str
+
+
+@dataclass(frozen=True)
+class MessageRejected:
+    """An incoming item failed to process; it was skipped (state unchanged)."""
+
+    group_id: bytes | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClientWarning:
+    """Background work (auto-commit, KeyPackage upkeep) failed; it is retried later."""
+
+    group_id: bytes | None
+    message: str
+
+
+ClientEvent = (MessageReceived | GroupJoined | CommitProcessed | RemovedFromGroup
+               | ProposalQueued | MessageRejected | ClientWarning)

@@ -1,0 +1,139 @@
+"""The client's KeyPackage pool (RFC 9420 §10, RFC 9750 "KeyPackage reuse").
+
+A client keeps ``pool_size`` one-use KeyPackages published and publishes more when fewer
+than ``threshold`` remain. It also keeps one *last-resort* KeyPackage, which the Delivery
+Service hands out only when no one-use KeyPackage is left and never deletes; it is
+replaced once it has been used or after ``last_resort_rotation_days``. Private keys are
+written to the database *before* a KeyPackage is published (so a Welcome can always be
+opened), deleted when the KeyPackage is used, and the last-resort one when rotated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mls_core.ciphersuite import get_suite
+from mls_core.credentials import Credential
+from mls_core.framing import MLSMessage
+from mls_core.key_package import create_key_package
+from transports.base import DeliveryTransport, KeyPackageEntry, TransportError
+
+from .errors import NotFoundError
+from .settings import DAY, Settings
+from .store import Store, StoredKeyPackage
+
+#: ``progress(done, total)`` for long operations (CLI output)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    """What :meth:`KeyPackagePool.maintain` did."""
+
+    published: int
+    remaining: int
+    last_resort_rotated: bool
+    expired: int
+
+
+class KeyPackagePool:
+    """Creates, publishes, rotates and prunes this client's KeyPackages."""
+
+    def __init__(self, store: Store, transport: DeliveryTransport, settings: Settings,
+                 user_id: str, client_id: str) -> None:
+        self._store = store
+        self._transport = transport
+        self._settings = settings
+        self._user_id = user_id
+        self._client_id = client_id
+
+    async def _generate(self, count: int, now: int, *, last_resort: bool,
+                        progress: Progress | None) -> list[StoredKeyPackage]:
+        suite_id = self._settings.cipher_suite
+        keys = await self._store.signature_key(suite_id)
+        if keys is None:
+            raise NotFoundError(f"no signature key for cipher suite {suite_id}")
+        suite = get_suite(suite_id)
+        lifetime = self._settings.key_packages.lifetime_days * DAY
+        credential = Credential.basic(self._user_id.encode())
+        out = []
+        for i in range(count):
+            kp, private = create_key_package(suite, credential, keys[0], now=now,
+                                             lifetime=lifetime)
+            out.append(StoredKeyPackage(
+                ref=suite.make_key_package_ref(kp.encode()), suite=suite_id,
+                key_package=MLSMessage.of(kp).encode(), init_priv=private.init_priv,
+                encryption_priv=private.encryption_priv, last_resort=last_resort,
+                published=False, used=False, created_at=now, not_after=now + lifetime))
+            if progress is not None:
+                progress(i + 1, count)
+        return out
+
+    async def _publish(self, kps: Sequence[StoredKeyPackage]) -> None:
+        """Store the private keys, publish, then mark them published."""
+        if not kps:
+            return
+        async with self._store.transaction() as tx:
+            await tx.add_key_packages(kps)
+        await self._transport.publish_key_packages(
+            self._client_id, self._user_id,
+            [KeyPackageEntry(kp.ref, kp.key_package, kp.last_resort) for kp in kps])
+        async with self._store.transaction() as tx:
+            await tx.mark_published(kp.ref for kp in kps)
+
+    async def publish(self, count: int, now: int, *, progress: Progress | None = None) -> int:
+        """Publish ``count`` new one-use KeyPackages."""
+        await self._publish(await self._generate(count, now, last_resort=False,
+                                                 progress=progress))
+        return count
+
+    async def rotate_last_resort(self, now: int) -> None:
+        """Publish a new last-resort KeyPackage (it replaces the old one on the Delivery
+        Service) and forget the old private keys (RFC 9750)."""
+        old = [kp.ref for kp in await self._store.key_packages() if kp.last_resort]
+        await self._publish(await self._generate(1, now, last_resort=True, progress=None))
+        async with self._store.transaction() as tx:
+            await tx.delete_key_packages(old)
+
+    def _last_resort_due(self, kps: Sequence[StoredKeyPackage], now: int) -> bool:
+        current = [kp for kp in kps if kp.last_resort and kp.published]
+        if not current:
+            return True
+        newest = max(current, key=lambda kp: kp.created_at)
+        age = now - newest.created_at
+        return newest.used or age >= self._settings.key_packages.last_resort_rotation_days * DAY
+
+    async def _retry_unpublished(self, kps: Sequence[StoredKeyPackage]) -> None:
+        """KeyPackages stored but not known to be published (a crash in between):
+        publish them one by one; one the service already has is just marked."""
+        for kp in kps:
+            if kp.published or kp.last_resort:
+                continue
+            with contextlib.suppress(TransportError):  # already there: crashed after it
+                await self._transport.publish_key_packages(
+                    self._client_id, self._user_id,
+                    [KeyPackageEntry(kp.ref, kp.key_package, False)])
+            async with self._store.transaction() as tx:
+                await tx.mark_published([kp.ref])
+
+    async def maintain(self, now: int, *, progress: Progress | None = None) -> PoolReport:
+        """Prune expired KeyPackages, refill the pool below the threshold, rotate the
+        last-resort KeyPackage when due."""
+        kps = await self._store.key_packages()
+        expired = [kp.ref for kp in kps if kp.not_after < now]
+        if expired:
+            async with self._store.transaction() as tx:
+                await tx.delete_key_packages(expired)
+        kps = [kp for kp in kps if kp.not_after >= now]
+        await self._retry_unpublished(kps)
+        remaining = await self._transport.key_package_count(self._client_id)
+        cfg = self._settings.key_packages
+        published = 0
+        if remaining < cfg.threshold or remaining == 0:
+            published = await self.publish(cfg.pool_size - remaining, now, progress=progress)
+        rotated = self._last_resort_due(kps, now)
+        if rotated:
+            await self.rotate_last_resort(now)
+        return PoolReport(published, remaining + published, rotated, len(expired))

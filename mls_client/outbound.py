@@ -1,0 +1,218 @@
+"""Sending: Commits that race for their epoch, proposals and application messages
+(RFC 9420 §12.4, RFC 9750 "Delivery Service" ordering).
+
+Everything is persisted before it is submitted: the group state (which already consumed
+the sending generation, or holds the pending Commit) and an outbox row with the bytes, in
+one transaction. A crash after that leaves the row behind and :meth:`Outbound.resume`
+finishes the job: an accepted Commit still owes its Welcome and GroupInfo; a pending one
+is resubmitted (merged if accepted, discarded if it lost); a proposal or application
+message is resubmitted (a duplicate is harmless: receivers drop repeated ciphertexts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from mls_core.errors import MLSError, UsageError
+from mls_core.events import CommitApplied
+from mls_core.group import Group
+from mls_core.proposals import Add, Proposal, Remove
+
+from .context import ClientContext, digest, reason
+from .errors import CommitConflictError
+from .events import ClientWarning
+from .store import OutboxEntry
+
+#: makes a Commit's proposals from the current state; None when nothing is left to do
+Build = Callable[[Group], Sequence[Proposal | Add | Remove] | None]
+
+
+class Outbound:
+    """The sending half of a client. ``catch_up`` processes the incoming stream (it is
+    called after a Commit lost its epoch, to apply the winner before retrying)."""
+
+    def __init__(self, ctx: ClientContext, catch_up: Callable[[], Awaitable[None]]) -> None:
+        self._ctx = ctx
+        self._catch_up = catch_up
+
+    @property
+    def _retries(self) -> int:
+        return self._ctx.settings.commit_retries
+
+    # ------------------------------------------------------------------ commits
+
+    async def commit(self, group_id: bytes, build: Build, *,
+                     joiners: Mapping[bytes, str] | None = None) -> CommitApplied | None:
+        """Build, persist and submit a Commit; after losing the epoch, process the
+        winner and rebuild, at most ``commit_retries`` times. ``joiners`` maps the
+        signature key of each KeyPackage to add to its client id (Welcome recipients)."""
+        ctx = self._ctx
+        for _ in range(self._retries + 1):
+            group = await ctx.load(group_id)
+            proposals = build(group)
+            if proposals is None:
+                return None
+            result = group.commit(proposals, now=ctx.now())
+            epoch = group.epoch
+            welcome_to = _recipients(proposals, joiners or {})
+            async with ctx.transaction(group_id) as tx:
+                await ctx.save(tx, group)
+                entry = await tx.add_outbox(group_id, epoch, "commit", result.commit,
+                                            welcome=result.welcome,
+                                            welcome_to=welcome_to if result.welcome else ())
+            outcome = await ctx.transport.submit(group_id, epoch, result.commit,
+                                                 is_commit=True, sender=ctx.client_id)
+            if outcome.accepted:
+                return await self.merge(group, entry, position=outcome.position)
+            await self._discard(group, entry)
+            ctx.stats.commits_lost += 1
+            await self._catch_up()
+        raise CommitConflictError(f"gave up after {self._retries + 1} Commits lost their "
+                                  "epoch to other members' Commits")
+
+    async def _discard(self, group: Group, entry_id: int) -> None:
+        group.discard_pending_commit()
+        async with self._ctx.transaction(group.group_id) as tx:
+            await self._ctx.save(tx, group)
+            await tx.delete_outbox(entry_id)
+
+    async def merge(self, group: Group, entry_id: int, cursor: str | None = None,
+                    msg_hash: bytes | None = None, *,
+                    position: int | None = None) -> CommitApplied:
+        """Our Commit was accepted (at ``position`` of the group's order, if known): enter
+        the new epoch (and move the cursor, if we learned it from the echo in our
+        stream), then send the Welcome and GroupInfo."""
+        ctx = self._ctx
+        event = group.merge_pending_commit()
+        async with ctx.transaction(group.group_id) as tx:
+            await ctx.save(tx, group)
+            await tx.set_outbox_state(entry_id, "accepted", position)
+            if cursor is not None and msg_hash is not None:
+                await tx.mark_processed(msg_hash, cursor, group.group_id, "own_commit")
+                await tx.set_cursor(cursor)
+        ctx.emit(ctx.commit_event(group, event, own=True))
+        for entry in await ctx.store.outbox():
+            if entry.id == entry_id:
+                await self._finish_accepted(entry)
+        return event
+
+    async def _finish_accepted(self, entry: OutboxEntry) -> None:
+        ctx = self._ctx
+        if entry.welcome is not None and entry.welcome_to:
+            # after_position: messages ordered after our Commit follow the Welcome
+            await ctx.transport.send_welcome(entry.welcome_to, entry.welcome, entry.group_id,
+                                             after_position=entry.position)
+        rec = await ctx.store.group(entry.group_id)
+        if rec is not None and rec.active:
+            await ctx.publish_group_info(await ctx.load(entry.group_id))
+        async with ctx.store.transaction() as tx:
+            await tx.delete_outbox(entry.id)
+
+    # ------------------------------------------------------------------ other messages
+
+    async def _submit_entry(self, group_id: bytes, epoch: int, data: bytes,
+                            entry: int) -> bool:
+        ctx = self._ctx
+        outcome = await ctx.transport.submit(group_id, epoch, data, is_commit=False,
+                                             sender=ctx.client_id)
+        async with ctx.store.transaction() as tx:
+            await tx.delete_outbox(entry)
+        return outcome.accepted
+
+    async def propose_leave(self, group_id: bytes) -> None:
+        """Propose our own removal (§12.1.3) and remember that we are leaving."""
+        ctx = self._ctx
+        group = await ctx.load(group_id)
+        data = group.propose(Remove(group.own_leaf_index))
+        async with ctx.transaction(group_id) as tx:
+            await ctx.save(tx, group)
+            await tx.set_group_flags(group_id, leaving=True)
+            entry = await tx.add_outbox(group_id, group.epoch, "proposal", data)
+        await self._submit_entry(group_id, group.epoch, data, entry)
+
+    async def send(self, group_id: bytes, data: bytes) -> bytes:
+        """Encrypt and submit application data, committing pending proposals first
+        (§12.4); our copy goes to the inbox as outgoing. Returns the ciphertext."""
+        ctx = self._ctx
+        for _ in range(self._retries + 1):
+            if (await ctx.record(group_id)).leaving:
+                raise UsageError("we are leaving this group")
+            group = await ctx.load(group_id)
+            if group.pending_proposals:
+                await self.commit(group_id, lambda g: [])
+                group = await ctx.load(group_id)
+            ciphertext = group.encrypt(data)
+            async with ctx.transaction(group_id) as tx:
+                await ctx.save(tx, group)
+                entry = await tx.add_outbox(group_id, group.epoch, "application", ciphertext)
+                own = await tx.deliver(group_id, ctx.user_id, group.own_leaf_index,
+                                       group.epoch, data, outgoing=True,
+                                       msg_hash=digest(ciphertext))
+            if await self._submit_entry(group_id, group.epoch, ciphertext, entry):
+                return ciphertext
+            async with ctx.store.transaction() as tx:
+                await tx.delete_inbox(own)
+            await self._catch_up()
+        raise CommitConflictError("the group's epoch kept moving; the message was not sent")
+
+    # ------------------------------------------------------------------ recovery
+
+    async def resume(self) -> None:
+        """Finish sends interrupted by a crash or a transport failure. Call it after
+        catching up: an accepted Commit of ours has then been merged from its echo."""
+        for entry in await self._ctx.store.outbox():
+            try:
+                await self._resume_entry(entry)
+            except MLSError as exc:  # e.g. the group is gone: drop it, say so
+                self._ctx.emit(ClientWarning(entry.group_id, f"unsent {entry.kind} dropped: "
+                                             f"{reason(exc)}"))
+                async with self._ctx.store.transaction() as tx:
+                    await tx.delete_outbox(entry.id)
+
+    async def _resume_entry(self, entry: OutboxEntry) -> None:
+        if entry.state == "accepted":
+            await self._finish_accepted(entry)
+            return
+        rec = await self._ctx.store.group(entry.group_id)
+        if rec is None or not rec.active:
+            async with self._ctx.store.transaction() as tx:
+                await tx.delete_outbox(entry.id)
+        elif entry.kind == "application":
+            await self._resume_application(entry)
+        elif entry.kind != "commit":
+            await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id)
+        else:
+            await self._resume_commit(entry)
+
+    async def _resume_application(self, entry: OutboxEntry) -> None:
+        """Resubmit; if the epoch moved on too far, encrypt the stored plaintext again
+        in the current epoch, so a message we accepted to send is never lost."""
+        if await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id):
+            return
+        own = await self._ctx.store.inbox_entry(digest(entry.payload))
+        if own is None:
+            return
+        async with self._ctx.store.transaction() as tx:
+            await tx.delete_inbox(own.id)
+        await self.send(entry.group_id, own.data)
+
+    async def _resume_commit(self, entry: OutboxEntry) -> None:
+        ctx = self._ctx
+        group = await ctx.load(entry.group_id)
+        if not group.has_pending_commit or group.epoch != entry.epoch:
+            async with ctx.store.transaction() as tx:
+                await tx.delete_outbox(entry.id)
+            return
+        outcome = await ctx.transport.submit(entry.group_id, entry.epoch, entry.payload,
+                                             is_commit=True, sender=ctx.client_id)
+        if outcome.accepted:
+            await self.merge(group, entry.id, position=outcome.position)
+            return
+        await self._discard(group, entry.id)
+        await self._catch_up()
+
+
+def _recipients(proposals: Sequence[Proposal | Add | Remove],
+                joiners: Mapping[bytes, str]) -> list[str]:
+    keys = [p.key_package.leaf_node.signature_key for p in proposals if isinstance(p, Add)]
+    return [joiners[k] for k in keys if k in joiners]

@@ -1,0 +1,198 @@
+"""Client settings: a pydantic model read from a TOML file and ``MLS_BRIDGE_*`` variables.
+
+Precedence, lowest first: defaults, the TOML file, the environment. Nested fields are
+TOML tables (``[key_packages] pool_size = 30``) or ``__``-separated variable names
+(``MLS_BRIDGE_KEY_PACKAGES__POOL_SIZE=30``). ``MLS_BRIDGE_CONFIG`` names the TOML file
+when no path is passed. Every validation problem is reported on its own line with the
+file or variable it came from (:class:`~mls_client.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mls_core.ciphersuite import SUPPORTED_SUITES
+from mls_core.config import GroupConfig
+from mls_core.framing import WireFormat
+
+from .errors import ConfigError
+
+ENV_PREFIX = "MLS_BRIDGE_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+DEFAULT_STATE_DIR = Path("~/.local/state/mls-bridge")
+DAY = 24 * 3600
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransportSettings(_Section):
+    """Which Delivery Service to use (RFC 9750 "Delivery Service")."""
+
+    kind: Literal["local"] = "local"
+    #: the LocalDeliveryService database; default ``<state_dir>/delivery.sqlite``
+    db_path: Path | None = None
+
+    @field_validator("db_path")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+
+class KeyPackageSettings(_Section):
+    """The KeyPackage pool (RFC 9750 "KeyPackage reuse and last resort")."""
+
+    #: one-use KeyPackages kept published
+    pool_size: int = Field(default=20, ge=1, le=1000)
+    #: publish more when fewer than this many remain on the Delivery Service
+    threshold: int = Field(default=5, ge=0, le=1000)
+    lifetime_days: int = Field(default=90, ge=1, le=5 * 365)
+    #: the last-resort KeyPackage is replaced after this long (or once used)
+    last_resort_rotation_days: int = Field(default=30, ge=1, le=5 * 365)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KeyPackageSettings:
+        if self.threshold > self.pool_size:
+            raise ValueError("threshold must not exceed pool_size")
+        if self.last_resort_rotation_days >= self.lifetime_days:
+            raise ValueError("last_resort_rotation_days must be below lifetime_days")
+        return self
+
+
+class WindowSettings(_Section):
+    """Out-of-order and past-epoch windows (RFC 9420 §9.2, §14)."""
+
+    max_past_epochs: int = Field(default=2, ge=0, le=1000)
+    max_retained_keys: int = Field(default=128, ge=0, le=100_000)
+    max_forward_distance: int = Field(default=1024, ge=1, le=1_000_000)
+
+
+class Settings(_Section):
+    """Everything an :class:`~mls_client.client.MLSClient` needs besides its identity."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    cipher_suite: int = 1
+    handshake_wire_format: Literal["private", "public"] = "private"
+    padding_block: int = Field(default=32, ge=0, le=4096)
+    #: how often a Commit that lost its epoch is rebuilt and resubmitted
+    commit_retries: int = Field(default=5, ge=0, le=100)
+    #: seconds the event loop waits for new items before housekeeping
+    poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    transport: TransportSettings = TransportSettings()
+    key_packages: KeyPackageSettings = KeyPackageSettings()
+    windows: WindowSettings = WindowSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("cipher_suite")
+    @classmethod
+    def _known_suite(cls, value: int) -> int:
+        if value not in SUPPORTED_SUITES:
+            raise ValueError(f"unsupported cipher suite {value} (supported: "
+                             f"{', '.join(map(str, SUPPORTED_SUITES))})")
+        return value
+
+    @property
+    def client_db_path(self) -> Path:
+        return self.state_dir / "client.sqlite"
+
+    @property
+    def delivery_db_path(self) -> Path:
+        return self.transport.db_path or self.state_dir / "delivery.sqlite"
+
+    def group_config(self) -> GroupConfig:
+        """The :class:`GroupConfig` of every group this client is in."""
+        wire = (WireFormat.MLS_PRIVATE_MESSAGE if self.handshake_wire_format == "private"
+                else WireFormat.MLS_PUBLIC_MESSAGE)
+        w = self.windows
+        return GroupConfig(handshake_wire_format=wire, padding_block=self.padding_block,
+                           max_past_epochs=w.max_past_epochs,
+                           max_retained_keys=w.max_retained_keys,
+                           max_forward_distance=w.max_forward_distance)
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, env: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Defaults < TOML file (``path`` or ``$MLS_BRIDGE_CONFIG``) < environment <
+        ``overrides`` (e.g. command-line options). Raises ConfigError."""
+        env = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        sources: dict[tuple[str, ...], str] = {}
+        if path is None and env.get(CONFIG_ENV):
+            path = Path(env[CONFIG_ENV])
+        if path is not None:
+            _merge(data, sources, _read_toml(path.expanduser()), str(path))
+        for name, value in env.items():
+            if name.startswith(ENV_PREFIX) and name != CONFIG_ENV:
+                keys = tuple(k.lower() for k in name[len(ENV_PREFIX):].split("__"))
+                _merge(data, sources, _nest(keys, value), name)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                _merge(data, sources, {key: value}, "command line")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, sources)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _nest(keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    result: dict[str, Any] = out
+    return result
+
+
+def _merge(into: dict[str, Any], sources: dict[tuple[str, ...], str],
+           new: Mapping[str, Any], source: str, prefix: tuple[str, ...] = ()) -> None:
+    """Deep-merge ``new`` into ``into``, remembering where each leaf value came from."""
+    for key, value in new.items():
+        loc = (*prefix, key)
+        if isinstance(value, Mapping) and isinstance(into.get(key, {}), dict):
+            into.setdefault(key, {})
+            _merge(into[key], sources, value, source, loc)
+        else:
+            into[key] = value
+            sources[loc] = source
+
+
+def _describe(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> str:
+    """One readable line per problem: ``field: message (from SOURCE)``."""
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        loc = tuple(str(part) for part in err["loc"])
+        name = ".".join(loc) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        origin = _source_of(loc, sources)
+        lines.append(f"  {name}: {msg}" + (f" (from {origin})" if origin else ""))
+    return "\n".join(lines)
+
+
+def _source_of(loc: tuple[str, ...], sources: Mapping[tuple[str, ...], str]) -> str | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in sources:
+            return sources[loc[:n]]
+    found = {src for key, src in sources.items() if key[:len(loc)] == loc}
+    return ", ".join(sorted(found)) or None

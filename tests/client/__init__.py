@@ -1,0 +1,1 @@
+"""Tests of the async MLS client (mls_client): storage, settings, scenarios, CLI, crashes."""

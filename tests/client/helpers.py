@@ -1,0 +1,104 @@
+"""Shared helpers of the client tests: clients on one LocalDeliveryService in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec
+
+from mls_client import MLSClient, Settings
+from mls_client.events import ClientEvent, MessageReceived
+from mls_client.settings import KeyPackageSettings
+from transports.base import DeliveryTransport
+from transports.local import LocalDeliveryService
+
+P = ParamSpec("P")
+
+
+def async_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test function with asyncio.run (no pytest plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def settings_for(root: Path, name: str, *, pool_size: int = 4, threshold: int = 2,
+                 **overrides: Any) -> Settings:
+    return Settings(state_dir=root / name, transport={"db_path": root / "ds.sqlite"},
+                    key_packages=KeyPackageSettings(pool_size=pool_size, threshold=threshold),
+                    poll_interval=0.05, **overrides)
+
+
+class Net:
+    """Several clients, each with its own SQLite database, on one delivery service."""
+
+    def __init__(self, root: Path, transport: DeliveryTransport | None = None) -> None:
+        self.root = root
+        self.ds = LocalDeliveryService(root / "ds.sqlite", poll_interval=0.01)
+        self.transport: DeliveryTransport = transport or self.ds
+        self.clients: dict[str, MLSClient] = {}
+        self.events: dict[str, list[ClientEvent]] = {}
+
+    async def add(self, *names: str, **settings: Any) -> list[MLSClient]:
+        out = []
+        for name in names:
+            client = await MLSClient.open(settings_for(self.root, name, **settings),
+                                          self.transport)
+            await client.create_identity(name, f"{name}-dev")
+            await client.publish_key_packages()
+            self.clients[name] = client
+            self.events[name] = []
+            out.append(client)
+        return out
+
+    def __getitem__(self, name: str) -> MLSClient:
+        return self.clients[name]
+
+    async def reopen(self, name: str, **settings: Any) -> MLSClient:
+        """Close a client and open it again from its database (a restart)."""
+        await self.clients[name].close()
+        client = await MLSClient.open(settings_for(self.root, name, **settings),
+                                      self.transport)
+        self.clients[name] = client
+        return client
+
+    async def sync(self, *names: str) -> dict[str, list[ClientEvent]]:
+        out = {}
+        for name in names or tuple(self.clients):
+            events = await self.clients[name].sync()
+            self.events[name].extend(events)
+            out[name] = events
+        return out
+
+    def received(self, name: str, group_id: bytes | None = None) -> list[bytes]:
+        return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
+                and (group_id is None or e.group_id == group_id)]
+
+    async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
+        """Every named client is at the same epoch with the same authenticator."""
+        auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}
+        epochs = {n: await self.clients[n].epoch(group_id) for n in names}
+        assert len(set(auths.values())) == 1, (auths, epochs)
+        return next(iter(auths.values()))
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        await self.ds.close()
+
+
+async def with_net(root: Path, body: Callable[[Net], Awaitable[None]],
+                   transport: Callable[[LocalDeliveryService], DeliveryTransport] | None = None,
+                   ) -> None:
+    net = Net(root)
+    if transport is not None:
+        net.transport = transport(net.ds)
+    try:
+        await body(net)
+    finally:
+        await net.close()

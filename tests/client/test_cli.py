@@ -1,0 +1,134 @@
+"""The ``mls-bridge`` command, run in subprocesses (the installed script if present,
+else ``python -m mls_client.cli``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _command() -> list[str]:
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    script = shutil.which("mls-bridge", path=search)
+    return [script] if script else [sys.executable, "-m", "mls_client.cli"]
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None,
+        home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    base["PYTHONPATH"] = str(REPO)
+    if home is not None:
+        base["HOME"] = str(home)
+    return subprocess.run([*_command(), *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env={**base, **(env or {})}, timeout=120, check=False)
+
+
+class User:
+    """One CLI user: a state directory on a shared delivery database."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.args = ["--state-dir", root / name, "--ds", root / "ds.sqlite"]
+        self.home = root
+
+    def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = run(*self.args, *args, home=self.home,
+                     env={"MLS_BRIDGE_KEY_PACKAGES__POOL_SIZE": "5",
+                          "MLS_BRIDGE_KEY_PACKAGES__THRESHOLD": "2"})
+        if ok:
+            assert result.returncode == 0, result.stderr
+            assert "Traceback" not in result.stderr
+        return result
+
+
+def test_demo_exits_zero_and_tells_the_story() -> None:
+    result = run("demo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "alice adds bob, carol and dave" in out
+    assert "epoch 1; members: alice, bob, carol, dave" in out
+    assert "dave (removed) tries with his last state: EpochError" in out
+    assert "Commits that lost their epoch and were rebuilt: 1" in out
+    assert "rejoined at epoch" in out
+    assert "DIFFERENT" not in out
+    assert out.rstrip().endswith("demo finished: every check held")
+
+
+def test_scripted_conversation(tmp_path: Path) -> None:
+    alice, bob, carol = (User(tmp_path, n) for n in ("alice", "bob", "carol"))
+    created = alice("identity", "create", "alice", "--client-id", "alice-laptop")
+    assert created.stdout.strip() == "alice alice-laptop"
+    assert "generating KeyPackages: 5/5" in created.stderr
+    bob("identity", "create", "bob")
+    carol("identity", "create", "carol")
+    assert alice("identity", "show").stdout.strip() == "alice alice-laptop"
+
+    gid = alice("group", "create", "--name", "team").stdout.strip()
+    assert len(gid) == 64 and int(gid, 16) >= 0
+    invited = alice("invite", "team", "bob", "carol")
+    assert invited.stdout.startswith("epoch 1: added ")
+
+    joined = bob("read")
+    assert f"joined group {gid[:16]} at epoch 1" in joined.stderr
+    alice("send", "team", "hello team")
+    assert bob("read").stdout.strip() == f"[{gid[:16]}] epoch 1 alice: hello team"
+    assert bob("read").stdout == ""  # already read
+
+    groups = bob("groups").stdout.split()
+    assert groups[0] == gid and "epoch" in groups and "alice," in groups
+    members = carol("members", gid[:10]).stdout.splitlines()
+    assert members == ["0  alice", "1  bob", "2  carol"]
+
+    removed = alice("remove", "team", "carol")
+    assert removed.stdout.strip() == "epoch 2: removed 1 member(s)"
+    assert "removed from group" in carol("read").stderr
+    alice("send", "team", "carol cannot read this")
+    assert "carol cannot read this" not in carol("read").stdout
+    assert "carol cannot read this" in bob("read").stdout
+    assert carol("groups").stdout == ""
+    assert gid in carol("groups", "--all").stdout
+
+    piped = run(*alice.args, "send", "team", "-", home=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    published = alice("keypackages", "publish", "--count", "2")
+    assert published.stdout.startswith("published 2;")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["send", "nosuchgroup", "hi"], "no group named 'nosuchgroup'"),
+    (["identity", "create", "alice"], "already holds the identity alice"),
+    (["invite", "team", "nobody"], "nobody was added"),
+    (["recover", "00ff"], "no GroupInfo published"),
+])
+def test_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    alice = User(tmp_path, "alice")
+    alice("identity", "create", "alice")
+    alice("group", "create", "--name", "team")
+    result = alice(*args, ok=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mls-bridge:")]
+    assert len(lines) == 1 and lines[0].startswith("mls-bridge: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_and_settings_errors(tmp_path: Path) -> None:
+    fresh = User(tmp_path, "fresh")
+    result = fresh("group", "create", ok=False)
+    assert result.returncode == 1 and "no identity yet" in result.stderr
+    bad = run("--state-dir", tmp_path / "x", "groups", home=tmp_path,
+              env={"MLS_BRIDGE_KEY_PACKAGES__POOL_SIZE": "0"})
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("mls-bridge: error: invalid settings: key_packages.pool_size")
+    assert "MLS_BRIDGE_KEY_PACKAGES__POOL_SIZE" in bad.stderr
+    assert run("frobnicate").returncode == 2
+    usage = run("recover", "not-hex")
+    assert usage.returncode == 2 and "not a hex group id" in usage.stderr
+    assert "Traceback" not in bad.stderr + usage.stderr
