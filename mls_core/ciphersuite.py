@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
@@ -277,6 +278,15 @@ class CipherSuite:
         if isinstance(label, str):
             label = label.encode()
         return self.hpke.seal_base(public_key, _labeled(label, context), b"", plaintext)
+
+    def encrypt_with_label_many(self, label: bytes | str, context: bytes,
+                                recipients: Sequence[tuple[bytes, bytes]],
+                                ) -> list[tuple[bytes, bytes]]:
+        """EncryptWithLabel to many (public_key, plaintext) pairs sharing label and
+        context (e.g. the GroupSecrets of a Welcome): EncryptContext is hashed once."""
+        if isinstance(label, str):
+            label = label.encode()
+        return self.hpke.seal_base_many(recipients, _labeled(label, context), b"")
 
     def decrypt_with_label(self, private_key: bytes, label: bytes | str, context: bytes,
                            kem_output: bytes, ciphertext: bytes) -> bytes:

@@ -154,6 +154,15 @@ def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan,
     chosen = [CommittedProposal(p, me) for p in plan.by_value]
     refs = [ProposalOrRef.by_value(p) for p in plan.by_value]
     validate_member_commit(chosen, state.own_leaf, ctx, state.tree)
+    everything = [*chosen, *(CommittedProposal(p, s) for _, p, s in plan.by_reference)]
+    try:  # the usual case: every stored proposal fits; one pass, O(k)
+        validate_member_commit(everything, state.own_leaf, ctx, state.tree)
+        apply_proposals(state.tree, state.context.extensions, everything)
+    except MLSError:
+        pass
+    else:
+        return everything, [*refs, *(ProposalOrRef.by_reference(r)
+                                     for r, _, _ in plan.by_reference)]
     for ref, proposal, sender in plan.by_reference:
         trial = [*chosen, CommittedProposal(proposal, sender)]
         try:

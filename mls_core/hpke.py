@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -432,10 +432,13 @@ class Hpke:
         psk_id_hash = self._labeled.extract(b"", b"psk_id_hash", b"")
         self._context_prefix = bytes((MODE_BASE,)) + psk_id_hash
 
+    def _schedule_context(self, info: bytes) -> bytes:
+        """mode || psk_id_hash || info_hash: the key_schedule_context (§5.1)."""
+        return self._context_prefix + self._labeled.extract(b"", b"info_hash", info)
+
     def _secret(self, shared_secret: bytes, info: bytes) -> tuple[bytes, bytes]:
         """KeyScheduleBase up to ``secret``: returns (secret, key_schedule_context)."""
-        info_hash = self._labeled.extract(b"", b"info_hash", info)
-        context = self._context_prefix + info_hash
+        context = self._schedule_context(info)
         return self._labeled.extract(shared_secret, b"secret", b""), context
 
     def _key_nonce(self, secret: bytes, context: bytes) -> tuple[bytes, bytes]:
@@ -467,6 +470,20 @@ class Hpke:
         shared_secret, enc = self.kem.encap(pk_r, ikm_e)
         key, nonce = self._key_nonce(*self._secret(shared_secret, info))
         return enc, self.aead.seal(key, nonce, aad, pt)
+
+    def seal_base_many(self, recipients: Sequence[tuple[bytes, bytes]], info: bytes,
+                       aad: bytes) -> list[tuple[bytes, bytes]]:
+        """SealBase to many (pkR, pt) pairs with one ``info``: the same as calling
+        :meth:`seal_base` for each, but ``info`` (e.g. a Welcome's large
+        encrypted_group_info) is hashed once, not once per recipient."""
+        context = self._schedule_context(info)
+        out = []
+        for pk_r, pt in recipients:
+            shared_secret, enc = self.kem.encap(pk_r, None)
+            secret = self._labeled.extract(shared_secret, b"secret", b"")
+            key, nonce = self._key_nonce(secret, context)
+            out.append((enc, self.aead.seal(key, nonce, aad, pt)))
+        return out
 
     def open_base(self, enc: bytes, sk_r: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
         """OpenBase(enc, skR, info, aad, ct) -> pt (§6.1); DecryptionError on failure."""

@@ -62,14 +62,19 @@ def encrypt_welcome(
     """Build a Welcome for ``recipients`` (§12.4.3.1)."""
     key, nonce = welcome_key_nonce(suite, welcome_secret(suite, joiner_secret, psk_secret))
     encrypted_group_info = suite.seal(key, nonce, b"", group_info.encode())
-    secrets = []
+    plaintexts = []
     for r in recipients:
         path = PathSecret(r.path_secret) if r.path_secret is not None else None
-        plaintext = GroupSecrets(joiner_secret, path, tuple(psks)).encode()
-        kem_output, ciphertext = suite.encrypt_with_label(
-            r.key_package.init_key, WELCOME_LABEL, encrypted_group_info, plaintext)
-        ref = suite.make_key_package_ref(r.key_package.encode())
-        secrets.append(EncryptedGroupSecrets(ref, HPKECiphertext(kem_output, ciphertext)))
+        plaintexts.append((r.key_package.init_key,
+                           GroupSecrets(joiner_secret, path, tuple(psks)).encode()))
+    # The context (encrypted_group_info) holds the whole tree: hash it once, not per
+    # recipient, so a Welcome for k members of an n-member group costs O(n + k).
+    sealed = suite.encrypt_with_label_many(WELCOME_LABEL, encrypted_group_info, plaintexts)
+    secrets = [
+        EncryptedGroupSecrets(suite.make_key_package_ref(r.key_package.encode()),
+                              HPKECiphertext(kem_output, ciphertext))
+        for r, (kem_output, ciphertext) in zip(recipients, sealed, strict=True)
+    ]
     return Welcome(suite.id, tuple(secrets), encrypted_group_info)
 
 

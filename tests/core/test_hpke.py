@@ -400,3 +400,20 @@ def test_labeled_expand_length_limits() -> None:
     assert len(suite._labeled.expand(b"k" * 32, b"l", b"", 255 * 32)) == 255 * 32
     with pytest.raises(UsageError):
         suite._labeled.expand(b"k" * 32, b"l", b"", 255 * 32 + 1)
+
+
+@pytest.mark.parametrize("suite_id", [1, 2, 4])
+def test_encrypt_with_label_many_matches_single(suite_id: int) -> None:
+    """Sealing to many recipients with one shared context opens like EncryptWithLabel."""
+    from mls_core.ciphersuite import get_suite
+
+    suite = get_suite(suite_id)
+    keys = [suite.generate_key_pair() for _ in range(3)]
+    context = b"encrypted group info" * 50
+    sealed = suite.encrypt_with_label_many(
+        "Welcome", context, [(pk, f"secret {i}".encode()) for i, (_, pk) in enumerate(keys)])
+    assert len({enc for enc, _ in sealed}) == 3  # fresh ephemeral key per recipient
+    for i, ((sk, _), (enc, ct)) in enumerate(zip(keys, sealed, strict=True)):
+        assert suite.decrypt_with_label(sk, "Welcome", context, enc, ct) == f"secret {i}".encode()
+        with pytest.raises(CryptoError):
+            suite.decrypt_with_label(sk, "Welcome", context + b"x", enc, ct)
