@@ -340,6 +340,12 @@ Uint64 = Annotated[int, U64]
 VarBytes = Annotated[bytes, VAR_BYTES]
 
 
+#: instance attribute holding the wire encoding of a struct whose class sets
+#: ``_memoize_wire = True`` (large immutable structs that are encoded repeatedly, such as
+#: LeafNode: once for its signature check, again for every tree hash over it)
+_WIRE = "_mls_wire"
+
+
 class _StructCodec(Codec[Any]):
     """Compiled codec of one Struct subclass: an ordered list of (field, codec)."""
 
@@ -351,8 +357,21 @@ class _StructCodec(Codec[Any]):
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             self.fields.append((f.name, _field_codec(cls, f.name, hints[f.name])))
         self._plain = not any(isinstance(c, (Select, Depends)) for _, c in self.fields)
+        self._memo = bool(cls.__dict__.get("_memoize_wire", False))
 
     def encode(self, value: Any, out: bytearray) -> None:
+        if self._memo:
+            wire = value.__dict__.get(_WIRE)
+            if wire is not None:
+                out += wire
+                return
+            start = len(out)
+            self._encode_fields(value, out)
+            object.__setattr__(value, _WIRE, bytes(out[start:]))
+            return
+        self._encode_fields(value, out)
+
+    def _encode_fields(self, value: Any, out: bytearray) -> None:
         try:
             if self._plain:
                 for fname, c in self.fields:
@@ -370,6 +389,7 @@ class _StructCodec(Codec[Any]):
     def decode(self, r: Reader) -> Any:
         values: dict[str, Any] = {}
         fname = ""
+        start = r.pos
         try:
             for fname, c in self.fields:
                 if not self._plain:
@@ -381,6 +401,8 @@ class _StructCodec(Codec[Any]):
                 e.args = (f"{self.name}.{fname}: {e.args[0]}",)
             raise
         obj = self.cls(**values)
+        if self._memo:
+            object.__setattr__(obj, _WIRE, r.data[start:r.pos])
         return obj
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from .codec import VAR_BYTES, Select, Struct, Uint16, VarBytes, Vec
 
@@ -47,6 +47,8 @@ class Credential(Struct):
     ``body`` holds the selected case: ``bytes`` (the identity) for ``basic``, a tuple of
     :class:`Certificate` for ``x509``. Build instances with :meth:`basic` / :meth:`x509`.
     """
+
+    _memoize_wire: ClassVar[bool] = True  # encoded again for signatures and hashes
 
     credential_type: Uint16
     body: Annotated[

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from .codec import (
     U16,
@@ -66,6 +66,8 @@ class KeyPackage(Struct):
         /* SignWithLabel(., "KeyPackageTBS", KeyPackageTBS) */
         opaque signature<V>;
     } KeyPackage;                                                        (§10)"""
+
+    _memoize_wire: ClassVar[bool] = True  # encoded again for signatures and hashes
 
     version: Uint16
     cipher_suite: Uint16

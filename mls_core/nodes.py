@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from .codec import (
     EMPTY,
@@ -81,6 +81,8 @@ class Capabilities(Struct):
     Every list holds plain ints: unknown (e.g. GREASE, §13.5) values decode and must be
     ignored by the reader."""
 
+    _memoize_wire: ClassVar[bool] = True  # encoded again for signatures and hashes
+
     versions: Annotated[tuple[int, ...], Vec(U16)]
     cipher_suites: Annotated[tuple[int, ...], Vec(U16)]
     extensions: Annotated[tuple[int, ...], Vec(U16)]
@@ -132,6 +134,8 @@ class LeafNode(Struct):
     ``source_data`` holds the selected case: a :class:`Lifetime` (key_package), ``None``
     (update) or the ``parent_hash`` bytes (commit); see :attr:`lifetime` and
     :attr:`parent_hash`."""
+
+    _memoize_wire: ClassVar[bool] = True  # encoded again for signatures and hashes
 
     encryption_key: VarBytes
     signature_key: VarBytes
