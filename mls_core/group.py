@@ -42,7 +42,12 @@ from .framing import (
     SenderType,
     WireFormat,
 )
-from .key_package import KeyPackagePrivate, default_capabilities, sign_leaf_node
+from .key_package import (
+    DEFAULT_EXTENSIONS,
+    KeyPackagePrivate,
+    default_capabilities,
+    sign_leaf_node,
+)
 from .key_schedule import (
     PROTOCOL_VERSION_MLS10,
     GroupContext,
@@ -127,7 +132,8 @@ class Group:
             signature_key=suite.signature_public_key(signature_priv),
             credential=credential,
             capabilities=capabilities or default_capabilities(
-                extensions=[e.extension_type for e in extensions]),
+                extensions=[e.extension_type for e in extensions
+                            if e.extension_type not in DEFAULT_EXTENSIONS]),
             leaf_node_source=LeafNodeSource.KEY_PACKAGE,
             source_data=Lifetime(max(0, now - 3600), (now or 0) + 365 * 24 * 3600),
             extensions=(),

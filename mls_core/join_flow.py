@@ -158,8 +158,9 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
                              [CommittedProposal(p, sender) for p in proposals])
     me = staged.tree.reserve_leaf()
     template = LeafNode(b"", suite.signature_public_key(signature_priv), credential,
-                        default_capabilities(extensions=[e.extension_type
-                                                         for e in gc.extensions]),
+                        default_capabilities(extensions=[
+                            e.extension_type for e in gc.extensions
+                            if e.extension_type not in DEFAULT_EXTENSIONS]),
                         LeafNodeSource.COMMIT, b"", (), b"")
     _check_supported(template, gc)
     prepared = prepare_update_path(staged.tree, me, signature_priv, gc.group_id, leaf=template)
