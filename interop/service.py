@@ -38,7 +38,6 @@ from mls_core.proposals import (
 from mls_core.psk import ResumptionPSKUsage
 
 from .errors import FailedPrecondition, InvalidArgument
-from .external_join import join_external_with_psks
 from .generated import mls_client_pb2 as pb
 from .mls_ops import (
     decode_group_info,
@@ -152,14 +151,10 @@ class InteropService:
         psks = {p.psk_id: p.psk_secret for p in request.psks}
         config = group_config(request.encrypt_handshake, dict(psks))
         tree = request.ratchet_tree or None
-        if psks:
-            group, commit = join_external_with_psks(
-                request.group_info, credential, signature_priv, ratchet_tree=tree,
-                remove_leaf=remove_leaf, psks=psks, config=config, now=self._clock())
-        else:
-            group, commit = Group.join_external(
-                request.group_info, credential, signature_priv, ratchet_tree=tree,
-                remove_leaf=remove_leaf, config=config, now=self._clock())
+        group, commit = Group.join_external(
+            request.group_info, credential, signature_priv, ratchet_tree=tree,
+            remove_leaf=remove_leaf, config=config, psk_ids=list(dict(psks)),
+            now=self._clock())
         state = MemberState(group, config, request.identity, signature_priv)
         return pb.ExternalJoinResponse(state_id=self._ids.add(state), commit=commit,
                                        epoch_authenticator=group.epoch_authenticator)

@@ -625,14 +625,16 @@ class Group:
     def join_external(cls, group_info: bytes, credential: Credential, signature_priv: bytes,
                       *, ratchet_tree: bytes | None = None, remove_leaf: int | None = None,
                       config: GroupConfig | None = None, authenticated_data: bytes = b"",
+                      psk_ids: Sequence[bytes] = (),
                       now: int | None = None) -> tuple[Group, bytes]:
         """Join by external Commit from a GroupInfo (§12.4.3.2). Returns the new group
         (already in the new epoch) and the Commit to send; if the Delivery Service rejects
-        the Commit, drop the group and retry with a fresh GroupInfo."""
+        the Commit, drop the group and retry with a fresh GroupInfo. ``psk_ids`` adds
+        external PSKs (known through ``config.external_psks``) to the Commit."""
         cfg = config or GroupConfig()
         state, commit_bytes = join_flow.join_external(
             group_info, credential, signature_priv, ratchet_tree, remove_leaf, cfg,
-            authenticated_data, now)
+            authenticated_data, now, psk_ids)
         return cls(state, cfg), commit_bytes
 
     # ------------------------------------------------------------------ storage

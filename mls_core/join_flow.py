@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 
 from .ciphersuite import CipherSuite, get_suite
 from .commit import Commit
@@ -12,7 +13,15 @@ from .credentials import Credential
 from .epoch import EpochState
 from .errors import ProtocolError, UsageError, ValidationError
 from .extensions import ExtensionType
-from .framing import ContentType, FramedContent, FramedContentAuthData, MLSMessage, Sender
+from .framing import (
+    AuthenticatedContent,
+    ContentType,
+    FramedContent,
+    FramedContentAuthData,
+    MLSMessage,
+    Sender,
+    WireFormat,
+)
 from .key_package import DEFAULT_EXTENSIONS, KeyPackagePrivate, default_capabilities
 from .key_schedule import (
     GroupContext,
@@ -24,9 +33,9 @@ from .key_schedule import (
 from .messages import ExternalPub, GroupInfo, KeyPackage
 from .nodes import LeafNode, LeafNodeSource
 from .proposal_list import CommittedProposal, required_capabilities
-from .proposals import ExternalInit, Proposal, ProposalOrRef, Remove
+from .proposals import ExternalInit, PreSharedKey, Proposal, ProposalOrRef, Remove
 from .protection import sign_content
-from .psk import PreSharedKeyID, PSKType, ResumptionPSKUsage
+from .psk import ExternalPSK, PreSharedKeyID, PSKType, ResumptionPSKUsage
 from .ratchet_tree import RatchetTree
 from .staging import apply_proposals, compute_psk_secret
 from .transcript import confirmed_transcript_hash, interim_transcript_hash
@@ -139,8 +148,11 @@ def _external_pub(info: GroupInfo) -> bytes:
 
 def join_external(group_info: bytes, credential: Credential, signature_priv: bytes,
                   ratchet_tree: bytes | None, remove_leaf: int | None, config: GroupConfig,
-                  authenticated_data: bytes, now: int | None) -> tuple[EpochState, bytes]:
-    """Build an external Commit from a GroupInfo (§12.4.3.2) and the state it leads to."""
+                  authenticated_data: bytes, now: int | None,
+                  psk_ids: Sequence[bytes] = ()) -> tuple[EpochState, bytes]:
+    """Build an external Commit from a GroupInfo (§12.4.3.2) and the state it leads to.
+    ``psk_ids`` adds one PreSharedKey proposal per external PSK (in
+    ``config.external_psks``), as §12.2 allows in an external Commit."""
     info = MLSMessage.decode(group_info).group_info
     if info is None:
         raise ProtocolError("expected an MLSMessage(GroupInfo)")
@@ -153,6 +165,9 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
     proposals = [Proposal.of(ExternalInit(kem_output))]
     if remove_leaf is not None:
         proposals.append(Proposal.of(Remove(remove_leaf)))
+    for psk_id in psk_ids:
+        pid = PreSharedKeyID(PSKType.EXTERNAL, ExternalPSK(psk_id), os.urandom(suite.hash_length))
+        proposals.append(Proposal.of(PreSharedKey(pid)))
     sender = Sender.new_member_commit()
     staged = apply_proposals(tree, gc.extensions,
                              [CommittedProposal(p, sender) for p in proposals])
@@ -171,17 +186,19 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
     commit = Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), path)
     content = FramedContent(gc.group_id, gc.epoch, sender, authenticated_data,
                             ContentType.COMMIT, commit)
-    signed = sign_content(suite, signature_priv, 1, content, gc, b"")
+    signed = sign_content(suite, signature_priv, WireFormat.MLS_PUBLIC_MESSAGE, content, gc,
+                          b"")
     interim_before = interim_transcript_hash(suite, gc.confirmed_transcript_hash,
                                              info.confirmation_tag)
     confirmed = confirmed_transcript_hash(suite, interim_before, signed)
     new_ctx = GroupContext(gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1,
                            staged.tree.tree_hash(), confirmed, staged.extensions)
-    transition = next_epoch(suite, init_secret, prepared.commit_secret, None,
+    psk_secret = _welcome_psks(suite, tuple(staged.psk_ids), config, {})
+    transition = next_epoch(suite, init_secret, prepared.commit_secret, psk_secret,
                             new_ctx.encode())
     tag = confirmation_tag(suite, transition.secrets.confirmation_key, confirmed)
-    signed = signed.__class__(signed.wire_format, signed.content,
-                              FramedContentAuthData(signed.auth.signature, tag))
+    signed = AuthenticatedContent(signed.wire_format, signed.content,
+                                  FramedContentAuthData(signed.auth.signature, tag))
     state = EpochState.build(suite, new_ctx, staged.tree, me, signature_priv,
                              prepared.private, transition.secrets,
                              interim_transcript_hash(suite, confirmed, tag), tag,

@@ -75,3 +75,22 @@ def test_new_member_proposal_add() -> None:
     assert result.welcome is not None
     c = Group.join(result.welcome, kp, priv, now=NOW)
     assert a.epoch_authenticator == b.epoch_authenticator == c.epoch_authenticator
+
+
+def test_external_join_with_an_external_psk() -> None:
+    """§12.2: an external Commit may carry PreSharedKey proposals."""
+    from mls_core.config import GroupConfig
+
+    psks = {b"shared-psk": b"\x07" * 32}
+    s = get_suite(1)
+    a = Group.create(1, Credential.basic(b"a"), s.generate_signature_key_pair()[0], now=NOW,
+                     config=GroupConfig(external_psks=dict(psks)))
+    joiner, commit = Group.join_external(
+        a.group_info(), Credential.basic(b"j"), s.generate_signature_key_pair()[0],
+        psk_ids=[b"shared-psk"], config=GroupConfig(external_psks=dict(psks)), now=NOW)
+    event = a.process(commit, now=NOW)
+    assert event.psks == 1  # type: ignore[union-attr]
+    assert a.epoch_authenticator == joiner.epoch_authenticator
+    with pytest.raises(ValidationError, match="PSK"):
+        Group.join_external(a.group_info(), Credential.basic(b"k"),
+                            s.generate_signature_key_pair()[0], psk_ids=[b"unknown"], now=NOW)
