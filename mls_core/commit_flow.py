@@ -29,6 +29,7 @@ from .framing import (
     WireFormat,
 )
 from .key_schedule import (
+    EXTERNAL_INIT_LABEL,
     EpochTransition,
     GroupContext,
     confirmation_tag,
@@ -58,7 +59,6 @@ from .treekem import (
 )
 from .welcome import WelcomeRecipient, encrypt_welcome, sign_group_info
 
-EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
 PskLookup = Callable[[PreSharedKeyID], bytes]
 
 

@@ -14,7 +14,7 @@ from .ciphersuite import CipherSuite
 from .errors import ValidationError
 from .events import ApplicationMessage
 from .extensions import ExtensionType
-from .framing import AuthenticatedContent, PrivateMessage
+from .framing import PrivateMessage
 from .key_schedule import EpochSecrets, GroupContext
 from .messages import parse_external_senders
 from .protection import from_private_message, verify_content
@@ -115,9 +115,3 @@ class EpochState:
     def as_past(self) -> PastEpoch:
         return PastEpoch(self.suite, self.context, self.tree, self.secret_tree,
                          self.secrets.sender_data_secret)
-
-    def verify_member_content(self, content: AuthenticatedContent, leaf_index: int) -> None:
-        leaf = self.tree.leaf(leaf_index)
-        if leaf is None:
-            raise ValidationError("§6.1: message from a blank leaf")
-        verify_content(self.suite, leaf.signature_key, content, self.context)

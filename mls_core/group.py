@@ -28,7 +28,7 @@ from .config import GroupConfig
 from .credentials import Credential
 from .epoch import EpochState, PastEpoch
 from .errors import EpochError, ProtocolError, UsageError, ValidationError
-from .events import ApplicationMessage, CommitApplied, Event, Member, ProposalReceived
+from .events import CommitApplied, Event, Member, ProposalReceived
 from .extensions import Extension
 from .framing import (
     AuthenticatedContent,
@@ -77,6 +77,7 @@ from .protection import (
 )
 from .psk import ExternalPSK, PreSharedKeyID, PSKType, ResumptionPSK, ResumptionPSKUsage
 from .ratchet_tree import RatchetTree
+from .secret_tree import RatchetKey
 from .transcript import INITIAL_TRANSCRIPT_HASH, interim_transcript_hash
 from .treekem import TreeKEMPrivate
 
@@ -218,13 +219,8 @@ class Group:
         if self._proposals:
             raise UsageError("§12.4: commit the pending proposals before sending "
                              "application data")
-        return self._frame(ContentType.APPLICATION, bytes(data), PRIVATE, authenticated_data)
-
-    def _frame(self, content_type: int, body: bytes | Proposal | Commit, wire_format: int,
-               authenticated_data: bytes = b"", tag: bytes | None = None,
-               state: EpochState | None = None) -> bytes:
-        return self._protect(self._sign(content_type, body, wire_format, authenticated_data,
-                                        tag))
+        return self._protect(self._sign(ContentType.APPLICATION, bytes(data), PRIVATE,
+                                        authenticated_data))
 
     def _sign(self, content_type: int, body: bytes | Proposal | Commit, wire_format: int,
               authenticated_data: bytes = b"", tag: bytes | None = None,
@@ -332,10 +328,10 @@ class Group:
         if epoch != self.epoch:
             return self._process_past(msg, epoch)
         if isinstance(body, PrivateMessage) and body.content_type == ContentType.APPLICATION:
-            return self._process_application(body)
+            return self._state.decrypt_application(body)
         st = self._state
         try:
-            content = self._authenticated_content_of(msg, own=False)
+            content = self._authenticated_content_of(msg)
             if content.content.content_type == ContentType.PROPOSAL:
                 return self._store_proposal(content)
             if content.content.content_type == ContentType.COMMIT:
@@ -355,27 +351,22 @@ class Group:
             raise EpochError(f"§12.4.2: message for epoch {epoch}, group is at {self.epoch}")
         return past.decrypt_application(pm)
 
-    def _process_application(self, pm: PrivateMessage) -> ApplicationMessage:
-        return self._state.decrypt_application(pm)
-
-    def _authenticated_content_of(self, msg: MLSMessage, *, own: bool) -> AuthenticatedContent:
+    def _authenticated_content_of(self, msg: MLSMessage) -> AuthenticatedContent:
         """Unprotect a handshake message of the current epoch and verify its signature
         (§6.1-§6.3). Our own messages come back from the DS as well; see process()."""
         st = self._state
         if msg.private_message is not None:
             pm = msg.private_message
-            cp_leaf: list[int] = []
 
-            def key_source(leaf: int, content_type: int, generation: int) -> object:
+            def key_source(leaf: int, content_type: int, generation: int) -> RatchetKey:
                 if st.tree.leaf(leaf) is None:
                     raise ValidationError("§6.3.2: sender data names a blank leaf")
-                cp_leaf.append(leaf)
                 st.checkpoints.append(st.secret_tree.checkpoint(leaf))
                 return st.secret_tree.get(leaf, content_type, generation)
 
             try:
                 content, _ = from_private_message(st.suite, pm, st.secrets.sender_data_secret,
-                                                  key_source)  # type: ignore[arg-type]
+                                                  key_source)
                 self._verify_sender(content)
             except BaseException:
                 st.rollback_checkpoints()

@@ -24,6 +24,7 @@ from .framing import (
 )
 from .key_package import DEFAULT_EXTENSIONS, KeyPackagePrivate, default_capabilities
 from .key_schedule import (
+    EXTERNAL_INIT_LABEL,
     GroupContext,
     confirmation_tag,
     derive_epoch_secrets,
@@ -43,8 +44,6 @@ from .tree_math import common_ancestor
 from .tree_validation import validate_tree
 from .treekem import TreeKEMPrivate, prepare_update_path
 from .welcome import decrypt_group_info, decrypt_group_secrets, verify_group_info
-
-EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
 
 
 def _tree_of(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None) -> RatchetTree:

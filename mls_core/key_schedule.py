@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from .ciphersuite import CipherSuite
 
 PROTOCOL_VERSION_MLS10 = 1
+#: HPKE exporter label of the external init secret (§8.3)
+EXTERNAL_INIT_LABEL = b"MLS 1.0 external init secret"
 
 
 @dataclass(frozen=True)
