@@ -91,9 +91,9 @@ class MLSClient:
         transport the settings name."""
         owns = transport is None
         if transport is None:
-            from transports.local import LocalDeliveryService
+            from .transport_factory import open_transport
 
-            transport = LocalDeliveryService(settings.delivery_db_path)
+            transport = await open_transport(settings)
         store = await Store.open(settings.client_db_path)
         client = cls(store, transport, settings, clock=clock, owns_transport=owns)
         client._ctx.identity = await store.identity()

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mls_core.ciphersuite import SUPPORTED_SUITES
 from mls_core.config import GroupConfig
 from mls_core.framing import WireFormat
+from transports.matrix.settings import MatrixSettings
+from transports.xmpp.settings import XmppSettings
 
 from .errors import ConfigError
 
@@ -36,7 +38,9 @@ class _Section(BaseModel):
 class TransportSettings(_Section):
     """Which Delivery Service to use (RFC 9750 "Delivery Service")."""
 
-    kind: Literal["local"] = "local"
+    #: ``local``: the embedded LocalDeliveryService; ``xmpp`` / ``matrix``: the network
+    #: adapters, configured by the ``[xmpp]`` / ``[matrix]`` tables
+    kind: Literal["local", "xmpp", "matrix"] = "local"
     #: the LocalDeliveryService database; default ``<state_dir>/delivery.sqlite``
     db_path: Path | None = None
 
@@ -88,6 +92,15 @@ class Settings(_Section):
     transport: TransportSettings = TransportSettings()
     key_packages: KeyPackageSettings = KeyPackageSettings()
     windows: WindowSettings = WindowSettings()
+    xmpp: XmppSettings | None = None
+    matrix: MatrixSettings | None = None
+
+    @model_validator(mode="after")
+    def _transport_configured(self) -> Settings:
+        kind = self.transport.kind
+        if kind != "local" and getattr(self, kind) is None:
+            raise ValueError(f"transport.kind is {kind!r} but there is no [{kind}] table")
+        return self
 
     @field_validator("state_dir")
     @classmethod

@@ -111,6 +111,11 @@ class IncomingMessage:
     sender: str | None = None
     #: the message's position in its group's total order (group messages only)
     position: int | None = None
+    #: the user identity the network itself authenticated for the sender, in the form
+    #: credentials use (``xmpp:<bare JID>``, ``matrix:<user id>``), or None when the
+    #: transport cannot vouch for it. Clients reject a group message whose MLS sender's
+    #: credential names anyone else (:class:`SenderMismatchError` in mls_client).
+    sender_identity: str | None = None
 
 
 @runtime_checkable
