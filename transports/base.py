@@ -84,6 +84,13 @@ class SubmitStatus(StrEnum):
     REJECTED_EPOCH_TAKEN = "rejected_epoch_taken"
     #: the message's epoch is not the group's current epoch (stale or from the future)
     REJECTED_WRONG_EPOCH = "rejected_wrong_epoch"
+    #: appended to the group's total order at ``position`` (and :meth:`fetch` already
+    #: returns it), but the transport cannot judge whether an earlier Commit in that
+    #: order wins the epoch (a room without an ordering server: only MLS processing can
+    #: tell a valid Commit from an invalid one). The client decides by processing the
+    #: stream in order up to its own message: the first *valid* Commit for an epoch wins,
+    #: the same rule at every member (RFC 9750 "Ordering").
+    ORDERED = "ordered"
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,12 @@ class SubmitResult:
 
     @property
     def accepted(self) -> bool:
+        """Accepted outright; for ORDERED the stream decides (see SubmitStatus)."""
         return self.status is SubmitStatus.ACCEPTED
+
+    @property
+    def ordered(self) -> bool:
+        return self.status is SubmitStatus.ORDERED
 
 
 @dataclass(frozen=True)
