@@ -7,6 +7,7 @@ caller can catch everything MLS-related with one ``except``.
     ``NotFoundError``        no identity yet, unknown group, not a member.
     ``KeyPackageError``      a claimed KeyPackage is missing or fails validation.
     ``CommitConflictError``  our Commit kept losing the race for its epoch (RFC 9750).
+    ``SenderMismatchError``  the network's sender of a message is not its MLS sender.
 """
 
 from __future__ import annotations
@@ -36,3 +37,9 @@ class KeyPackageError(ClientError):
 
 class CommitConflictError(ClientError):
     """Another member's Commit won the epoch every time we retried (RFC 9750)."""
+
+
+class SenderMismatchError(ClientError):
+    """The sender the network authenticated (e.g. the XMPP JID or Matrix user of the
+    stanza/event) is not the identity in the MLS sender's credential (RFC 9750
+    "Authentication Service": the messaging layer's and MLS's identities must agree)."""

@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 
 from mls_core.errors import EpochError, MLSError, ProtocolError
-from mls_core.events import ApplicationMessage, CommitApplied, ProposalReceived
+from mls_core.events import ApplicationMessage, CommitApplied, Event, ProposalReceived
 from mls_core.framing import ContentType, MLSMessage, SenderType
 from mls_core.group import Group
 from mls_core.key_package import KeyPackagePrivate
+from mls_core.proposals import Add
 from transports.base import IncomingMessage, MessageKind
 
 from .context import ClientContext, Header, digest, read_header, reason
-from .errors import KeyPackageError
+from .errors import KeyPackageError, SenderMismatchError
 from .events import (
     ClientEvent,
     GroupJoined,
@@ -72,13 +73,15 @@ class Inbound:
         if gid is None or rec is None:
             async with ctx.store.transaction() as tx:
                 if gid is not None:
-                    await tx.buffer(gid, item.payload, item.sender, h)
+                    await tx.buffer(gid, item.payload, item.sender, h, item.sender_identity)
                 await tx.set_cursor(item.cursor)
             return
         if not rec.active:
             await self._skip(h, item.cursor, gid, "not_member")
             return
-        await self._on_group_message(gid, item.payload, item.sender, h, cursor=item.cursor)
+        await self._on_group_message(gid, item.payload, item.sender, h, cursor=item.cursor,
+                                     sender_identity=item.sender_identity,
+                                     position=item.position)
 
     async def _skip(self, h: bytes, cursor: str | None, gid: bytes | None, outcome: str,
                     buffered_id: int | None = None) -> None:
@@ -89,7 +92,9 @@ class Inbound:
 
     async def _on_group_message(self, gid: bytes, payload: bytes, sender: str | None,
                                 h: bytes, *, cursor: str | None = None,
-                                buffered_id: int | None = None) -> None:
+                                buffered_id: int | None = None,
+                                sender_identity: str | None = None,
+                                position: int | None = None) -> None:
         ctx = self._ctx
         try:
             header = read_header(payload)
@@ -98,12 +103,15 @@ class Inbound:
             await self._skip(h, cursor, gid, "rejected", buffered_id)
             ctx.emit(MessageRejected(gid, reason(exc)))
             return
-        if sender == ctx.client_id:
-            await self._on_own_message(group, header, h, cursor, buffered_id)
+        if sender == ctx.client_id or await self._is_outgoing(gid, h):
+            await self._on_own_message(group, header, h, cursor, buffered_id, position)
             return
         try:
             event = group.process(payload, now=ctx.now())
+            _check_sender(group, event, sender_identity)
         except MLSError as exc:
+            if isinstance(exc, SenderMismatchError):
+                ctx.cache.pop(gid, None)  # processed in memory only: reload the stored state
             stale = isinstance(exc, EpochError) and header.epoch < group.epoch
             await self._skip(h, cursor, gid, "stale" if stale else "rejected", buffered_id)
             ctx.stats.messages_rejected += 1
@@ -154,16 +162,25 @@ class Inbound:
             return RemovedFromGroup(gid, event.epoch, by)
         return ctx.commit_event(group, event, own=False)
 
+    async def _is_outgoing(self, gid: bytes, h: bytes) -> bool:
+        """Whether the message is one of our unfinished sends (a transport that cannot
+        name the sending device still lets us recognise our own echo)."""
+        return any(e.group_id == gid and digest(e.payload) == h
+                   for e in await self._ctx.store.outbox())
+
     async def _on_own_message(self, group: Group, header: Header, h: bytes,
-                              cursor: str | None, buffered_id: int | None) -> None:
+                              cursor: str | None, buffered_id: int | None,
+                              position: int | None = None) -> None:
         """Our own message, echoed in the group's order. Our Commit for the current
-        epoch while it is still pending means it won (we crashed before learning it)."""
+        epoch while it is still pending means it won: no valid Commit for the epoch came
+        before it (we crashed before learning it, or the transport leaves the decision
+        to the stream: SubmitStatus.ORDERED)."""
         if (header.content_type == ContentType.COMMIT and group.has_pending_commit
                 and header.epoch == group.epoch and cursor is not None):
             pending = [e for e in await self._ctx.store.outbox()
                        if e.group_id == group.group_id and e.kind == "commit"]
             if pending:
-                await self._out.merge(group, pending[-1].id, cursor, h)
+                await self._out.merge(group, pending[-1].id, cursor, h, position=position)
                 return
         await self._skip(h, cursor, group.group_id, "own", buffered_id)
 
@@ -228,7 +245,39 @@ class Inbound:
                 await self._skip(b.msg_hash, None, group.group_id, "stale", b.id)
             else:
                 await self._on_group_message(group.group_id, b.payload, b.sender, b.msg_hash,
-                                             buffered_id=b.id)
+                                             buffered_id=b.id,
+                                             sender_identity=b.sender_identity)
+
+
+def _check_sender(group: Group, event: Event, identity: str | None) -> None:
+    """The network-authenticated sender must be the identity in the MLS sender's
+    credential (RFC 9750 "Authentication Service"). Senders without a basic-credential
+    identity (x509), external senders and unknown network senders are not compared."""
+    if identity is None:
+        return
+    claimed = _mls_sender_identity(group, event)
+    if claimed is not None and claimed != identity.encode():
+        shown = claimed.decode("utf-8", errors="replace")
+        raise SenderMismatchError(f"the network says the sender is {identity}, the MLS "
+                                  f"message is signed by {shown}")
+
+
+def _mls_sender_identity(group: Group, event: Event) -> bytes | None:
+    if isinstance(event, ApplicationMessage):
+        return _leaf_identity(group, event.sender)
+    sender = event.sender if isinstance(event, ProposalReceived) else event.committer
+    if sender.sender_type == SenderType.MEMBER and sender.index is not None:
+        return _leaf_identity(group, sender.index)
+    if isinstance(event, ProposalReceived) and isinstance(event.proposal.body, Add):
+        return event.proposal.body.key_package.leaf_node.credential.identity
+    if isinstance(event, CommitApplied) and sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+        return event.added[0].credential.identity if event.added else None
+    return None
+
+
+def _leaf_identity(group: Group, index: int) -> bytes | None:
+    member = group.member(index)
+    return None if member is None else member.credential.identity
 
 
 async def _finish(tx: Transaction, h: bytes, cursor: str | None, gid: bytes | None,

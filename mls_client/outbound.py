@@ -11,17 +11,23 @@ message is resubmitted (a duplicate is harmless: receivers drop repeated ciphert
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from mls_core.errors import MLSError, UsageError
 from mls_core.events import CommitApplied
 from mls_core.group import Group
 from mls_core.proposals import Add, Proposal, Remove
+from transports.base import TransportError
 
 from .context import ClientContext, digest, reason
 from .errors import CommitConflictError
 from .events import ClientWarning
 from .store import OutboxEntry
+
+#: SubmitStatus.ORDERED: how often to look for our Commit's echo, and the base delay
+SETTLE_ATTEMPTS = 10
+SETTLE_DELAY = 0.05
 
 #: makes a Commit's proposals from the current state; None when nothing is left to do
 Build = Callable[[Group], Sequence[Proposal | Add | Remove] | None]
@@ -34,6 +40,8 @@ class Outbound:
     def __init__(self, ctx: ClientContext, catch_up: Callable[[], Awaitable[None]]) -> None:
         self._ctx = ctx
         self._catch_up = catch_up
+        #: outbox id -> the event of our Commit merged from its echo in the stream
+        self._merged: dict[int, CommitApplied] = {}
 
     @property
     def _retries(self) -> int:
@@ -64,11 +72,29 @@ class Outbound:
                                                  is_commit=True, sender=ctx.client_id)
             if outcome.accepted:
                 return await self.merge(group, entry, position=outcome.position)
-            await self._discard(group, entry)
+            if outcome.ordered:
+                event = await self._settle(entry)
+                if event is not None:
+                    return event
+            else:
+                await self._discard(group, entry)
+                await self._catch_up()
             ctx.stats.commits_lost += 1
-            await self._catch_up()
         raise CommitConflictError(f"gave up after {self._retries + 1} Commits lost their "
                                   "epoch to other members' Commits")
+
+    async def _settle(self, entry_id: int) -> CommitApplied | None:
+        """SubmitStatus.ORDERED: process the stream up to our Commit. It won if it is
+        still pending when its echo arrives (:meth:`Inbound._on_own_message` merges it);
+        a valid Commit of another member before it applies first and drops ours."""
+        for attempt in range(SETTLE_ATTEMPTS):
+            await self._catch_up()
+            if entry_id in self._merged:
+                return self._merged.pop(entry_id)
+            if not any(e.id == entry_id for e in await self._ctx.store.outbox()):
+                return None  # another Commit won; _forget_lost_commits dropped ours
+            await asyncio.sleep(SETTLE_DELAY * (attempt + 1))
+        raise TransportError("our Commit was ordered but never came back in the stream")
 
     async def _discard(self, group: Group, entry_id: int) -> None:
         group.discard_pending_commit()
@@ -84,6 +110,7 @@ class Outbound:
         stream), then send the Welcome and GroupInfo."""
         ctx = self._ctx
         event = group.merge_pending_commit()
+        self._merged[entry_id] = event
         async with ctx.transaction(group.group_id) as tx:
             await ctx.save(tx, group)
             await tx.set_outbox_state(entry_id, "accepted", position)
@@ -207,9 +234,12 @@ class Outbound:
                                              is_commit=True, sender=ctx.client_id)
         if outcome.accepted:
             await self.merge(group, entry.id, position=outcome.position)
-            return
-        await self._discard(group, entry.id)
-        await self._catch_up()
+        elif outcome.ordered:
+            await self._settle(entry.id)
+            self._merged.pop(entry.id, None)
+        else:
+            await self._discard(group, entry.id)
+            await self._catch_up()
 
 
 def _recipients(proposals: Sequence[Proposal | Add | Remove],

@@ -103,6 +103,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX inbox_group ON inbox (group_id, id)",
         "CREATE INDEX buffered_group ON buffered (group_id, id)",
     ),
+    (
+        # the network-authenticated sender (IncomingMessage.sender_identity)
+        "ALTER TABLE buffered ADD COLUMN sender_identity TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: processed-log rows kept; older ones are pruned (the cursor already excludes them)
@@ -192,6 +196,7 @@ class BufferedMessage:
     payload: bytes
     sender: str | None
     msg_hash: bytes
+    sender_identity: str | None = None
 
 
 class Store:
@@ -367,9 +372,10 @@ class Store:
                             tuple(json.loads(r[6])), r[7], r[8]) for r in rows]
 
     async def buffered(self, group_id: bytes) -> list[BufferedMessage]:
-        rows = await self._all("SELECT id, group_id, payload, sender, msg_hash FROM buffered "
-                               "WHERE group_id = ? ORDER BY id", (group_id,))
-        return [BufferedMessage(r[0], bytes(r[1]), bytes(r[2]), r[3], bytes(r[4]))
+        rows = await self._all("SELECT id, group_id, payload, sender, msg_hash, "
+                               "sender_identity FROM buffered WHERE group_id = ? ORDER BY id",
+                               (group_id,))
+        return [BufferedMessage(r[0], bytes(r[1]), bytes(r[2]), r[3], bytes(r[4]), r[5])
                 for r in rows]
 
 
@@ -484,10 +490,10 @@ class Transaction:
         await self._exec("DELETE FROM outbox WHERE group_id = ?", (group_id,))
 
     async def buffer(self, group_id: bytes, payload: bytes, sender: str | None,
-                     msg_hash: bytes) -> None:
+                     msg_hash: bytes, sender_identity: str | None = None) -> None:
         await self._exec("INSERT OR IGNORE INTO buffered (group_id, payload, sender, msg_hash,"
-                         " received_at) VALUES (?, ?, ?, ?, ?)",
-                         (group_id, payload, sender, msg_hash, _now()))
+                         " received_at, sender_identity) VALUES (?, ?, ?, ?, ?, ?)",
+                         (group_id, payload, sender, msg_hash, _now(), sender_identity))
 
     async def prune_buffered(self, older_than: int) -> None:
         """Drop messages of groups we never joined, buffered before ``older_than``."""

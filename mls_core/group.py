@@ -194,6 +194,13 @@ class Group:
         return tuple(Member(i, leaf.credential, leaf.signature_key)
                      for i, leaf in self._state.tree.leaves())
 
+    def member(self, index: int) -> Member | None:
+        """The member at leaf ``index``, or None for a blank or out-of-range leaf."""
+        if index < 0 or index >= self._state.tree.n_leaves:
+            return None
+        leaf = self._state.tree.leaf(index)
+        return None if leaf is None else Member(index, leaf.credential, leaf.signature_key)
+
     @property
     def has_pending_commit(self) -> bool:
         return self._pending is not None

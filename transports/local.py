@@ -44,7 +44,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -311,13 +311,20 @@ class LocalDeliveryService:
 
     def __init__(self, path: str | os.PathLike[str], *,
                  poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 ordering: Literal["server", "room"] = "server") -> None:
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise InvalidRequestError("path must be a non-empty str or PathLike")
         for name, value in (("poll_interval", poll_interval), ("busy_timeout", busy_timeout)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise InvalidRequestError(f"{name} must be a positive number")
+        if ordering not in ("server", "room"):
+            raise InvalidRequestError("ordering must be 'server' or 'room'")
         self.path = Path(path)
+        #: "room": behave like a chat room with no ordering server (every well-formed
+        #: message is appended; the clients' stream processing decides which Commit
+        #: wins, SubmitStatus.ORDERED), as the XMPP and Matrix transports do
+        self.ordering = ordering
         self._poll_interval = float(poll_interval)
         self._busy_timeout = float(busy_timeout)
         self._db: aiosqlite.Connection | None = None
@@ -459,8 +466,9 @@ class LocalDeliveryService:
             raise InvalidRequestError("is_commit must be a bool")
         header = _check_header(payload, group_id, epoch, is_commit)
         async with self._write() as db:
-            result = await _append(db, header, payload, sender)
-        if result.accepted:
+            result = await _append(db, header, payload, sender,
+                                   room=self.ordering == "room")
+        if result.accepted or result.ordered:
             self._notify()
         return result
 
@@ -650,8 +658,9 @@ async def _claim(db: aiosqlite.Connection, client_id: str) -> ClaimedKeyPackage 
 
 
 async def _append(db: aiosqlite.Connection, header: _GroupMessageHeader, payload: bytes,
-                  sender: str) -> SubmitResult:
-    """Inside a write transaction: apply the ordering rule, then append and fan out."""
+                  sender: str, *, room: bool = False) -> SubmitResult:
+    """Inside a write transaction: apply the ordering rule, then append and fan out.
+    ``room``: append everything; a Commit after another one for its epoch is ORDERED."""
     group_id, epoch = header.group_id, header.epoch
     row = await _one(db, "SELECT epoch, next_position FROM groups WHERE group_id = ?",
                      (group_id,))
@@ -665,18 +674,28 @@ async def _append(db: aiosqlite.Connection, header: _GroupMessageHeader, payload
     taken = is_commit and epoch < current and await _one(
         db, "SELECT 1 FROM messages WHERE group_id = ? AND epoch = ? AND is_commit = 1",
         (group_id, epoch)) is not None
-    status = ordering_status(current, epoch, header.content_type, taken)
-    if status is not SubmitStatus.ACCEPTED:
-        return SubmitResult(status)
+    if room:
+        status = SubmitStatus.ACCEPTED
+        if is_commit and await _one(db, "SELECT 1 FROM messages WHERE group_id = ? AND "
+                                        "epoch = ? AND is_commit = 1", (group_id, epoch)):
+            status = SubmitStatus.ORDERED
+        new_epoch = max(current, epoch + 1 if is_commit else epoch)
+    else:
+        status = ordering_status(current, epoch, header.content_type, taken)
+        if status is not SubmitStatus.ACCEPTED:
+            return SubmitResult(status)
+        new_epoch = current + 1 if is_commit else current
     await db.execute("UPDATE groups SET epoch = ?, next_position = ? WHERE group_id = ?",
-                     (current + 1 if is_commit else current, position + 1, group_id))
+                     (new_epoch, position + 1, group_id))
     cur = await db.execute(
         "INSERT INTO messages (kind, group_id, epoch, position, is_commit, sender, payload) "
         "VALUES ('group', ?, ?, ?, ?, ?, ?)",
-        (group_id, epoch, position, int(is_commit), sender, payload))
+        # 2: a later Commit of an epoch that already has one (room ordering only)
+        (group_id, epoch, position, 2 if status is SubmitStatus.ORDERED else int(is_commit),
+         sender, payload))
     await db.execute("INSERT OR IGNORE INTO subscriptions (client_id, group_id) VALUES (?, ?)",
                      (sender, group_id))
     await db.execute("INSERT INTO mailbox (client_id, message_id) SELECT client_id, ? "
                      "FROM subscriptions WHERE group_id = ? ORDER BY client_id",
                      (cur.lastrowid, group_id))
-    return SubmitResult(SubmitStatus.ACCEPTED, position)
+    return SubmitResult(status, position)
