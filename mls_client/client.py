@@ -32,10 +32,11 @@ from mls_core.events import CommitApplied, Member
 from mls_core.extensions import Extension, ExtensionType
 from mls_core.framing import MLSMessage
 from mls_core.group import Group
-from mls_core.key_package import validate_key_package
+from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, validate_key_package
 from mls_core.messages import KeyPackage
-from mls_core.proposals import Add, Remove
+from mls_core.proposals import Add, GroupContextExtensions, Remove
 from mls_core.ratchet_tree import RatchetTree
+from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
 from transports.base import ClaimedKeyPackage, DeliveryTransport
 
 from .context import ClientContext, ClientStats, reason
@@ -236,16 +237,22 @@ class MLSClient:
 
     async def create_group(self, *, name: str | None = None, suite_id: int | None = None,
                            group_id: bytes | None = None,
-                           extensions: Sequence[Extension] = ()) -> bytes:
-        """A new group with us as its only member (epoch 0); its GroupInfo is published."""
+                           extensions: Sequence[Extension] = (),
+                           policy: RoomPolicy | None = None) -> bytes:
+        """A new group with us as its only member (epoch 0); its GroupInfo is published.
+        ``policy``: the room policy every member enforces (:mod:`mls_core.room_policy`)."""
+        if policy is not None:
+            extensions = [*extensions, policy.extension()]
         async with self._lock:
             if name is not None and any(r.name == name for r in await self._ctx.store.groups()):
                 raise UsageError(f"a group named {name!r} already exists")
             suite_id = suite_id or self._ctx.settings.cipher_suite
             priv, _ = await self._ctx.signature_key(suite_id)
+            types = {e.extension_type for e in extensions} - DEFAULT_EXTENSIONS
+            caps = default_capabilities(extensions=sorted(types | {ROOM_POLICY_EXTENSION}))
             group = Group.create(suite_id, self._ctx.credential, priv, group_id=group_id,
-                                 extensions=extensions, now=self._ctx.now(),
-                                 config=self._ctx.config)
+                                 extensions=extensions, capabilities=caps,
+                                 now=self._ctx.now(), config=self._ctx.config)
             if await self._ctx.store.group(group.group_id) is not None:
                 raise UsageError("a group with that id already exists")
             async with self._ctx.transaction(group.group_id) as tx:
@@ -325,6 +332,27 @@ class MLSClient:
         async with self._lock:
             await self._prepare()
             event = await self._out.commit(group_id, lambda g: [])
+            assert event is not None
+            return event
+
+    async def policy(self, group_id: bytes) -> RoomPolicy | None:
+        """The room policy in force in a group (None: unrestricted)."""
+        async with self._lock:
+            group = await self._ctx.load(group_id)
+            return RoomPolicy.from_extensions(group.context.extensions)
+
+    async def set_policy(self, group_id: bytes, policy: RoomPolicy) -> CommitApplied:
+        """Replace the room policy by a GroupContextExtensions Commit (§12.1.7); the
+        policy in force must allow us to (PolicyError otherwise)."""
+        async with self._lock:
+            await self._prepare()
+
+            def build(g: Group) -> list[GroupContextExtensions]:
+                others = [e for e in g.context.extensions
+                          if e.extension_type != ROOM_POLICY_EXTENSION]
+                return [GroupContextExtensions((*others, policy.extension()))]
+
+            event = await self._out.commit(group_id, build)
             assert event is not None
             return event
 

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
 from mls_core.framing import MLSMessage
-from mls_core.key_package import create_key_package
+from mls_core.key_package import create_key_package, default_capabilities
+from mls_core.room_policy import ROOM_POLICY_EXTENSION
 from transports.base import DeliveryTransport, KeyPackageEntry, TransportError
 
 from .errors import NotFoundError
 from .settings import DAY, Settings
 from .store import Store, StoredKeyPackage
+
+#: our leaves support the room policy extension, so groups may carry one (§7.2)
+CAPABILITIES = default_capabilities(extensions=[ROOM_POLICY_EXTENSION])
 
 #: ``progress(done, total)`` for long operations (CLI output)
 Progress = Callable[[int, int], None]
@@ -61,7 +65,7 @@ class KeyPackagePool:
         out = []
         for i in range(count):
             kp, private = create_key_package(suite, credential, keys[0], now=now,
-                                             lifetime=lifetime)
+                                             lifetime=lifetime, capabilities=CAPABILITIES)
             out.append(StoredKeyPackage(
                 ref=suite.make_key_package_ref(kp.encode()), suite=suite_id,
                 key_package=MLSMessage.of(kp).encode(), init_priv=private.init_priv,

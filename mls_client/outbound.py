@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from mls_core.errors import MLSError, UsageError
 from mls_core.events import CommitApplied
 from mls_core.group import Group
-from mls_core.proposals import Add, Proposal, Remove
+from mls_core.proposals import Add, Proposal, ProposalBody, Remove
 from transports.base import TransportError
 
 from .context import ClientContext, digest, reason
@@ -30,7 +30,7 @@ SETTLE_ATTEMPTS = 10
 SETTLE_DELAY = 0.05
 
 #: makes a Commit's proposals from the current state; None when nothing is left to do
-Build = Callable[[Group], Sequence[Proposal | Add | Remove] | None]
+Build = Callable[[Group], Sequence[Proposal | ProposalBody] | None]
 
 
 class Outbound:
@@ -242,7 +242,7 @@ class Outbound:
             await self._catch_up()
 
 
-def _recipients(proposals: Sequence[Proposal | Add | Remove],
+def _recipients(proposals: Sequence[Proposal | ProposalBody],
                 joiners: Mapping[bytes, str]) -> list[str]:
     keys = [p.key_package.leaf_node.signature_key for p in proposals if isinstance(p, Add)]
     return [joiners[k] for k in keys if k in joiners]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mls_core.ciphersuite import SUPPORTED_SUITES
 from mls_core.config import GroupConfig
 from mls_core.framing import WireFormat
+from mls_core.room_policy import RoomPolicyEnforcer
 from transports.matrix.settings import MatrixSettings
 from transports.xmpp.settings import XmppSettings
 
@@ -131,7 +132,8 @@ class Settings(_Section):
         return GroupConfig(handshake_wire_format=wire, padding_block=self.padding_block,
                            max_past_epochs=w.max_past_epochs,
                            max_retained_keys=w.max_retained_keys,
-                           max_forward_distance=w.max_forward_distance)
+                           max_forward_distance=w.max_forward_distance,
+                           commit_policy=RoomPolicyEnforcer())
 
     @classmethod
     def load(cls, path: Path | None = None, *, env: Mapping[str, str] | None = None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from .ciphersuite import CipherSuite
 from .commit import Commit
 from .config import GroupConfig
+from .credentials import Credential
 from .epoch import EpochState
 from .errors import MLSError, ValidationError
 from .events import CommitApplied, Member
@@ -38,6 +39,7 @@ from .key_schedule import (
     verify_confirmation_tag,
 )
 from .messages import GroupInfo, GroupInfoTBS, external_pub_extension, ratchet_tree_extension
+from .policy import PolicyReview
 from .proposal_list import (
     CommittedProposal,
     ValidationContext,
@@ -145,6 +147,16 @@ def _event(state: EpochState, staged: StagedProposals, committer: Sender, epoch:
 # --------------------------------------------------------------------------- creating
 
 
+def check_policy(config: GroupConfig, state: EpochState,
+                 proposals: Sequence[CommittedProposal], committer: Sender | None, *,
+                 joiner: Credential | None = None) -> None:
+    """Run the application's :class:`~mls_core.policy.CommitPolicy`, if any, against the
+    GroupContext in force (raises PolicyError)."""
+    if config.commit_policy is not None:
+        config.commit_policy.check(PolicyReview(state.context.extensions, state.tree,
+                                                tuple(proposals), committer, joiner))
+
+
 def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan,
                       now: int | None) -> tuple[list[CommittedProposal], list[ProposalOrRef]]:
     """Our by-value proposals plus every stored proposal that keeps the list valid
@@ -154,9 +166,11 @@ def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan,
     chosen = [CommittedProposal(p, me) for p in plan.by_value]
     refs = [ProposalOrRef.by_value(p) for p in plan.by_value]
     validate_member_commit(chosen, state.own_leaf, ctx, state.tree)
+    check_policy(config, state, chosen, me)
     everything = [*chosen, *(CommittedProposal(p, s) for _, p, s in plan.by_reference)]
     try:  # the usual case: every stored proposal fits; one pass, O(k)
         validate_member_commit(everything, state.own_leaf, ctx, state.tree)
+        check_policy(config, state, everything, me)
         apply_proposals(state.tree, state.context.extensions, everything)
     except MLSError:
         pass
@@ -167,6 +181,7 @@ def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan,
         trial = [*chosen, CommittedProposal(proposal, sender)]
         try:
             validate_member_commit(trial, state.own_leaf, ctx, state.tree)
+            check_policy(config, state, trial, me)
             apply_proposals(state.tree, state.context.extensions, trial)
         except MLSError:
             continue  # e.g. superseded or conflicting: leave it out (§12.2 SHOULDs)
@@ -302,6 +317,7 @@ def process_commit(state: EpochState, config: GroupConfig, content: Authenticate
         committer = sender.index
         assert committer is not None
         validate_member_commit(proposals, committer, ctx, state.tree)
+        check_policy(config, state, proposals, sender)
         staged = apply_proposals(state.tree, state.context.extensions, proposals)
     elif sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
         if content.wire_format != WireFormat.MLS_PUBLIC_MESSAGE:
@@ -317,6 +333,7 @@ def process_commit(state: EpochState, config: GroupConfig, content: Authenticate
             if not config.validator.may_replace(old.credential, commit.path.leaf_node.credential):
                 raise ValidationError("§12.2: resync external Commit must keep the removed "
                                       "member's identity")
+        check_policy(config, state, proposals, sender, joiner=commit.path.leaf_node.credential)
         staged = apply_proposals(state.tree, state.context.extensions, proposals)
         assert staged.external_init is not None
         init_secret = _external_init_secret(suite, state, staged.external_init.kem_output)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .authentication import DEFAULT_VALIDATOR, CredentialValidator
 from .framing import WireFormat
+
+if TYPE_CHECKING:
+    from .policy import CommitPolicy
 
 
 @dataclass
@@ -27,3 +31,6 @@ class GroupConfig:
     external_psks: dict[bytes, bytes] = field(default_factory=dict)
     #: the application's Authentication Service (§5.3.1)
     validator: CredentialValidator = DEFAULT_VALIDATOR
+    #: the application's access-control policy over proposals and Commits (§12.1,
+    #: :mod:`mls_core.policy`); None allows everything RFC 9420 allows
+    commit_policy: CommitPolicy | None = None

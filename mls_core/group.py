@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from . import commit_flow, join_flow, storage
 from .ciphersuite import CipherSuite, get_suite
 from .commit import Commit
-from .commit_flow import CommitResult
+from .commit_flow import CommitResult, check_policy
 from .config import GroupConfig
 from .credentials import Credential
 from .epoch import EpochState, PastEpoch
@@ -57,6 +57,7 @@ from .key_schedule import (
 )
 from .messages import KeyPackage
 from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, LeafNodeTBSContext, Lifetime
+from .proposal_list import CommittedProposal
 from .proposals import (
     Add,
     PreSharedKey,
@@ -265,6 +266,9 @@ class Group:
         self._require_sendable()
         if not isinstance(proposal, Proposal):
             proposal = Proposal.of(proposal)
+        st = self._state
+        check_policy(self._config, st, [CommittedProposal(proposal, Sender.member(st.own_leaf))],
+                     None)
         wf = self._config.handshake_wire_format
         # Store the content as signed: our own PrivateMessage cannot be decrypted by us,
         # its generation is consumed (§9.2).
@@ -425,6 +429,7 @@ class Group:
         if proposal.proposal_type == ProposalType.UPDATE and \
                 sender.sender_type != SenderType.MEMBER:
             raise ValidationError("§12.1.2: Update proposals come from members")
+        check_policy(self._config, self._state, [CommittedProposal(proposal, sender)], None)
         ref = self.suite.make_proposal_ref(content.encode())
         self._store_raw_proposal(ref, proposal, sender)
         return ProposalReceived(ref, proposal, sender)
@@ -633,6 +638,13 @@ class Group:
         state, commit_bytes = join_flow.join_external(
             group_info, credential, signature_priv, ratchet_tree, remove_leaf, cfg,
             authenticated_data, now, psk_ids)
+        if cfg.commit_policy is not None:  # refuse locally what the members would refuse
+            pub = MLSMessage.decode(commit_bytes).public_message
+            assert pub is not None and pub.content.commit is not None
+            sender = Sender.new_member_commit()
+            proposals = [CommittedProposal(p.proposal, sender)
+                         for p in pub.content.commit.proposals if p.proposal is not None]
+            check_policy(cfg, state, proposals, sender, joiner=credential)
         return cls(state, cfg), commit_bytes
 
     # ------------------------------------------------------------------ storage
