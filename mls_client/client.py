@@ -45,6 +45,7 @@ from .events import ClientEvent, ClientWarning, GroupJoined, member_name
 from .inbound import Inbound
 from .keypackages import KeyPackagePool, PoolReport, Progress
 from .outbound import Outbound
+from .pinning import check_and_pin, fingerprint
 from .settings import Settings
 from .store import GroupRecord, Identity, InboxMessage, Store
 
@@ -274,6 +275,7 @@ class MLSClient:
                 offers = await self._ctx.transport.claim_user_key_packages(user)
                 valid = [(c, kp) for c in offers if c.client_id != self.client_id
                          if (kp := self._validated(c, user, group)) is not None]
+                valid = await self._trusted(group.group_id, valid)
                 if not valid:
                     missing.append(user)
                 claimed.extend(valid)
@@ -309,6 +311,27 @@ class MLSClient:
                                          f"{claimed.client_id} rejected: {reason(exc)}"))
             return None
         return kp
+
+    async def _trusted(self, group_id: bytes, offers: list[tuple[ClaimedKeyPackage, KeyPackage]]
+                       ) -> list[tuple[ClaimedKeyPackage, KeyPackage]]:
+        """Pin the keys of claimed KeyPackages; a new key of a known identity is reported
+        and, with ``trust.new_signature_key = "reject"``, left out."""
+        members = [Member(0, kp.leaf_node.credential, kp.leaf_node.signature_key)
+                   for _, kp in offers]
+        async with self._ctx.store.transaction() as tx:
+            warnings = await check_and_pin(self._ctx.store, tx, group_id, members)
+        rejected = set()
+        for warning in warnings:
+            self._ctx.emit(warning)
+            if self._ctx.settings.trust.new_signature_key == "reject":
+                rejected.add(warning.fingerprint)
+        if not rejected:
+            return offers
+        async with self._ctx.store.transaction() as tx:
+            await tx.unpin_keys([(m.credential.identity or b"", m.signature_key)
+                                 for m in members if fingerprint(m.signature_key) in rejected])
+        return [(c, kp) for c, kp in offers
+                if fingerprint(kp.leaf_node.signature_key) not in rejected]
 
     async def remove_members(self, group_id: bytes, user_ids: Sequence[str]) -> CommitApplied:
         """Remove every client (leaf) of each user, except our own leaf."""

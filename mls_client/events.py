@@ -90,5 +90,19 @@ class ClientWarning:
     message: str
 
 
+@dataclass(frozen=True)
+class SignatureKeyChanged:
+    """An identity we had seen before appeared with a signature key we had not seen for
+    it: a new device, a key rotation, or a Delivery Service or bridge substituting a
+    KeyPackage (trust on first use; see docs/security.md). Reported once per key."""
+
+    group_id: bytes | None
+    identity: str
+    #: SHA-256 of the new key, hex, first 16 bytes (compare out of band)
+    fingerprint: str
+    #: how many keys had been seen for this identity before
+    known_keys: int
+
+
 ClientEvent = (MessageReceived | GroupJoined | CommitProcessed | RemovedFromGroup
-               | ProposalQueued | MessageRejected | ClientWarning)
+               | ProposalQueued | MessageRejected | ClientWarning | SignatureKeyChanged)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 
 from mls_core.errors import EpochError, MLSError, ProtocolError
-from mls_core.events import ApplicationMessage, CommitApplied, Event, ProposalReceived
+from mls_core.events import ApplicationMessage, CommitApplied, Event, Member, ProposalReceived
 from mls_core.framing import ContentType, MLSMessage, SenderType
 from mls_core.group import Group
 from mls_core.key_package import KeyPackagePrivate
@@ -30,8 +30,10 @@ from .events import (
     MessageRejected,
     ProposalQueued,
     RemovedFromGroup,
+    SignatureKeyChanged,
 )
 from .outbound import Outbound
+from .pinning import check_and_pin
 from .store import StoredKeyPackage, Transaction
 
 FETCH_BATCH = 256
@@ -120,6 +122,7 @@ class Inbound:
             return
         removed = isinstance(event, CommitApplied) and event.removed_self
         inbox_id = 0
+        warnings: list[SignatureKeyChanged] = []
         async with ctx.transaction(gid) as tx:
             if removed:
                 await ctx.drop(tx, group)
@@ -127,6 +130,9 @@ class Inbound:
                 await ctx.save(tx, group)
             if isinstance(event, CommitApplied):
                 await self._forget_lost_commits(tx, gid)
+                if not removed:
+                    warnings = await check_and_pin(ctx.store, tx, gid,
+                                                   _changed_members(group, event))
             if isinstance(event, ApplicationMessage):
                 inbox_id = await tx.deliver(gid, ctx.leaf_name(group, event.sender),
                                             event.sender, event.epoch, event.data,
@@ -134,6 +140,8 @@ class Inbound:
             await _finish(tx, h, cursor, gid, "ok", buffered_id)
         ctx.stats.messages_processed += 1
         ctx.emit(self._event_of(group, event, inbox_id))
+        for warning in warnings:
+            ctx.emit(warning)
         if removed:
             with contextlib.suppress(Exception):
                 await ctx.transport.unsubscribe(ctx.client_id, gid)
@@ -227,7 +235,10 @@ class Inbound:
             else:
                 await tx.delete_key_packages([stored.ref])
             await _finish(tx, h, item.cursor, gid, "joined", None)
+            warnings = await check_and_pin(ctx.store, tx, gid, group.members)
         ctx.emit(GroupJoined(gid, group.epoch, last_resort=stored.last_resort))
+        for warning in warnings:
+            ctx.emit(warning)
         self.key_package_used = True
         await ctx.transport.subscribe(ctx.client_id, gid)
         await self._replay_buffered(group)
@@ -247,6 +258,15 @@ class Inbound:
                 await self._on_group_message(group.group_id, b.payload, b.sender, b.msg_hash,
                                              buffered_id=b.id,
                                              sender_identity=b.sender_identity)
+
+
+def _changed_members(group: Group, event: CommitApplied) -> list[Member]:
+    """Members whose leaf a Commit added or replaced (their signature key may be new)."""
+    indexes = set(event.updated)
+    if event.committer.sender_type == SenderType.MEMBER and event.committer.index is not None:
+        indexes.add(event.committer.index)
+    changed = [m for i in sorted(indexes) if (m := group.member(i)) is not None]
+    return [*event.added, *changed]
 
 
 def _check_sender(group: Group, event: Event, identity: str | None) -> None:

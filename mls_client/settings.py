@@ -79,6 +79,15 @@ class WindowSettings(_Section):
     max_forward_distance: int = Field(default=1024, ge=1, le=1_000_000)
 
 
+class TrustSettings(_Section):
+    """Trust on first use of members' signature keys (docs/security.md)."""
+
+    #: a claimed KeyPackage whose identity we know under other keys only: add it with a
+    #: SignatureKeyChanged warning, or refuse it (a new device must then be confirmed
+    #: out of band). Incoming Commits are never refused for this: they only warn.
+    new_signature_key: Literal["warn", "reject"] = "warn"
+
+
 class Settings(_Section):
     """Everything an :class:`~mls_client.client.MLSClient` needs besides its identity."""
 
@@ -93,6 +102,7 @@ class Settings(_Section):
     transport: TransportSettings = TransportSettings()
     key_packages: KeyPackageSettings = KeyPackageSettings()
     windows: WindowSettings = WindowSettings()
+    trust: TrustSettings = TrustSettings()
     xmpp: XmppSettings | None = None
     matrix: MatrixSettings | None = None
 

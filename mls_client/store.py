@@ -107,6 +107,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # the network-authenticated sender (IncomingMessage.sender_identity)
         "ALTER TABLE buffered ADD COLUMN sender_identity TEXT",
     ),
+    (
+        # signature keys seen for each identity: trust on first use (docs/security.md)
+        """CREATE TABLE pinned_keys (
+            identity BLOB NOT NULL,
+            signature_key BLOB NOT NULL,
+            first_seen INTEGER NOT NULL,
+            PRIMARY KEY (identity, signature_key)) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: processed-log rows kept; older ones are pruned (the cursor already excludes them)
@@ -311,6 +319,20 @@ class Store:
             "SELECT private_key, public_key FROM signature_keys WHERE suite = ?", (suite,))
         return None if row is None else (bytes(row[0]), bytes(row[1]))
 
+    async def pinned_keys(self, identities: Iterable[bytes]) -> dict[bytes, set[bytes]]:
+        """The signature keys seen so far for each of ``identities`` that has any (trust
+        on first use)."""
+        out: dict[bytes, set[bytes]] = {}
+        wanted = list(dict.fromkeys(identities))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for identity, key in await self._all(
+                    f"SELECT identity, signature_key FROM pinned_keys "
+                    f"WHERE identity IN ({marks})", chunk):
+                out.setdefault(bytes(identity), set()).add(bytes(key))
+        return out
+
     async def key_package(self, ref: bytes) -> StoredKeyPackage | None:
         row = await self._one(f"SELECT {_KP_COLUMNS} FROM key_packages WHERE ref = ?", (ref,))
         return None if row is None else _key_package(row)
@@ -409,6 +431,16 @@ class Transaction:
     async def mark_published(self, refs: Iterable[bytes]) -> None:
         for ref in refs:
             await self._exec("UPDATE key_packages SET published = 1 WHERE ref = ?", (ref,))
+
+    async def pin_keys(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        """Remember (identity, signature key) pairs; known ones are left as they are."""
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO pinned_keys (identity, signature_key, first_seen) "
+            "VALUES (?, ?, ?)", [(i, k, _now()) for i, k in pairs])
+
+    async def unpin_keys(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        await self._conn.executemany(
+            "DELETE FROM pinned_keys WHERE identity = ? AND signature_key = ?", list(pairs))
 
     async def mark_used(self, ref: bytes) -> None:
         """A last-resort KeyPackage was used: rotate it soon (RFC 9750)."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot, idempotent setup on a fresh machine: a virtualenv in .venv with the project
-# and its development tools installed. Servers for the integration tests (Prosody,
-# Synapse) are installed by scripts/servers.sh, which .ci/run calls.
+# and its development tools installed. With --with-servers it also installs the real
+# servers the integration tests start: Prosody (Debian package) and Synapse (PyPI, in its
+# own virtualenv under .servers/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,4 +15,8 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".[dev,xmpp,matrix,interop]"
     rm -f .venv/.installed-*
     touch "$stamp"
+fi
+if [ "${1:-}" = "--with-servers" ]; then
+    bash scripts/install_prosody.sh
+    bash scripts/install_synapse.sh
 fi
