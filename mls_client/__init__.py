@@ -32,6 +32,7 @@ from .events import (
     MessageRejected,
     ProposalQueued,
     RemovedFromGroup,
+    SignatureKeyChanged,
 )
 from .settings import Settings
 
@@ -53,5 +54,6 @@ __all__ = [
     "ProposalQueued",
     "RemovedFromGroup",
     "Settings",
+    "SignatureKeyChanged",
     "StorageError",
 ]

@@ -32,6 +32,7 @@ from .events import (
     GroupJoined,
     MessageRejected,
     RemovedFromGroup,
+    SignatureKeyChanged,
 )
 from .keypackages import Progress
 from .settings import Settings
@@ -67,6 +68,10 @@ def describe(event: ClientEvent) -> str | None:
         return f"warning: skipped a message: {event.reason}"
     if isinstance(event, ClientWarning):
         return f"warning: {event.message}"
+    if isinstance(event, SignatureKeyChanged):
+        return (f"warning: {event.identity} has a new signature key {event.fingerprint} "
+                f"({event.known_keys} known before): a new device, or a substituted key; "
+                "confirm out of band")
     return None
 
 
