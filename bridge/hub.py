@@ -1,0 +1,221 @@
+"""The ordering hub of a bridged group: one total order over several chat rooms.
+
+Members of one MLS group sit in rooms on different networks (an XMPP MUC, a Matrix
+room). Each room has its own order, so relaying each room's messages into the other
+would let members on the two sides see concurrent Commits in different orders and fork
+the group. The bridge therefore is the group's single ordering point (RFC 9750
+"Strongly Consistent" delivery): every MLSMessage a member posts in any bridged room is
+*offered* to the hub, which
+
+* accepts it or rejects it by the same rule as the embedded Delivery Service
+  (:func:`transports.local.ordering_status`: exactly one Commit per epoch, the first
+  offered from either side; proposals for the current epoch; application messages for
+  the current or the previous epoch),
+* gives each accepted message the next sequence number of the group, and
+* keeps it in an outbox until it has been republished to every room of the group;
+
+members apply only hub-sequenced handshake messages, in sequence order. The hub reads
+only the clear MLSMessage header (group_id, epoch, content_type), as RFC 9750 allows;
+it holds no group secret and cannot read or forge messages.
+
+Everything is in one SQLite file and each offer is one transaction, so a hub killed at
+any point and restarted neither loses nor duplicates: a message offered twice (the
+bridge re-reads a room from an older cursor) is recognised by its SHA-256, and an
+accepted message whose republication was interrupted is still in the outbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import aiosqlite
+
+from mls_core.framing import ContentType
+from transports.base import InvalidRequestError, StorageError, SubmitStatus
+from transports.local import _read_header, ordering_status
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS groups (
+        group_id BLOB PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS sequenced (
+        group_id BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        is_commit INTEGER NOT NULL,
+        msg_hash BLOB NOT NULL UNIQUE,
+        origin TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (group_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        group_id BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        network TEXT NOT NULL,
+        PRIMARY KEY (group_id, seq, network))""",
+    """CREATE TABLE IF NOT EXISTS cursors (
+        network TEXT NOT NULL,
+        room TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        PRIMARY KEY (network, room))""",
+)
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    #: already sequenced (the same bytes were offered before): nothing new to relay
+    DUPLICATE = "duplicate"
+    REJECTED_EPOCH_TAKEN = "rejected_epoch_taken"
+    REJECTED_WRONG_EPOCH = "rejected_wrong_epoch"
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    """An accepted message and its place in the group's hub order."""
+
+    group_id: bytes
+    seq: int
+    epoch: int
+    is_commit: bool
+    origin: str
+    sender: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    #: the sequenced message (ACCEPTED, DUPLICATE)
+    message: Sequenced | None = None
+
+
+_STATUS_VERDICT = {
+    SubmitStatus.REJECTED_EPOCH_TAKEN: Verdict.REJECTED_EPOCH_TAKEN,
+    SubmitStatus.REJECTED_WRONG_EPOCH: Verdict.REJECTED_WRONG_EPOCH,
+}
+
+
+class OrderingHub:
+    """The hub's durable state (see the module docstring). ``networks`` are the names
+    of the rooms' networks every accepted message is republished to."""
+
+    def __init__(self, db: aiosqlite.Connection, networks: Sequence[str]) -> None:
+        if not networks or len(set(networks)) != len(networks):
+            raise InvalidRequestError("the hub needs distinct network names")
+        self._db = db
+        self.networks = tuple(networks)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], networks: Sequence[str]) -> OrderingHub:
+        hub = cls(None, networks)  # type: ignore[arg-type]  # networks checked first
+        try:
+            hub._db = await aiosqlite.connect(Path(path), isolation_level=None)
+        except Exception as exc:  # sqlite3.Error or OSError: one typed failure
+            raise StorageError(f"cannot open the hub database {path}: {exc}") from exc
+        try:
+            await hub._db.execute("PRAGMA journal_mode=WAL")
+            await hub._db.execute("PRAGMA synchronous=FULL")
+            for statement in SCHEMA:
+                await hub._db.execute(statement)
+        except Exception as exc:
+            await hub._db.close()
+            raise StorageError(f"cannot use the hub database {path}: {exc}") from exc
+        return hub
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    async def offer(self, payload: bytes, *, origin: str, sender: str) -> Decision:
+        """Sequence one MLSMessage (PublicMessage/PrivateMessage) offered in a room of
+        network ``origin`` by the network account ``sender``. Malformed payloads raise
+        InvalidRequestError."""
+        if origin not in self.networks:
+            raise InvalidRequestError(f"unknown network {origin!r}")
+        header = _read_header(payload)
+        msg_hash = hashlib.sha256(payload).digest()
+        async with self._transaction() as db:
+            row = await (await db.execute(
+                "SELECT group_id, seq, epoch, is_commit, origin, sender FROM sequenced "
+                "WHERE msg_hash = ?", (msg_hash,))).fetchone()
+            if row is not None:
+                return Decision(Verdict.DUPLICATE, Sequenced(
+                    bytes(row[0]), row[1], row[2], bool(row[3]), row[4], row[5], payload))
+            return await self._sequence(db, header.group_id, header.epoch,
+                                        header.content_type, msg_hash, origin, sender,
+                                        payload)
+
+    async def _sequence(self, db: aiosqlite.Connection, group_id: bytes, epoch: int,
+                        content_type: int, msg_hash: bytes, origin: str, sender: str,
+                        payload: bytes) -> Decision:
+        row = await (await db.execute("SELECT epoch, next_seq FROM groups WHERE group_id = ?",
+                                      (group_id,))).fetchone()
+        current, seq = (epoch, 0) if row is None else (int(row[0]), int(row[1]))
+        is_commit = content_type == ContentType.COMMIT
+        taken = is_commit and epoch < current and await (await db.execute(
+            "SELECT 1 FROM sequenced WHERE group_id = ? AND epoch = ? AND is_commit = 1",
+            (group_id, epoch))).fetchone() is not None
+        status = ordering_status(current, epoch, content_type, taken)
+        if status is not SubmitStatus.ACCEPTED:
+            return Decision(_STATUS_VERDICT[status])
+        await db.execute(
+            "INSERT INTO groups (group_id, epoch, next_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch, "
+            "next_seq = excluded.next_seq",
+            (group_id, current + 1 if is_commit else current, seq + 1))
+        await db.execute(
+            "INSERT INTO sequenced (group_id, seq, epoch, is_commit, msg_hash, origin, "
+            "sender, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (group_id, seq, epoch, int(is_commit), msg_hash, origin, sender, payload))
+        await db.executemany("INSERT INTO outbox (group_id, seq, network) VALUES (?, ?, ?)",
+                             [(group_id, seq, n) for n in self.networks])
+        return Decision(Verdict.ACCEPTED,
+                        Sequenced(group_id, seq, epoch, is_commit, origin, sender, payload))
+
+    async def pending(self, network: str) -> list[Sequenced]:
+        """Accepted messages not yet republished to ``network``, in hub order."""
+        rows = await (await self._db.execute(
+            "SELECT s.group_id, s.seq, s.epoch, s.is_commit, s.origin, s.sender, s.payload "
+            "FROM outbox o JOIN sequenced s ON s.group_id = o.group_id AND s.seq = o.seq "
+            "WHERE o.network = ? ORDER BY s.group_id, s.seq", (network,))).fetchall()
+        return [Sequenced(bytes(r[0]), r[1], r[2], bool(r[3]), r[4], r[5], bytes(r[6]))
+                for r in rows]
+
+    async def published(self, network: str, group_id: bytes, seq: int) -> None:
+        """``network``'s room now carries message ``seq`` of ``group_id``."""
+        await self._db.execute("DELETE FROM outbox WHERE network = ? AND group_id = ? AND "
+                               "seq = ?", (network, group_id, seq))
+
+    async def epoch(self, group_id: bytes) -> int | None:
+        row = await (await self._db.execute("SELECT epoch FROM groups WHERE group_id = ?",
+                                            (group_id,))).fetchone()
+        return None if row is None else int(row[0])
+
+    async def cursor(self, network: str, room: str) -> str | None:
+        """Where reading ``room`` of ``network`` resumes (the adapter's opaque cursor)."""
+        row = await (await self._db.execute(
+            "SELECT cursor FROM cursors WHERE network = ? AND room = ?",
+            (network, room))).fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_cursor(self, network: str, room: str, cursor: str) -> None:
+        await self._db.execute(
+            "INSERT INTO cursors (network, room, cursor) VALUES (?, ?, ?) "
+            "ON CONFLICT (network, room) DO UPDATE SET cursor = excluded.cursor",
+            (network, room, cursor))
