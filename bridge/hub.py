@@ -38,7 +38,7 @@ import aiosqlite
 
 from mls_core.framing import ContentType
 from transports.base import InvalidRequestError, StorageError, SubmitStatus
-from transports.local import _read_header, ordering_status
+from transports.header import ordering_status, read_header
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS groups (
@@ -148,7 +148,7 @@ class OrderingHub:
         InvalidRequestError."""
         if origin not in self.networks:
             raise InvalidRequestError(f"unknown network {origin!r}")
-        header = _read_header(payload)
+        header = read_header(payload)
         msg_hash = hashlib.sha256(payload).digest()
         async with self._transaction() as db:
             row = await (await db.execute(

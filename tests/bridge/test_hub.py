@@ -94,6 +94,8 @@ def test_bad_input(tmp_path: Path) -> None:
         a, _ = _pair()
         with pytest.raises(InvalidRequestError):
             await hub.offer(b"\x00\x01garbage", origin="xmpp", sender="x")
+        with pytest.raises(InvalidRequestError, match="not an MLSMessage"):
+            await hub.offer(a.encrypt(b"x")[:9], origin="xmpp", sender="x")
         with pytest.raises(InvalidRequestError, match="unknown network"):
             await hub.offer(a.encrypt(b"x"), origin="irc", sender="x")
         future = a.commit(now=NOW)
