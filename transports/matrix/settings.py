@@ -5,11 +5,14 @@ Pydantic only: importable without matrix-nio, so settings validate on any instal
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class MatrixSettings(BaseModel):
-    """One Matrix device (a device of the user ``matrix:<user id>``)."""
+    """One Matrix device (a device of the user ``matrix:<user id>``; its MLS client id is
+    ``<user id>/<device id>``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -19,10 +22,28 @@ class MatrixSettings(BaseModel):
     user_id: str = Field(pattern=r"^@[^:]+:.+$")
     password: SecretStr | None = None
     access_token: SecretStr | None = None
+    #: the device to log in as; without it a password login creates a device once and
+    #: the journal remembers it
     device_id: str | None = None
+    #: the device's journal (received events, sync token); default
+    #: ``<state_dir>/matrix-journal.sqlite``
+    journal_path: Path | None = None
+    #: how long a waiting ``/sync`` long-polls (milliseconds)
+    long_poll_ms: int = Field(default=5_000, ge=0, le=120_000)
+    #: timeline events per room and sync (gaps are filled with ``/messages``)
+    timeline_limit: int = Field(default=500, ge=1, le=10_000)
+    #: largest payload downloaded from the media repository (bytes)
+    max_media_bytes: int = Field(default=16 * 1024 * 1024, ge=65_536, le=1 << 30)
+    #: seconds ``submit`` waits for its event to come back through ``/sync``
+    submit_timeout: float = Field(default=30.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _credentials(self) -> MatrixSettings:
         if self.password is None and self.access_token is None:
             raise ValueError("either password or access_token is required")
         return self
+
+    @field_validator("journal_path")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()

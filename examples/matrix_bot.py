@@ -1,0 +1,70 @@
+"""An MLS echo bot for Matrix: answers every decrypted message with ``echo: <text>``.
+
+Run it against your homeserver with a settings file::
+
+    # bot.toml
+    state_dir = "~/.local/state/mls-echo-bot"
+    [transport]
+    kind = "matrix"
+    [matrix]
+    homeserver = "https://matrix.example.org"
+    user_id = "@echo-bot:example.org"
+    password = "..."          # or access_token = "..."
+    device_id = "ECHOBOT"
+
+    python examples/matrix_bot.py --config bot.toml
+
+Then, from another MLS client (e.g. ``mls-bridge`` with its own ``[matrix]`` table),
+create a group and ``invite`` ``matrix:@echo-bot:example.org``: the bot joins the room
+from the Welcome, decrypts, and echoes. Kicking a user from the room makes the bot remove
+them from the MLS group when it is the lowest-index remaining member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from mls_client import Settings
+from mls_client.events import MessageReceived
+from transports.matrix.bot import MatrixBot
+from transports.matrix.journal import MembershipChange
+
+
+async def run(config: Path) -> None:
+    bot = await MatrixBot.start(Settings.load(config))
+    print(f"echo bot running as {bot.transport.client_id} "
+          f"(identity {bot.transport.identity})", flush=True)
+
+    @bot.on_message
+    async def echo(b: MatrixBot, msg: MessageReceived) -> None:
+        text = msg.data.decode("utf-8", errors="replace")
+        await b.client.send(msg.group_id, f"echo: {text}".encode())
+
+    @bot.on_membership
+    async def membership(b: MatrixBot, change: MembershipChange) -> None:
+        print(f"{change.user_id}: {change.membership} (by {change.sender})", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bot.run(stop)
+    finally:
+        await bot.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="TOML settings file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(run(args.config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""MLS clients over real Matrix devices for the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mls_client import MLSClient, Settings
+from mls_client.events import ClientEvent, MessageReceived
+from mls_client.settings import KeyPackageSettings
+from transports.matrix.transport import MatrixDeliveryTransport
+
+from .conftest import PASSWORD, Homeserver
+
+
+def device_settings(root: Path, name: str, **overrides: Any) -> Settings:
+    return Settings(state_dir=root / name,
+                    key_packages=KeyPackageSettings(pool_size=4, threshold=2),
+                    poll_interval=0.05, **overrides)
+
+
+class MatrixNet:
+    """Named devices (``alice``, ``alice2``...), each an MLSClient on its own transport."""
+
+    def __init__(self, root: Path, hs: Homeserver) -> None:
+        self.root = root
+        self.hs = hs
+        self.users: dict[str, str] = {}
+        self.clients: dict[str, MLSClient] = {}
+        self.transports: dict[str, MatrixDeliveryTransport] = {}
+        self.user_of: dict[str, str] = {}
+        self.events: dict[str, list[ClientEvent]] = {}
+        #: transport options per device name (e.g. a small ``timeline_limit``)
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def identity(self, user: str) -> str:
+        return f"matrix:{self.users[user]}"
+
+    async def connect(self, name: str, user: str) -> MatrixDeliveryTransport:
+        return await MatrixDeliveryTransport.connect(
+            self.hs.url, self.users[user], password=PASSWORD, device_id=name.upper(),
+            journal_path=self.root / f"{name}.journal",
+            **{"long_poll_ms": 500, **self.options.get(name, {})})
+
+    async def add(self, name: str, user: str | None = None, *, publish: bool = True,
+                  **options: Any) -> MLSClient:
+        """A device ``name`` of ``user`` (default: a new user named ``name``)."""
+        user = user or name
+        self.options[name] = options
+        if user not in self.users:
+            self.users[user] = self.hs.user(user)
+        transport = await self.connect(name, user)
+        client = await MLSClient.open(device_settings(self.root, name), transport)
+        await client.create_identity(self.identity(user), transport.client_id)
+        if publish:
+            await client.publish_key_packages()
+        self.clients[name], self.transports[name] = client, transport
+        self.user_of[name] = user
+        self.events[name] = []
+        return client
+
+    def __getitem__(self, name: str) -> MLSClient:
+        return self.clients[name]
+
+    async def reopen(self, name: str) -> MLSClient:
+        """Close a device's client and transport and open both again (a restart)."""
+        await self.clients[name].close()
+        await self.transports[name].close()
+        transport = await self.connect(name, self.user_of[name])
+        client = await MLSClient.open(device_settings(self.root, name), transport)
+        self.clients[name], self.transports[name] = client, transport
+        return client
+
+    async def sync(self, *names: str) -> dict[str, list[ClientEvent]]:
+        out = {}
+        for name in names or tuple(self.clients):
+            events = await self.clients[name].sync()
+            self.events[name].extend(events)
+            out[name] = events
+        return out
+
+    def received(self, name: str, group_id: bytes | None = None) -> list[bytes]:
+        return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
+                and (group_id is None or e.group_id == group_id)]
+
+    async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
+        auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}
+        epochs = {n: await self.clients[n].epoch(group_id) for n in names}
+        assert len(set(auths.values())) == 1, (auths, epochs)
+        return next(iter(auths.values()))
+
+    async def close(self) -> None:
+        for name, client in self.clients.items():
+            await client.close()
+            await self.transports[name].close()

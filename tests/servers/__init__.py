@@ -1,0 +1,1 @@
+"""Start and stop real servers (Prosody, Synapse) for integration tests."""

@@ -1,0 +1,104 @@
+"""Error paths of MatrixDeliveryTransport that need no homeserver (a stub API that
+fails the test if it is ever called)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.client.helpers import async_test
+from transports.base import (
+    InvalidRequestError,
+    KeyPackageEntry,
+    TransportClosedError,
+    UnknownGroupError,
+)
+from transports.matrix.journal import Journal
+from transports.matrix.transport import MatrixDeliveryTransport
+
+
+class _NoNetwork:
+    user_id = "@alice:hs"
+    device_id = "DEV"
+
+    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("no request expected")
+
+    async def close(self) -> None:
+        pass
+
+
+def _transport(tmp_path: Path) -> MatrixDeliveryTransport:
+    return MatrixDeliveryTransport(_NoNetwork(), Journal(tmp_path / "j.sqlite"))  # type: ignore[arg-type]
+
+
+def _private_message(group_id: bytes, epoch: int, content_type: int = 1) -> bytes:
+    return (b"\x00\x01\x00\x02" + bytes([len(group_id)]) + group_id
+            + epoch.to_bytes(8, "big") + bytes([content_type]) + b"rest")
+
+
+@async_test
+async def test_identity_and_wrong_client(tmp_path: Path) -> None:
+    t = _transport(tmp_path)
+    assert t.client_id == "@alice:hs/DEV" and t.identity == "matrix:@alice:hs"
+    with pytest.raises(InvalidRequestError, match="serves"):
+        await t.fetch("@bob:hs/DEV")
+    with pytest.raises(InvalidRequestError):
+        await t.publish_key_packages(t.client_id, "matrix:@bob:hs", [])
+    with pytest.raises(InvalidRequestError):
+        await t.publish_key_packages(t.client_id, t.identity,
+                                     [KeyPackageEntry(b"r", b"kp"), KeyPackageEntry(b"r", b"kp")])
+    with pytest.raises(InvalidRequestError):
+        await t.claim_key_package("bob")
+    await t.close()
+
+
+@async_test
+async def test_submit_checks_the_header_and_the_binding(tmp_path: Path) -> None:
+    t = _transport(tmp_path)
+    gid = b"g" * 8
+    with pytest.raises(InvalidRequestError, match="epoch"):
+        await t.submit(gid, 2, _private_message(gid, 1), is_commit=False, sender=t.client_id)
+    with pytest.raises(InvalidRequestError, match="content_type"):
+        await t.submit(gid, 1, _private_message(gid, 1, 3), is_commit=False,
+                       sender=t.client_id)
+    with pytest.raises(InvalidRequestError):
+        await t.submit(gid, 1, b"\x00\x01\x00\x05junk", is_commit=False, sender=t.client_id)
+    with pytest.raises(UnknownGroupError):
+        await t.submit(gid, 1, _private_message(gid, 1), is_commit=False, sender=t.client_id)
+    with pytest.raises(UnknownGroupError):
+        await t.fetch_group_info(gid)
+    with pytest.raises(InvalidRequestError, match="cursor"):
+        t.receive(t.client_id, after="not-a-cursor")
+    await t.close()
+    with pytest.raises(TransportClosedError):
+        await t.fetch(t.client_id)
+
+
+def test_only_the_events_own_faults_are_permanent() -> None:
+    from transports.base import TransportError
+    from transports.matrix import events as ev
+    from transports.matrix.api import MatrixApiError
+    from transports.matrix.transport import _permanent
+
+    assert _permanent(ev.MalformedEventError("bad"))
+    assert _permanent(ev.PayloadTooLargeError("big"))
+    assert _permanent(ev.MediaIntegrityError("tampered"))
+    assert _permanent(MatrixApiError(404, "M_NOT_FOUND", "gone"))
+    assert not _permanent(MatrixApiError(502, "M_UNKNOWN", "bad gateway"))
+    assert not _permanent(MatrixApiError(429, "M_LIMIT_EXCEEDED", "slow down"))
+    assert not _permanent(TransportError("connection reset"))
+
+
+@async_test
+async def test_transient_failures_give_up_after_a_few_attempts(tmp_path: Path) -> None:
+    from transports.base import TransportError
+    from transports.matrix import events as ev
+
+    t = _transport(tmp_path)
+    assert [t._give_up("$e", TransportError("reset")) for _ in range(3)] == [
+        False, False, True]
+    assert t._give_up("$other", ev.MalformedEventError("bad"))
+    await t.close()

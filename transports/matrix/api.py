@@ -1,0 +1,194 @@
+"""A thin JSON client of the Matrix client-server API on matrix-nio's HTTP session.
+
+matrix-nio handles login and owns the aiohttp session; the calls the MLS mapping needs
+(custom one-time-key algorithms, custom to-device types, state events, backfill) go through
+nio's raw request support (:meth:`nio.AsyncClient.send`), because nio's typed helpers only
+speak Olm/Megolm. Every failure becomes a typed :class:`~transports.base.TransportError`;
+HTTP 429 is retried after the server's ``retry_after_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from typing import Any
+
+import aiohttp
+from nio import AsyncClient, AsyncClientConfig, LoginResponse  # type: ignore[import-untyped]
+
+from transports.base import InvalidRequestError, TransportError
+
+from .events import PayloadTooLargeError
+
+CLIENT = "/_matrix/client/v3"
+MAX_429_RETRIES = 10
+MAX_ERROR_BODY = 65_536
+
+
+class MatrixApiError(TransportError):
+    """The homeserver refused a request (``status`` and Matrix ``errcode``)."""
+
+    def __init__(self, status: int, errcode: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {errcode}: {message}")
+        self.status = status
+        self.errcode = errcode
+
+
+def quote(value: str) -> str:
+    """Percent-encode a path segment (room ids contain ``!`` and ``:``)."""
+    return urllib.parse.quote(value, safe="")
+
+
+def _error(status: int, body: object) -> TransportError:
+    errcode, message = "M_UNKNOWN", ""
+    if isinstance(body, dict):
+        errcode = str(body.get("errcode", errcode))
+        message = str(body.get("error", ""))
+    if status == 413 or errcode == "M_TOO_LARGE":
+        return PayloadTooLargeError(f"the homeserver refused a payload as too large: "
+                                    f"{message}")
+    return MatrixApiError(status, errcode, message)
+
+
+class MatrixApi:
+    """One logged-in device. Create with :meth:`login`; :meth:`close` it."""
+
+    def __init__(self, nio_client: AsyncClient) -> None:
+        self._nio = nio_client
+
+    @classmethod
+    async def login(cls, homeserver: str, user_id: str, *, password: str | None = None,
+                    access_token: str | None = None, device_id: str | None = None,
+                    device_name: str = "mls-bridge",
+                    request_timeout: float = 60.0) -> MatrixApi:
+        """Log in with a password (reusing ``device_id`` if given) or adopt an access
+        token (its device is looked up with ``/account/whoami``)."""
+        config = AsyncClientConfig(request_timeout=request_timeout, max_timeouts=2,
+                                   encryption_enabled=False, store_sync_tokens=False)
+        client = AsyncClient(homeserver.rstrip("/"), user_id, device_id=device_id or "",
+                             config=config)
+        api = cls(client)
+        try:
+            if access_token is not None:
+                client.access_token = access_token
+                who = await api.request("GET", f"{CLIENT}/account/whoami")
+                if who.get("user_id") != user_id or not isinstance(who.get("device_id"), str):
+                    raise InvalidRequestError("the access token belongs to another user or "
+                                              "has no device")
+                client.device_id = who["device_id"]
+            elif password is not None:
+                resp = await client.login(password=password, device_name=device_name)
+                if not isinstance(resp, LoginResponse):
+                    raise MatrixApiError(403, str(getattr(resp, "status_code", "M_FORBIDDEN")),
+                                         f"login failed: {getattr(resp, 'message', resp)}")
+            else:
+                raise InvalidRequestError("a password or an access token is required")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await client.close()
+            raise TransportError(f"cannot reach {homeserver}: {exc}") from None
+        except BaseException:
+            await client.close()
+            raise
+        return api
+
+    @property
+    def user_id(self) -> str:
+        return str(self._nio.user_id)
+
+    @property
+    def device_id(self) -> str:
+        return str(self._nio.device_id)
+
+    async def close(self) -> None:
+        await self._nio.close()
+
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      query: dict[str, str] | None = None,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """One JSON request; returns the decoded object."""
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        raw = await self.raw(method, path, data, query=query, timeout=timeout)
+        try:
+            out = json.loads(raw)
+        except ValueError:
+            raise TransportError(f"{method} {path}: the homeserver sent invalid JSON") from None
+        if not isinstance(out, dict):
+            raise TransportError(f"{method} {path}: expected a JSON object")
+        return out
+
+    async def raw(self, method: str, path: str, data: bytes | str | None = None, *,
+                  query: dict[str, str] | None = None, content_type: str = "application/json",
+                  timeout: float | None = None, max_size: int | None = None) -> bytes:
+        """One request returning the raw body; retries 429 after ``retry_after_ms``."""
+        if query:
+            path = f"{path}?{urllib.parse.urlencode(query)}"
+        headers = {"Content-Type": content_type,
+                   "Authorization": f"Bearer {self._nio.access_token}"}
+        for _ in range(MAX_429_RETRIES):
+            try:
+                resp = await self._nio.send(method, path, data, headers, timeout=timeout)
+                async with resp:
+                    status = resp.status
+                    # an error body is read only as far as an error needs
+                    limit = max_size if status < 300 else MAX_ERROR_BODY
+                    if limit is not None and (resp.content_length or 0) > limit:
+                        raise PayloadTooLargeError(f"{path}: {resp.content_length} bytes "
+                                                   f"exceed the limit of {limit}")
+                    payload = await _read_body(resp, limit)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransportError(f"{method} {path.split('?')[0]}: {exc!r}") from None
+            if limit is not None and len(payload) > limit:
+                raise PayloadTooLargeError(f"{path}: the body exceeds {limit} bytes")
+            if status < 300:
+                return payload
+            err = _decode_error(payload)
+            if status == 429:
+                await asyncio.sleep(_retry_after(err))
+                continue
+            raise _error(status, err)
+        raise TransportError(f"{method} {path}: still rate-limited after "
+                             f"{MAX_429_RETRIES} tries")
+
+    async def upload(self, data: bytes) -> str:
+        """Store bytes in the media repository; returns the ``mxc://`` URI."""
+        out = await self.raw("POST", "/_matrix/media/v3/upload", data,
+                             content_type="application/octet-stream")
+        try:
+            uri = json.loads(out)["content_uri"]
+        except (ValueError, KeyError, TypeError):
+            raise TransportError("the media repository returned no content_uri") from None
+        if not isinstance(uri, str):
+            raise TransportError("the media repository returned no content_uri")
+        return uri
+
+    async def download(self, server: str, media_id: str, max_size: int) -> bytes:
+        """Fetch media (authenticated media API, Matrix 1.11), at most ``max_size``."""
+        return await self.raw("GET", f"/_matrix/client/v1/media/download/{quote(server)}/"
+                              f"{quote(media_id)}", max_size=max_size)
+
+
+async def _read_body(resp: aiohttp.ClientResponse, max_size: int | None) -> bytes:
+    """The whole body, or (with ``max_size``) at most ``max_size + 1`` bytes of it."""
+    if max_size is None:
+        data: bytes = await resp.read()
+        return data
+    out = bytearray()
+    while len(out) <= max_size:
+        chunk = await resp.content.read(max_size + 1 - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def _decode_error(payload: bytes) -> object:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _retry_after(err: object) -> float:
+    ms = err.get("retry_after_ms") if isinstance(err, dict) else None
+    return min(10.0, ms / 1000) if isinstance(ms, int | float) and ms > 0 else 1.0

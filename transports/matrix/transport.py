@@ -1,0 +1,761 @@
+"""``MatrixDeliveryTransport``: the Delivery Service contract on a Matrix homeserver.
+
+One instance per Matrix device (the MLS client ``<user id>/<device id>`` of the user
+``matrix:<user id>``). The mapping (``docs/matrix.md``, :mod:`.events`):
+
+* group messages are room events of the room bound to the group; the room timeline as
+  the homeserver orders it is the group's total order (RFC 9750 "Ordering"). A submitted
+  Commit is ``ACCEPTED`` when no earlier timeline event is a Commit for its epoch, else
+  ``ORDERED``: the stream decides (first *valid* Commit wins, at every member);
+* KeyPackages are one-time keys of algorithm ``mls.v1.<suite>`` (MSC4256), claimed once
+  each through ``/keys/claim``; the fallback key is the last-resort KeyPackage;
+* Welcomes are to-device messages; GroupInfo lives in room state; payloads over the
+  event size limit go through the media repository (``mxc://`` URI + SHA-256);
+* the incoming stream is a local :class:`~.journal.Journal` fed by ``/sync``; its ids
+  are the durable cursors, and the sync token is stored with what each sync brought.
+  Gaps (``limited`` timelines, newly joined rooms) are filled with ``/messages``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mls_core.errors import DecodeError
+from mls_core.framing import ContentType, MLSMessage
+from transports.base import (
+    ClaimedKeyPackage,
+    IncomingMessage,
+    InvalidRequestError,
+    KeyPackageEntry,
+    NoKeyPackageError,
+    SubmitResult,
+    SubmitStatus,
+    TransportClosedError,
+    TransportError,
+    UnknownGroupError,
+)
+from transports.local import (
+    _check_header,
+    _parse_cursor,
+    _read_header,
+    _require_bytes,
+    _require_client_ids,
+    _require_entries,
+    _require_epoch,
+    _require_limit,
+)
+
+from . import events as ev
+from .api import CLIENT, MatrixApi, MatrixApiError, quote
+from .journal import (
+    Bind,
+    EventRecord,
+    GroupEvent,
+    Journal,
+    Membership,
+    MembershipChange,
+    Op,
+    Rejected,
+    RoomRecord,
+    Seen,
+    Subscribe,
+    Welcome,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LONG_POLL_MS = 5_000
+DEFAULT_TIMELINE_LIMIT = 500
+DEFAULT_SUBMIT_TIMEOUT = 30.0
+_BACKFILL_PAGE = 500
+_PARALLEL_INVITES = 8
+_TRANSIENT_ATTEMPTS = 3
+_TO_DEVICE_BUDGET = 1_000_000
+
+
+class MatrixDeliveryTransport:
+    """A :class:`~transports.base.DeliveryTransport` for one Matrix device."""
+
+    def __init__(self, api: MatrixApi, journal: Journal, *, cipher_suite: int = 1,
+                 long_poll_ms: int = DEFAULT_LONG_POLL_MS,
+                 timeline_limit: int = DEFAULT_TIMELINE_LIMIT,
+                 max_media: int = ev.DEFAULT_MAX_MEDIA,
+                 submit_timeout: float = DEFAULT_SUBMIT_TIMEOUT) -> None:
+        self._api = api
+        self._journal = journal
+        self.cipher_suite = cipher_suite
+        self._long_poll_ms = long_poll_ms
+        self._timeline_limit = timeline_limit
+        self._max_media = max_media
+        self._submit_timeout = submit_timeout
+        self._filter_id: str | None = None
+        self._lock = asyncio.Lock()
+        self._poller: asyncio.Task[Any] | None = None
+        self._closed = False
+        #: ``/messages`` pages fetched to fill timeline gaps (observability, tests)
+        self.backfill_pages = 0
+        self._transient: dict[str, int] = {}
+        #: devices of other users that advertise our algorithm (``/keys/query``)
+        self._devices: dict[str, frozenset[str]] = {}
+        self._queried: set[str] = set()  # users looked up during the current sync
+
+    @classmethod
+    async def connect(cls, homeserver: str, user_id: str, *, journal_path: str | Path,
+                      password: str | None = None, access_token: str | None = None,
+                      device_id: str | None = None, **options: Any) -> MatrixDeliveryTransport:
+        """Log in (a password login reuses the device remembered in the journal) and
+        advertise the device's MLS algorithm with minimal device keys, so other users
+        find it with ``/keys/query``."""
+        journal = Journal(journal_path)
+        try:
+            remembered = journal.meta("device_id")
+            api = await MatrixApi.login(homeserver, user_id, password=password,
+                                        access_token=access_token,
+                                        device_id=device_id or remembered)
+        except BaseException:
+            journal.close()
+            raise
+        transport = cls(api, journal, **options)
+        try:
+            if remembered is not None and remembered != api.device_id:
+                raise InvalidRequestError(f"the journal belongs to device {remembered}, "
+                                          f"not {api.device_id}")
+            journal.set_meta("device_id", api.device_id)
+            await transport._advertise()
+        except BaseException:
+            await transport.close()
+            raise
+        return transport
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def user_id(self) -> str:
+        """The Matrix user id, e.g. ``@alice:example.org``."""
+        return self._api.user_id
+
+    @property
+    def device_id(self) -> str:
+        return self._api.device_id
+
+    @property
+    def client_id(self) -> str:
+        """This device's MLS client id: ``<user id>/<device id>``."""
+        return ev.client_id_of(self.user_id, self.device_id)
+
+    @property
+    def identity(self) -> str:
+        """The MLS credential identity of this user: ``matrix:<user id>``."""
+        return ev.identity_of(self.user_id)
+
+    @property
+    def api(self) -> MatrixApi:
+        return self._api
+
+    def _check(self, client_id: object) -> None:
+        if self._closed:
+            raise TransportClosedError("the Matrix transport is closed")
+        if client_id != self.client_id:
+            raise InvalidRequestError(f"this transport serves {self.client_id}, not "
+                                      f"{client_id!r}")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._preempt()
+        async with self._lock:
+            await self._api.close()
+            self._journal.close()
+
+    async def __aenter__(self) -> MatrixDeliveryTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ KeyPackages
+
+    @property
+    def _algorithm(self) -> str:
+        return ev.key_algorithm(self.cipher_suite)
+
+    async def _advertise(self) -> None:
+        if self._journal.meta("device_keys") == self._algorithm:
+            return
+        await self._api.request("POST", f"{CLIENT}/keys/upload", {"device_keys": {
+            "user_id": self.user_id, "device_id": self.device_id,
+            "algorithms": [self._algorithm], "keys": {}, "signatures": {}}})
+        self._journal.set_meta("device_keys", self._algorithm)
+
+    async def publish_key_packages(self, client_id: str, user_id: str,
+                                   entries: Sequence[KeyPackageEntry]) -> None:
+        """Upload one-time keys ``mls.v1.<suite>:<ref hex>``; the last-resort entry is
+        the algorithm's fallback key (it replaces the previous one)."""
+        self._check(client_id)
+        if user_id != self.identity:
+            raise InvalidRequestError(f"this device belongs to {self.identity}")
+        one_time: dict[str, Any] = {}
+        fallback: dict[str, Any] = {}
+        entries = _require_entries(entries)
+        self._journal.record_refs(e.ref for e in entries)
+        for entry in entries:
+            suite = ev.key_package_suite(entry.key_package)
+            target = fallback if entry.last_resort else one_time
+            target[ev.key_id(suite, entry.ref)] = ev.key_object(
+                entry.key_package, last_resort=entry.last_resort)
+        body: dict[str, Any] = {"one_time_keys": one_time}
+        if fallback:
+            body["fallback_keys"] = fallback
+        await self._api.request("POST", f"{CLIENT}/keys/upload", body)
+
+    async def key_package_count(self, client_id: str) -> int:
+        self._check(client_id)
+        out = await self._api.request("POST", f"{CLIENT}/keys/upload", {})
+        counts = out.get("one_time_key_counts")
+        count = counts.get(self._algorithm, 0) if isinstance(counts, dict) else 0
+        return count if isinstance(count, int) else 0
+
+    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+        user, device = ev.split_client_id(client_id)
+        claimed = await self._claim(user, [device])
+        if not claimed:
+            raise NoKeyPackageError(f"no KeyPackage published for {client_id}")
+        return claimed[0]
+
+    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+        """One KeyPackage per device of the user that advertises our algorithm in
+        ``/keys/query`` (devices without any KeyPackage left are skipped)."""
+        user = ev.user_of_identity(user_id)
+        out = await self._api.request("POST", f"{CLIENT}/keys/query",
+                                      {"device_keys": {user: []}})
+        devices = out.get("device_keys", {}).get(user, {})
+        mine = sorted(d for d, keys in devices.items() if isinstance(keys, dict)
+                      and self._algorithm in (keys.get("algorithms") or []))
+        return await self._claim(user, mine) if mine else []
+
+    async def _claim(self, user: str, devices: Sequence[str]) -> list[ClaimedKeyPackage]:
+        out = await self._api.request("POST", f"{CLIENT}/keys/claim", {
+            "one_time_keys": {user: dict.fromkeys(devices, self._algorithm)},
+            "timeout": 10_000})
+        got = out.get("one_time_keys", {}).get(user, {})
+        claimed = []
+        for device in devices:
+            keys = got.get(device) if isinstance(got, dict) else None
+            for kid, obj in (keys or {}).items():
+                try:
+                    suite, ref = ev.parse_key_id(kid)
+                    kp, last_resort = ev.parse_key_object(obj)
+                except InvalidRequestError as exc:
+                    log.warning("ignoring a malformed KeyPackage of %s/%s: %s", user, device,
+                                exc)
+                    continue
+                if suite == self.cipher_suite:
+                    claimed.append(ClaimedKeyPackage(ev.client_id_of(user, device), ref, kp,
+                                                     last_resort))
+                    break
+        return claimed
+
+    # ------------------------------------------------------------------ rooms
+
+    def _room(self, group_id: bytes) -> RoomRecord:
+        room = self._journal.room_for_group(group_id)
+        if room is None:
+            raise UnknownGroupError(f"no Matrix room is bound to group {group_id.hex()}")
+        return room
+
+    def room_id(self, group_id: bytes) -> str | None:
+        """The room bound to ``group_id``, if this device knows it."""
+        room = self._journal.room_for_group(group_id)
+        return None if room is None else room.room_id
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        """Deliver the group's messages from now on; creates the room (bound to the
+        group in its state) if no room is bound yet, joins it if we are invited."""
+        self._check(client_id)
+        group_id = _require_bytes("group_id", group_id)
+        room = self._journal.room_for_group(group_id)
+        if room is None:
+            room_id = await self._create_room(group_id)
+        else:
+            room_id = room.room_id
+            if self._journal.membership(room_id, self.user_id) != "join":
+                await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
+        self._journal.apply([Subscribe(room_id, group_id)])
+
+    async def _create_room(self, group_id: bytes) -> str:
+        """A private room whose state binds it to the group. Any member may invite and
+        publish GroupInfo (power level 0); the binding itself needs level 50 (default)."""
+        out = await self._api.request("POST", f"{CLIENT}/createRoom", {
+            "preset": "private_chat",
+            "topic": f"MLS group {group_id.hex()}",
+            "initial_state": [{"type": ev.GROUP_STATE, "state_key": "",
+                               "content": ev.group_state_content(group_id)}],
+            "power_level_content_override": {
+                "invite": 0, "events": {ev.GROUP_INFO_STATE: 0, ev.MESSAGE_EVENT: 0}},
+        })
+        room_id = out.get("room_id")
+        if not isinstance(room_id, str):
+            raise TransportError("createRoom returned no room_id")
+        return room_id
+
+    async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
+        """Stop delivering the group's messages to this device. The room is not left:
+        membership is per user, and the user's other devices may still be members."""
+        self._check(client_id)
+        self._journal.unsubscribe(_require_bytes("group_id", group_id))
+
+    # ------------------------------------------------------------------ sending
+
+    async def _carry(self, data: bytes, limit: int) -> ev.Carried:
+        if len(data) <= limit:
+            return ev.Carried(inline=data)
+        uri = await self._api.upload(data)
+        return ev.Carried(media=ev.media_ref(uri, data))
+
+    async def _resolve(self, carried: ev.Carried) -> bytes:
+        if carried.inline is not None:
+            return carried.inline
+        assert carried.media is not None
+        server, media_id = carried.media.server_and_id()
+        data = await self._api.download(server, media_id, min(self._max_media,
+                                                               carried.media.size))
+        return carried.media.verify(data)
+
+    async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                     is_commit: bool, sender: str) -> SubmitResult:
+        """Send the message to the group's room and wait until the timeline (via sync)
+        has it, so :meth:`fetch` returns everything up to it. A Commit is ACCEPTED when
+        no earlier Commit for its epoch is in the timeline, else ORDERED."""
+        self._check(sender)
+        group_id = _require_bytes("group_id", group_id)
+        epoch = _require_epoch(epoch)
+        payload = _require_bytes("payload", payload)
+        if not isinstance(is_commit, bool):
+            raise InvalidRequestError("is_commit must be a bool")
+        _check_header(payload, group_id, epoch, is_commit)
+        room = self._room(group_id)
+        if not room.subscribed:
+            self._journal.apply([Subscribe(room.room_id, group_id)])
+        content = ev.message_content(await self._carry(payload, ev.INLINE_LIMIT),
+                                     self.device_id)
+        # the same bytes get the same transaction id: a resubmission is idempotent
+        txn = "mls." + hashlib.sha256(payload).hexdigest()[:40]
+        self._journal.record_txn(txn)
+        out = await self._api.request(
+            "PUT", f"{CLIENT}/rooms/{quote(room.room_id)}/send/{ev.MESSAGE_EVENT}/{txn}",
+            content)
+        event_id = out.get("event_id")
+        if not isinstance(event_id, str):
+            raise TransportError("the homeserver returned no event_id")
+        record = await self._await_event(event_id)
+        if is_commit and self._journal.earlier_commit(group_id, epoch, record.position):
+            return SubmitResult(SubmitStatus.ORDERED, record.position)
+        return SubmitResult(SubmitStatus.ACCEPTED, record.position)
+
+    async def _await_event(self, event_id: str) -> EventRecord:
+        deadline = time.monotonic() + self._submit_timeout
+        while True:
+            record = self._journal.event(event_id)
+            if record is not None:
+                return record
+            reason = self._journal.rejection(event_id)
+            if reason is not None:
+                raise InvalidRequestError(f"our event {event_id} was refused: {reason}")
+            if time.monotonic() > deadline:
+                raise TransportError(f"{event_id} did not appear in the timeline within "
+                                     f"{self._submit_timeout} s")
+            await self._sync(1_000)
+
+    async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
+                           group_id: bytes, after_position: int | None = None) -> None:
+        """Invite the recipients' users to the room, then send the Welcome as a to-device
+        message to each device, naming the Commit that added them (``after_event``)."""
+        recipients = [ev.split_client_id(c) for c in _require_client_ids(client_ids)]
+        welcome = _require_bytes("welcome", welcome)
+        room = self._room(_require_bytes("group_id", group_id))
+        after = None if after_position is None else self._journal.event_at(room.room_id,
+                                                                           after_position)
+        limit = asyncio.Semaphore(_PARALLEL_INVITES)
+
+        async def invite(user: str) -> None:
+            async with limit:
+                await self._invite(room.room_id, user)
+
+        await asyncio.gather(*(invite(u) for u in dict.fromkeys(u for u, _ in recipients)))
+        # one request carries a copy per device: past a budget, upload the Welcome once
+        inline = ev.INLINE_LIMIT if len(welcome) * len(recipients) <= _TO_DEVICE_BUDGET else 0
+        content = ev.welcome_content(await self._carry(welcome, inline), group_id,
+                                     room.room_id, after)
+        messages: dict[str, dict[str, Any]] = {}
+        for user, device in recipients:
+            messages.setdefault(user, {})[device] = content
+        txn = hashlib.sha256(welcome + json.dumps(sorted(client_ids)).encode()).hexdigest()
+        await self._api.request("PUT", f"{CLIENT}/sendToDevice/{ev.WELCOME_EVENT}/{txn[:40]}",
+                                {"messages": messages})
+
+    async def _invite(self, room_id: str, user: str) -> None:
+        if user == self.user_id or self._journal.membership(room_id, user) in ("join",
+                                                                               "invite"):
+            return
+        try:
+            await self._api.request("POST", f"{CLIENT}/rooms/{quote(room_id)}/invite",
+                                    {"user_id": user})
+        except MatrixApiError as exc:
+            if exc.status != 403:
+                raise
+            state = await self._member_state(room_id, user)
+            if state not in ("join", "invite"):
+                # e.g. banned: the Welcome still goes out, but the room stays closed to
+                # them; raising would make the client retry this forever
+                log.warning("cannot invite %s to %s (%s); sending the Welcome anyway",
+                            user, room_id, exc)
+
+    async def _member_state(self, room_id: str, user: str) -> str | None:
+        try:
+            out = await self._api.request(
+                "GET", f"{CLIENT}/rooms/{quote(room_id)}/state/m.room.member/{quote(user)}")
+        except MatrixApiError:
+            return None
+        membership = out.get("membership")
+        return membership if isinstance(membership, str) else None
+
+    # ------------------------------------------------------------------ GroupInfo
+
+    def _group_info_path(self, room_id: str) -> str:
+        return f"{CLIENT}/rooms/{quote(room_id)}/state/{ev.GROUP_INFO_STATE}/"
+
+    async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
+                                 ratchet_tree: bytes | None = None) -> None:
+        """Room state :data:`~.events.GROUP_INFO_STATE`; an older epoch never replaces a
+        newer one; large GroupInfo/tree go through the media repository."""
+        group_id = _require_bytes("group_id", group_id)
+        epoch = _require_epoch(epoch)
+        group_info = _require_bytes("group_info", group_info)
+        room = self._room(group_id)
+        current = await self._current_group_info(room.room_id)
+        if current is not None and current.epoch > epoch:
+            return
+        half = ev.INLINE_LIMIT // 2
+        info = await self._carry(group_info, half)
+        tree = None if ratchet_tree is None else await self._carry(
+            _require_bytes("ratchet_tree", ratchet_tree), half)
+        await self._api.request("PUT", self._group_info_path(room.room_id),
+                                ev.group_info_content(epoch, info, tree))
+
+    async def _current_group_info(self, room_id: str) -> ev.ParsedGroupInfo | None:
+        try:
+            content = await self._api.request("GET", self._group_info_path(room_id))
+        except MatrixApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            return ev.parse_group_info_content(content, self._max_media)
+        except InvalidRequestError:
+            return None  # garbage in the state: a new GroupInfo replaces it
+
+    async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
+        room = self._room(_require_bytes("group_id", group_id))
+        current = await self._current_group_info(room.room_id)
+        if current is None:
+            raise UnknownGroupError(f"no GroupInfo published for group {group_id.hex()}")
+        tree = None if current.tree is None else await self._resolve(current.tree)
+        return await self._resolve(current.info), tree
+
+    # ------------------------------------------------------------------ receiving
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        """Sync once (without waiting), then return the journal after ``after``."""
+        self._check(client_id)
+        start = _parse_cursor(after)
+        limit = _require_limit(limit)
+        await self._sync(0)
+        return self._journal.fetch(start, limit)
+
+    def receive(self, client_id: str, after: str | None = None
+                ) -> AsyncIterator[IncomingMessage]:
+        self._check(client_id)
+        return self._stream(_parse_cursor(after))
+
+    async def _stream(self, cursor: int) -> AsyncIterator[IncomingMessage]:
+        while not self._closed:
+            batch = self._journal.fetch(cursor, 256)
+            for item in batch:
+                yield item
+                cursor = int(item.cursor)
+            if batch or self._closed:
+                continue
+            poll = asyncio.ensure_future(self._sync(self._long_poll_ms, preemptible=True))
+            try:
+                await poll
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # preempted by a caller that needed a fresh sync: read the journal again
+            except TransportClosedError:
+                return
+            except TransportError as exc:
+                log.warning("sync failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
+
+    def current_membership(self, room_id: str, user_id: str) -> str | None:
+        """The user's membership in the room as last seen by this device."""
+        return self._journal.membership(room_id, user_id)
+
+    def mark(self, key: str) -> str | None:
+        """A small durable value kept in the journal (e.g. a bot's cursor)."""
+        return self._journal.meta(f"mark.{key}")
+
+    def set_mark(self, key: str, value: str) -> None:
+        self._journal.set_meta(f"mark.{key}", value)
+
+    def membership_changes(self, after: int = 0) -> list[MembershipChange]:
+        """Membership changes seen in the rooms (for the bot's access control)."""
+        return self._journal.member_changes(after)
+
+    def rejections(self) -> list[tuple[str, str]]:
+        """(event id, reason) of every event the transport refused to deliver."""
+        return self._journal.rejections()
+
+    # ------------------------------------------------------------------ sync
+
+    def _preempt(self) -> None:
+        if self._poller is not None and not self._poller.done():
+            self._poller.cancel()
+
+    async def _sync(self, timeout_ms: int, *, preemptible: bool = False) -> None:
+        """One ``/sync``: fetch and resolve (cancellable, no state change), then apply
+        everything and the new token in one journal transaction (no ``await``)."""
+        if not preemptible:
+            self._preempt()
+        async with self._lock:
+            if self._closed:
+                raise TransportClosedError("the Matrix transport is closed")
+            if preemptible:
+                self._poller = asyncio.current_task()
+            try:
+                ops, token = await self._pull(timeout_ms)
+            finally:
+                if preemptible:
+                    self._poller = None
+            self._journal.apply(ops, token)
+
+    async def _filter(self) -> str:
+        if self._filter_id is None:
+            out = await self._api.request(
+                "POST", f"{CLIENT}/user/{quote(self.user_id)}/filter",
+                ev.sync_filter(self._timeline_limit))
+            filter_id = out.get("filter_id")
+            if not isinstance(filter_id, str):
+                raise TransportError("the homeserver returned no filter_id")
+            self._filter_id = filter_id
+        return self._filter_id
+
+    async def _pull(self, timeout_ms: int) -> tuple[list[Op], str]:
+        self._queried.clear()
+        query = {"filter": await self._filter(), "timeout": str(timeout_ms)}
+        token = self._journal.meta("sync_token")
+        if token is not None:
+            query["since"] = token
+        resp = await self._api.request("GET", f"{CLIENT}/sync", query=query,
+                                       timeout=timeout_ms / 1000 + 30)
+        next_batch = resp.get("next_batch")
+        if not isinstance(next_batch, str):
+            raise TransportError("/sync returned no next_batch")
+        ops: list[Op] = []
+        for item in _list(_dict(resp.get("to_device")).get("events")):
+            ops.extend(await self._to_device(item))
+        rooms = _dict(resp.get("rooms"))
+        for room_id, joined in _dict(rooms.get("join")).items():
+            ops.extend(await self._joined_room(room_id, _dict(joined)))
+        for room_id, left in _dict(rooms.get("leave")).items():
+            timeline = _list(_dict(_dict(left).get("timeline")).get("events"))
+            for event in timeline:
+                ops.extend(await self._room_event(room_id, _dict(event)))
+        return ops, next_batch
+
+    async def _joined_room(self, room_id: str, joined: Mapping[str, Any]) -> list[Op]:
+        """A room's new timeline events, preceded by whatever the sync left out: the
+        whole history for a room new to the journal, the gap of a ``limited`` one."""
+        room = self._journal.room(room_id)
+        timeline = _dict(joined.get("timeline"))
+        events = [_dict(e) for e in _list(timeline.get("events"))]
+        prev = timeline.get("prev_batch")
+        ops: list[Op] = []
+        if room is None or room.last_event is None:
+            for state in _list(_dict(joined.get("state")).get("events")):
+                ops.extend(await self._room_event(room_id, _dict(state), state_only=True))
+            bound = (room is not None and room.group_id is not None) or any(
+                isinstance(op, Bind) for op in ops) or any(
+                e.get("type") == ev.GROUP_STATE for e in events)
+            # only rooms bound to a group are worth their history (not every chat room)
+            if bound and isinstance(prev, str):
+                events = await self._backfill(room_id, prev, None) + events
+        elif timeline.get("limited") and isinstance(prev, str):
+            events = await self._backfill(room_id, prev, room.last_event) + events
+        for event in events:
+            ops.extend(await self._room_event(room_id, event))
+        if events and isinstance(events[-1].get("event_id"), str):
+            ops.append(Seen(room_id, events[-1]["event_id"]))
+        return ops
+
+    async def _backfill(self, room_id: str, start: str, stop_at: str | None
+                        ) -> list[dict[str, Any]]:
+        """Events before ``start`` (back to ``stop_at``, exclusive, or the room's
+        beginning), oldest first, via ``/messages`` (spec §"Syncing", gaps)."""
+        found: list[dict[str, Any]] = []
+        token: str | None = start
+        flt = json.dumps(ev.room_event_filter(), separators=(",", ":"))
+        while token is not None:
+            out = await self._api.request(
+                "GET", f"{CLIENT}/rooms/{quote(room_id)}/messages",
+                query={"dir": "b", "from": token, "limit": str(_BACKFILL_PAGE), "filter": flt})
+            self.backfill_pages += 1
+            chunk = [_dict(e) for e in _list(out.get("chunk"))]
+            for event in chunk:
+                if stop_at is not None and event.get("event_id") == stop_at:
+                    return found[::-1]
+                found.append(event)
+            end = out.get("end")
+            token = end if chunk and isinstance(end, str) and end != token else None
+        return found[::-1]
+
+    async def _room_event(self, room_id: str, event: Mapping[str, Any], *,
+                          state_only: bool = False) -> list[Op]:
+        etype, event_id, sender = event.get("type"), event.get("event_id"), event.get("sender")
+        if not isinstance(event_id, str) or not isinstance(sender, str):
+            return []
+        content = event.get("content")
+        state_key = event.get("state_key")
+        try:
+            if etype == ev.GROUP_STATE and state_key == "":
+                return [Bind(room_id, ev.parse_group_state(content))]
+            if etype == "m.room.member" and isinstance(state_key, str):
+                membership = _dict(content).get("membership")
+                if isinstance(membership, str):
+                    return [Membership(room_id, event_id, state_key, membership, sender)]
+                return []
+            if etype == ev.MESSAGE_EVENT and not state_only and state_key is None:
+                return await self._group_event(room_id, event_id, sender, event)
+        except (TransportError, DecodeError) as exc:
+            if not self._give_up(event_id, exc):
+                raise  # e.g. the media download failed: retry with this sync
+            log.info("rejected event %s in %s: %s", event_id, room_id, exc)
+            return [Rejected(event_id, str(exc))]
+        return []
+
+    async def _group_event(self, room_id: str, event_id: str, sender: str,
+                           event: Mapping[str, Any]) -> list[Op]:
+        if self._journal.event(event_id) is not None:
+            return []
+        parsed = ev.parse_message_content(event.get("content"), self._max_media)
+        payload = await self._resolve(parsed.carried)
+        try:
+            header = _read_header(payload)
+        except DecodeError as exc:
+            raise ev.MalformedEventError(f"not an MLS group message: {exc}") from None
+        client_id: str | None = ev.client_id_of(sender, parsed.device_id)
+        if client_id == self.client_id:
+            if not self._own_echo(event):
+                client_id = None  # claims to come from this device, which did not send it
+        elif not await self._known_device(sender, parsed.device_id):
+            client_id = None  # a device the sender does not (or no longer) have
+        return [GroupEvent(room_id, event_id, header.group_id, header.epoch,
+                           header.content_type == ContentType.COMMIT, client_id,
+                           ev.identity_of(sender), payload)]
+
+    def _give_up(self, key: str, exc: Exception) -> bool:
+        """Reject an event for good if the failure is its own fault, or after
+        :data:`_TRANSIENT_ATTEMPTS` passing failures (a hostile sender could otherwise
+        block the stream with media that never downloads)."""
+        if _permanent(exc):
+            return True
+        self._transient[key] = self._transient.get(key, 0) + 1
+        return self._transient[key] >= _TRANSIENT_ATTEMPTS
+
+    async def _known_device(self, user: str, device: str) -> bool:
+        """Whether ``user`` has ``device`` (advertising our algorithm); looked up with
+        ``/keys/query`` at most once per user and sync when the cache does not know it."""
+        known = self._devices.get(user, frozenset())
+        if device in known or user in self._queried:
+            return device in known
+        self._queried.add(user)
+        try:
+            out = await self._api.request("POST", f"{CLIENT}/keys/query",
+                                          {"device_keys": {user: []}})
+        except MatrixApiError:
+            return False
+        devices = _dict(_dict(out.get("device_keys")).get(user))
+        self._devices[user] = frozenset(d for d, keys in devices.items()
+                                        if self._algorithm in _list(_dict(keys)
+                                                                    .get("algorithms")))
+        return device in self._devices[user]
+
+    def _own_echo(self, event: Mapping[str, Any]) -> bool:
+        """The homeserver returns ``unsigned.transaction_id`` only to the device that
+        sent the event; we recorded that id before sending."""
+        txn = _dict(event.get("unsigned")).get("transaction_id")
+        return isinstance(txn, str) and self._journal.sent_txn(txn)
+
+    async def _to_device(self, message: Mapping[str, Any]) -> list[Op]:
+        """A Welcome: resolve it, join its room (we were invited with it)."""
+        sender = message.get("sender")
+        if message.get("type") != ev.WELCOME_EVENT or not isinstance(sender, str):
+            return []
+        try:
+            parsed = ev.parse_welcome_content(message.get("content"), self._max_media)
+            payload = await self._resolve(parsed.carried)
+        except TransportError as exc:
+            if not self._give_up(f"to-device from {sender}", exc):
+                raise
+            return [Rejected(f"to-device from {sender}", str(exc))]
+        if not self._for_us(payload):
+            # never join a room on the word of a Welcome that cannot be ours
+            return [Rejected(f"to-device from {sender}",
+                             "not an MLSMessage(Welcome) for one of our KeyPackages")]
+        if self._journal.membership(parsed.room_id, self.user_id) != "join":
+            try:
+                await self._api.request("POST", f"{CLIENT}/join/{quote(parsed.room_id)}", {})
+            except MatrixApiError as exc:
+                log.warning("cannot join %s for a Welcome: %s", parsed.room_id, exc)
+        return [Welcome(parsed.group_id, parsed.room_id, parsed.after_event, payload,
+                        sender)]
+
+
+    def _for_us(self, payload: bytes) -> bool:
+        """A Welcome naming one of the KeyPackageRefs we published (§12.4.3.1)."""
+        try:
+            welcome = MLSMessage.decode(payload).welcome
+        except DecodeError:
+            return False
+        return welcome is not None and self._journal.published_any(
+            s.new_member for s in welcome.secrets)
+
+
+def _permanent(exc: Exception) -> bool:
+    """Whether an event's failure is its own fault (malformed, oversized, tampered or
+    missing media) rather than a passing network or server problem."""
+    if isinstance(exc, MatrixApiError):
+        return 400 <= exc.status < 500 and exc.status != 429
+    return isinstance(exc, InvalidRequestError | ev.MediaIntegrityError | DecodeError)
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+__all__ = ["MatrixDeliveryTransport"]
