@@ -222,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     ident = sub.add_parser("identity", help="this client's identity")
     ident_sub = ident.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = ident_sub.add_parser("create", help="create the identity, publish KeyPackages")
-    create.add_argument("user", help="user id, e.g. alice@example.org")
-    create.add_argument("--client-id", help="device id (default: USER/random)")
+    create.add_argument("user", nargs="?", help="user id, e.g. alice@example.org (default: "
+                        "the XMPP/Matrix account's, e.g. xmpp:alice@example.org)")
+    create.add_argument("--client-id", help="device id (default: the account's device, "
+                        "or USER/random)")
     create.set_defaults(func=cmd_identity_create)
     ident_sub.add_parser("show", help="print user and client id").set_defaults(
         func=cmd_identity_show)

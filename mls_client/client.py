@@ -142,9 +142,15 @@ class MLSClient:
     def transport(self) -> DeliveryTransport:
         return self._ctx.transport
 
-    async def create_identity(self, user_id: str, client_id: str | None = None) -> Identity:
+    async def create_identity(self, user_id: str | None = None,
+                              client_id: str | None = None) -> Identity:
         """Create this client's identity (its credential asserts ``user_id``) and its
-        signature key for the configured cipher suite."""
+        signature key for the configured cipher suite. A network transport that is
+        bound to an account (``transport.user_id`` / ``transport.client_id``, e.g.
+        ``xmpp:alice@example.org`` and its full JID) supplies both, and others are
+        refused: the network would not deliver for them."""
+        user_id = _bound(self._ctx.transport, "user_id", user_id)
+        client_id = _bound(self._ctx.transport, "client_id", client_id) or client_id
         if not user_id or any(c.isspace() for c in user_id):
             raise UsageError("a user id must be non-empty and contain no whitespace")
         async with self._lock:
@@ -551,6 +557,17 @@ class MLSClient:
                 await tx.set_group_flags(gid, needs_update=False)
         elif group.pending_proposals and _designated(group, removes):
             await self._out.commit(gid, lambda g: [] if g.pending_proposals else None)
+
+
+def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | None:
+    """The transport's own ``user_id``/``client_id``, if it has one; ``given`` must then
+    be None or equal to it."""
+    own = getattr(transport, name, None)
+    if not isinstance(own, str):
+        return given
+    if given is not None and given != own:
+        raise UsageError(f"this transport is bound to {name} {own!r}, not {given!r}")
+    return own
 
 
 def _designated(group: Group, removes: set[int]) -> bool:

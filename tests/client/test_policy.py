@@ -26,7 +26,7 @@ async def test_policy_is_enforced_by_every_client(tmp_path: Path) -> None:
         await net.sync()
         assert await bob.policy(gid) == RoomPolicy.standard([b"alice"])
         epoch = await bob.epoch(gid)
-        with pytest.raises(PolicyError, match="bob .member. may not add"):
+        with pytest.raises(PolicyError, match=r"bob \(member\) may not add"):
             await bob.add_members(gid, ["dave"])
         assert await bob.epoch(gid) == epoch
         # a client that skips the check: its Commit is rejected by everyone else

@@ -143,3 +143,32 @@ async def _reopen_with(net: Net, name: str, transport: object):  # type: ignore[
     client = await MLSClient.open(settings_for(net.root, name), transport)  # type: ignore[arg-type]
     net.clients[name] = client
     return client
+
+
+class _Bound(_Relabel):
+    """A transport bound to one account, as the XMPP and Matrix transports are."""
+
+    user_id = "xmpp:alice@example.org"
+    client_id = "alice@example.org/phone"
+
+
+@async_test
+async def test_identity_defaults_to_the_transports_account(tmp_path: Path) -> None:
+    import pytest
+
+    from mls_client import MLSClient
+    from mls_core.errors import UsageError
+
+    from .helpers import settings_for
+
+    ds = LocalDeliveryService(tmp_path / "ds.sqlite")
+    bound = _Bound(ds, "xmpp:alice@example.org")
+    client = await MLSClient.open(settings_for(tmp_path, "a"), bound)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(UsageError, match="bound to user_id"):
+            await client.create_identity("bob")
+        identity = await client.create_identity()
+        assert (identity.user_id, identity.client_id) == (_Bound.user_id, _Bound.client_id)
+    finally:
+        await client.close()
+        await ds.close()
