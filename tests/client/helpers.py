@@ -29,9 +29,10 @@ def async_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
 
 def settings_for(root: Path, name: str, *, pool_size: int = 4, threshold: int = 2,
                  **overrides: Any) -> Settings:
-    return Settings(state_dir=root / name, transport={"db_path": root / "ds.sqlite"},
-                    key_packages=KeyPackageSettings(pool_size=pool_size, threshold=threshold),
-                    poll_interval=0.05, **overrides)
+    return Settings.model_validate({
+        "state_dir": root / name, "transport": {"db_path": root / "ds.sqlite"},
+        "key_packages": KeyPackageSettings(pool_size=pool_size, threshold=threshold),
+        "poll_interval": 0.05, **overrides})
 
 
 class Net:
