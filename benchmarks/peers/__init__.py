@@ -1,0 +1,1 @@
+"""Peer MLS stacks driven by benchmarks.compare (see docs/benchmarks.md)."""

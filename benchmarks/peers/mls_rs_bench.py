@@ -1,0 +1,83 @@
+"""mls-rs (the Rust library, through the ``agentvault-mls-rs-uniffi`` Python bindings)
+under the shared driver of :mod:`benchmarks.peers.common`.
+
+``benchmarks/peers/.venv/bin/python -m benchmarks.peers.mls_rs_bench OP N ITERATIONS``
+from the repository root (the package lives only in the peers' venv).
+
+What the bindings expose (``mls_rs_uniffi``): ``Client(id, SignatureKeypair,
+ClientConfig)`` with ``generate_key_package_message``, ``create_group``, ``join_group``;
+``Group`` with ``add_members`` (one Commit for all), ``commit`` (empty, with an
+UpdatePath), ``encrypt_application_message``, ``process_incoming_message`` (which also
+merges the group's own pending Commit), ``export_secret``. Only cipher suite 1
+(``CURVE25519_AES128``). Handshakes are PublicMessages (mls-rs's default) and
+``client_config_default()`` puts the ratchet tree in the Welcome.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import mls_rs_uniffi as rs  # type: ignore[import-not-found, unused-ignore]
+
+from benchmarks.peers.common import GROUP_ID, KIB, Stack, main
+
+SUITE = rs.CipherSuite.CURVE25519_AES128
+
+
+def new_client(name: bytes) -> Any:
+    return rs.Client(name, rs.generate_signature_keypair(SUITE), rs.client_config_default())
+
+
+class MlsRs(Stack[Any]):
+    """mls-rs through UniFFI: every call crosses the FFI with serialized arguments."""
+
+    name = "mls-rs"
+
+    def __init__(self) -> None:
+        self.clients: list[Any] = []
+        self.key_packages: list[Any] = []
+        self.creator: Any = None
+        self.group: Any = None
+        self.welcome: Any = None
+
+    def prepare(self, n: int) -> None:
+        self.creator = new_client(b"creator")
+        self.clients = [new_client(b"member-%d" % i) for i in range(1, n)]
+        self.key_packages = [c.generate_key_package_message() for c in self.clients]
+
+    def build(self) -> int:
+        group = self.creator.create_group(GROUP_ID)
+        out = group.add_members(self.key_packages)
+        group.process_incoming_message(out.commit_message)  # merges the pending Commit
+        self.group = group
+        welcome = out.welcome_message.to_bytes()
+        self.welcome = welcome
+        return len(welcome)
+
+    def join(self, joiner: int) -> Any:
+        welcome = rs.Message.from_bytes(self.welcome)
+        return self.clients[joiner].join_group(None, welcome).group
+
+    def commit(self) -> bytes:
+        out = self.group.commit()
+        self.group.process_incoming_message(out.commit_message)
+        data: bytes = out.commit_message.to_bytes()
+        return data
+
+    def process(self, member: Any, commit: bytes) -> None:
+        member.process_incoming_message(rs.Message.from_bytes(commit))
+
+    def app_round(self, member: Any) -> None:
+        wire = self.group.encrypt_application_message(KIB).to_bytes()
+        received = member.process_incoming_message(rs.Message.from_bytes(wire))
+        if received.data != KIB:
+            raise AssertionError("application message not recovered")
+
+    def agree(self, member: Any) -> bool:
+        return bool(self.group.export_secret(b"benchmark", b"", 32)
+                    == member.export_secret(b"benchmark", b"", 32))
+
+
+if __name__ == "__main__":
+    sys.exit(main(MlsRs()))
