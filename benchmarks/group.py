@@ -27,7 +27,8 @@ differ by a third from run to run, so the ratio comes from one more process hold
 groups and timing their commits alternately, round by round.
 
 ``--profile N`` instead builds the steady-state group of N members and prints cProfile
-tables of commit creation and processing. Timing is time.perf_counter; no pytest.
+tables of a new member's join, commit creation and processing. Timing is
+time.perf_counter; no pytest.
 """
 
 from __future__ import annotations
@@ -186,15 +187,22 @@ def steady_state_group(suite: CipherSuite, built: BuiltGroup) -> Group:
     return regroup(creator, tree, private, built.creator_sig, GroupConfig())
 
 
-def add_and_join(suite: CipherSuite, committer: Group) -> tuple[float, Group, int]:
-    """The committer adds a new member J, who joins from the Welcome: (join s, J, bytes)."""
+def add_joiner(suite: CipherSuite, committer: Group) -> tuple[Joiner, bytes]:
+    """The committer adds a new member J by KeyPackage: (J, the Welcome)."""
     j = new_joiner(suite, b"joiner")
     result = committer.commit([Add(j.key_package)], now=NOW)
     committer.merge_pending_commit()
-    welcome = result.welcome
-    assert welcome is not None
+    assert result.welcome is not None
+    return j, result.welcome
+
+
+def add_and_join(suite: CipherSuite, committer: Group) -> tuple[float, float, Group, int]:
+    """The committer adds a new member J, who joins from the Welcome: (join s, join CPU s,
+    J, bytes). CPU time tells the join's own cost apart from a busy machine's."""
+    j, welcome = add_joiner(suite, committer)
+    cpu = time.process_time()
     seconds, joined = timed(lambda: Group.join(welcome, j.key_package, j.private, now=NOW))
-    return seconds, joined, len(welcome)
+    return seconds, time.process_time() - cpu, joined, len(welcome)
 
 
 def commit_round(sender: Group, receiver: Group) -> tuple[float, float, int]:
@@ -237,7 +245,7 @@ def run_size(n: int, suite_id: int, batch: int, reps: int) -> dict[str, float]:
     creator = steady_state_group(suite, built)
     out["fill"] = time.perf_counter() - start
     del built  # the old epochs' trees: the peak figure is the steady state's
-    out["join"], member, out["welcome_bytes"] = add_and_join(suite, creator)
+    out["join"], out["join_cpu"], member, out["welcome_bytes"] = add_and_join(suite, creator)
     commit_round(creator, member)  # warm-up: J now holds its path keys, as members do
     rounds = [commit_round(creator, member) for _ in range(reps)]
     out["create"] = min(r[0] for r in rounds)  # best of: the machine may be shared
@@ -254,7 +262,7 @@ def steady_pair(suite: CipherSuite, n: int, batch: int) -> tuple[Group, Group]:
     built = build_group(suite, n, batch, Timer())
     creator = steady_state_group(suite, built)
     del built
-    _, member, _ = add_and_join(suite, creator)
+    _, _, member, _ = add_and_join(suite, creator)
     commit_round(creator, member)
     return creator, member
 
@@ -302,12 +310,13 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("first_process", "1st proc s", "{:.3f}"),
     ("fill", "fill s", "{:.2f}"),
     ("join", "join ms", "{:.1f}"),
+    ("join_cpu", "(CPU ms)", "{:.1f}"),
     ("create", "create ms", "{:.2f}"),
     ("process", "process ms", "{:.2f}"),
     ("app_rate", "app msg/s", "{:,.0f}"),
     ("rss_peak", "peak MiB", "{:.0f}"),
 )
-MS_KEYS = {"join", "create", "process"}
+MS_KEYS = {"join", "join_cpu", "create", "process"}
 
 
 def format_row(r: dict[str, float]) -> str:
@@ -323,7 +332,7 @@ def print_header(suite_id: int, batch: int) -> None:
     print("1st = the first empty path Commit after the mass add (all parents blank: it "
           "encrypts to every member)")
     print("join/create/process = steady state (every parent node set); join = a new member "
-          "from a Welcome;")
+          "from a Welcome (wall time, then this process's CPU time);")
     print("create/process = empty full-path Commit, best of --reps; app = 1 KiB "
           "encrypt+decrypt")
     header = " ".join(f"{h:>{max(len(h), 9)}}" for _, h, _ in COLUMNS)
@@ -364,8 +373,18 @@ def print_ratios(results: list[dict[str, float]], ratio: dict[str, float]) -> bo
 
 
 def profile(n: int, suite_id: int, batch: int, rows: int) -> None:
-    """cProfile of steady-state commit creation and processing at ``n`` members."""
-    creator, member = steady_pair(get_suite(suite_id), n, batch)
+    """cProfile of a new member's join from the Welcome (which validates the whole tree,
+    §12.4.3.1) and of steady-state commit creation and processing at ``n`` members."""
+    suite = get_suite(suite_id)
+    built = build_group(suite, n, batch, Timer())
+    creator = steady_state_group(suite, built)
+    del built
+    j, welcome = add_joiner(suite, creator)
+    join = cProfile.Profile()
+    join.enable()
+    member = Group.join(welcome, j.key_package, j.private, now=NOW)
+    join.disable()
+    commit_round(creator, member)  # warm-up, as in run_size
     create, process = cProfile.Profile(), cProfile.Profile()
     create.enable()
     result = creator.commit(now=NOW)
@@ -374,9 +393,9 @@ def profile(n: int, suite_id: int, batch: int, rows: int) -> None:
     process.enable()
     member.process(result.commit, now=NOW)
     process.disable()
-    for what, prof in (("create", create), ("process", process)):
+    for what, prof in (("join", join), ("commit create", create), ("commit process", process)):
         for order in ("tottime", "cumulative"):
-            print(f"\n===== commit {what} at n={n}, by {order} =====")
+            print(f"\n===== {what} at n={n}, by {order} =====")
             pstats.Stats(prof, stream=sys.stdout).strip_dirs().sort_stats(order) \
                 .print_stats(rows)
 
@@ -394,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1000, help="Adds per build Commit")
     ap.add_argument("--reps", type=int, default=15,
                     help="steady-state commits timed per size (default %(default)s)")
-    ap.add_argument("--profile", type=int, metavar="N", help="profile commits at N members")
+    ap.add_argument("--profile", type=int, metavar="N",
+                    help="profile a join and a commit at N members")
     ap.add_argument("--rows", type=int, default=30, help="rows per profile table")
     # workers, each printing one JSON line: one size's figures; the ratio of two sizes
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)

@@ -255,11 +255,11 @@ class Vec(Codec[tuple[Any, ...]]):
             raise DecodeError(f"{self.name}: vector of {n} bytes truncated at offset {start}")
         outer_end = r.end
         r.end = stop
-        item = self.item
+        decode_item = self.item.decode
         items = []
         try:
             while r.pos < stop:
-                items.append(item.decode(r))
+                items.append(decode_item(r))
         finally:
             r.end = outer_end
         return tuple(items)
@@ -286,6 +286,14 @@ class Opt(Codec[Any]):
 
     def decode(self, r: Reader) -> Any:
         start = r.pos
+        if start < r.end:  # the common cases without Reader.take
+            flag = r.data[start]
+            if flag == 0:
+                r.pos = start + 1
+                return None
+            if flag == 1 and self._item is not None:
+                r.pos = start + 1
+                return self._item.decode(r)
         present = r.take(1, self.name)[0]
         if present == 0:
             return None
@@ -309,6 +317,10 @@ class Select(Codec[Any]):
         self._default = default
         self._resolved: dict[int, Codec[Any]] = {}
         self.name = f"select({on})"
+
+    def cases(self) -> tuple[int, ...]:
+        """The declared tags, in declaration order."""
+        return tuple(self._cases)
 
     def case(self, tag: int) -> Codec[Any]:
         c = self._resolved.get(tag)
@@ -347,7 +359,9 @@ _WIRE = "_mls_wire"
 
 
 class _StructCodec(Codec[Any]):
-    """Compiled codec of one Struct subclass: an ordered list of (field, codec)."""
+    """Codec of one Struct subclass: its ordered (field, codec) list, compiled on first use
+    into one generated decode and one generated encode function (see
+    :func:`_compile_decoder`), so the declaration stays the single source of truth."""
 
     def __init__(self, cls: type[Struct]) -> None:
         self.cls = cls
@@ -356,62 +370,196 @@ class _StructCodec(Codec[Any]):
         self.fields: list[tuple[str, Codec[Any]]] = []
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             self.fields.append((f.name, _field_codec(cls, f.name, hints[f.name])))
-        self._plain = not any(isinstance(c, (Select, Depends)) for _, c in self.fields)
-        self._memo = bool(cls.__dict__.get("_memoize_wire", False))
+        self.memo = bool(cls.__dict__.get("_memoize_wire", False))
 
-    def encode(self, value: Any, out: bytearray) -> None:
-        if self._memo:
-            wire = value.__dict__.get(_WIRE)
-            if wire is not None:
-                out += wire
-                return
-            start = len(out)
-            self._encode_fields(value, out)
-            object.__setattr__(value, _WIRE, bytes(out[start:]))
-            return
-        self._encode_fields(value, out)
-
-    def _encode_fields(self, value: Any, out: bytearray) -> None:
-        try:
-            if self._plain:
-                for fname, c in self.fields:
-                    c.encode(getattr(value, fname), out)
-                return
-            seen: dict[str, Any] = {}
-            for fname, c in self.fields:
-                v = getattr(value, fname)
-                self._resolve(c, seen).encode(v, out)
-                seen[fname] = v
-        except (TypeError, AttributeError, ValueError, OverflowError) as e:
-            # A hand-built value that does not match its declaration: our caller's bug.
-            raise UsageError(f"{self.name}: cannot encode: {e}") from None
+    # The first call compiles and stores the generated function in the instance, where it
+    # shadows these methods: every later ``codec.decode(r)`` calls it directly (a bound
+    # method taken before that still works, through the lookup below).
 
     def decode(self, r: Reader) -> Any:
-        values: dict[str, Any] = {}
-        fname = ""
-        start = r.pos
-        try:
-            for fname, c in self.fields:
-                if not self._plain:
-                    c = self._resolve(c, values)
-                values[fname] = c.decode(r)
-        except DecodeError as e:
-            if getattr(e, "_mls_path", None) is None:
-                e._mls_path = True  # type: ignore[attr-defined]
-                e.args = (f"{self.name}.{fname}: {e.args[0]}",)
-            raise
-        obj = self.cls(**values)
-        if self._memo:
-            object.__setattr__(obj, _WIRE, r.data[start:r.pos])
-        return obj
+        fn = self.__dict__.get("decode")
+        if fn is None:
+            fn = self.__dict__["decode"] = _compile_decoder(self)
+        return fn(r)
 
-    @staticmethod
-    def _resolve(c: Codec[Any], seen: Mapping[str, Any]) -> Codec[Any]:
-        if isinstance(c, Select):
-            return c.case(seen[c.on])
-        if isinstance(c, Depends):
-            return as_codec(c.choose(seen))
-        return c
+    def encode(self, value: Any, out: bytearray) -> None:
+        fn = self.__dict__.get("encode")
+        if fn is None:
+            fn = self.__dict__["encode"] = _compile_encoder(self)
+        fn(value, out)
+
+
+# --------------------------------------------------------------------------- compilation
+#
+# Each struct's field list is turned, once, into straight-line Python source: the common
+# cases (integers, ``opaque<V>`` with a one-byte length, blank optionals, vectors of
+# integers) are inlined on local variables, everything else calls the field's codec.
+# An inlined read that meets anything unusual (a longer varint, a short buffer) hands
+# the field to its codec from the same offset, so the accepted encodings and every error
+# message are exactly those of the codecs themselves.
+
+_INT_VEC_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _annotate(e: DecodeError, struct_name: str, field: str) -> None:
+    """Prefix the innermost struct and field to a DecodeError's message, once."""
+    if getattr(e, "_mls_path", None) is None:
+        e._mls_path = True  # type: ignore[attr-defined]
+        e.args = (f"{struct_name}.{field}: {e.args[0]}",)
+
+
+def _unpack_int_vec(fmt: str, count: int, data: bytes, offset: int) -> tuple[int, ...]:
+    return _struct.unpack_from(f">{count}{fmt}", data, offset)
+
+
+class _Source:
+    """The lines and namespace of one generated function."""
+
+    def __init__(self, **names: Any) -> None:
+        self.lines: list[str] = []
+        self.ns: dict[str, Any] = dict(names)
+
+    def const(self, value: Any) -> str:
+        name = f"_k{len(self.ns)}"
+        self.ns[name] = value
+        return name
+
+    def add(self, indent: int, *lines: str) -> None:
+        self.lines.extend("    " * indent + line for line in lines)
+
+    def build(self, fn: str, origin: str) -> Callable[..., Any]:
+        code = compile("\n".join(self.lines), f"<mls codec {origin}>", "exec")
+        exec(code, self.ns)  # the source is generated from our own declarations only
+        built: Callable[..., Any] = self.ns[fn]
+        return built
+
+
+def _compile_decoder(sc: _StructCodec) -> Callable[[Reader], Any]:
+    """``decode(r)`` for one struct: fields read on local variables ``data``/``p``/``end``,
+    the reader's position synchronised around every call to another codec."""
+    s = _Source(DecodeError=DecodeError, _annotate=_annotate, _new=object.__new__,
+                _setattr=object.__setattr__, _cls=sc.cls, _as_codec=as_codec,
+                _unpack_int_vec=_unpack_int_vec)
+    s.add(0, "def decode(r):", "    data = r.data", "    p = start = r.pos", "    end = r.end",
+          "    f = ''", "    try:")
+    seen: dict[str, str] = {}
+    for i, (fname, c) in enumerate(sc.fields):
+        var = f"v{i}"
+        s.add(2, f"f = {fname!r}")
+        _decode_field(s, 2, c, var, seen)
+        seen[fname] = var
+    s.add(1, "except DecodeError as e:", f"    _annotate(e, {sc.name!r}, f)", "    raise",
+          "r.pos = p")
+    if "__post_init__" in dir(sc.cls) or not sc.cls.__dictoffset__:
+        s.add(1, "o = _cls(" + ", ".join(f"{n}={v}" for n, v in seen.items()) + ")")
+        if sc.memo:
+            s.add(1, f"_setattr(o, {_WIRE!r}, data[start:p])")
+    else:
+        # Frozen dataclass without __post_init__: filling __dict__ is what __init__ does.
+        s.add(1, "o = _new(_cls)", "d = o.__dict__", *(f"d[{n!r}] = {v}" for n, v in seen.items()))
+        if sc.memo:
+            s.add(1, f"d[{_WIRE!r}] = data[start:p]")
+    s.add(1, "return o")
+    return s.build("decode", f"decode {sc.name}")
+
+
+def _decode_field(s: _Source, ind: int, c: Codec[Any], v: str, seen: Mapping[str, str]) -> None:
+    """Emit the statements reading one field of codec ``c`` into variable ``v``."""
+    k = s.const(c)
+    slow = ("r.pos = p", f"{v} = {k}.decode(r)", "p = r.pos")
+    if isinstance(c, _Uint):
+        if c.size == 1:
+            s.add(ind, "if p < end:", f"    {v} = data[p]", "    p += 1")
+        else:
+            unpack = s.const(c._st.unpack_from)
+            s.add(ind, f"if p + {c.size} <= end:", f"    {v} = {unpack}(data, p)[0]",
+                  f"    p += {c.size}")
+        s.add(ind, "else:")
+        s.add(ind + 1, *slow)
+    elif c is VAR_BYTES:
+        s.add(ind, "if p < end and (n := data[p]) < 64 and (q := p + 1 + n) <= end:",
+              f"    {v} = data[p + 1:q]", "    p = q",
+              # two-byte length, minimal (>= 64): signatures, hashes of SHA-512 suites
+              "elif (p + 1 < end and 64 <= (n := data[p]) < 128"
+              " and (n := ((n & 63) << 8) | data[p + 1]) >= 64 and (q := p + 2 + n) <= end):",
+              f"    {v} = data[p + 2:q]", "    p = q", "else:")
+        s.add(ind + 1, *slow)
+    elif isinstance(c, Fixed):
+        s.add(ind, f"if p + {c.size} <= end:", f"    {v} = data[p:p + {c.size}]",
+              f"    p += {c.size}", "else:")
+        s.add(ind + 1, *slow)
+    elif c is EMPTY:
+        s.add(ind, f"{v} = None")
+    elif isinstance(c, Opt):
+        s.add(ind, "if p < end and data[p] == 0:", f"    {v} = None", "    p += 1", "else:")
+        s.add(ind + 1, *slow)
+    elif isinstance(c, Vec) and isinstance(c.item, _Uint):
+        size = c.item.size
+        s.add(ind, "if p < end and (n := data[p]) < 64 and (q := p + 1 + n) <= end"
+              f" and not n % {size}:",
+              f"    {v} = _unpack_int_vec({_INT_VEC_FORMATS[size]!r}, n // {size}, data, p + 1)",
+              "    p = q", "else:")
+        s.add(ind + 1, *slow)
+    elif isinstance(c, Select):
+        # One branch per declared case, each inlined; other tags go to Select.case, which
+        # decodes the default case or raises the "unknown" DecodeError.
+        keyword = "if"
+        for tag in c.cases():
+            s.add(ind, f"{keyword} {seen[c.on]} == {int(tag)}:")
+            _decode_field(s, ind + 1, c.case(tag), v, seen)
+            keyword = "elif"
+        s.add(ind, "else:" if keyword == "elif" else "if True:")
+        s.add(ind + 1, "r.pos = p", f"{v} = {k}.case({seen[c.on]}).decode(r)", "p = r.pos")
+    elif isinstance(c, Depends):
+        earlier = "{" + ", ".join(f"{n!r}: {var}" for n, var in seen.items()) + "}"
+        s.add(ind, "r.pos = p", f"{v} = _as_codec({k}.choose({earlier})).decode(r)",
+              "p = r.pos")
+    else:
+        s.add(ind, *slow)
+
+
+def _compile_encoder(sc: _StructCodec) -> Callable[[Any, bytearray], None]:
+    """``encode(value, out)`` for one struct, with the memo of ``_memoize_wire`` structs.
+    A value that does not match its declaration is our caller's bug: UsageError."""
+    s = _Source(UsageError=UsageError, _setattr=object.__setattr__, _as_codec=as_codec,
+                _encode_varint=encode_varint)
+    s.add(0, "def encode(value, out):")
+    if sc.memo:
+        s.add(1, f"w = value.__dict__.get({_WIRE!r})", "if w is not None:", "    out += w",
+              "    return", "start = len(out)")
+    s.add(1, "try:")
+    seen: dict[str, str] = {}
+    for i, (fname, c) in enumerate(sc.fields):
+        var = f"v{i}"
+        s.add(2, f"{var} = value.{fname}")
+        _encode_field(s, 2, c, var, seen)
+        seen[fname] = var
+    s.add(1, "except (TypeError, AttributeError, ValueError, OverflowError) as e:",
+          f"    raise UsageError(f'{sc.name}: cannot encode: {{e}}') from None")
+    if sc.memo:
+        s.add(1, f"_setattr(value, {_WIRE!r}, bytes(out[start:]))")
+    return s.build("encode", f"encode {sc.name}")
+
+
+def _encode_field(s: _Source, ind: int, c: Codec[Any], v: str, seen: Mapping[str, str]) -> None:
+    """Emit the statements appending field variable ``v`` of codec ``c`` to ``out``."""
+    k = s.const(c)
+    if isinstance(c, _Uint):
+        pack = s.const(c._st.pack)
+        s.add(ind, f"if 0 <= {v} <= {c._max}:", f"    out += {pack}({v})", "else:",
+              f"    {k}.encode({v}, out)")
+    elif c is VAR_BYTES:
+        s.add(ind, f"n = len({v})", "if n < 64:", "    out.append(n)", "else:",
+              "    _encode_varint(n, out)", f"out += {v}")
+    elif c is EMPTY:
+        pass
+    elif isinstance(c, Select):
+        s.add(ind, f"{k}.case({seen[c.on]}).encode({v}, out)")
+    elif isinstance(c, Depends):
+        earlier = "{" + ", ".join(f"{n!r}: {var}" for n, var in seen.items()) + "}"
+        s.add(ind, f"_as_codec({k}.choose({earlier})).encode({v}, out)")
+    else:
+        s.add(ind, f"{k}.encode({v}, out)")
 
 
 def _field_codec(cls: type, fname: str, hint: Any) -> Codec[Any]:
@@ -439,6 +587,9 @@ class Struct:
         return c
 
     def encode(self) -> bytes:
+        wire: bytes | None = self.__dict__.get(_WIRE)  # memo of a _memoize_wire struct
+        if wire is not None:
+            return wire
         out = bytearray()
         self.codec().encode(self, out)
         return bytes(out)

@@ -37,7 +37,7 @@ from .proposal_list import CommittedProposal, required_capabilities
 from .proposals import ExternalInit, PreSharedKey, Proposal, ProposalOrRef, Remove
 from .protection import sign_content
 from .psk import ExternalPSK, PreSharedKeyID, PSKType, ResumptionPSKUsage
-from .ratchet_tree import RatchetTree
+from .ratchet_tree import RatchetTree, gc_paused
 from .staging import apply_proposals, compute_psk_secret
 from .transcript import confirmed_transcript_hash, interim_transcript_hash
 from .tree_math import common_ancestor
@@ -118,8 +118,9 @@ def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePri
     gc = info.group_context
     if gc.cipher_suite != key_package.cipher_suite:
         raise ValidationError("§12.4.3.1: GroupInfo cipher suite differs from KeyPackage's")
-    tree = _tree_of(suite, info, ratchet_tree)
-    _verify_group(suite, info, tree, config, now)
+    with gc_paused():
+        tree = _tree_of(suite, info, ratchet_tree)
+        _verify_group(suite, info, tree, config, now)
     me = tree.find_leaf(key_package.leaf_node)
     if me is None:
         raise ValidationError("§12.4.3.1: our KeyPackage's leaf is not in the tree")
@@ -157,8 +158,9 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
         raise ProtocolError("expected an MLSMessage(GroupInfo)")
     gc = info.group_context
     suite = get_suite(gc.cipher_suite)
-    tree = _tree_of(suite, info, ratchet_tree)
-    _verify_group(suite, info, tree, config, now)
+    with gc_paused():
+        tree = _tree_of(suite, info, ratchet_tree)
+        _verify_group(suite, info, tree, config, now)
     kem_output, hpke_ctx = suite.hpke.setup_base_s(_external_pub(info), b"")
     init_secret = hpke_ctx.export(EXTERNAL_INIT_LABEL, suite.hash_length)
     proposals = [Proposal.of(ExternalInit(kem_output))]

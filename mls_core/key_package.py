@@ -7,13 +7,13 @@ core reads no clock) and a :class:`~mls_core.authentication.CredentialValidator`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .authentication import DEFAULT_VALIDATOR, CredentialValidator
 from .ciphersuite import SUPPORTED_SUITES, CipherSuite
 from .credentials import Credential, CredentialType
-from .errors import ValidationError
+from .errors import ValidationError, VerificationError
 from .extensions import Extension, ExtensionType
 from .key_schedule import PROTOCOL_VERSION_MLS10
 from .messages import KeyPackage, KeyPackageTBS
@@ -57,9 +57,22 @@ def sign_leaf_node(suite: CipherSuite, signature_priv: bytes, tbs: LeafNodeTBS) 
 def verify_leaf_signature(suite: CipherSuite, leaf: LeafNode, group_id: bytes | None = None,
                           leaf_index: int | None = None) -> None:
     """Check a LeafNode's signature (§7.3); update/commit leaves need group_id and index."""
-    tbs = leaf.to_be_signed(group_id, leaf_index).encode()
+    tbs = leaf.to_be_signed_bytes(group_id, leaf_index)
     suite.check_signature(leaf.signature_key, LEAF_NODE_TBS_LABEL, tbs, leaf.signature,
                           "LeafNode (§7.3)")
+
+
+def verify_leaf_signatures(suite: CipherSuite, leaves: Sequence[tuple[int, LeafNode]],
+                           group_id: bytes) -> None:
+    """:func:`verify_leaf_signature` for each (leaf_index, leaf) of a tree, verified as
+    one batch (:meth:`CipherSuite.verify_many_with_label`); VerificationError names the
+    first leaf, in the given order, whose signature is invalid (§7.3, §12.4.3.1)."""
+    items = [(leaf.signature_key, leaf.to_be_signed_bytes(group_id, i), leaf.signature)
+             for i, leaf in leaves]
+    results = suite.verify_many_with_label(LEAF_NODE_TBS_LABEL, items)
+    for (i, _), ok in zip(leaves, results, strict=True):
+        if not ok:
+            raise VerificationError(f"invalid signature on LeafNode (§7.3) at leaf {i}")
 
 
 def create_key_package(
@@ -102,6 +115,8 @@ def check_lifetime(leaf: LeafNode, now: int | None) -> None:
 
 def check_leaf_extensions_supported(leaf: LeafNode) -> None:
     """§7.3: each leaf extension type must be listed in the leaf's own capabilities."""
+    if not leaf.extensions:
+        return
     listed = set(leaf.capabilities.extensions) | DEFAULT_EXTENSIONS
     for ext in leaf.extensions:
         if ext.extension_type not in listed:

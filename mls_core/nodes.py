@@ -171,6 +171,19 @@ class LeafNode(Struct):
             group_context=_tbs_context(self.leaf_node_source, group_id, leaf_index),
         )
 
+    def to_be_signed_bytes(self, group_id: bytes | None = None,
+                           leaf_index: int | None = None) -> bytes:
+        """``to_be_signed(group_id, leaf_index).encode()``, built from this leaf's memoized
+        encoding: LeafNodeTBS is LeafNode's fields up to ``signature``, in order, then the
+        group context of ``update``/``commit`` leaves (§7.2). ``signature`` is the last
+        field and encoded with a minimal-length prefix (§2.1.2), so cutting it off the
+        end of the encoding leaves exactly the TBS's leading fields."""
+        wire = self.encode()
+        n = len(self.signature)
+        cut = len(wire) - n - (1 if n < 0x40 else 2 if n < 0x4000 else 4)
+        context = _tbs_context(self.leaf_node_source, group_id, leaf_index)
+        return wire[:cut] if context is None else wire[:cut] + context.encode()
+
 
 def _tbs_context(source: int, group_id: bytes | None,
                  leaf_index: int | None) -> LeafNodeTBSContext | None:
@@ -265,6 +278,8 @@ class ParentNode(Struct):
         opaque parent_hash<V>;
         uint32 unmerged_leaves<V>;
     } ParentNode;                                                        (§7.1)"""
+
+    _memoize_wire: ClassVar[bool] = True  # encoded again for every tree hash over it
 
     encryption_key: VarBytes
     parent_hash: VarBytes

@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .ciphersuite import CipherSuite
-from .codec import Struct, VarBytes
+from .codec import Struct, VarBytes, encode_varint
 from .errors import VerificationError
-from .nodes import Node
+from .nodes import Node, ParentNode
 from .ratchet_tree import RatchetTree, in_subtree
-from .tree_math import left, right
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,30 @@ class ParentHashInput(Struct):
 def compute_parent_hash(suite: CipherSuite, encryption_key: bytes, parent_hash: bytes,
                         original_sibling_tree_hash: bytes) -> bytes:
     """Hash(ParentHashInput): the parent hash of a node P with copath child S (§7.9)."""
-    return suite.hash(
-        ParentHashInput(encryption_key, parent_hash, original_sibling_tree_hash).encode())
+    return _hash_with_sibling(suite, _input_prefix(encryption_key, parent_hash),
+                              original_sibling_tree_hash)
+
+
+# ParentHashInput is written out field by field so that verifying a tree can encode P's
+# two fields once for both of its children; test_perf_tree checks these bytes against
+# the encoding of the declared ParentHashInput above.
+
+def _input_prefix(encryption_key: bytes, parent_hash: bytes) -> bytearray:
+    """The ``encryption_key`` and ``parent_hash`` fields of ParentHashInput."""
+    data = bytearray()
+    encode_varint(len(encryption_key), data)
+    data += encryption_key
+    encode_varint(len(parent_hash), data)
+    data += parent_hash
+    return data
+
+
+def _hash_with_sibling(suite: CipherSuite, prefix: bytearray, sibling_hash: bytes) -> bytes:
+    """Hash(ParentHashInput) from :func:`_input_prefix` and the last field."""
+    data = prefix.copy()
+    encode_varint(len(sibling_hash), data)
+    data += sibling_hash
+    return suite.hash(bytes(data))
 
 
 def original_sibling_tree_hash(tree: RatchetTree, sibling: int,
@@ -61,8 +82,10 @@ def path_parent_hashes(tree: RatchetTree, path: Sequence[tuple[int, int]],
     return fields, above
 
 
-def _node_parent_hash(node: Node) -> bytes | None:
-    """The ``parent_hash`` field of a parent node or of a commit-sourced leaf."""
+def _linked_hash(node: Node | None) -> bytes | None:
+    """The ``parent_hash`` field of a parent node or of a commit-sourced leaf, else None."""
+    if node is None:
+        return None
     value = node.value
     return value.parent_hash
 
@@ -74,21 +97,49 @@ def verify_parent_hashes(tree: RatchetTree) -> None:
     D is valid for parent P (children C on D's side, S the other) when D's
     ``parent_hash`` is the parent hash of P with copath child S, D is in the resolution
     of C and P's unmerged leaves under C are exactly that resolution without D.
-    Raises VerificationError naming the first parent node that fails."""
-    for p, parent in tree.parents():
+    A side of P whose resolution holds no node with a ``parent_hash`` field cannot hold
+    D, so its expected hash is not computed. Raises VerificationError naming the first
+    parent node that fails."""
+    nodes = tree.nodes()
+    for p in range(1, len(nodes), 2):
+        node = nodes[p]
+        if node is None:
+            continue
+        parent = node.value
+        assert isinstance(parent, ParentNode)  # RatchetTree checks node types by position
+        half = ((p + 1) & ~p) >> 1  # 2^(level(p) - 1): children are p -/+ half
+        prefix = _input_prefix(parent.encryption_key, parent.parent_hash)
+        unmerged = parent.unmerged_leaves
         matches = 0
-        for c, s in ((left(p), right(p)), (right(p), left(p))):
-            expected = compute_parent_hash(
-                tree.suite, parent.encryption_key, parent.parent_hash,
-                original_sibling_tree_hash(tree, s, parent.unmerged_leaves))
-            resolution = tree.resolution(c)
-            unmerged_here = {2 * i for i in parent.unmerged_leaves if in_subtree(i, c)}
-            for d in resolution:
-                node = tree.node(d)
-                if node is None or _node_parent_hash(node) != expected:
-                    continue
-                if set(resolution) - {d} == unmerged_here:
+        for c, s in ((p - half, p + half), (p + half, p - half)):
+            resolution = _resolution(tree, nodes, c)
+            linked = [(d, h) for d in resolution if (h := _linked_hash(nodes[d])) is not None]
+            if not linked:
+                continue
+            sibling_hash = (original_sibling_tree_hash(tree, s, unmerged) if unmerged
+                            else tree.tree_hash_of(s))
+            expected = _hash_with_sibling(tree.suite, prefix, sibling_hash)
+            for d, h in linked:
+                if h == expected and _unmerged_match(parent, c, resolution, d):
                     matches += 1
         if matches != 1:
             raise VerificationError(f"parent node {p} is not parent-hash valid "
                                     f"({matches} descendants link to it) (§7.9.2)")
+
+
+def _resolution(tree: RatchetTree, nodes: Sequence[Node | None], x: int) -> tuple[int, ...]:
+    """:meth:`RatchetTree.resolution` of ``x``, without the cache lookup for a non-blank
+    node, whose resolution is itself and its unmerged leaves (§4.1.1)."""
+    node = nodes[x]
+    if node is None:
+        return tree.resolution(x)
+    value = node.value
+    if isinstance(value, ParentNode) and value.unmerged_leaves:
+        return (x, *[2 * i for i in value.unmerged_leaves])
+    return (x,)
+
+
+def _unmerged_match(parent: ParentNode, c: int, resolution: Sequence[int], d: int) -> bool:
+    """§7.9.2: P's unmerged leaves under C are exactly C's resolution without D."""
+    unmerged_here = {2 * i for i in parent.unmerged_leaves if in_subtree(i, c)}
+    return set(resolution) - {d} == unmerged_here

@@ -10,8 +10,11 @@ and its resolution once computed. Both depend only on the node's subtree (tree h
 bind absolute leaf indices, never the tree's width), so a change to node ``x``
 invalidates exactly ``x`` and its ancestors, extending the tree invalidates only the new
 nodes and truncating invalidates nothing. After one leaf changes, :meth:`tree_hash`
-rehashes O(log n) nodes. An index of the HPKE and signature keys in use answers the
-uniqueness questions of §7.3 and §12.4.2 without a scan.
+rehashes O(log n) nodes; the first tree hash of a new tree (a joiner's, §12.4.3.1)
+hashes all 2n - 1 nodes level by level on plain lists. The hash inputs are assembled
+from each node's memoized wire encoding, so no node is encoded twice. An index of the
+HPKE and signature keys in use answers the uniqueness questions of §7.3 and §12.4.2
+without a scan.
 
 Nodes are immutable values, so :meth:`copy` shares them: the group layer stages every
 commit on a copy and drops it on failure. So that a copy does not cost O(n) per commit
@@ -23,14 +26,16 @@ copies the O(log n) chunks it writes to.
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Annotated, Generic, TypeVar
 
 from .ciphersuite import CipherSuite
-from .codec import Opt, Select, Struct, Uint8, Uint32, VarBytes
+from .codec import Opt, Select, Struct, Uint8, Uint32, VarBytes, encode_varint
 from .errors import UsageError, ValidationError
 from .nodes import (
     LeafNode,
@@ -40,7 +45,7 @@ from .nodes import (
     decode_ratchet_tree,
     encode_ratchet_tree,
 )
-from .tree_math import MAX_LEAVES, direct_path, left, level, parent, right, root, sibling
+from .tree_math import MAX_LEAVES, left, level, right, root
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,38 @@ class TreeHashInput(Struct):
         Select("node_type", {NodeType.LEAF: LeafNodeHashInput,
                              NodeType.PARENT: ParentNodeHashInput}),
     ]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a large tree is decoded and checked:
+    the tens of thousands of new, acyclic node objects (and cached resolutions) would
+    otherwise trigger repeated collections over the whole heap, ~20% of joining a
+    10,000-member group. Nothing cyclic is created meanwhile; the next collection
+    after the block still finds whatever is."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _upward(x: int, width: int) -> Iterator[tuple[int, int]]:
+    """(parent, sibling) for ``x`` and each of its ancestors below the root of a full
+    tree of ``width`` nodes: the direct path of ``x`` with its copath (§4.1), by the bit
+    arithmetic of Appendix C without per-step range checks."""
+    top = width >> 1  # the root of 2^k leaves is node 2^k - 1
+    step = (x + 1) & ~x  # 2^level(x)
+    while x != top:
+        if x & (step << 1):  # a right child
+            yield x - step, x - 2 * step
+            x -= step
+        else:
+            yield x + step, x + 2 * step
+            x += step
+        step <<= 1
 
 
 def leaf_span(x: int) -> tuple[int, int]:
@@ -185,8 +222,8 @@ class _KeyCounts:
 
     __slots__ = ("_base", "_delta")
 
-    def __init__(self) -> None:
-        self._base: dict[bytes, int] = {}
+    def __init__(self, counts: dict[bytes, int] | None = None) -> None:
+        self._base: dict[bytes, int] = {} if counts is None else counts
         self._delta: dict[bytes, int] = {}
 
     def get(self, key: bytes, default: int = 0) -> int:
@@ -194,6 +231,13 @@ class _KeyCounts:
 
     def add(self, key: bytes, delta: int) -> None:
         _count(self._delta, key, delta)
+
+    def max_count(self) -> int:
+        """The largest number of uses of any one key (0 if none)."""
+        if not self._delta:
+            return max(self._base.values(), default=0)
+        keys = self._base.keys() | self._delta.keys()
+        return max((self.get(k) for k in keys), default=0)
 
     def copy(self) -> _KeyCounts:
         if len(self._delta) > 32 + len(self._base) // 8:
@@ -220,7 +264,7 @@ class RatchetTree:
     """A ratchet tree in array form with cached tree hashes and resolutions (§7.7)."""
 
     __slots__ = ("_cred_support", "_cred_use", "_enc_keys", "_free_hint", "_hashes",
-                 "_nodes", "_resolutions", "_sig_keys", "suite")
+                 "_nodes", "_resolutions", "_sig_keys", "_unhashed", "suite")
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[Node | None]) -> None:
         """A tree holding ``nodes`` in array order, padded with blanks to a full tree.
@@ -237,17 +281,36 @@ class RatchetTree:
             [*nodes, *[None] * (width - len(nodes))])
         self._hashes: _CowList[bytes | None] = _CowList([None] * width)
         self._resolutions: _CowList[tuple[int, ...] | None] = _CowList([None] * width)
-        self._enc_keys = _KeyCounts()
-        self._sig_keys = _KeyCounts()
-        self._cred_use: dict[int, int] = {}
-        self._cred_support: dict[int, int] = {}
         self._free_hint = 0
-        for i, node in enumerate(self._nodes):
+        self._unhashed = True  # no tree hash computed yet: the first is done in bulk
+        self._index_all(nodes)
+
+    def _index_all(self, nodes: Sequence[Node | None]) -> None:
+        """Build the key and credential-type indexes of :meth:`_index_keys` in one pass,
+        checking each node's type against its position."""
+        enc: dict[bytes, int] = {}
+        sig: dict[bytes, int] = {}
+        cred_use: dict[int, int] = {}
+        cred_support: dict[int, int] = {}
+        for i, node in enumerate(nodes):
             if node is None:
                 continue
+            value = node.value
             if node.node_type != (NodeType.PARENT if i & 1 else NodeType.LEAF):
                 raise ValidationError(f"ratchet tree: wrong node type at node index {i}")
-            self._index_keys(node, +1)
+            key = value.encryption_key
+            enc[key] = enc.get(key, 0) + 1
+            if isinstance(value, LeafNode):
+                key = value.signature_key
+                sig[key] = sig.get(key, 0) + 1
+                ctype = value.credential.credential_type
+                cred_use[ctype] = cred_use.get(ctype, 0) + 1
+                for t in set(value.capabilities.credentials):
+                    cred_support[t] = cred_support.get(t, 0) + 1
+        self._enc_keys = _KeyCounts(enc)
+        self._sig_keys = _KeyCounts(sig)
+        self._cred_use = cred_use
+        self._cred_support = cred_support
 
     # ------------------------------------------------------------------ construction
 
@@ -263,7 +326,8 @@ class RatchetTree:
         DecodeError for malformed bytes; ValidationError for an empty tree, a trailing
         blank, a node of the wrong type for its position, or an untruncated tree whose
         right half has no member (§7.7, §12.1.3 require truncation)."""
-        tree = cls(suite, decode_ratchet_tree(data))
+        with gc_paused():
+            tree = cls(suite, decode_ratchet_tree(data))
         n = tree.n_leaves
         if n > 1 and all(tree._nodes[i] is None for i in range(n, 2 * n - 1, 2)):
             raise ValidationError("ratchet tree: right subtree of the root has no "
@@ -290,6 +354,7 @@ class RatchetTree:
         other._cred_use = self._cred_use.copy()
         other._cred_support = self._cred_support.copy()
         other._free_hint = self._free_hint
+        other._unhashed = self._unhashed
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -351,6 +416,11 @@ class RatchetTree:
         """How many nodes (leaf or parent) hold HPKE public key ``key``."""
         return self._enc_keys.get(key, 0)
 
+    def max_key_uses(self) -> int:
+        """The most nodes sharing one HPKE key or leaves sharing one signature key:
+        above 1 means a uniqueness rule of §7.3 / §12.4.3.1 is broken."""
+        return max(self._enc_keys.max_count(), self._sig_keys.max_count())
+
     def signature_key_uses(self, key: bytes) -> int:
         """How many leaves hold signature key ``key``."""
         return self._sig_keys.get(key, 0)
@@ -372,8 +442,9 @@ class RatchetTree:
         """The index of a leaf equal to ``leaf`` (e.g. a joiner's own, §12.4.3.1)."""
         if self.signature_key_uses(leaf.signature_key) == 0:
             return None
+        key = leaf.signature_key
         for i, candidate in self.leaves():
-            if candidate == leaf:
+            if candidate.signature_key == key and candidate == leaf:
                 return i
         return None
 
@@ -418,7 +489,7 @@ class RatchetTree:
         """Apply an Add (§12.1.1): put ``leaf`` in the leftmost blank leaf (extending if
         needed) and list it as unmerged at every non-blank parent above it."""
         index = self.reserve_leaf()
-        for p in direct_path(2 * index, self.n_leaves):
+        for p, _ in _upward(2 * index, len(self._nodes)):
             parent = self.parent_node(p)
             if parent is not None:
                 unmerged = _with_unmerged(parent.unmerged_leaves, index)
@@ -429,7 +500,7 @@ class RatchetTree:
 
     def blank_direct_path(self, leaf_index: int) -> None:
         """Blank every parent node on the direct path of ``leaf_index`` (§7.5, §12.1)."""
-        for p in direct_path(2 * leaf_index, self.n_leaves):
+        for p, _ in _upward(2 * leaf_index, len(self._nodes)):
             if self._nodes[p] is not None:
                 self.set_node(p, None)
 
@@ -489,13 +560,11 @@ class RatchetTree:
         hashes, resolutions = self._hashes, self._resolutions
         hashes[x] = None
         resolutions[x] = None
-        n, top = self.n_leaves, self.root
-        while x != top:
-            x = parent(x, n)
-            if hashes[x] is None and resolutions[x] is None:
+        for p, _ in _upward(x, len(self._nodes)):
+            if hashes[p] is None and resolutions[p] is None:
                 break
-            hashes[x] = None
-            resolutions[x] = None
+            hashes[p] = None
+            resolutions[p] = None
 
     # ------------------------------------------------------------------ paths (§4.1.2)
 
@@ -505,13 +574,24 @@ class RatchetTree:
         cached = self._resolutions[x]
         if cached is not None:
             return cached
-        node = self.node(x)
+        if not 0 <= x < len(self._nodes):
+            raise UsageError(f"node index {x} outside a tree of width {len(self._nodes)}")
+        return self._resolve(x)
+
+    def _resolve(self, x: int) -> tuple[int, ...]:
+        """:meth:`resolution` of an in-range node, filling the cache below it."""
+        cached = self._resolutions[x]
+        if cached is not None:
+            return cached
+        node = self._nodes[x]
+        res: tuple[int, ...]
         if node is not None:
-            parent = node.parent_node
-            extra = () if parent is None else tuple(2 * i for i in parent.unmerged_leaves)
-            res: tuple[int, ...] = (x, *extra)
+            value = node.value
+            unmerged = value.unmerged_leaves if x & 1 else ()  # type: ignore[union-attr]
+            res = (x, *[2 * i for i in unmerged]) if unmerged else (x,)
         elif x & 1:
-            res = self.resolution(left(x)) + self.resolution(right(x))
+            half = ((x + 1) & ~x) >> 1  # 2^(level(x) - 1): children are x -/+ half
+            res = self._resolve(x - half) + self._resolve(x + half)
         else:
             res = ()
         self._resolutions[x] = res
@@ -523,15 +603,7 @@ class RatchetTree:
         non-empty resolution (§4.1.2)."""
         if not 0 <= leaf_index < self.n_leaves:
             raise UsageError(f"leaf {leaf_index} outside the tree")
-        out: list[tuple[int, int]] = []
-        x = 2 * leaf_index
-        n = self.n_leaves
-        for p in direct_path(x, n):
-            s = sibling(x, n)
-            if self.resolution(s):
-                out.append((p, s))
-            x = p
-        return out
+        return [(p, s) for p, s in _upward(2 * leaf_index, len(self._nodes)) if self._resolve(s)]
 
     def filtered_direct_path(self, leaf_index: int) -> list[int]:
         """The filtered direct path of ``leaf_index`` (§4.1.2)."""
@@ -552,14 +624,50 @@ class RatchetTree:
         cached = self._hashes[x]
         if cached is not None:
             return cached
-        node = self.node(x)
-        if x & 1:
-            value = None if node is None else node.parent_node
-            digest = self._hash_parent(value, self.tree_hash_of(left(x)),
-                                       self.tree_hash_of(right(x)))
+        if self._unhashed:
+            self._hash_all()
+            return self.tree_hash_of(x)
+        return self._rehash(x, level(x))
+
+    def _hash_all(self) -> None:
+        """Fill every node's tree hash, level by level on plain lists: the first tree
+        hash of a decoded tree (e.g. on join) needs all 2n - 1 of them."""
+        nodes, hashes = list(self._nodes), list(self._hashes)
+        width = len(nodes)
+        hash_leaf, hash_parent = self._hash_leaf, self._hash_parent
+        for x in range(0, width, 2):
+            if hashes[x] is None:
+                node = nodes[x]
+                hashes[x] = hash_leaf(x >> 1, None if node is None else node.value)
+        lvl = 1
+        while (1 << lvl) <= width:
+            half = 1 << (lvl - 1)
+            for x in range((1 << lvl) - 1, width, 1 << (lvl + 1)):
+                if hashes[x] is None:
+                    node = nodes[x]
+                    left_hash, right_hash = hashes[x - half], hashes[x + half]
+                    assert left_hash is not None and right_hash is not None
+                    hashes[x] = hash_parent(None if node is None else node.value,
+                                            left_hash, right_hash)
+            lvl += 1
+        self._hashes = _CowList(hashes)
+        self._unhashed = False
+
+    def _rehash(self, x: int, lvl: int) -> bytes:
+        """:meth:`tree_hash_of` for node ``x`` at level ``lvl``, filling the cache below."""
+        hashes = self._hashes
+        cached = hashes[x]
+        if cached is not None:
+            return cached
+        node = self._nodes[x]
+        if lvl:
+            half = 1 << (lvl - 1)
+            digest = self._hash_parent(None if node is None else node.value,
+                                       self._rehash(x - half, lvl - 1),
+                                       self._rehash(x + half, lvl - 1))
         else:
-            digest = self._hash_leaf(x >> 1, None if node is None else node.leaf_node)
-        self._hashes[x] = digest
+            digest = self._hash_leaf(x >> 1, None if node is None else node.value)
+        hashes[x] = digest
         return digest
 
     def tree_hash_without(self, x: int, leaves: frozenset[int]) -> bytes:
@@ -567,7 +675,7 @@ class RatchetTree:
         blank and removed from all ``unmerged_leaves`` lists: the "original sibling tree
         hash" of §7.9. Subtrees holding none of ``leaves`` use the cached hashes."""
         lo, hi = leaf_span(x)
-        if not any(lo <= i <= hi for i in leaves):
+        if not leaves or not any(lo <= i <= hi for i in leaves):
             return self.tree_hash_of(x)
         node = self.node(x)
         if not x & 1:
@@ -579,12 +687,34 @@ class RatchetTree:
         return self._hash_parent(value, self.tree_hash_without(left(x), leaves),
                                  self.tree_hash_without(right(x), leaves))
 
-    def _hash_leaf(self, leaf_index: int, leaf: LeafNode | None) -> bytes:
-        data = TreeHashInput(NodeType.LEAF, LeafNodeHashInput(leaf_index, leaf)).encode()
-        return self.suite.hash(data)
+    # The two hash inputs below are TreeHashInput (§7.8) written out from the node's
+    # memoized wire encoding rather than by building the wrapper structs: the tree hash of
+    # a joined 10,000-member group takes 32,767 of them. test_perf_tree checks that they
+    # equal the encodings of the declared TreeHashInput structs above.
 
-    def _hash_parent(self, parent: ParentNode | None, left_hash: bytes,
+    def _hash_leaf(self, leaf_index: int, leaf: LeafNode | ParentNode | None) -> bytes:
+        """Hash(TreeHashInput{leaf, LeafNodeHashInput{leaf_index, optional<LeafNode>}})."""
+        head = _LEAF_TAG + leaf_index.to_bytes(4, "big")
+        return self.suite.hash(head + _ABSENT if leaf is None
+                               else head + _PRESENT + leaf.encode())
+
+    def _hash_parent(self, parent: LeafNode | ParentNode | None, left_hash: bytes,
                      right_hash: bytes) -> bytes:
-        data = TreeHashInput(NodeType.PARENT,
-                             ParentNodeHashInput(parent, left_hash, right_hash)).encode()
-        return self.suite.hash(data)
+        """Hash(TreeHashInput{parent, ParentNodeHashInput{optional<ParentNode>, left_hash,
+        right_hash}})."""
+        data = bytearray(_PARENT_TAG)
+        if parent is None:
+            data += _ABSENT
+        else:
+            data += _PRESENT
+            data += parent.encode()
+        encode_varint(len(left_hash), data)
+        data += left_hash
+        encode_varint(len(right_hash), data)
+        data += right_hash
+        return self.suite.hash(bytes(data))
+
+
+_LEAF_TAG = bytes([NodeType.LEAF])
+_PARENT_TAG = bytes([NodeType.PARENT])
+_ABSENT, _PRESENT = b"\x00", b"\x01"  # optional<T> presence byte (§2.1.1)

@@ -14,7 +14,12 @@ from itertools import pairwise
 from .authentication import DEFAULT_VALIDATOR, CredentialValidator
 from .ciphersuite import CipherSuite
 from .errors import ValidationError
-from .key_package import check_leaf_extensions_supported, check_lifetime, verify_leaf_signature
+from .key_package import (
+    check_leaf_extensions_supported,
+    check_lifetime,
+    verify_leaf_signature,
+    verify_leaf_signatures,
+)
 from .messages import RequiredCapabilities
 from .nodes import LeafNode, LeafNodeSource
 from .parent_hash import verify_parent_hashes
@@ -35,16 +40,20 @@ def check_leaf_node(
     now: int | None = None,
     validator: CredentialValidator = DEFAULT_VALIDATOR,
     required_capabilities: RequiredCapabilities | None = None,
+    verify_signature: bool = True,
 ) -> None:
     """The §7.3 checks that need no other member: ``leaf_node_source`` (when ``source``
     is given), credential, signature (with ``group_id`` and ``leaf_index`` for update and
-    commit leaves), required capabilities, lifetime and supported extensions."""
+    commit leaves), required capabilities, lifetime and supported extensions.
+    ``verify_signature=False`` is for a caller that verifies the signature itself, as
+    :func:`validate_tree` does for all leaves at once."""
     if source is not None and leaf.leaf_node_source != source:
         raise ValidationError(f"§7.3: leaf_node_source must be {_SOURCE_NAMES[source]}")
     if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE and leaf_index is None:
         raise ValidationError("§7.3: an update/commit LeafNode needs its leaf index")
     validator.validate(leaf.credential, leaf.signature_key)
-    verify_leaf_signature(suite, leaf, group_id, leaf_index)
+    if verify_signature:
+        verify_leaf_signature(suite, leaf, group_id, leaf_index)
     if required_capabilities is not None:
         check_required_capabilities(leaf, required_capabilities)
     check_lifetime(leaf, now)
@@ -116,7 +125,9 @@ def validate_tree(
     * well-formed ``unmerged_leaves`` (sorted, §7.1; members below the node, listed at
       every non-blank node in between, §12.4.3.1);
     * every non-blank parent node parent-hash valid (§7.9.2);
-    * every leaf valid (§7.3), including credential types supported by all members.
+    * every leaf valid (§7.3), including credential types supported by all members;
+      the leaf signatures are verified last, as one batch (in parallel where the
+      machine has several cores, :meth:`CipherSuite.verify_many_with_label`).
 
     Raises ValidationError, or VerificationError for a parent hash or leaf signature."""
     members = list(tree.leaves())
@@ -127,21 +138,25 @@ def validate_tree(
     verify_parent_hashes(tree)
     for i, leaf in members:
         check_leaf_node(tree.suite, leaf, group_id=group_id, leaf_index=i, now=now,
-                        validator=validator, required_capabilities=required_capabilities)
+                        validator=validator, required_capabilities=required_capabilities,
+                        verify_signature=False)
     check_credential_support(leaf for _, leaf in members)
+    verify_leaf_signatures(tree.suite, members, group_id)
 
 
 def check_unique_keys(tree: RatchetTree) -> None:
     """§7.3, §12.4.3.1: no HPKE public key appears in two nodes and no signature key
     in two leaves."""
-    for x in range(tree.width):
-        node = tree.node(x)
+    if tree.max_key_uses() <= 1:  # the tree's key indexes count every use
+        return
+    enc_uses, sig_uses = tree.encryption_key_uses, tree.signature_key_uses
+    for x, node in enumerate(tree.nodes()):
         if node is None:
             continue
-        if tree.encryption_key_uses(node.value.encryption_key) > 1:
+        value = node.value
+        if enc_uses(value.encryption_key) > 1:
             raise ValidationError(f"§12.4.3.1: node {x}'s encryption_key appears twice")
-        leaf = node.leaf_node
-        if leaf is not None and tree.signature_key_uses(leaf.signature_key) > 1:
+        if not x & 1 and sig_uses(value.signature_key) > 1:  # type: ignore[union-attr]
             raise ValidationError(f"§7.3: leaf {x >> 1}'s signature_key appears twice")
 
 

@@ -203,20 +203,23 @@ class PreparedPath:
         """The UpdatePath: each path secret encrypted with EncryptWithLabel(.,
         "UpdatePathNode", provisional GroupContext, .) to every node in the resolution
         of the copath child, leaves added by this commit excluded (§7.6, §12.4.2)."""
-        context = group_context.encode()
-        suite = tree.suite
-        nodes = []
-        for (p, s), pub in zip(self.path, self.public_keys, strict=True):
-            secret = self.path_secrets[p]
-            cts = []
-            for x in copath_resolution(tree, s, new_leaves):
+        # All encryptions share label and context: EncryptContext is built and its HPKE
+        # key-schedule hashes taken once for the whole path (encrypt_with_label_many).
+        recipients: list[tuple[bytes, bytes]] = []
+        counts: list[int] = []
+        for p, s in self.path:
+            resolution = copath_resolution(tree, s, new_leaves)
+            counts.append(len(resolution))
+            for x in resolution:
                 target = tree.node(x)
                 assert target is not None  # resolutions hold non-blank nodes only
-                kem_output, ct = suite.encrypt_with_label(
-                    target.value.encryption_key, UPDATE_PATH_NODE_LABEL, context, secret)
-                cts.append(HPKECiphertext(kem_output, ct))
-            nodes.append(UpdatePathNode(pub, tuple(cts)))
-        return UpdatePath(self.leaf_node, tuple(nodes))
+                recipients.append((target.value.encryption_key, self.path_secrets[p]))
+        sealed = iter(tree.suite.encrypt_with_label_many(
+            UPDATE_PATH_NODE_LABEL, group_context.encode(), recipients))
+        nodes = tuple(
+            UpdatePathNode(pub, tuple(HPKECiphertext(*next(sealed)) for _ in range(count)))
+            for pub, count in zip(self.public_keys, counts, strict=True))
+        return UpdatePath(self.leaf_node, nodes)
 
 
 def prepare_update_path(
