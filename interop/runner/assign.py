@@ -6,9 +6,15 @@ For suite S with supporters P_S (the clients that report S, in client order) and
   (fixes quirk 1, combination aliasing), and entry j picks the j-th *supporter* of S, not
   the j-th client overall (fixes quirk 2), so an assigned client always supports S;
 * random mode plays one assignment per (suite, handshake mode), each actor drawn uniformly
-  from P_S by a generator seeded from (seed, config, script, suite, mode).
+  from P_S by a generator seeded from (seed, config, script, suite, mode);
+* alternate mode plays |P_S| assignments per (suite, handshake mode): in the k-th
+  (k = 0..|P_S|-1), actor i (in order of first appearance) is played by supporter
+  (i + k) mod |P_S|. Each supporter thus plays every actor once, and with two or more
+  supporters and actors every run mixes stacks; with ``ours,ts-mls`` these are the two
+  assignments (ours, ts-mls, ours, ...) and (ts-mls, ours, ts-mls, ...).
 
-Runs per script = Σ_S |modes| × |P_S|^A, or Σ_S |modes| in random mode. The count is
+Runs per script = Σ_S |modes| × |P_S|^A, Σ_S |modes| in random mode, or
+Σ_S |modes| × |P_S| in alternate mode. The count is
 worked out with an early stop at the cap before anything is enumerated, so a script with
 hundreds of actors costs O(log cap) to size, and assignments are produced lazily.
 """
@@ -46,11 +52,14 @@ class ScriptPlan:
     seed: str
     full_runs: int | None  # None: the full matrix exceeds the cap
     switched: bool  # random because the full matrix exceeded the cap
+    alternate: bool = False
 
     @property
     def run_count(self) -> int:
         if self.random:
             return len(self.support) * len(self.modes)
+        if self.alternate:
+            return len(self.modes) * sum(len(sup) for _suite, sup in self.support)
         assert self.full_runs is not None
         return self.full_runs
 
@@ -70,6 +79,8 @@ class ScriptPlan:
                 supporters,
                 run_rng(self.seed, self.config, self.script, suite, encrypt),
             )
+        elif self.alternate:
+            yield from alternate_assignments(self.actor_count, supporters)
         else:
             yield from itertools.product(supporters, repeat=self.actor_count)
 
@@ -109,21 +120,31 @@ def random_assignment(
     return tuple(rng.choice(supporters) for _ in range(actor_count))
 
 
+def alternate_assignments(
+    actor_count: int, supporters: Sequence[int]
+) -> Iterator[tuple[int, ...]]:
+    """For k = 0..|P|-1: actor i is played by supporter (i + k) mod |P|."""
+    width = len(supporters)
+    for shift in range(width):
+        yield tuple(supporters[(i + shift) % width] for i in range(actor_count))
+
+
 def run_rng(seed: str, config: str, script: str, suite: int, encrypt: bool) -> random.Random:
     """A generator that depends only on its inputs (str seeds are hashed with SHA-512)."""
     return random.Random(f"{seed}\x00{config}\x00{script}\x00{suite}\x00{int(encrypt)}")
 
 
 def suite_support(
-    client_suites: Sequence[frozenset[int]], only_suite: int = 0
+    client_suites: Sequence[frozenset[int]], only: int | Sequence[int] = 0
 ) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """(suite, supporting client indices) for the suites to test, ascending.
 
-    With ``only_suite`` 0 these are the suites at least one client supports (the union);
-    otherwise just that suite, whose supporter list may be empty.
+    With ``only`` 0 or empty these are the suites at least one client supports (the
+    union); otherwise just those suites, whose supporter lists may be empty.
     """
-    if only_suite:
-        suites = [only_suite]
+    wanted = ([only] if only else []) if isinstance(only, int) else list(only)
+    if wanted:
+        suites = sorted(set(wanted))
     else:
         suites = sorted(set().union(*client_suites)) if client_suites else []
     return tuple(
@@ -142,14 +163,16 @@ def plan_script(
     random_mode: bool,
     seed: str,
     max_runs: int,
+    alternate: bool = False,
 ) -> ScriptPlan:
-    """Size a script's runs and choose full or random mode (RUNNER.md §1.3).
+    """Size a script's runs and choose full, alternate or random mode (RUNNER.md §1.3).
 
-    Suites without supporters are left out; the caller reports them as unsupported.
+    Suites without supporters are left out; the caller reports them as unsupported. Only
+    the full matrix is capped: alternate mode plays at most |modes| × Σ_S |P_S| runs.
     """
     playable = tuple((suite, sup) for suite, sup in support if sup)
     full = count_full_runs(actor_count, playable, len(modes), max_runs)
-    switched = not random_mode and full is None
+    switched = not random_mode and not alternate and full is None
     return ScriptPlan(
         config=config,
         script=script,
@@ -160,6 +183,7 @@ def plan_script(
         seed=seed,
         full_runs=full,
         switched=switched,
+        alternate=alternate and not random_mode,
     )
 
 

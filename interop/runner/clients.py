@@ -50,6 +50,7 @@ class Client:
     label: str
     address: str
     name: str = ""
+    kind: str = ""  # the stack: a LAUNCHERS key, or the first word of Name if connected
     suites: frozenset[int] = frozenset()
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -62,6 +63,8 @@ class Client:
         self._wait_ready(timeout)
         name = self.call("Name", rpc_table()["Name"].request(), timeout)
         self.name = field_str(name, "name")
+        if not self.kind:
+            self.kind = self.name.split(maxsplit=1)[0] if self.name.strip() else ""
         suites = self.call(
             "SupportedCiphersuites", rpc_table()["SupportedCiphersuites"].request(), timeout
         )
@@ -199,7 +202,8 @@ def _spawn(kind: str, label: str, log_dir: Path) -> Client:
         except OSError as exc:
             raise ClientError(f"cannot start client {label}: {exc}") from exc
     return Client(
-        label=label, address=f"localhost:{port}", process=process, log_path=log_path
+        label=label, address=f"localhost:{port}", kind=kind, process=process,
+        log_path=log_path,
     )
 
 

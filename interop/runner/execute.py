@@ -3,7 +3,9 @@
 Runs are strictly sequential because the clients are stateful and shared. Each run starts
 with fresh runner state, stops at the first failing step, and always frees every state ID
 it still holds; a failing ``Free`` overwrites ``error`` and sets ``failed_step`` to the
-number of steps, as main.go does (RUNNER.md §5 item 10).
+number of steps, as main.go does (RUNNER.md §5 item 10). A failed run whose error an entry
+of the known-failures list explains, for one of the run's clients, is marked known
+(:mod:`interop.runner.known`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from interop.runner.assign import RunSpec, ScriptPlan, describe_matrix, plan_scr
 from interop.runner.clients import Client
 from interop.runner.config import Config, Script
 from interop.runner.errors import StepError
+from interop.runner.known import KnownFailure, match_known
 from interop.runner.proto import rpc_table
 from interop.runner.results import ConfigResult, RunResult, Unsupported
 from interop.runner.steps import RunState, execute_step
@@ -25,20 +28,29 @@ class Options:
     """How runs are chosen and played (the CLI flags of RUNNER.md §1.1 and ours)."""
 
     suite: int = 0
+    suites: tuple[int, ...] = ()  # several suites; overrides ``suite`` when not empty
     modes: tuple[bool, ...] = (True, False)
     random_mode: bool = False
+    alternate: bool = False
     seed: str = "0"
     max_runs: int = 1000
     fail_fast: bool = False
     rpc_timeout: float = 120.0
     record: bool = False
     progress: Callable[[RunResult], None] | None = None
+    known: tuple[KnownFailure, ...] = ()
+
+    def selected_suites(self) -> tuple[int, ...]:
+        """The suites to test; empty means every suite some client supports."""
+        if self.suites:
+            return self.suites
+        return (self.suite,) if self.suite else ()
 
 
 def play_config(config: Config, clients: Sequence[Client], options: Options) -> ConfigResult:
     """Play every script of ``config`` over its planned runs."""
     result = ConfigResult(name=config.name, scripts=[s.name for s in config.scripts])
-    support = suite_support([client.suites for client in clients], options.suite)
+    support = suite_support([client.suites for client in clients], options.selected_suites())
     if not support:
         result.notes.append("no cipher suite is supported by any client")
     for script in config.scripts:
@@ -52,7 +64,7 @@ def play_config(config: Config, clients: Sequence[Client], options: Options) -> 
         plan = plan_script(
             config=config.name, script=script.name, actor_count=len(script.actors),
             support=support, modes=options.modes, random_mode=options.random_mode,
-            seed=options.seed, max_runs=options.max_runs,
+            seed=options.seed, max_runs=options.max_runs, alternate=options.alternate,
         )
         if plan.switched:
             result.notes.append(
@@ -108,6 +120,10 @@ def execute_run(
             result.failed_step_json, result.unsupported = step.raw, exc.unsupported
             break
     _free_states(state, result)
+    if result.verdict == "failed":
+        result.known = match_known(
+            options.known, result.error, [(c.kind, c.name) for c in assigned.values()]
+        )
     return result
 
 

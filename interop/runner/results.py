@@ -2,9 +2,10 @@
 
 Each run is *passed* (no failed step), *unsupported* (the first error was a client's
 ``UNIMPLEMENTED``, or the run needed a second common cipher suite that the assigned clients
-lack) or *failed*. Suites that no client supports give unsupported entries with no run.
-Unsupported runs are neither passed nor failed: the summary line counts only the others
-and lists the unsupported ones below it with their reasons.
+lack), *known* (a failure explained by an entry of ``interop/known_failures.toml``, see
+:mod:`interop.runner.known`) or *failed*. Suites that no client supports give unsupported
+entries with no run. Unsupported and known runs are neither passed nor failed: the summary
+line counts only the others and lists them below it with their reasons.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from interop.runner.known import KnownFailure
 from interop.runner.proto import render
 from interop.runner.steps import TranscriptEntry
 
@@ -35,12 +37,16 @@ class RunResult:
     failed_step: int | None = None
     failed_step_json: str = ""
     unsupported: str | None = None
+    known: KnownFailure | None = None
 
     @property
     def verdict(self) -> str:
+        """``passed``, ``unsupported``, ``known`` (upstream failure) or ``failed``."""
         if self.failed_step is None:
             return "passed"
-        return "unsupported" if self.unsupported else "failed"
+        if self.unsupported:
+            return "unsupported"
+        return "known" if self.known is not None else "failed"
 
     def describe(self) -> str:
         """``suite=1 private [alice=ours,bob=ts-mls]``: what was assigned."""
@@ -100,6 +106,7 @@ def summary_lines(result: ConfigResult) -> list[str]:
         )
     for (script, reason), group in unsupported.items():
         lines.append(f"  unsupported: {script}: {_span(group)}: {reason}")
+    lines.extend(_known_lines(result.runs))
     failed: dict[tuple[str, int | None, str], list[RunResult]] = {}
     for run in result.runs:
         if run.verdict == "failed":
@@ -113,6 +120,46 @@ def summary_lines(result: ConfigResult) -> list[str]:
     if len(failed) > FAILURE_LINES:
         lines.append(f"  ... and {len(failed) - FAILURE_LINES} more kinds of failure")
     return lines
+
+
+def _known_lines(runs: Sequence[RunResult]) -> list[str]:
+    """``known upstream failure: SCRIPT: SPAN: REASON``, one line per script and entry."""
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for run in runs:
+        if run.known is not None and run.verdict == "known":
+            groups.setdefault((run.script, run.known.id), []).append(run)
+    lines = []
+    for (script, _id), group in groups.items():
+        known = group[0].known
+        assert known is not None
+        span = _span([(run.suite, run.encrypt, 1) for run in group])
+        lines.append(f"  known upstream failure: {script}: {span}: {known.reason}")
+    return lines
+
+
+def known_counts(results: Sequence[ConfigResult]) -> dict[KnownFailure, int]:
+    """How many runs each known-failure entry explained, in order of first use."""
+    counts: dict[KnownFailure, int] = {}
+    for result in results:
+        for run in result.runs:
+            if run.known is not None and run.verdict == "known":
+                counts[run.known] = counts.get(run.known, 0) + 1
+    return counts
+
+
+def known_summary_line(results: Sequence[ConfigResult]) -> str | None:
+    """One final line counting known upstream failures per entry, or None if there were none."""
+    counts = known_counts(results)
+    if not counts:
+        return None
+    total = sum(counts.values())
+    parts = ", ".join(
+        f"{entry.id} ({entry.version}) {count}" for entry, count in counts.items()
+    )
+    return (
+        f"known upstream failures: {total} run{'s' if total != 1 else ''}, not counted "
+        f"(--strict counts them as failed): {parts}"
+    )
 
 
 def _span(group: Sequence[tuple[int, bool, int]]) -> str:
@@ -157,6 +204,12 @@ def _go_run(run: RunResult) -> dict[str, object]:
         out["failed_step"] = run.failed_step
     if run.failed_step_json:
         out["failed_step_json"] = run.failed_step_json
+    if run.known is not None and run.verdict == "known":
+        # Not in main.go's result struct: marks a failure the known-failures list explains.
+        out["known_failure"] = {
+            "id": run.known.id, "client": run.known.client, "version": run.known.version,
+            "reason": run.known.reason, "link": run.known.link,
+        }
     return out
 
 
