@@ -1,4 +1,4 @@
-"""Build the xmpp transport from client settings (filled in by the xmpp transport work)."""
+"""Build the xmpp transport from client settings (``transport.kind = "xmpp"``)."""
 
 from __future__ import annotations
 
@@ -11,4 +11,9 @@ if TYPE_CHECKING:
 
 
 async def open_xmpp_transport(settings: Settings) -> DeliveryTransport:
-    raise TransportError("the xmpp transport is not available yet")
+    """Connect the ``[xmpp]`` account of ``settings`` (the caller closes it)."""
+    if settings.xmpp is None:
+        raise TransportError("transport.kind is xmpp but the [xmpp] table is missing")
+    from .transport import XmppDeliveryTransport
+
+    return await XmppDeliveryTransport.connect(settings.xmpp)

@@ -5,11 +5,14 @@ Pydantic only: importable without slixmpp, so settings validate on any install.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class XmppSettings(BaseModel):
-    """One XMPP account (a device of the user ``xmpp:<bare JID>``)."""
+    """One XMPP account (a device of the user ``xmpp:<bare JID>``).
+
+    The device is the JID's resource: its client id is the full JID
+    ``user@domain/resource`` and its MLS credential identity ``xmpp:user@domain``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,4 +23,39 @@ class XmppSettings(BaseModel):
     host: str | None = None
     port: int = Field(default=5222, ge=1, le=65535)
     #: the MUC service rooms are created on, e.g. ``conference.example.org``
+    #: (default ``conference.<domain>``)
     muc_service: str | None = None
+    #: the device name when ``jid`` has no resource
+    device: str = Field(default="mls", min_length=1, max_length=64,
+                        pattern=r"^[0-9A-Za-z_.-]+$")
+    #: allow SCRAM/PLAIN without TLS (only for a server on loopback, as in tests)
+    allow_plaintext: bool = False
+    #: raw bytes per ``<mls/>`` chunk; must keep a stanza below the server's limit
+    #: (Prosody: ``c2s_stanza_size_limit``, 256 KiB by default; base64 adds a third)
+    chunk_size: int = Field(default=96 * 1024, ge=1024, le=8 * 1024 * 1024)
+    #: the largest MLS message sent or reassembled
+    max_payload: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: seconds to wait for a room's reflection of a message we sent
+    submit_timeout: float = Field(default=30.0, gt=0)
+    #: seconds to wait to connect and authenticate
+    connect_timeout: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _jid_shape(self) -> XmppSettings:
+        local, at, rest = self.jid.partition("@")
+        if not local or not at or not rest or rest.startswith("/"):
+            raise ValueError("jid must look like user@domain or user@domain/resource")
+        return self
+
+    @property
+    def bare_jid(self) -> str:
+        return self.jid.split("/", 1)[0]
+
+    @property
+    def full_jid(self) -> str:
+        return self.jid if "/" in self.jid else f"{self.jid}/{self.device}"
+
+    @property
+    def user_id(self) -> str:
+        """The credential identity of this account's user."""
+        return f"xmpp:{self.bare_jid}"

@@ -1,0 +1,1095 @@
+"""``XmppDeliveryTransport``: the DeliveryTransport contract over XMPP (``docs/xmpp.md``).
+
+One instance per device account. Its ``client_id`` is the device's full JID
+(``user@domain/resource``), its ``user_id`` the credential identity ``xmpp:<bare JID>``.
+
+* Groups live in persistent, members-only, non-anonymous MUC rooms (XEP-0045) named
+  ``mls-<hex group_id>`` on the MUC service. The room's reflection order, which is also
+  its MAM archive order (XEP-0313), is the group's total order (RFC 9750 "Ordering").
+* Every item reaches the client through MAM: a live ``<mls/>`` stanza only triggers a
+  MAM query of its source (the room, or our account's archive for Welcomes), so live
+  delivery, catch-up after being offline and resumption after a server restart are one
+  code path, and every item has an archive id.
+* The durable cursor encodes, for each source, the archive id a resume starts after
+  and how many entries after it were already consumed (a half-received chunked message
+  makes a resume restart before its first chunk).
+* KeyPackages are PEP items (XEP-0163) of a per-device node, ``access_model=open``;
+  a device list node names the devices of a user. Claiming fetches an item and tells
+  the owner (a direct ``claim`` notice) to retract it; a last-resort item stays.
+* Welcomes are direct ``chat`` messages to the device's full JID; GroupInfo items are
+  ``group-info`` messages in the room (only members can read them; the newest epoch
+  wins when fetched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import slixmpp
+from slixmpp import JID, Message
+
+from mls_core.errors import DecodeError
+from mls_core.framing import ContentType
+from transports.base import (
+    ClaimedKeyPackage,
+    IncomingMessage,
+    InvalidRequestError,
+    KeyPackageEntry,
+    MessageKind,
+    NoKeyPackageError,
+    SubmitResult,
+    SubmitStatus,
+    TransportClosedError,
+    TransportError,
+    UnknownGroupError,
+)
+from transports.local import _check_header, _read_header
+
+from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, XmppError
+from .settings import XmppSettings
+from .stanza import (
+    NS,
+    SID_NS,
+    TAG,
+    Envelope,
+    Kind,
+    Reassembler,
+    StanzaError,
+    b64url,
+    decode_group_info,
+    encode_group_info,
+    group_of_room,
+    parse_element,
+    room_localpart,
+    unb64url,
+)
+
+log = logging.getLogger(__name__)
+
+OWN = ""  # source key of our account's archive
+DEVICES_NODE = f"{NS}:devices"
+ROOMS_NODE_PREFIX = f"{NS}:rooms:"
+#: the device's room list is private (XEP-0223): only the account reads it
+PRIVATE_OPTIONS = {"pubsub#access_model": "whitelist", "pubsub#max_items": "256",
+                   "pubsub#persist_items": "true"}
+KP_NODE_PREFIX = f"{NS}:key-packages:"
+#: PEP nodes: open access (others fetch KeyPackages), Prosody's max_items cap (servers.md)
+PEP_OPTIONS = {"pubsub#access_model": "open", "pubsub#max_items": "256",
+               "pubsub#persist_items": "true"}
+MAX_KEY_PACKAGES = 256
+MAM_PAGE = 100
+GROUP_INFO_PAGES = 20
+_CURSOR_PREFIX = "x1."
+
+
+def _position(room: str, archive_id: str) -> int:
+    """A stable 56-bit name for a place in a room's order, derived from its archive id
+    (Prosody's archive ids are not ordinals): the same at every member and instance."""
+    return int.from_bytes(hashlib.sha256(f"{room}\0{archive_id}".encode()).digest()[:7],
+                          "big")
+
+
+def encode_cursor(vector: dict[str, tuple[str | None, int]]) -> str:
+    raw = json.dumps({k: [v[0], v[1]] for k, v in sorted(vector.items())},
+                     separators=(",", ":")).encode()
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, tuple[str | None, int]]:
+    """Parse a cursor made by :func:`encode_cursor`; InvalidRequestError otherwise."""
+    bad = InvalidRequestError("cursor must be None or a cursor returned by this transport")
+    if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
+        raise bad
+    body = cursor[len(_CURSOR_PREFIX):]
+    try:
+        data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, binascii.Error):
+        raise bad from None
+    if not isinstance(data, dict):
+        raise bad
+    out: dict[str, tuple[str | None, int]] = {}
+    for key, value in data.items():
+        if not (isinstance(value, list) and len(value) == 2
+                and (value[0] is None or isinstance(value[0], str))
+                and isinstance(value[1], int) and not isinstance(value[1], bool)
+                and value[1] >= 0):
+            raise bad
+        out[str(key)] = (value[0], value[1])
+    return out
+
+
+@dataclass
+class _Source:
+    """An archive we read in order: our account's (Welcomes, claims) or a room."""
+
+    key: str  # OWN or the room's bare JID
+    group_id: bytes | None
+    base: str | None  # the log starts after this archive id (None: archive start)
+    skip: int = 0  # entries after base already consumed before a resume
+    ids: list[str] = field(default_factory=list)
+    assembler: Reassembler = field(default_factory=Reassembler)
+    origins: dict[str, int] = field(default_factory=dict)  # origin id -> entry index
+    #: entry index -> (epoch, is_commit) of complete group messages, in order
+    order: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+    dirty: bool = False
+    #: the last archive read was complete: the next reflection is the next entry
+    live: bool = False
+    id_set: set[str] = field(default_factory=set)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def safe_point(self) -> tuple[str | None, int]:
+        """Where a resume restarts (archive id, entries after it already consumed):
+        before the oldest half-received chunked message, if any."""
+        oldest = self.assembler.oldest_pending()
+        if oldest is None:
+            return (self.ids[-1], 0) if self.ids else (self.base, self.skip)
+        return (self.ids[oldest - 1] if oldest > 0 else self.base), len(self.ids) - oldest
+
+    def last_id(self) -> str | None:
+        return self.ids[-1] if self.ids else self.base
+
+
+class XmppDeliveryTransport:
+    """A :class:`~transports.base.DeliveryTransport` for one XMPP device account.
+
+    Create with :meth:`connect` (or wrap an existing slixmpp client with
+    :meth:`attach`), always :meth:`close`."""
+
+    #: items of the stream kept in memory (older cursors are served from the archive)
+    keep_items = 4096
+
+    def __init__(self, xmpp: slixmpp.ClientXMPP, settings: XmppSettings, *,
+                 owns_connection: bool = True) -> None:
+        self.settings = settings
+        self.xmpp = xmpp
+        self._owns = owns_connection
+        self.jid = JID(settings.full_jid)
+        self.bare = str(self.jid.bare)
+        self.device = str(self.jid.resource)
+        self.muc_service = settings.muc_service or f"conference.{self.jid.domain}"
+        self._sources: dict[str, _Source] = {}
+        self._joined: set[str] = set()  # rooms we follow
+        self._present: set[str] = set()  # rooms we are an occupant of in this session
+        self._stream: list[IncomingMessage] = []
+        #: cursor -> absolute index just after its item; items before ``_dropped`` were
+        #: trimmed from memory (a cursor among them is served again from the archive)
+        self._cursor_at: dict[str, int] = {}
+        self._dropped = 0
+        self._base_cursor: str | None = None
+        self._generation = 0
+        self._changed = asyncio.Event()  # replaced (after being set) on every change
+        self._positions: dict[int, tuple[str, str]] = {}
+        self._claimed: set[str] = set()
+        self._retract: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._published_device = False
+        self._closed = False
+        self._online = asyncio.Event()
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._rebase_lock = asyncio.Lock()
+        #: counters of dropped hostile/malformed input, for tests and tools
+        self.rejected = 0
+        xmpp.add_event_handler("mls_payload", self._on_payload)
+        xmpp.add_event_handler("mls_error", self._on_error)
+        xmpp.add_event_handler("session_start", self._on_session_start)
+        xmpp.add_event_handler("disconnected", self._on_disconnected)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def client_id(self) -> str:
+        return str(self.jid)
+
+    @property
+    def user_id(self) -> str:
+        return f"xmpp:{self.bare}"
+
+    @property
+    def plugin(self) -> MLSBridgePlugin:
+        plugin: MLSBridgePlugin = self.xmpp.plugin["mls_bridge"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @staticmethod
+    def make_client(settings: XmppSettings) -> slixmpp.ClientXMPP:
+        """A slixmpp client with the plugins the transport needs."""
+        from . import register
+
+        register()
+        xmpp = slixmpp.ClientXMPP(settings.full_jid, settings.password.get_secret_value())
+        if settings.allow_plaintext:
+            xmpp.enable_starttls = False
+            xmpp.enable_direct_tls = False
+            xmpp.enable_plaintext = True
+            xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
+        for name in ("xep_0030", "xep_0045", "xep_0199", "mls_bridge"):
+            xmpp.register_plugin(name)
+        return xmpp
+
+    @classmethod
+    async def connect(cls, settings: XmppSettings) -> XmppDeliveryTransport:
+        """Connect and authenticate."""
+        transport = cls(cls.make_client(settings), settings)
+        try:
+            await transport._connect()
+        except BaseException:
+            await transport.close()
+            raise
+        return transport
+
+    @classmethod
+    async def attach(cls, xmpp: slixmpp.ClientXMPP,
+                     settings: XmppSettings) -> XmppDeliveryTransport:
+        """Run on an application's own slixmpp client (with ``mls_bridge`` registered);
+        the application connects it and reconnects it. ``settings.jid`` must be the
+        client's full JID."""
+        if "mls_bridge" not in xmpp.plugin:
+            raise TransportError("register the mls_bridge plugin on the client first")
+        transport = cls(xmpp, settings, owns_connection=False)
+        if xmpp.is_connected() and xmpp.sessionstarted:
+            await transport._on_session_start(None)
+        await transport._wait_online()
+        await transport._start_sources()
+        return transport
+
+    async def _connect(self) -> None:
+        failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def fail(reason: object) -> None:
+            if not failed.done():
+                failed.set_result(str(reason))
+
+        self.xmpp.add_event_handler("failed_all_auth", fail)
+        self.xmpp.add_event_handler("connection_failed", fail)
+        try:
+            self.xmpp.connect(self.settings.host, self.settings.port)
+            online: asyncio.Future[object] = asyncio.ensure_future(self._online.wait())
+            waiters: set[asyncio.Future[object]] = {online, failed}  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waiters,
+                                         timeout=self.settings.connect_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            online.cancel()
+            await asyncio.wait({online})
+            if online not in done:
+                why = failed.result() if failed.done() else "timed out"
+                raise TransportError(f"cannot log in as {self.jid}: {why}")
+        finally:
+            self.xmpp.del_event_handler("failed_all_auth", fail)
+            self.xmpp.del_event_handler("connection_failed", fail)
+        await self._start_sources()
+
+    async def _start_sources(self) -> None:
+        if OWN not in self._sources:
+            # without a cursor, our account's archive is read from its start: a Welcome
+            # may have been archived before this process connected
+            self._sources[OWN] = _Source(OWN, None, None)
+            self._kick(self._sources[OWN])
+            await self._load_rooms()
+
+    async def _load_rooms(self) -> None:
+        """Join the rooms this device subscribed to in earlier runs (its private PEP
+        room list); they are read from the archive start unless a cursor says more."""
+        for item in await self.plugin.pep_items(None, self._rooms_node):
+            room = item.find(f"{{{NS}}}room")
+            try:
+                gid = unb64url(room.get("group", "")) if room is not None else b""
+            except StanzaError:
+                continue
+            if gid:
+                try:
+                    await self._ensure_joined(gid, remember=False)
+                except XmppError as exc:  # e.g. our membership was revoked
+                    log.warning("%s cannot rejoin %s: %s", self.client_id,
+                                self.room_jid(gid), exc)
+
+    @property
+    def _rooms_node(self) -> str:
+        return f"{ROOMS_NODE_PREFIX}{self.device}"
+
+    async def _on_session_start(self, _event: object) -> None:
+        self.xmpp.send_presence()
+        for room in list(self._joined):
+            try:
+                await self.plugin.join_room(JID(room), self._nick)
+                self._present.add(room)
+            except XmppError as exc:
+                log.warning("rejoining %s failed: %s", room, exc)
+        self._online.set()
+        for source in self._sources.values():
+            self._kick(source)
+
+    def _on_disconnected(self, _event: object) -> None:
+        self._online.clear()
+        self._present.clear()
+        for source in self._sources.values():
+            source.live = False
+        if not self._closed and self._owns and self._reconnecting is None:
+            self._reconnecting = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Reconnect with backoff until online again (rooms are rejoined and every
+        source re-read from its last archive id on session start)."""
+        delay = 0.1
+        try:
+            while not self._closed and not self._online.is_set():
+                await asyncio.sleep(delay)
+                if self._closed:
+                    return
+                self.xmpp.connect(self.settings.host, self.settings.port)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(delay * 4, 1.0)):
+                        await self._online.wait()
+                delay = min(delay * 2, 5.0)
+        finally:
+            self._reconnecting = None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()
+        tasks = {s.task for s in self._sources.values() if s.task is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        if self._owns and self.xmpp.is_connected():
+            # the stream close flushes what is queued (e.g. Welcomes just sent)
+            with contextlib.suppress(Exception):
+                gone = self.xmpp.disconnected
+                self.xmpp.disconnect(wait=1.0)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await gone
+        if self._owns:
+            self.xmpp.cancel_connection_attempt()
+            self.xmpp.abort()
+        for name, handler in (("mls_payload", self._on_payload), ("mls_error", self._on_error),
+                              ("session_start", self._on_session_start),
+                              ("disconnected", self._on_disconnected)):
+            self.xmpp.del_event_handler(name, handler)
+
+    async def __aenter__(self) -> XmppDeliveryTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError("the XMPP transport is closed")
+
+    async def _wait_online(self) -> None:
+        self._check_open()
+        if not self._online.is_set():
+            try:
+                async with asyncio.timeout(self.settings.submit_timeout):
+                    await self._online.wait()
+            except TimeoutError:
+                raise TransportError("not connected to the XMPP server") from None
+        self._check_open()
+
+    def _own(self, name: str, client_id: object) -> str:
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidRequestError(f"{name} must be a non-empty str")
+        if client_id != self.client_id:
+            raise InvalidRequestError(f"this transport serves {self.client_id}, "
+                                      f"not {client_id!r}")
+        return client_id
+
+    @property
+    def _nick(self) -> str:
+        return self.client_id
+
+    def room_jid(self, group_id: bytes) -> str:
+        return f"{room_localpart(group_id)}@{self.muc_service}"
+
+    # ------------------------------------------------------------------ live input
+
+    def _on_payload(self, msg: Message) -> None:
+        sender = msg["from"]
+        if msg["type"] == "groupchat":
+            source = self._sources.get(str(sender.bare))
+        else:
+            source = self._sources.get(OWN)
+        if source is None:
+            return
+        if source.live and not (source.task and not source.task.done()) and \
+                self._take_live(source, msg):
+            return
+        self._kick(source)
+
+    def _take_live(self, source: _Source, msg: Message) -> bool:
+        """Ingest a room reflection without a MAM query when it is certainly the next
+        archive entry: the last read of the archive was complete, we were an occupant
+        throughout and nothing arrived since (MUC delivers in archive order on one
+        stream), the room stamped its
+        archive id (XEP-0359 ``stanza-id by=room``) and the occupant's real JID is
+        known from its presence. Otherwise the caller reads the archive."""
+        sid = next((e.get("id") for e in msg.xml.findall(f"{{{SID_NS}}}stanza-id")
+                    if e.get("by") == source.key and e.get("id")), None)
+        real = self.plugin.occupants.get(source.key, {}).get(str(msg["from"].resource))
+        if sid is None or real is None or sid in source.id_set:
+            return False
+        xml = copy.deepcopy(msg.xml)
+        x = ET.SubElement(xml, f"{{{MUC_USER_NS}}}x")
+        ET.SubElement(x, f"{{{MUC_USER_NS}}}item", {"jid": real})
+        self._ingest(source, ArchivedMessage(sid, xml))
+        self._notify()
+        source.progress.set()
+        return True
+
+    def _on_error(self, msg: Message) -> None:
+        msg_id = str(msg["id"] or "")
+        if msg_id:
+            cond = str(msg["error"]["condition"] or "error")
+            self._errors[msg_id.rsplit("-", 1)[0]] = cond
+            for source in self._sources.values():
+                source.progress.set()
+
+    def _kick(self, source: _Source) -> None:
+        """Read the source's archive after its last id, now or after the running read."""
+        if self._closed:
+            return
+        if source.task is not None and not source.task.done():
+            source.dirty = True
+            return
+        source.task = asyncio.ensure_future(self._sync_loop(source))
+
+    async def _sync_loop(self, source: _Source) -> None:
+        while not self._closed:
+            source.dirty = False
+            try:
+                await self._sync(source)
+            except (XmppError, TransportError) as exc:
+                disconnected = isinstance(exc, XmppError) and exc.condition == "disconnected"
+                log.log(logging.INFO if disconnected else logging.WARNING,
+                        "reading %s failed: %s", source.key or "our archive", exc)
+                return
+            if not source.dirty:
+                return
+
+    async def _sync(self, source: _Source) -> None:
+        """Read every new archive entry of ``source`` into the stream."""
+        async with source.lock:
+            archive = None if source.key == OWN else JID(source.key)
+            source.live = False
+            # live reflections continue the archive only if we were an occupant all along
+            present = source.key in self._present
+            while True:
+                page = await self.plugin.mam_page(archive, after=source.last_id(),
+                                                  max_items=MAM_PAGE)
+                for entry in page.messages:
+                    if entry.archive_id not in source.id_set:
+                        self._ingest(source, entry)
+                if page.messages:
+                    self._notify()
+                    source.progress.set()
+                if page.complete or not page.messages:
+                    break
+            source.live = present and source.key in self._present
+            source.progress.set()
+        if source.key == OWN and self._retract:
+            await self._retract_claimed()
+
+    async def _settle(self) -> None:
+        """Wait for reads in progress (so a fetch sees what already reached us)."""
+        tasks = {s.task for s in self._sources.values() if s.task and not s.task.done()}
+        if tasks:  # asyncio.wait: never raises their errors, never eats our cancellation
+            await asyncio.wait(tasks, timeout=self.settings.submit_timeout)
+
+    # ------------------------------------------------------------------ ingestion
+
+    def _ingest(self, source: _Source, entry: ArchivedMessage) -> None:
+        index = len(source.ids)
+        source.ids.append(entry.archive_id)
+        source.id_set.add(entry.archive_id)
+        replay = index < source.skip  # consumed before a resume: rebuild, never yield
+        origin = entry.message.find(f"{{{SID_NS}}}origin-id")
+        if origin is not None and origin.get("id") and self._sent_by_us(source, entry):
+            source.origins.setdefault(origin.get("id", ""), index)
+        el = entry.message.find(TAG)
+        if el is None:
+            return
+        try:
+            item = (self._own_entry(source, entry, el, index) if source.key == OWN
+                    else self._room_entry(source, entry, el, index))
+        except (StanzaError, InvalidRequestError, DecodeError) as exc:
+            self.rejected += 1
+            log.warning("%s dropped an <mls/> item in %s: %s", self.client_id,
+                        source.key or "its archive", exc)
+            return
+        if item is not None and not replay:
+            self._append(item)
+
+    def _sent_by_us(self, source: _Source, entry: ArchivedMessage) -> bool:
+        if source.key == OWN:
+            return str(JID(entry.message.get("from", "")).bare) == self.bare
+        item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+        return item is not None and str(JID(item.get("jid", "")).bare) == self.bare
+
+    def _complete(self, source: _Source, sender: str, el: ET.Element,
+                  index: int) -> Envelope | None:
+        chunk = parse_element(el, max(self.settings.chunk_size * 2, 2 * 96 * 1024))
+        source.assembler.max_payload = self.settings.max_payload
+        return source.assembler.add(sender, chunk, index)
+
+    def _room_entry(self, source: _Source, entry: ArchivedMessage, el: ET.Element,
+                    index: int) -> IncomingMessage | None:
+        """A room entry: the sender's bare JID is the one the non-anonymous room recorded
+        (``<x xmlns=muc#user><item jid=/>`` in the archived stanza)."""
+        item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+        real = item.get("jid") if item is not None else None
+        if not real:
+            raise StanzaError("room entry without the sender's real JID (is the room "
+                              "non-anonymous?)")
+        bare = str(JID(real).bare)
+        env = self._complete(source, bare, el, index)
+        if env is None or env.kind is not Kind.GROUP:
+            return None  # a chunk, or a GroupInfo item (read by fetch_group_info)
+        if env.group_id != source.group_id:
+            raise StanzaError("<mls/> names another group than the room's")
+        header = _read_header(env.payload)
+        if header.group_id != source.group_id or header.epoch != env.epoch:
+            raise StanzaError("the MLSMessage header disagrees with its <mls/> element")
+        source.order[index] = (header.epoch, header.content_type == ContentType.COMMIT)
+        position = _position(source.key, entry.archive_id)
+        self._positions[position] = (source.key, entry.archive_id)
+        return IncomingMessage(MessageKind.GROUP, env.payload, "", group_id=env.group_id,
+                               sender=f"{bare}/{env.device}", position=position,
+                               sender_identity=f"xmpp:{bare}")
+
+    def _own_entry(self, source: _Source, entry: ArchivedMessage, el: ET.Element,
+                   index: int) -> IncomingMessage | None:
+        """An entry of our archive: Welcomes and claim notices for this device."""
+        to, frm = JID(entry.message.get("to", "")), JID(entry.message.get("from", ""))
+        if str(to.bare) != self.bare or el.get("device") != self.device:
+            return None  # sent by us, or for another device of ours
+        env = self._complete(source, str(frm), el, index)
+        if env is None:
+            return None
+        if env.kind is Kind.CLAIM and str(frm.bare):
+            self._retract.add(env.ref or "")
+            return None
+        if env.kind is not Kind.WELCOME or env.group_id is None:
+            return None
+        self._add_room(env.group_id, base=env.after)
+        return IncomingMessage(MessageKind.WELCOME, env.payload, "", group_id=env.group_id,
+                               sender=str(frm), sender_identity=f"xmpp:{frm.bare}")
+
+    def _append(self, item: IncomingMessage) -> None:
+        cursor = encode_cursor({k: s.safe_point() for k, s in self._sources.items()})
+        n = 1
+        unique = cursor
+        while unique in self._cursor_at:  # same safe points: make the cursor unique
+            vector = decode_cursor(cursor)
+            vector["#"] = (None, n)
+            unique, n = encode_cursor(vector), n + 1
+        item = IncomingMessage(item.kind, item.payload, unique, item.group_id, item.sender,
+                               item.position, item.sender_identity)
+        self._stream.append(item)
+        self._cursor_at[unique] = self._dropped + len(self._stream)
+        if len(self._stream) > self.keep_items:
+            self._trim()
+        self._notify()
+
+    def _trim(self) -> None:
+        """Keep the newest half of the in-memory stream."""
+        cut = len(self._stream) - self.keep_items // 2
+        for old in self._stream[:cut]:
+            self._cursor_at.pop(old.cursor, None)
+        self._base_cursor = self._stream[cut - 1].cursor
+        self._stream = self._stream[cut:]
+        self._dropped += cut
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _add_room(self, group_id: bytes, base: str | None = None) -> _Source:
+        key = self.room_jid(group_id)
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = _Source(key, group_id, base)
+            self._kick(source)
+        return source
+
+    # ------------------------------------------------------------------ cursors
+
+    async def _locate(self, after: str | None) -> int:
+        """The absolute stream index just after cursor ``after``; a cursor of another
+        instance (e.g. before a restart) or one trimmed from memory re-reads every
+        source from the cursor's archive ids."""
+        if after is None or after == self._base_cursor:
+            return self._dropped
+        index = self._cursor_at.get(after)
+        if index is not None:
+            return index
+        vector = decode_cursor(after)
+        async with self._rebase_lock:
+            if after not in self._cursor_at and after != self._base_cursor:
+                await self._rebase(after, vector)
+        return self._cursor_at.get(after, self._dropped)
+
+    def _slice(self, index: int, limit: int | None = None) -> list[IncomingMessage]:
+        start = max(index - self._dropped, 0)
+        return self._stream[start:None if limit is None else start + limit]
+
+    async def _rebase(self, cursor: str, vector: dict[str, tuple[str | None, int]]) -> None:
+        tasks = {s.task for s in self._sources.values() if s.task is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        old = self._sources
+        self._sources = {}
+        vector.pop("#", None)
+        for key, (base, skip) in vector.items():
+            gid = old[key].group_id if key in old else group_of_room(JID(key).user)
+            if key != OWN and gid is None:
+                continue
+            self._sources[key] = _Source(key, gid, base, skip)
+        for key, source in old.items():  # subscribed since: from the archive start
+            if key not in self._sources:
+                self._sources[key] = _Source(key, source.group_id,
+                                             source.base if key == OWN else None)
+        self._stream = []
+        self._cursor_at = {}
+        self._dropped = 0
+        self._base_cursor = cursor
+        self._generation += 1
+        for source in self._sources.values():
+            try:
+                await self._sync(source)
+            except XmppError as exc:  # e.g. no longer a member: the others still count
+                log.warning("reading %s failed: %s", source.key or "our archive", exc)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        self._own("client_id", client_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidRequestError("limit must be a positive int")
+        if after is not None:
+            decode_cursor(after)
+        await self._wait_online()
+        index = await self._locate(after)
+        await self._settle()
+        return self._slice(index, limit)
+
+    def receive(self, client_id: str, after: str | None = None
+                ) -> AsyncIterator[IncomingMessage]:
+        self._own("client_id", client_id)
+        if after is not None:
+            decode_cursor(after)
+        self._check_open()
+        return self._stream_from(after)
+
+    async def _stream_from(self, after: str | None) -> AsyncIterator[IncomingMessage]:
+        try:
+            await self._wait_online()
+            index = await self._locate(after)
+        except TransportClosedError:
+            return
+        generation = self._generation
+        while not self._closed:
+            changed = self._changed
+            if generation != self._generation or index < self._dropped:
+                index, generation = await self._locate(after), self._generation
+            batch = self._slice(index)
+            for item in batch:
+                yield item
+                after, index = item.cursor, index + 1
+                if self._closed:
+                    return
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await changed.wait()
+
+    # ------------------------------------------------------------------ groups
+
+    async def _ensure_joined(self, group_id: bytes, *, remember: bool = True) -> _Source:
+        """Join the group's room (once) and, unless it came from there, add it to the
+        device's private room list so later runs rejoin it."""
+        await self._wait_online()
+        source = self._add_room(group_id)
+        if source.key not in self._joined:
+            await self.plugin.join_room(JID(source.key), self._nick)
+            self._joined.add(source.key)
+            self._present.add(source.key)
+            self._kick(source)  # what was posted before we became an occupant
+            if remember:
+                payload = ET.Element(f"{{{NS}}}room", {"group": b64url(group_id)})
+                await self.plugin.pep_publish(self._rooms_node, room_localpart(group_id),
+                                              payload, PRIVATE_OPTIONS)
+        return source
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        self._own("client_id", client_id)
+        await self._ensure_joined(_require_bytes("group_id", group_id))
+
+    async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
+        self._own("client_id", client_id)
+        key = self.room_jid(_require_bytes("group_id", group_id))
+        source = self._sources.pop(key, None)
+        if source is not None and source.task is not None:
+            source.task.cancel()
+        self._present.discard(key)
+        if key in self._joined:
+            self._joined.discard(key)
+            with contextlib.suppress(Exception):
+                self.plugin.leave_room(JID(key), self._nick)
+        await self.plugin.pep_retract(self._rooms_node, [room_localpart(group_id)])
+
+    async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                     is_commit: bool, sender: str) -> SubmitResult:
+        """Send to the room and wait until the archive holds our message (so
+        :meth:`fetch` returns it). A Commit is ACCEPTED when no Commit for its epoch
+        precedes it in the room's order, else ORDERED (the stream decides)."""
+        group_id = _require_bytes("group_id", group_id)
+        payload = _require_bytes("payload", payload)
+        self._own("sender", sender)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise InvalidRequestError("epoch must be a non-negative int")
+        if not isinstance(is_commit, bool):
+            raise InvalidRequestError("is_commit must be a bool")
+        _check_header(payload, group_id, epoch, is_commit)
+        source = await self._ensure_joined(group_id)
+        env = Envelope(Kind.GROUP, payload, self.device, group_id, epoch)
+        index = await self._send_and_wait(source, env)
+        position = _position(source.key, source.ids[index])
+        self._positions[position] = (source.key, source.ids[index])
+        if is_commit and any(i < index and e == epoch and c
+                             for i, (e, c) in source.order.items()):
+            return SubmitResult(SubmitStatus.ORDERED, position)
+        return SubmitResult(SubmitStatus.ACCEPTED, position)
+
+    async def _send_and_wait(self, source: _Source, env: Envelope) -> int:
+        """Send ``env`` to the room (again after a reconnect if it was lost) until the
+        archive holds its last chunk; returns that entry's index."""
+        deadline = asyncio.get_running_loop().time() + self.settings.submit_timeout
+        while True:
+            await self._wait_online()
+            origins = self.plugin.send_envelope(
+                JID(source.key), "groupchat", env, chunk_size=self.settings.chunk_size,
+                max_payload=self.settings.max_payload)
+            stalled = False
+            while True:
+                if origins[-1] in source.origins:
+                    return source.origins[origins[-1]]
+                error = self._errors.pop(env.msg_id, None)
+                if error is not None:
+                    raise XmppError(f"the room refused our message: {error}", error)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TransportError("timed out waiting for the room to reflect our "
+                                         "message")
+                if not self._online.is_set():
+                    await self._wait_online()
+                    await self._sync(source)
+                    if origins[-1] not in source.origins:
+                        break  # lost in the disconnect: send again (same ids)
+                    continue
+                source.progress.clear()
+                if not source.live or stalled:  # else the live reflection brings it
+                    self._kick(source)
+                stalled = True
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, 0.5)):
+                        await source.progress.wait()
+                        stalled = False
+
+    async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
+                           group_id: bytes, after_position: int | None = None) -> None:
+        """Grant room membership to each recipient's account, then send the Welcome to
+        each device (a direct ``chat`` message with a storage hint) naming the archive id
+        of the Commit that added them, where the recipient starts reading the room."""
+        recipients = _require_client_ids(client_ids)
+        welcome = _require_bytes("welcome", welcome)
+        group_id = _require_bytes("group_id", group_id)
+        source = await self._ensure_joined(group_id)
+        after = None
+        if after_position is not None and after_position in self._positions:
+            room, archive_id = self._positions[after_position]
+            if room == source.key:
+                after = archive_id
+        await asyncio.gather(*(self._grant(JID(source.key), bare) for bare in
+                               dict.fromkeys(str(JID(c).bare) for c in recipients)))
+        for client in recipients:
+            jid = JID(client)
+            if not jid.resource:
+                raise InvalidRequestError(f"client id {client!r} is not a full JID")
+            env = Envelope(Kind.WELCOME, welcome, str(jid.resource), group_id, after=after)
+            self.plugin.send_envelope(jid, "chat", env, chunk_size=self.settings.chunk_size,
+                                      max_payload=self.settings.max_payload)
+
+    async def _grant(self, room: JID, bare: str) -> None:
+        """Membership of ``bare``: as owner/admin by the admin list, else by a mediated
+        invitation (rooms allow member invitations)."""
+        if bare == self.bare:
+            return
+        try:
+            await self.plugin.set_affiliation(room, bare, "member")
+        except XmppError as exc:
+            if exc.condition not in ("forbidden", "not-allowed"):
+                raise
+            self.plugin.invite(room, bare)
+
+    async def revoke(self, group_id: bytes, user_ids: Sequence[str]) -> None:
+        """Take room membership away from users no longer in the MLS group (needs the
+        room's owner or an admin; others get XmppError ``forbidden``)."""
+        room = JID(self.room_jid(_require_bytes("group_id", group_id)))
+        for user in user_ids:
+            await self.plugin.set_affiliation(room, _bare_of_user(user), "none")
+
+    # ------------------------------------------------------------------ GroupInfo
+
+    async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
+                                 ratchet_tree: bytes | None = None) -> None:
+        group_id = _require_bytes("group_id", group_id)
+        group_info = _require_bytes("group_info", group_info)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise InvalidRequestError("epoch must be a non-negative int")
+        if ratchet_tree is not None:
+            ratchet_tree = _require_bytes("ratchet_tree", ratchet_tree)
+        source = await self._ensure_joined(group_id)
+        env = Envelope(Kind.GROUP_INFO, encode_group_info(group_info, ratchet_tree),
+                       self.device, group_id, epoch)
+        await self._send_and_wait(source, env)
+
+    async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
+        """The GroupInfo of the highest epoch among the newest ``group-info`` items of
+        the room's archive."""
+        group_id = _require_bytes("group_id", group_id)
+        await self._wait_online()
+        room = JID(self.room_jid(group_id))
+        entries: list[ArchivedMessage] = []
+        before: str | None = None
+        found: tuple[int, bytes] | None = None
+        for _ in range(GROUP_INFO_PAGES):
+            try:
+                page = await self._page_before(room, before)
+            except XmppError as exc:
+                raise UnknownGroupError(f"no GroupInfo for group {group_id.hex()}: "
+                                        f"{exc}") from None
+            if not page:
+                break
+            entries = page + entries
+            before = page[0].archive_id
+            found = self._best_group_info(room, group_id, entries)
+            if found is not None:
+                break
+        if found is None:
+            raise UnknownGroupError(f"no GroupInfo published for group {group_id.hex()}")
+        return decode_group_info(found[1])
+
+    async def _page_before(self, room: JID, before: str | None) -> list[ArchivedMessage]:
+        if before is None:
+            return (await self.plugin.mam_page(room, last_page=True,
+                                               max_items=MAM_PAGE)).messages
+        return (await self.plugin.mam_page(room, before=before, max_items=MAM_PAGE)).messages
+
+    def _best_group_info(self, room: JID, group_id: bytes,
+                         entries: list[ArchivedMessage]) -> tuple[int, bytes] | None:
+        asm = Reassembler(self.settings.max_payload)
+        best: tuple[int, bytes] | None = None
+        for index, entry in enumerate(entries):
+            el = entry.message.find(TAG)
+            item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+            if el is None or item is None or not item.get("jid"):
+                continue
+            try:
+                env = asm.add(str(JID(item.get("jid", "")).bare), parse_element(el), index)
+                if (env is not None and env.kind is Kind.GROUP_INFO
+                        and env.group_id == group_id and env.epoch is not None
+                        and (best is None or env.epoch >= best[0])):
+                    decode_group_info(env.payload)
+                    best = (env.epoch, env.payload)
+            except StanzaError as exc:
+                log.warning("dropped a group-info item in %s: %s", room, exc)
+        return best
+
+    # ------------------------------------------------------------------ KeyPackages
+
+    def _kp_node(self, device: str) -> str:
+        return f"{KP_NODE_PREFIX}{device}"
+
+    async def publish_key_packages(self, client_id: str, user_id: str,
+                                   entries: Sequence[KeyPackageEntry]) -> None:
+        """One PEP item per KeyPackage (item id = KeyPackageRef hex); a new last-resort
+        item replaces the previous one."""
+        self._own("client_id", client_id)
+        if user_id != self.user_id:
+            raise InvalidRequestError(f"this account's user is {self.user_id}, "
+                                      f"not {user_id!r}")
+        items = _require_entries(entries)
+        await self._wait_online()
+        current = await self._own_items()
+        if any(e.ref.hex() in current for e in items):
+            raise InvalidRequestError("a KeyPackageRef is already published")
+        old_last = [ref for ref, (_, last) in current.items() if last]
+        new_last = any(e.last_resort for e in items)
+        if len(current) + len(items) - (len(old_last) if new_last else 0) > MAX_KEY_PACKAGES:
+            raise InvalidRequestError(f"a device holds at most {MAX_KEY_PACKAGES} "
+                                      "KeyPackages (PEP max_items)")
+        await self._publish_device()
+        node = self._kp_node(self.device)
+        for entry in items:
+            payload = ET.Element(f"{{{NS}}}key-package",
+                                 {"last-resort": "true" if entry.last_resort else "false"})
+            payload.text = base64.b64encode(entry.key_package).decode()
+            await self.plugin.pep_publish(node, entry.ref.hex(), payload, PEP_OPTIONS)
+        if new_last and old_last:
+            await self.plugin.pep_retract(node, old_last)
+
+    async def _publish_device(self) -> None:
+        if self._published_device:
+            return
+        payload = ET.Element(f"{{{NS}}}device", {"id": self.device})
+        await self.plugin.pep_publish(DEVICES_NODE, self.device, payload, PEP_OPTIONS)
+        self._published_device = True
+
+    async def _items(self, owner: str | None, device: str) -> dict[str, tuple[bytes, bool]]:
+        """ref hex -> (KeyPackage, last_resort) of a device's node."""
+        out: dict[str, tuple[bytes, bool]] = {}
+        for item in await self.plugin.pep_items(owner, self._kp_node(device)):
+            kp = item.find(f"{{{NS}}}key-package")
+            ref = item.get("id", "")
+            if kp is None or not ref:
+                continue
+            try:
+                data = base64.b64decode((kp.text or "").strip(), validate=True)
+            except (binascii.Error, ValueError):
+                self.rejected += 1
+                continue
+            if data:
+                out[ref] = (data, kp.get("last-resort") == "true")
+        return out
+
+    async def _own_items(self) -> dict[str, tuple[bytes, bool]]:
+        own = self._sources.get(OWN)
+        if own is not None:
+            await self._sync(own)  # claim notices first
+        await self._retract_claimed()
+        return await self._items(None, self.device)
+
+    async def _retract_claimed(self) -> None:
+        refs, self._retract = sorted(self._retract), set()
+        if refs:
+            try:
+                await self.plugin.pep_retract(self._kp_node(self.device), refs)
+            except XmppError as exc:
+                log.warning("retracting claimed KeyPackages failed: %s", exc)
+                self._retract.update(refs)
+
+    async def key_package_count(self, client_id: str) -> int:
+        self._own("client_id", client_id)
+        await self._wait_online()
+        return sum(not last for _, last in (await self._own_items()).values())
+
+    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+        """A random unclaimed one-use KeyPackage of the device (its owner is told to
+        retract it), else its last-resort one."""
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidRequestError("client_id must be a non-empty str")
+        jid = JID(client_id)
+        if not jid.user or not jid.resource:
+            raise InvalidRequestError(f"client id {client_id!r} is not a full JID")
+        await self._wait_online()
+        return await self._claim(str(jid.bare), str(jid.resource))
+
+    async def _claim(self, bare: str, device: str) -> ClaimedKeyPackage:
+        items = await self._items(bare, device)
+        client_id = f"{bare}/{device}"
+        fresh = [r for r, (_, last) in items.items() if not last and r not in self._claimed]
+        if fresh:
+            ref = secrets.choice(fresh)
+            self._claimed.add(ref)
+            if bare == self.bare and device == self.device:
+                await self.plugin.pep_retract(self._kp_node(device), [ref])
+            else:
+                env = Envelope(Kind.CLAIM, b"", device, ref=ref)
+                self.plugin.send_envelope(JID(bare), "chat", env, chunk_size=1024,
+                                          max_payload=1024)
+            return ClaimedKeyPackage(client_id, bytes.fromhex(ref), items[ref][0], False)
+        for ref, (data, last) in items.items():
+            if last:
+                return ClaimedKeyPackage(client_id, bytes.fromhex(ref), data, True)
+        raise NoKeyPackageError(f"no KeyPackage available for client {client_id!r}")
+
+    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+        bare = _bare_of_user(user_id)
+        await self._wait_online()
+        out = []
+        for item in await self.plugin.pep_items(bare, DEVICES_NODE):
+            device = item.get("id", "")
+            if not device or "/" in device:
+                continue
+            with contextlib.suppress(NoKeyPackageError):
+                out.append(await self._claim(bare, device))
+        return sorted(out, key=lambda c: c.client_id)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _require_bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or not value:
+        raise InvalidRequestError(f"{name} must be non-empty bytes")
+    return value
+
+
+def _bare_of_user(user_id: object) -> str:
+    if not isinstance(user_id, str) or not user_id.startswith("xmpp:"):
+        raise InvalidRequestError("an XMPP user id looks like xmpp:user@domain")
+    jid = JID(user_id[5:])
+    if not jid.user or jid.resource:
+        raise InvalidRequestError(f"{user_id!r} does not name a bare JID")
+    return str(jid.bare)
+
+
+def _require_client_ids(value: object) -> list[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise InvalidRequestError("client_ids must be a non-empty sequence of str")
+    out = []
+    for c in value:
+        if not isinstance(c, str) or not c:
+            raise InvalidRequestError("client ids must be non-empty str")
+        out.append(c)
+    return list(dict.fromkeys(out))
+
+
+def _require_entries(value: object) -> list[KeyPackageEntry]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
+    entries = list(value)
+    for entry in entries:
+        if not isinstance(entry, KeyPackageEntry):
+            raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
+        _require_bytes("KeyPackageEntry.ref", entry.ref)
+        _require_bytes("KeyPackageEntry.key_package", entry.key_package)
+    if len({e.ref for e in entries}) != len(entries):
+        raise InvalidRequestError("entries repeat a KeyPackageRef")
+    if sum(e.last_resort for e in entries) > 1:
+        raise InvalidRequestError("at most one last-resort KeyPackage per publish")
+    return entries
+
+
+__all__ = ["XmppDeliveryTransport", "b64url", "decode_cursor", "encode_cursor",
+           "room_localpart"]
