@@ -54,7 +54,7 @@ from transports.base import (
     TransportError,
     UnknownGroupError,
 )
-from transports.local import _check_header, _read_header
+from transports.header import check_header, read_header
 
 from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, XmppError
 from .settings import XmppSettings
@@ -563,7 +563,7 @@ class XmppDeliveryTransport:
             return None  # a chunk, or a GroupInfo item (read by fetch_group_info)
         if env.group_id != source.group_id:
             raise StanzaError("<mls/> names another group than the room's")
-        header = _read_header(env.payload)
+        header = read_header(env.payload)
         if header.group_id != source.group_id or header.epoch != env.epoch:
             raise StanzaError("the MLSMessage header disagrees with its <mls/> element")
         source.order[index] = (header.epoch, header.content_type == ContentType.COMMIT)
@@ -769,7 +769,7 @@ class XmppDeliveryTransport:
             raise InvalidRequestError("epoch must be a non-negative int")
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
-        _check_header(payload, group_id, epoch, is_commit)
+        check_header(payload, group_id, epoch, is_commit)
         source = await self._ensure_joined(group_id)
         env = Envelope(Kind.GROUP, payload, self.device, group_id, epoch)
         index = await self._send_and_wait(source, env)
