@@ -17,7 +17,9 @@ Run it against your homeserver with a settings file::
 Then, from another MLS client (e.g. ``mls-bridge`` with its own ``[matrix]`` table),
 create a group and ``invite`` ``matrix:@echo-bot:example.org``: the bot joins the room
 from the Welcome, decrypts, and echoes. Kicking a user from the room makes the bot remove
-them from the MLS group when it is the lowest-index remaining member.
+them from the MLS group when it is the lowest-index remaining member the group's room
+policy allows to remove; when the bot may change the room's power levels it keeps them in
+step with the policy (see ``docs/matrix.md``, "Access control").
 """
 
 from __future__ import annotations

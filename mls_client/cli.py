@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from mls_core.errors import MLSError
+from mls_core.errors import MLSError, UsageError
+from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 
 from .client import MLSClient
@@ -117,8 +118,41 @@ async def cmd_keypackages_publish(client: MLSClient, args: argparse.Namespace,
 
 
 async def cmd_group_create(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
-    group_id = await client.create_group(name=args.name)
+    policy = RoomPolicy.standard([client.user_id.encode()]) if args.policy else None
+    group_id = await client.create_group(name=args.name, policy=policy)
     print(group_id.hex(), file=out)
+
+
+async def cmd_group_policy(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
+    """Print the room policy, or change roles (``--role USER=ROLE``, admins only)."""
+    gid = await _group(client, args.group)
+    policy = await client.policy(gid)
+    if args.role:
+        if policy is None:
+            raise UsageError("this group has no room policy (create it with --policy)")
+        roles = {r.identity: Role(r.role) for r in policy.roles}
+        for assignment in args.role:
+            user, _, role = assignment.partition("=")
+            try:
+                roles[user.encode()] = Role[role.upper()]
+            except KeyError:
+                raise UsageError(f"--role {assignment}: ROLE is one of "
+                                 f"{', '.join(r.name.lower() for r in Role if r != Role.NOBODY)}"
+                                 ) from None
+        rules = {Action(r.action): Role(r.min_role) for r in policy.rules}
+        rights = {e.index: e.allowed for e in policy.external_senders}
+        policy = RoomPolicy.build(roles, default_role=Role(policy.default_role), rules=rules,
+                                  external_senders=rights)
+        await client.set_policy(gid, policy)
+    if policy is None:
+        print("no room policy: every member may add, remove and change the group", file=out)
+        return
+    for r in policy.roles:
+        print(f"{r.identity.decode('utf-8', 'replace')}: {Role(r.role).name.lower()}", file=out)
+    print(f"everyone else: {Role(policy.default_role).name.lower()}", file=out)
+    for rule in policy.rules:
+        print(f"{Action(rule.action).name.lower()}: {Role(rule.min_role).name.lower()} "
+              "or above", file=out)
 
 
 async def cmd_invite(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -240,7 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     group_sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     gcreate = group_sub.add_parser("create", help="create a group; prints its id")
     gcreate.add_argument("--name", help="a local name for the group")
+    gcreate.add_argument("--policy", action="store_true",
+                         help="with a room policy: we are admin, moderators add and remove")
     gcreate.set_defaults(func=cmd_group_create)
+    gpolicy = group_sub.add_parser("policy", help="show the room policy, or change roles")
+    gpolicy.add_argument("group", help="group name, id or unique id prefix")
+    gpolicy.add_argument("--role", action="append", metavar="USER=ROLE",
+                         help="give USER a role: banned, member, moderator or admin")
+    gpolicy.set_defaults(func=cmd_group_policy)
 
     for name, func, help_text in (("invite", cmd_invite, "add users' clients to a group"),
                                   ("remove", cmd_remove, "remove users from a group")):

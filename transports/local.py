@@ -62,7 +62,7 @@ from .base import (
     TransportClosedError,
     UnknownGroupError,
 )
-from .header import GroupMessageHeader, check_header, ordering_status, read_header
+from .header import GroupMessageHeader, check_header, ordering_status
 
 __all__ = [
     "MIGRATIONS",
@@ -199,12 +199,6 @@ def _require_limit(limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidRequestError("limit must be a positive int")
     return limit
-
-
-# compatibility names (the header peek lives in transports.header)
-_GroupMessageHeader = GroupMessageHeader
-_read_header = read_header
-_check_header = check_header
 
 
 # ------------------------------------------------------------------------------ service
@@ -393,7 +387,7 @@ class LocalDeliveryService:
         sender = _require_id("sender", sender)
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
-        header = _check_header(payload, group_id, epoch, is_commit)
+        header = check_header(payload, group_id, epoch, is_commit)
         async with self._write() as db:
             result = await _append(db, header, payload, sender,
                                    room=self.ordering == "room")
@@ -586,7 +580,7 @@ async def _claim(db: aiosqlite.Connection, client_id: str) -> ClaimedKeyPackage 
                              key_package=bytes(key_package), last_resort=bool(last_resort))
 
 
-async def _append(db: aiosqlite.Connection, header: _GroupMessageHeader, payload: bytes,
+async def _append(db: aiosqlite.Connection, header: GroupMessageHeader, payload: bytes,
                   sender: str, *, room: bool = False) -> SubmitResult:
     """Inside a write transaction: apply the ordering rule, then append and fan out.
     ``room``: append everything; a Commit after another one for its epoch is ORDERED."""

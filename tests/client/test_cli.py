@@ -132,3 +132,24 @@ def test_usage_and_settings_errors(tmp_path: Path) -> None:
     usage = run("recover", "not-hex")
     assert usage.returncode == 2 and "not a hex group id" in usage.stderr
     assert "Traceback" not in bad.stderr + usage.stderr
+
+
+def test_room_policy_from_the_command_line(tmp_path: Path) -> None:
+    alice, bob, carol = (User(tmp_path, n) for n in ("alice", "bob", "carol"))
+    for user in (alice, bob, carol):
+        user("identity", "create", user.name)
+    alice("group", "create", "--name", "team", "--policy")
+    alice("invite", "team", "bob")
+    bob("read")
+    refused = bob("invite", alice("groups").stdout.split()[0], "carol", ok=False)
+    assert refused.returncode != 0
+    assert "bob (member) may not add (needs moderator)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    bad = alice("group", "policy", "team", "--role", "bob=boss", ok=False)
+    assert "ROLE is one of banned, member, moderator, admin" in bad.stderr
+    shown = alice("group", "policy", "team", "--role", "bob=moderator").stdout
+    assert "alice: admin" in shown and "bob: moderator" in shown and "add: moderator" in shown
+    gid = bob("groups").stdout.split()[0]
+    bob("read")
+    assert bob("invite", gid, "carol").stdout.startswith("epoch 3: added ")
+    assert "bob: moderator" in carol("group", "policy", gid).stdout

@@ -43,6 +43,8 @@ def _private_message(group_id: bytes, epoch: int, content_type: int = 1) -> byte
 async def test_identity_and_wrong_client(tmp_path: Path) -> None:
     t = _transport(tmp_path)
     assert t.client_id == "@alice:hs/DEV" and t.identity == "matrix:@alice:hs"
+    # bound to the account like every network transport: user_id is the MLS user id
+    assert t.user_id == "matrix:@alice:hs" and t.matrix_user_id == "@alice:hs"
     with pytest.raises(InvalidRequestError, match="serves"):
         await t.fetch("@bob:hs/DEV")
     with pytest.raises(InvalidRequestError):

@@ -4,10 +4,14 @@
 joins groups from Welcomes (the client does), decrypts, and calls your callbacks for
 application messages and for room membership changes. It also keeps MLS membership in
 step with the room (issue "Room ↔ group binding"): when a user is kicked or banned from a
-bound room, the *lowest-index remaining member* of the MLS group removes all of that
-user's leaves (every device runs the same rule, so exactly one member commits, and the
-Delivery Service ordering resolves any race). The mapping of room power levels to an MLS
-group policy (who may add/remove) is not enforced here yet; see ``docs/matrix.md``.
+bound room, the *lowest-index remaining member whose room-policy role may remove others*
+(:mod:`mls_core.room_policy`; any member if the group has no policy) removes all of that
+user's leaves (every device runs the same rule over the same group state, so exactly one
+member commits, and the room's ordering resolves any race); a ban also gives the user
+the policy role ``banned`` (by the lowest-index member allowed to change the policy).
+The room's power levels follow the group's policy (:mod:`.policy_sync`): after each
+Commit, and for every group at the first :meth:`MatrixBot.step`, the designated member
+writes them.
 
 Example (see ``examples/matrix_bot.py``)::
 
@@ -27,14 +31,17 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mls_core.errors import MLSError
+from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 
 from .events import identity_of
 from .journal import MembershipChange
+from .policy_sync import PolicySync
 
 if TYPE_CHECKING:
     from mls_client import MLSClient, Settings
     from mls_client.events import ClientEvent, MessageReceived
+    from mls_core.group import Group
 
     from .transport import MatrixDeliveryTransport
 
@@ -59,6 +66,9 @@ class MatrixBot:
         self._membership_handlers: list[MembershipHandler] = []
         self._event_handlers: list[EventHandler] = []
         self._member_cursor = int(transport.mark(_CURSOR_MARK) or 0)
+        self.policy_sync = PolicySync(client, transport)
+        #: groups whose power levels are checked at the next step (None: all groups)
+        self._policy_due: set[bytes] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, key_packages: bool = True) -> MatrixBot:
@@ -108,10 +118,12 @@ class MatrixBot:
 
     async def step(self) -> list[ClientEvent]:
         """Process what arrived: client events, then membership changes."""
-        from mls_client.events import MessageReceived
+        from mls_client.events import CommitProcessed, GroupJoined, MessageReceived
 
         events = await self.client.sync()
         for event in events:
+            if isinstance(event, CommitProcessed | GroupJoined) and self._policy_due is not None:
+                self._policy_due.add(event.group_id)
             for on_event in self._event_handlers:
                 await on_event(self, event)
             if isinstance(event, MessageReceived):
@@ -124,7 +136,29 @@ class MatrixBot:
             if self.enforce_room_membership and change.kicked_or_banned:
                 await self._enforce(change)
             self.transport.set_mark(_CURSOR_MARK, str(change.id))
+        await self.sync_power_levels()
         return events
+
+    async def sync_power_levels(self, group_id: bytes | None = None) -> None:
+        """Bring the rooms' power levels in step with the groups' policies (see
+        :mod:`.policy_sync`): ``group_id``, else the groups that had a Commit or were
+        joined since the last call (every group the first time). A group whose update
+        failed on a transport error is tried again at the next call."""
+        if group_id is not None:
+            due = [group_id]
+        elif self._policy_due is None:
+            due = [g.group_id for g in await self.client.groups()]
+        else:
+            due = sorted(self._policy_due)
+        if group_id is None:
+            self._policy_due = set()
+        for gid in due:
+            try:
+                await self.policy_sync.reconcile(gid)
+            except TransportError as exc:
+                log.warning("power levels of group %s not updated yet: %s", gid.hex(), exc)
+                if self._policy_due is not None:
+                    self._policy_due.add(gid)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """:meth:`step` until ``stop`` is set, waiting for new items in between."""
@@ -154,9 +188,9 @@ class MatrixBot:
 
     async def _enforce(self, change: MembershipChange) -> None:
         """A user kicked or banned from the room leaves the MLS group: removed by the
-        lowest-index member that remains (only that member commits)."""
+        designated remover (:func:`designated_remover`); only that member commits."""
         gid = change.group_id
-        if gid is None or change.user_id == self.transport.user_id:
+        if gid is None or change.user_id == self.transport.matrix_user_id:
             return
         if self.transport.current_membership(change.room_id, change.user_id) not in (
                 "leave", "ban"):
@@ -166,11 +200,80 @@ class MatrixBot:
             group = await self.client.group(gid)
         except MLSError:
             return  # not (or no longer) in this group
-        remaining = [m.index for m in group.members if m.credential.identity != removed]
-        if len(remaining) == len(group.members) or min(remaining) != group.own_leaf_index:
+        if designated_remover(group, removed) == group.own_leaf_index:
+            try:
+                await self.client.remove_members(gid, [identity_of(change.user_id)])
+                log.info("removed %s from group %s after a kick/ban", change.user_id,
+                         gid.hex())
+            except MLSError as exc:  # e.g. already removed by a concurrent Commit
+                log.info("could not remove %s: %s", change.user_id, exc)
+        if change.membership == "ban":
+            await self._ban_in_policy(gid, removed)
+
+    async def _ban_in_policy(self, group_id: bytes, identity: bytes) -> None:
+        """A room ban also gives the user the policy role ``banned``, so that no client
+        accepts adding them again (RoomPolicyEnforcer); done by the lowest-index member
+        allowed to change the policy."""
+        try:
+            group = await self.client.group(group_id)
+        except MLSError:
+            return
+        policy = RoomPolicy.from_extensions(group.context.extensions)
+        if policy is None or policy.role_of(identity) == Role.BANNED \
+                or policy_changer(group, identity) != group.own_leaf_index:
             return
         try:
-            await self.client.remove_members(gid, [identity_of(change.user_id)])
-            log.info("removed %s from group %s after a kick/ban", change.user_id, gid.hex())
-        except MLSError as exc:  # e.g. already removed by a concurrent Commit
-            log.info("could not remove %s: %s", change.user_id, exc)
+            await self.client.set_policy(group_id, with_role(policy, identity, Role.BANNED))
+            log.info("room ban recorded in the policy of group %s", group_id.hex())
+        except MLSError as exc:
+            log.info("could not record a room ban in the policy: %s", exc)
+
+
+def may_remove(policy: RoomPolicy | None, identity: bytes | None) -> bool:
+    """Whether the room policy lets ``identity`` remove other members (no policy: yes)."""
+    if policy is None:
+        return True
+    role = policy.role_of(identity)
+    needed = policy.min_role(Action.REMOVE)
+    return role != Role.BANNED and needed != Role.NOBODY and role >= needed
+
+
+def with_role(policy: RoomPolicy, identity: bytes, role: Role) -> RoomPolicy:
+    """``policy`` with ``identity`` given ``role`` (everything else unchanged)."""
+    roles = {r.identity: Role(r.role) for r in policy.roles}
+    roles[identity] = role
+    return RoomPolicy.build(roles, default_role=Role(policy.default_role),
+                            rules={Action(r.action): Role(r.min_role) for r in policy.rules},
+                            external_senders={e.index: e.allowed
+                                              for e in policy.external_senders})
+
+
+def policy_changer(group: Group, excluded: bytes) -> int | None:
+    """Leaf index of the lowest-index member other than ``excluded`` whose policy role
+    may change the policy (None without a policy or such a member)."""
+    policy = RoomPolicy.from_extensions(group.context.extensions)
+    if policy is None:
+        return None
+    needed = policy.min_role(Action.CHANGE_POLICY)
+    for member in sorted(group.members, key=lambda m: m.index):
+        role = policy.role_of(member.credential.identity)
+        if member.credential.identity != excluded and needed != Role.NOBODY \
+                and role != Role.BANNED and role >= needed:
+            return member.index
+    return None
+
+
+def designated_remover(group: Group, removed: bytes) -> int | None:
+    """Leaf index of the member that removes the user ``removed`` (a credential
+    identity) after a kick or ban: the lowest-index member that stays in the group and
+    whose policy role allows removing others. None if the user is not a member or no
+    remaining member has the right."""
+    policy = RoomPolicy.from_extensions(group.context.extensions)
+    members = sorted(group.members, key=lambda m: m.index)
+    if not any(m.credential.identity == removed for m in members):
+        return None
+    for member in members:
+        if member.credential.identity != removed \
+                and may_remove(policy, member.credential.identity):
+            return member.index
+    return None

@@ -41,10 +41,9 @@ from transports.base import (
     TransportError,
     UnknownGroupError,
 )
+from transports.header import check_header, read_header
 from transports.local import (
-    _check_header,
     _parse_cursor,
-    _read_header,
     _require_bytes,
     _require_client_ids,
     _require_entries,
@@ -137,9 +136,15 @@ class MatrixDeliveryTransport:
     # ------------------------------------------------------------------ identity
 
     @property
-    def user_id(self) -> str:
+    def matrix_user_id(self) -> str:
         """The Matrix user id, e.g. ``@alice:example.org``."""
         return self._api.user_id
+
+    @property
+    def user_id(self) -> str:
+        """The MLS user id this transport is bound to (``MLSClient.create_identity``
+        takes it from here): ``matrix:<user id>``, the same as :attr:`identity`."""
+        return self.identity
 
     @property
     def device_id(self) -> str:
@@ -148,12 +153,12 @@ class MatrixDeliveryTransport:
     @property
     def client_id(self) -> str:
         """This device's MLS client id: ``<user id>/<device id>``."""
-        return ev.client_id_of(self.user_id, self.device_id)
+        return ev.client_id_of(self.matrix_user_id, self.device_id)
 
     @property
     def identity(self) -> str:
         """The MLS credential identity of this user: ``matrix:<user id>``."""
-        return ev.identity_of(self.user_id)
+        return ev.identity_of(self.matrix_user_id)
 
     @property
     def api(self) -> MatrixApi:
@@ -191,7 +196,7 @@ class MatrixDeliveryTransport:
         if self._journal.meta("device_keys") == self._algorithm:
             return
         await self._api.request("POST", f"{CLIENT}/keys/upload", {"device_keys": {
-            "user_id": self.user_id, "device_id": self.device_id,
+            "user_id": self.matrix_user_id, "device_id": self.device_id,
             "algorithms": [self._algorithm], "keys": {}, "signatures": {}}})
         self._journal.set_meta("device_keys", self._algorithm)
 
@@ -286,13 +291,14 @@ class MatrixDeliveryTransport:
             room_id = await self._create_room(group_id)
         else:
             room_id = room.room_id
-            if self._journal.membership(room_id, self.user_id) != "join":
+            if self._journal.membership(room_id, self.matrix_user_id) != "join":
                 await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
         self._journal.apply([Subscribe(room_id, group_id)])
 
     async def _create_room(self, group_id: bytes) -> str:
         """A private room whose state binds it to the group. Any member may invite and
-        publish GroupInfo (power level 0); the binding itself needs level 50 (default)."""
+        publish GroupInfo (power level 0); the binding itself needs level 50 (default).
+        A group with a room policy gets power levels derived from it (policy_sync)."""
         out = await self._api.request("POST", f"{CLIENT}/createRoom", {
             "preset": "private_chat",
             "topic": f"MLS group {group_id.hex()}",
@@ -340,7 +346,7 @@ class MatrixDeliveryTransport:
         payload = _require_bytes("payload", payload)
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
-        _check_header(payload, group_id, epoch, is_commit)
+        check_header(payload, group_id, epoch, is_commit)
         room = self._room(group_id)
         if not room.subscribed:
             self._journal.apply([Subscribe(room.room_id, group_id)])
@@ -402,7 +408,7 @@ class MatrixDeliveryTransport:
                                 {"messages": messages})
 
     async def _invite(self, room_id: str, user: str) -> None:
-        if user == self.user_id or self._journal.membership(room_id, user) in ("join",
+        if user == self.matrix_user_id or self._journal.membership(room_id, user) in ("join",
                                                                                "invite"):
             return
         try:
@@ -553,7 +559,7 @@ class MatrixDeliveryTransport:
     async def _filter(self) -> str:
         if self._filter_id is None:
             out = await self._api.request(
-                "POST", f"{CLIENT}/user/{quote(self.user_id)}/filter",
+                "POST", f"{CLIENT}/user/{quote(self.matrix_user_id)}/filter",
                 ev.sync_filter(self._timeline_limit))
             filter_id = out.get("filter_id")
             if not isinstance(filter_id, str):
@@ -661,7 +667,7 @@ class MatrixDeliveryTransport:
         parsed = ev.parse_message_content(event.get("content"), self._max_media)
         payload = await self._resolve(parsed.carried)
         try:
-            header = _read_header(payload)
+            header = read_header(payload)
         except DecodeError as exc:
             raise ev.MalformedEventError(f"not an MLS group message: {exc}") from None
         client_id: str | None = ev.client_id_of(sender, parsed.device_id)
@@ -723,7 +729,7 @@ class MatrixDeliveryTransport:
             # never join a room on the word of a Welcome that cannot be ours
             return [Rejected(f"to-device from {sender}",
                              "not an MLSMessage(Welcome) for one of our KeyPackages")]
-        if self._journal.membership(parsed.room_id, self.user_id) != "join":
+        if self._journal.membership(parsed.room_id, self.matrix_user_id) != "join":
             try:
                 await self._api.request("POST", f"{CLIENT}/join/{quote(parsed.room_id)}", {})
             except MatrixApiError as exc:

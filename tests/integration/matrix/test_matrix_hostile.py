@@ -54,7 +54,7 @@ async def test_hostile_events_are_rejected_and_change_nothing(
         assert room is not None
         m = net.transports["mallory"]
         await net.transports["alice"].api.request(
-            "POST", f"{CLIENT}/rooms/{quote(room)}/invite", {"user_id": m.user_id})
+            "POST", f"{CLIENT}/rooms/{quote(room)}/invite", {"user_id": m.matrix_user_id})
         await m.api.request("POST", f"{CLIENT}/join/{quote(room)}", {})
         before = await net.agree(gid, ["alice", "bob", "carol"])
         epoch = await net["alice"].epoch(gid)
@@ -94,10 +94,10 @@ async def test_hostile_events_are_rejected_and_change_nothing(
             assert sum(isinstance(e, MessageRejected) for e in net.events[name]) >= 2
         items = {i.payload: i for i in await net.transports["alice"].fetch(
             net.transports["alice"].client_id)}
-        assert items[forged].sender_identity == f"matrix:{m.user_id}"
+        assert items[forged].sender_identity == f"matrix:{m.matrix_user_id}"
         assert items[forged].sender == m.client_id  # a device mallory really has
         assert items[no_device].sender is None  # checked against mallory's devices
-        assert items[no_device].sender_identity == f"matrix:{m.user_id}"
+        assert items[no_device].sender_identity == f"matrix:{m.matrix_user_id}"
         assert forged_id not in dict(net.transports["alice"].rejections())
         reasons = dict(net.transports["alice"].rejections())
         assert "base64" in reasons[bad["b64"]]
@@ -149,7 +149,7 @@ async def test_invalid_earlier_commit_makes_ours_ordered_and_ours_wins(
         assert room is not None
         m = net.transports["mallory"]
         await net.transports["alice"].api.request(
-            "POST", f"{CLIENT}/rooms/{quote(room)}/invite", {"user_id": m.user_id})
+            "POST", f"{CLIENT}/rooms/{quote(room)}/invite", {"user_id": m.matrix_user_id})
         await m.api.request("POST", f"{CLIENT}/join/{quote(room)}", {})
         epoch = await net["alice"].epoch(gid)
         junk = bytearray(_fake_group_message(gid, epoch))
@@ -184,20 +184,21 @@ async def test_stranger_welcome_is_refused_and_no_room_is_joined(
         alice = await net.add("alice")
         await net.add("mallory", publish=False)
         m, ta = net.transports["mallory"], net.transports["alice"]
-        room = (await m.api.request("POST", f"{CLIENT}/createRoom",
-                                    {"preset": "private_chat", "invite": [ta.user_id]}))["room_id"]
+        room = (await m.api.request(
+            "POST", f"{CLIENT}/createRoom",
+            {"preset": "private_chat", "invite": [ta.matrix_user_id]}))["room_id"]
         # an MLSMessage(Welcome) naming a KeyPackageRef alice never published
         fake = (b"\x00\x01\x00\x03\x00\x01" + bytes([37]) + bytes([32]) + b"\x01" * 32
                 + b"\x01\x00\x01\x00" + b"\x00")
         content = ev.welcome_content(ev.Carried(inline=fake), b"gid", room, None)
         await m.api.request("PUT", f"{CLIENT}/sendToDevice/{ev.WELCOME_EVENT}/t1",
-                            {"messages": {ta.user_id: {ta.device_id: content}}})
+                            {"messages": {ta.matrix_user_id: {ta.device_id: content}}})
         events = await alice.sync()
         assert events == [] or all(type(e).__name__ != "GroupJoined" for e in events)
         assert not [i for i in await ta.fetch(ta.client_id) if i.kind == "welcome"]
         assert any("KeyPackages" in reason for _, reason in ta.rejections())
         state = await m.api.request(
-            "GET", f"{CLIENT}/rooms/{quote(room)}/state/m.room.member/{quote(ta.user_id)}")
+            "GET", f"{CLIENT}/rooms/{quote(room)}/state/m.room.member/{quote(ta.matrix_user_id)}")
         assert state["membership"] == "invite"  # alice did not join the stranger's room
     finally:
         await net.close()
