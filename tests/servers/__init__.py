@@ -1,1 +1,18 @@
 """Start and stop real servers (Prosody, Synapse) for integration tests."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a server and wait for it, SIGKILL if it takes longer than ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)

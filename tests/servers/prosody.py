@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import terminate
 
 DOMAIN = "localhost"
 MUC_DOMAIN = f"conference.{DOMAIN}"
@@ -130,14 +131,7 @@ class ProsodyServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc, 10)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (accounts, rooms, archives

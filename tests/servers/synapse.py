@@ -15,7 +15,6 @@ import hmac
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -24,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import terminate
 
 SERVER_NAME = "localhost"
 START_TIMEOUT = 60.0
@@ -177,14 +178,7 @@ class SynapseServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc, 15)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (nothing is lost)."""
