@@ -81,7 +81,7 @@ def test_requests_for_other_clients_are_refused(transport: XmppDeliveryTransport
                      transport.fetch(transport.client_id, limit=0),
                      transport.fetch(transport.client_id, after="nope"),
                      transport.send_welcome([], b"w", GID),
-                     transport.publish_group_info(GID, True, b"gi")):  # type: ignore[arg-type]
+                     transport.publish_group_info(GID, True, b"gi")):
             with pytest.raises(InvalidRequestError):
                 await call
 

@@ -13,8 +13,10 @@ stanzas, registers its own handler matching the element (servers.md). It raises 
   with :meth:`MLSBridgePlugin.run_client` (decrypted application messages, and every
   other client event: joins, commits, membership changes, rejections). While attached,
   MUC access follows MLS membership: a user kicked or banned from the room is removed
-  from the MLS group by its lowest-index remaining member, and users a Commit removed
-  lose their room membership (when we own or administer the room).
+  from the MLS group by the lowest-index remaining member whose room-policy role may
+  remove others, users a Commit removed lose their room membership (when we own or
+  administer the room), and in a group with a room policy a room owner derives every
+  member's affiliation from the policy (:meth:`MLSBridgePlugin.sync_affiliations`).
 
 It also exposes the XMPP operations the transport is built from: MAM queries
 (XEP-0313) with RSM paging (XEP-0059), PEP publish/fetch/retract (XEP-0060/XEP-0163)
@@ -29,7 +31,7 @@ import asyncio
 import itertools
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -40,6 +42,8 @@ from slixmpp.xmlstream import StanzaBase, register_stanza_plugin
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from mls_core.events import Member
+from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 
 from .stanza import (
@@ -73,6 +77,11 @@ MUC_OWNER_NS = "http://jabber.org/protocol/muc#owner"
 CLIENT_NS = "jabber:client"
 IQ_TIMEOUT = 30
 Affiliation = Literal["outcast", "member", "admin", "owner", "none"]
+#: the room policy's roles as MUC affiliations (docs/bridge.md)
+AFFILIATION_OF: dict[Role, Affiliation] = {
+    Role.ADMIN: "owner", Role.MODERATOR: "admin", Role.MEMBER: "member",
+    Role.BANNED: "outcast",
+}
 
 #: room configuration the mapping needs (XEP-0045 §10.2): persistent (the archive must
 #: survive empty rooms, servers.md), members-only, non-anonymous (members see real JIDs,
@@ -426,9 +435,25 @@ class MLSBridgePlugin(BasePlugin):
         ``mls_message`` for each decrypted application message and ``mls_event`` for
         every client event, and keeps MUC access and MLS membership consistent (see the
         module docstring)."""
-        from mls_client.events import CommitProcessed, MessageReceived
+        from mls_client.events import CommitProcessed, GroupJoined, MessageReceived
 
         exits: asyncio.Queue[RoomExit] = asyncio.Queue()
+        #: group -> (encoded policy, members) affiliations were last derived from
+        synced: dict[bytes, tuple[bytes, frozenset[bytes]]] = {}
+
+        async def follow_policy(group_id: bytes) -> None:
+            try:
+                policy = await client.policy(group_id)
+                if policy is None:
+                    return
+                members = frozenset(m.credential.identity or b""
+                                    for m in await client.members(group_id))
+                if synced.get(group_id) == (policy.encode(), members):
+                    return
+                await self.sync_affiliations(client, group_id)
+                synced[group_id] = (policy.encode(), members)
+            except Exception as exc:  # not ours any more, or the server refused
+                log.info("deriving affiliations in %s failed: %s", group_id.hex(), exc)
         self.xmpp.add_event_handler("mls_room_exit", exits.put_nowait)
 
         async def follow_exits() -> None:
@@ -440,6 +465,8 @@ class MLSBridgePlugin(BasePlugin):
                 self.xmpp.event("mls_message", event)
             elif isinstance(event, CommitProcessed) and event.removed:
                 await self._revoke_removed(client, event)
+            if isinstance(event, CommitProcessed | GroupJoined):
+                await follow_policy(event.group_id)
             self.xmpp.event("mls_event", event)
             if handler is not None:
                 try:
@@ -449,6 +476,9 @@ class MLSBridgePlugin(BasePlugin):
 
         follower = asyncio.ensure_future(follow_exits())
         try:
+            for summary in await client.groups():
+                if summary.active:
+                    await follow_policy(summary.group_id)
             await client.run(dispatch, stop)
         finally:
             follower.cancel()
@@ -457,37 +487,96 @@ class MLSBridgePlugin(BasePlugin):
 
     async def _remove_exited(self, client: MLSClient, exit_: RoomExit) -> None:
         """A user kicked/banned from the room: its leaves are removed by the lowest-index
-        member that stays (every member applies the same rule, so one commits)."""
+        staying member whose room-policy role allows removing others (any staying member
+        if the group has no policy). Every member applies the same rule, so one commits
+        (and every client checks its Commit against the policy, RFC 9420 §12.2)."""
         group_id = group_of_room(JID(exit_.room).user)
         user = f"xmpp:{exit_.user}"
         if group_id is None or user == client.user_id:
             return
         try:
             members = await client.members(group_id)
+            policy = await client.policy(group_id)
+            own = (await client.group(group_id)).own_leaf_index
         except Exception:  # not a group of ours
             return
         staying = [m for m in members if (m.credential.identity or b"") != user.encode()]
-        leaving = len(staying) < len(members)
-        if leaving and staying and min(m.index for m in staying) == \
-                (await client.group(group_id)).own_leaf_index:
-            try:
-                await client.remove_members(group_id, [user])
-            except Exception as exc:
-                log.warning("removing %s after its room exit failed: %s", user, exc)
+        if len(staying) == len(members) or remover_index(staying, policy) != own:
+            return
+        try:
+            await client.remove_members(group_id, [user])
+        except Exception as exc:
+            log.warning("removing %s after its room exit failed: %s", user, exc)
 
     async def _revoke_removed(self, client: MLSClient, event: CommitProcessed) -> None:
         """Users a Commit removed (no leaf left) lose their room membership; only the
-        room's owners and admins may do that, others are refused and skip it."""
+        room's owners and admins may do that, others are refused and skip it. Outcasts
+        stay outcasts (a ban is not lifted by the removal it caused), and users the
+        policy bans become outcasts."""
         if not event.own:
             return
         room = JID(f"{room_localpart(event.group_id)}@{self._muc_service(client)}")
         present = {m.credential.identity for m in await client.members(event.group_id)}
+        policy = await client.policy(event.group_id)
+        try:
+            outcasts = set(await self.affiliations(room, "outcast"))
+        except XmppError:
+            outcasts = set()
         for user in set(event.removed):
-            if user.startswith("xmpp:") and user.encode() not in present:
-                try:
-                    await self.set_affiliation(room, user[5:], "none")
-                except XmppError as exc:
-                    log.info("cannot revoke %s in %s: %s", user, room, exc)
+            if not user.startswith("xmpp:") or user.encode() in present \
+                    or user[5:] in outcasts:
+                continue
+            banned = policy is not None and policy.role_of(user.encode()) == Role.BANNED
+            try:
+                await self.set_affiliation(room, user[5:], "outcast" if banned else "none")
+            except XmppError as exc:
+                log.info("cannot revoke %s in %s: %s", user, room, exc)
+
+    async def sync_affiliations(self, client: MLSClient,
+                                group_id: bytes) -> dict[str, Affiliation]:
+        """Set the room's affiliations from the group's room policy (docs/xmpp.md,
+        "Affiliations from the room policy"; XEP-0045 §9.2-§9.8, §10.3-§10.7): each MLS
+        member ``xmpp:<bare JID>`` gets the affiliation of its role (admin → owner,
+        moderator → admin, member → member, banned → outcast), every identity the policy
+        bans becomes an outcast, identities of other networks are ignored. Only a room
+        owner does it (others return ``{}`` at once); our own affiliation changes last,
+        and we never give up ownership unless another owner remains. Returns the changes
+        made (bare JID -> new affiliation)."""
+        policy = await client.policy(group_id)
+        room = JID(f"{room_localpart(group_id)}@{self._muc_service(client)}")
+        me = str(JID(client.user_id[5:]).bare) if client.user_id.startswith("xmpp:") else ""
+        if policy is None or not me:
+            return {}
+        current = await self._current_affiliations(room)
+        if current.get(me) != "owner":
+            return {}
+        members = [m.credential.identity or b"" for m in await client.members(group_id)]
+        wanted = desired_affiliations(policy, members)
+        if wanted.get(me, "owner") != "owner" and not any(
+                a == "owner" for j, a in wanted.items() if j != me):
+            wanted[me] = "owner"  # the room must keep an owner (XEP-0045 §10.6)
+        changes = {j: a for j, a in wanted.items() if current.get(j, "none") != a}
+        done: dict[str, Affiliation] = {}
+        for jid in sorted(changes, key=lambda j: j == me):
+            after = {**current, **done}
+            if jid == me and not any(a == "owner" for j, a in after.items() if j != me):
+                break  # an owner change above failed: stay the room's owner
+            try:
+                await self.set_affiliation(room, jid, changes[jid])
+                done[jid] = changes[jid]
+            except XmppError as exc:
+                log.warning("setting %s of %s in %s failed: %s", changes[jid], jid, room,
+                            exc)
+        return done
+
+    async def _current_affiliations(self, room: JID) -> dict[str, Affiliation]:
+        """Bare JID -> affiliation, from the room's lists (members of a members-only
+        non-anonymous room may read them all)."""
+        out: dict[str, Affiliation] = {}
+        for affiliation in ("outcast", "member", "admin", "owner"):
+            for jid in await self.affiliations(room, affiliation):
+                out[jid] = affiliation
+        return out
 
     @staticmethod
     def _muc_service(client: MLSClient) -> str:
@@ -495,6 +584,34 @@ class MLSBridgePlugin(BasePlugin):
         return str(service) if service else f"conference.{JID(client.user_id[5:]).domain}"
 
 
+
+
+def desired_affiliations(policy: RoomPolicy,
+                         members: Iterable[bytes]) -> dict[str, Affiliation]:
+    """Bare JID -> the affiliation its policy role maps to (docs/bridge.md) for MLS
+    members and for every identity the policy bans; non-XMPP identities are ignored."""
+    out: dict[str, Affiliation] = {}
+    banned = [r.identity for r in policy.roles if r.role == Role.BANNED]
+    for identity in [*members, *banned]:
+        name = identity.decode("utf-8", "replace")
+        if name.startswith("xmpp:") and len(name) > 5:
+            out[str(JID(name[5:]).bare)] = AFFILIATION_OF[policy.role_of(identity)]
+    return out
+
+
+def remover_index(staying: Sequence[Member], policy: RoomPolicy | None) -> int | None:
+    """The leaf that commits the removal of a kicked/banned user: the lowest-index
+    staying member whose policy role may remove others (RoomPolicyEnforcer's rule);
+    None if nobody may."""
+    allowed = [m.index for m in staying
+               if policy is None or may_remove(policy, m.credential.identity)]
+    return min(allowed, default=None)
+
+
+def may_remove(policy: RoomPolicy, identity: bytes | None) -> bool:
+    role = policy.role_of(identity)
+    needed = policy.min_role(Action.REMOVE)
+    return role != Role.BANNED and needed != Role.NOBODY and role >= needed
 
 
 # slixmpp's plugin layout: importing the module registers the plugin by its name

@@ -12,6 +12,7 @@ import transports.xmpp.plugin  # registers mls_bridge with slixmpp
 from mls_client import MLSClient
 from mls_client.events import ClientEvent, GroupJoined, MessageReceived
 from tests.servers.prosody import ProsodyServer
+from transports.xmpp.plugin import MLSBridgePlugin
 from transports.xmpp.transport import XmppDeliveryTransport
 
 from .helpers import PASSWORD, XNet, xmpp_settings, xmpp_test
@@ -49,7 +50,8 @@ async def test_plugin_on_an_application_client(prosody: ProsodyServer,
         events: list[ClientEvent] = []
         app.add_event_handler("mls_message", decrypted.append)
         app.add_event_handler("mls_event", events.append)
-        runner = asyncio.ensure_future(app.plugin["mls_bridge"].run_client(client, stop))
+        bridge: MLSBridgePlugin = app.plugin["mls_bridge"]  # type: ignore[typeddict-item]
+        runner = asyncio.ensure_future(bridge.run_client(client, stop))
 
         gid = await net["alice"].create_group()
         await net["alice"].add_members(gid, [transport.user_id])
