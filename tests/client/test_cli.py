@@ -35,7 +35,7 @@ class User:
 
     def __init__(self, root: Path, name: str) -> None:
         self.name = name
-        self.args = ["--state-dir", root / name, "--ds", root / "ds.sqlite"]
+        self.args: list[str | Path] = ["--state-dir", root / name, "--ds", root / "ds.sqlite"]
         self.home = root
 
     def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
