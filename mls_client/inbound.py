@@ -32,6 +32,7 @@ from .events import (
     RemovedFromGroup,
     SignatureKeyChanged,
 )
+from .keypackages import reuse_grace
 from .outbound import Outbound
 from .pinning import check_and_pin
 from .store import StoredKeyPackage, Transaction
@@ -227,11 +228,18 @@ class Inbound:
         if existing is not None and existing.active and existing.epoch >= group.epoch:
             await self._skip(h, item.cursor, gid, "duplicate")  # an old or repeated Welcome
             return
+        keep = stored.last_resort or reuse_grace(ctx.settings, ctx.transport) > 0
+        # a one-use KeyPackage that two adders claimed: both groups hold our leaf with the
+        # same keys, so both replace them at once, like after a last-resort join (RFC 9750)
+        reused = stored.used and not stored.last_resort
         async with ctx.transaction(gid) as tx:
             await ctx.save(tx, group)
-            await tx.set_group_flags(gid, leaving=False, needs_update=stored.last_resort)
-            if stored.last_resort:
-                await tx.mark_used(stored.ref)
+            await tx.set_group_flags(gid, leaving=False,
+                                     needs_update=stored.last_resort or reused)
+            if reused and stored.used_in is not None and stored.used_in != gid:
+                await tx.set_group_flags(stored.used_in, needs_update=True)
+            if keep:
+                await tx.mark_used(stored.ref, ctx.now(), gid)
             else:
                 await tx.delete_key_packages([stored.ref])
             await _finish(tx, h, item.cursor, gid, "joined", None)

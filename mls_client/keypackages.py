@@ -42,6 +42,18 @@ class PoolReport:
     expired: int
 
 
+#: reuse grace where the transport cannot claim atomically (KeyPackageSettings)
+NON_ATOMIC_GRACE = 3600
+
+
+def reuse_grace(settings: Settings, transport: DeliveryTransport) -> int:
+    """Seconds a used one-use KeyPackage stays joinable (see KeyPackageSettings)."""
+    configured = settings.key_packages.reuse_grace_seconds
+    if configured is not None:
+        return configured
+    return 0 if getattr(transport, "atomic_claims", True) else NON_ATOMIC_GRACE
+
+
 class KeyPackagePool:
     """Creates, publishes, rotates and prunes this client's KeyPackages."""
 
@@ -126,7 +138,9 @@ class KeyPackagePool:
         """Prune expired KeyPackages, refill the pool below the threshold, rotate the
         last-resort KeyPackage when due."""
         kps = await self._store.key_packages()
-        expired = [kp.ref for kp in kps if kp.not_after < now]
+        grace_end = now - reuse_grace(self._settings, self._transport)
+        expired = [kp.ref for kp in kps if kp.not_after < now or (
+            kp.used and not kp.last_resort and (kp.used_at or 0) <= grace_end)]
         if expired:
             async with self._store.transaction() as tx:
                 await tx.delete_key_packages(expired)

@@ -61,6 +61,11 @@ class KeyPackageSettings(_Section):
     lifetime_days: int = Field(default=90, ge=1, le=5 * 365)
     #: the last-resort KeyPackage is replaced after this long (or once used)
     last_resort_rotation_days: int = Field(default=30, ge=1, le=5 * 365)
+    #: keep a used one-use KeyPackage's private keys this long, so a second Welcome to
+    #: it can still be joined (the group then self-updates at once). None: 0 where the
+    #: transport claims atomically, 3600 where it cannot (``atomic_claims = False``,
+    #: e.g. XMPP PEP, where two adders may fetch the same item before it is retracted)
+    reuse_grace_seconds: int | None = Field(default=None, ge=0, le=30 * DAY)
 
     @model_validator(mode="after")
     def _consistent(self) -> KeyPackageSettings:

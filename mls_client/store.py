@@ -115,6 +115,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             first_seen INTEGER NOT NULL,
             PRIMARY KEY (identity, signature_key)) WITHOUT ROWID""",
     ),
+    (
+        # when a one-use KeyPackage was used (kept for a grace period where claims are
+        # not atomic: KeyPackagePool.reuse_grace)
+        "ALTER TABLE key_packages ADD COLUMN used_at INTEGER",
+        "ALTER TABLE key_packages ADD COLUMN used_in BLOB",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: processed-log rows kept; older ones are pruned (the cursor already excludes them)
@@ -142,6 +148,9 @@ class StoredKeyPackage:
     used: bool
     created_at: int
     not_after: int
+    used_at: int | None = None
+    #: the group whose Welcome used it first
+    used_in: bytes | None = None
 
     def __repr__(self) -> str:
         return f"StoredKeyPackage(ref={self.ref.hex()[:16]}, last_resort={self.last_resort})"
@@ -334,11 +343,11 @@ class Store:
         return out
 
     async def key_package(self, ref: bytes) -> StoredKeyPackage | None:
-        row = await self._one(f"SELECT {_KP_COLUMNS} FROM key_packages WHERE ref = ?", (ref,))
+        row = await self._one(f"SELECT {_KP_SELECT} FROM key_packages WHERE ref = ?", (ref,))
         return None if row is None else _key_package(row)
 
     async def key_packages(self) -> list[StoredKeyPackage]:
-        rows = await self._all(f"SELECT {_KP_COLUMNS} FROM key_packages ORDER BY created_at")
+        rows = await self._all(f"SELECT {_KP_SELECT} FROM key_packages ORDER BY created_at")
         return [_key_package(r) for r in rows]
 
     async def group(self, group_id: bytes) -> GroupRecord | None:
@@ -442,9 +451,13 @@ class Transaction:
         await self._conn.executemany(
             "DELETE FROM pinned_keys WHERE identity = ? AND signature_key = ?", list(pairs))
 
-    async def mark_used(self, ref: bytes) -> None:
-        """A last-resort KeyPackage was used: rotate it soon (RFC 9750)."""
-        await self._exec("UPDATE key_packages SET used = 1 WHERE ref = ?", (ref,))
+    async def mark_used(self, ref: bytes, when: int | None = None,
+                        group_id: bytes | None = None) -> None:
+        """A KeyPackage was used (first by ``group_id``): a last-resort one is rotated
+        soon (RFC 9750), a one-use one is deleted after the reuse grace period."""
+        await self._exec("UPDATE key_packages SET used = 1, used_at = COALESCE(used_at, ?), "
+                         "used_in = COALESCE(used_in, ?) WHERE ref = ?",
+                         (_now() if when is None else when, group_id, ref))
 
     async def delete_key_packages(self, refs: Iterable[bytes]) -> None:
         """Forget KeyPackage private keys (used, expired or rotated; RFC 9750)."""
@@ -540,6 +553,7 @@ class Transaction:
 
 _KP_COLUMNS = ("ref, suite, key_package, init_priv, encryption_priv, last_resort, published, "
                "used, created_at, not_after")
+_KP_SELECT = _KP_COLUMNS + ", used_at, used_in"
 _GROUP_COLUMNS = "group_id, name, state, epoch, active, leaving, needs_update"
 
 
@@ -553,7 +567,8 @@ def _inbox(r: Any) -> InboxMessage:
 
 def _key_package(r: Any) -> StoredKeyPackage:
     return StoredKeyPackage(bytes(r[0]), r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]),
-                            bool(r[5]), bool(r[6]), bool(r[7]), r[8], r[9])
+                            bool(r[5]), bool(r[6]), bool(r[7]), r[8], r[9], r[10],
+                            None if r[11] is None else bytes(r[11]))
 
 
 def _group(r: Any) -> GroupRecord:

@@ -149,6 +149,10 @@ class DeliveryTransport(Protocol):
         left). Raises NoKeyPackageError if there is nothing."""
         ...
 
+    # A transport whose claims are not atomic (two claimers may get the same KeyPackage)
+    # says so with a class attribute ``atomic_claims = False``; clients then keep a used
+    # KeyPackage joinable for a grace period (mls_client KeyPackageSettings).
+
     async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
         """Claim one KeyPackage for each client of ``user_id`` (empty if none)."""
         ...

@@ -170,6 +170,9 @@ class XmppDeliveryTransport:
 
     #: items of the stream kept in memory (older cursors are served from the archive)
     keep_items = 4096
+    #: a PEP item can be fetched by two adders before its owner retracts it: clients
+    #: keep a used KeyPackage joinable for a while (KeyPackageSettings.reuse_grace_seconds)
+    atomic_claims = False
 
     def __init__(self, xmpp: slixmpp.ClientXMPP, settings: XmppSettings, *,
                  owns_connection: bool = True) -> None:
