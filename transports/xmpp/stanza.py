@@ -1,6 +1,6 @@
 """The stanza elements of the MLS-over-XMPP mapping (see ``docs/xmpp.md``).
 
-Every MLS item travels in one element ``<mls xmlns="urn:mls-bridge:xmpp:0">`` whose text
+Every MLS item travels in one element ``<mls xmlns="https://mlsbridge.org/protocol/xmpp/0">`` whose text
 is the base64 (RFC 4648 §4) of the bytes and whose attributes say what it is:
 
 ========== ================================================================ ===========
@@ -47,7 +47,7 @@ from slixmpp.xmlstream import ElementBase
 
 from transports.base import InvalidRequestError, TransportError
 
-NS = "urn:mls-bridge:xmpp:0"
+NS = "https://mlsbridge.org/protocol/xmpp/0"
 TAG = f"{{{NS}}}mls"
 #: XEP-0334 message processing hints: archive body-less messages (servers.md)
 HINTS_NS = "urn:xmpp:hints"
