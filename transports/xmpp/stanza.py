@@ -1,7 +1,8 @@
 """The stanza elements of the MLS-over-XMPP mapping (see ``docs/xmpp.md``).
 
-Every MLS item travels in one element ``<mls xmlns="https://mlsbridge.org/protocol/xmpp/0">`` whose text
-is the base64 (RFC 4648 §4) of the bytes and whose attributes say what it is:
+Every MLS item travels in one element ``<mls/>`` of namespace
+``https://mlsbridge.org/protocol/xmpp/0`` whose text is the base64 (RFC 4648 §4) of the
+bytes and whose attributes say what it is:
 
 ========== ================================================================ ===========
 ``kind``   ``group`` (an MLSMessage in the room's total order), ``welcome``,  always
