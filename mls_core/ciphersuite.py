@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
@@ -80,21 +81,54 @@ class _Signer:
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         raise NotImplementedError
 
+    def verify_uncached(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        """:meth:`verify` without touching the key cache: for batches of many distinct
+        keys (a joiner's leaf signatures), checked on several threads."""
+        return self.verify(public_key, message, signature)
+
+
+#: How many loaded private / public key objects each signature scheme keeps. A member
+#: signs every message with the same key, and loading it from bytes costs about as much
+#: as a fifth of the signature itself; the cache is small and bounded.
+_PRIVATE_KEY_CACHE = 8
+_PUBLIC_KEY_CACHE = 64
+
+
+def _cached(cache: dict[bytes, Any], limit: int, raw: bytes, load: Callable[[bytes], Any]) -> Any:
+    """``load(raw)``, memoised in ``cache`` (insertion-ordered: the oldest entry is
+    evicted first). Only successfully loaded keys are stored; anything but bytes goes
+    straight to ``load``, which accepts or rejects it as before."""
+    if type(raw) is not bytes:
+        return load(raw)
+    key = cache.get(raw)
+    if key is None:
+        key = load(raw)
+        if len(cache) >= limit:
+            with suppress(RuntimeError, StopIteration):  # another thread evicting too
+                cache.pop(next(iter(cache)), None)
+        cache[raw] = key
+    return key
+
 
 class _EdDSA(_Signer):
     def __init__(self, priv_cls: Any, pub_cls: Any) -> None:
         self._priv = priv_cls
         self._pub = pub_cls
+        self._priv_cache: dict[bytes, Any] = {}
+        self._pub_cache: dict[bytes, Any] = {}
 
     def generate(self) -> tuple[bytes, bytes]:
         sk = self._priv.generate()
         return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
 
-    def _load(self, private_key: bytes) -> Any:
+    def _load_uncached(self, private_key: bytes) -> Any:
         try:
             return self._priv.from_private_bytes(private_key)
         except (ValueError, TypeError):
             raise UsageError("invalid EdDSA private key") from None
+
+    def _load(self, private_key: bytes) -> Any:
+        return _cached(self._priv_cache, _PRIVATE_KEY_CACHE, private_key, self._load_uncached)
 
     def public_key(self, private_key: bytes) -> bytes:
         pub: bytes = self._load(private_key).public_key().public_bytes_raw()
@@ -105,6 +139,15 @@ class _EdDSA(_Signer):
         return sig
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        try:
+            key = _cached(self._pub_cache, _PUBLIC_KEY_CACHE, public_key,
+                          self._pub.from_public_bytes)
+            key.verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def verify_uncached(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         try:
             self._pub.from_public_bytes(public_key).verify(signature, message)
         except (InvalidSignature, ValueError):
@@ -117,8 +160,14 @@ class _ECDSA(_Signer):
         self._curve = curve
         self._alg = ec.ECDSA(hash_alg)
         self._size = (curve.key_size + 7) // 8
+        self._priv_cache: dict[bytes, Any] = {}
 
     def _load(self, private_key: bytes) -> ec.EllipticCurvePrivateKey:
+        key: ec.EllipticCurvePrivateKey = _cached(self._priv_cache, _PRIVATE_KEY_CACHE,
+                                                  private_key, self._load_uncached)
+        return key
+
+    def _load_uncached(self, private_key: bytes) -> ec.EllipticCurvePrivateKey:
         # Some encoders drop leading zero bytes of the scalar; accept up to the field size.
         if not 0 < len(private_key) <= self._size:
             raise UsageError(f"ECDSA private key must be at most {self._size} bytes")
@@ -362,7 +411,7 @@ class CipherSuite:
 
     def _verify_chunk(self, label: bytes,
                       items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-        verify = self._signer.verify
+        verify = self._signer.verify_uncached
         return [verify(pk, _labeled(label, content), sig) for pk, content, sig in items]
 
     def check_signature(self, public_key: bytes, label: bytes | str, content: bytes,

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import struct as _struct
-from collections.abc import Callable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import (
     Annotated,
     Any,
@@ -263,6 +264,186 @@ class Vec(Codec[tuple[Any, ...]]):
         finally:
             r.end = outer_end
         return tuple(items)
+
+
+def _opaque_field_count(codec: Codec[Any]) -> int | None:
+    """How many ``opaque<V>`` fields, and nothing else, make up the wire form of
+    ``codec`` (nested structs flattened), or None if it holds anything else."""
+    if codec is VAR_BYTES:
+        return 1
+    if not isinstance(codec, _StructCodec):
+        return None
+    total = 0
+    for _, field in codec.fields:
+        count = _opaque_field_count(field)
+        if count is None:
+            return None
+        total += count
+    return total
+
+
+def _uniform_starts(data: bytes, p: int, stop: int, per_item: int) -> range | None:
+    """The element offsets if every element has the same field lengths as the first,
+    each below 64 (one-byte lengths): the usual case, since all HPKECiphertexts of one
+    suite have the same size. Checked at C speed with strided slices: if every
+    element's length bytes match, element k starts at ``p + k * size`` by induction."""
+    lengths = []
+    q = p
+    for _ in range(per_item):
+        if q >= stop or data[q] >= 64:
+            return None
+        lengths.append(data[q])
+        q += 1 + data[q]
+    size = q - p
+    if (stop - p) % size:
+        return None
+    count = (stop - p) // size
+    offset = 0
+    for n in lengths:
+        if data[p + offset:stop:size].count(n) != count:
+            return None
+        offset += 1 + n
+    return range(p, stop, size)
+
+
+def _scan_opaques(data: bytes, p: int, stop: int, per_item: int,
+                  name: str) -> Sequence[int]:
+    """Check that ``data[p:stop]`` is a whole number of elements of ``per_item``
+    ``opaque<V>`` fields each (minimal varints, no truncation, §2.1.2) and return each
+    element's start offset, without building any object."""
+    uniform = _uniform_starts(data, p, stop, per_item)
+    if uniform is not None:
+        return uniform
+    starts: list[int] = []
+    append = starts.append
+    while p < stop:
+        append(p)
+        for _ in range(per_item):
+            if p < stop and (n := data[p]) < 64:
+                p += 1 + n
+            else:  # a longer or malformed length: the strict reader's checks and errors
+                r = Reader(data, p, stop)
+                n = decode_varint(r, name)
+                p = r.pos + n
+            if p > stop:
+                raise DecodeError(f"{name}: element at offset {starts[-1]} truncated")
+    return starts
+
+
+class LazyVector(Sequence[T]):
+    """The value of a :class:`LazyVec` field: a read-only sequence over the received
+    bytes, whose elements (already validated) are decoded when first accessed. Equal to
+    (and hashes like) the tuple of its elements."""
+
+    __slots__ = ("_cache", "_data", "_item", "_starts", "_stop")
+
+    def __init__(self, data: bytes, starts: Sequence[int], stop: int, item: Codec[T]) -> None:
+        self._data = data
+        self._starts = starts
+        self._stop = stop
+        self._item = item
+        self._cache: dict[int, T] = {}
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def _at(self, i: int) -> T:
+        value = self._cache.get(i)
+        if value is None:
+            starts = self._starts
+            end = starts[i + 1] if i + 1 < len(starts) else self._stop
+            r = Reader(self._data, starts[i], end)
+            value = self._item.decode(r)
+            if r.pos != end:  # unreachable after _scan_opaques; kept as a guard
+                raise DecodeError(f"{self._item.name}: element {i} has trailing bytes")
+            self._cache[i] = value
+        return value
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return tuple(self._at(k) for k in range(*i.indices(len(self._starts))))
+        n = len(self._starts)
+        if not -n <= i < n:
+            raise IndexError("LazyVector index out of range")
+        return self._at(i % n)
+
+    def __iter__(self) -> Iterator[T]:
+        return (self._at(k) for k in range(len(self._starts)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, LazyVector)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"LazyVector({len(self._starts)} × {self._item.name})"
+
+    @property
+    def body(self) -> bytes:
+        """The vector's content bytes as received (without the length prefix)."""
+        start = self._starts[0] if self._starts else self._stop
+        return self._data[start:self._stop]
+
+    def index_of_first_field(self, value: bytes) -> int | None:
+        """Index of the first element whose first ``opaque<V>`` field equals ``value``
+        (e.g. the EncryptedGroupSecrets of one KeyPackageRef, §12.4.3.1), found in the
+        bytes without decoding the other elements."""
+        prefix = bytearray()
+        encode_varint(len(value), prefix)
+        needle = bytes(prefix) + value
+        data, starts = self._data, self._starts
+        if not starts:
+            return None
+        pos = data.find(needle, starts[0], self._stop)
+        while pos != -1:
+            k = bisect_left(starts, pos)
+            if k < len(starts) and starts[k] == pos:
+                return k
+            pos = data.find(needle, pos + 1, self._stop)  # inside another element
+        return None
+
+
+class LazyVec(Vec):
+    """``T x<V>`` for large vectors of which a reader needs few elements (one
+    HPKECiphertext per UpdatePathNode, one EncryptedGroupSecrets per Welcome). The
+    whole vector is validated on decode exactly as :class:`Vec` would (an element type
+    made of ``opaque<V>`` fields accepts any content of the right shape), but it is
+    returned as a :class:`LazyVector`; re-encoding one copies the received bytes."""
+
+    __slots__ = ("_count",)
+
+    def __init__(self, item: CodecLike) -> None:
+        super().__init__(item)
+        self._count: int | None = None
+
+    def _per_item(self) -> int:
+        if self._count is None:
+            count = _opaque_field_count(self.item)
+            if count is None:
+                raise TypeError(f"{self.name}: LazyVec needs elements of opaque<V> fields")
+            self._count = count
+        return self._count
+
+    def encode(self, value: tuple[Any, ...], out: bytearray) -> None:
+        if isinstance(value, LazyVector):
+            body = value.body
+            encode_varint(len(body), out)
+            out += body
+        else:
+            super().encode(value, out)
+
+    def decode(self, r: Reader) -> Any:
+        n = decode_varint(r, self.name)
+        start = r.pos
+        stop = start + n
+        if stop > r.end:
+            raise DecodeError(f"{self.name}: vector of {n} bytes truncated at offset {start}")
+        starts = _scan_opaques(r.data, start, stop, self._per_item(), self.name)
+        r.pos = stop
+        return LazyVector(r.data, starts, stop, self.item)
 
 
 class Opt(Codec[Any]):

@@ -6,10 +6,11 @@ Welcome's EncryptedGroupSecrets) and re-exported here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from .codec import Opt, Struct, VarBytes, Vec
+from .codec import LazyVec, Opt, Struct, VarBytes, Vec
 from .nodes import HPKECiphertext, LeafNode
 from .proposals import ProposalOrRef
 
@@ -24,7 +25,9 @@ class UpdatePathNode(Struct):
     } UpdatePathNode;                                                    (§7.6)"""
 
     encryption_key: VarBytes
-    encrypted_path_secret: Annotated[tuple[HPKECiphertext, ...], Vec(HPKECiphertext)]
+    # One ciphertext per member below the copath node: after a mass Add, n-1 in all, of
+    # which a receiver decrypts one (§7.6). Validated whole, decoded on access.
+    encrypted_path_secret: Annotated[Sequence[HPKECiphertext], LazyVec(HPKECiphertext)]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ class Commit(Struct):
         ProposalOrRef proposals<V>;
         optional<UpdatePath> path;
     } Commit;                                                            (§12.4)"""
+
+    # Encoded for the signature (§6.1), the membership tag (§6.2), the transcript hash
+    # (§8.2) and the MLSMessage itself: O(n) HPKECiphertexts each time after a mass Add.
+    # The wire form (for a received Commit: the bytes received, which the strict decoder
+    # guarantees are the canonical encoding) is kept with the immutable value.
+    _memoize_wire: ClassVar[bool] = True
 
     proposals: Annotated[tuple[ProposalOrRef, ...], Vec(ProposalOrRef)]
     path: Annotated[UpdatePath | None, Opt(UpdatePath)]

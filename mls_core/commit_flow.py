@@ -157,45 +157,49 @@ def check_policy(config: GroupConfig, state: EpochState,
                                                 tuple(proposals), committer, joiner))
 
 
-def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan,
-                      now: int | None) -> tuple[list[CommittedProposal], list[ProposalOrRef]]:
+def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan, now: int | None,
+                      ) -> tuple[list[CommittedProposal], list[ProposalOrRef], StagedProposals]:
     """Our by-value proposals plus every stored proposal that keeps the list valid
-    (§12.4: "SHOULD include all valid proposals"), greedily in arrival order."""
+    (§12.4: "SHOULD include all valid proposals"), greedily in arrival order, and the
+    result of applying the chosen list (§12.3), so that each list is validated (its
+    KeyPackage signatures checked, §12.2) and applied once."""
     me = Sender.member(state.own_leaf)
     ctx = _validation_context(state, config, now, plan.resumption_usage)
     chosen = [CommittedProposal(p, me) for p in plan.by_value]
     refs = [ProposalOrRef.by_value(p) for p in plan.by_value]
     validate_member_commit(chosen, state.own_leaf, ctx, state.tree)
     check_policy(config, state, chosen, me)
+    if not plan.by_reference:  # nothing stored: the list just validated is the Commit's
+        return chosen, refs, apply_proposals(state.tree, state.context.extensions, chosen)
     everything = [*chosen, *(CommittedProposal(p, s) for _, p, s in plan.by_reference)]
     try:  # the usual case: every stored proposal fits; one pass, O(k)
         validate_member_commit(everything, state.own_leaf, ctx, state.tree)
         check_policy(config, state, everything, me)
-        apply_proposals(state.tree, state.context.extensions, everything)
+        staged = apply_proposals(state.tree, state.context.extensions, everything)
     except MLSError:
         pass
     else:
         return everything, [*refs, *(ProposalOrRef.by_reference(r)
-                                     for r, _, _ in plan.by_reference)]
+                                     for r, _, _ in plan.by_reference)], staged
+    staged = apply_proposals(state.tree, state.context.extensions, chosen)
     for ref, proposal, sender in plan.by_reference:
         trial = [*chosen, CommittedProposal(proposal, sender)]
         try:
             validate_member_commit(trial, state.own_leaf, ctx, state.tree)
             check_policy(config, state, trial, me)
-            apply_proposals(state.tree, state.context.extensions, trial)
+            trial_staged = apply_proposals(state.tree, state.context.extensions, trial)
         except MLSError:
             continue  # e.g. superseded or conflicting: leave it out (§12.2 SHOULDs)
-        chosen = trial
+        chosen, staged = trial, trial_staged
         refs.append(ProposalOrRef.by_reference(ref))
-    return chosen, refs
+    return chosen, refs, staged
 
 
 def create_commit(state: EpochState, config: GroupConfig, plan: CommitPlan,
                   lookup_psk: PskLookup, now: int | None) -> PendingCommit:
     """Build a Commit, its Welcome and GroupInfo, and the state it leads to (§12.4.1)."""
     suite = state.suite
-    proposals, refs = _choose_proposals(state, config, plan, now)
-    staged = apply_proposals(state.tree, state.context.extensions, proposals)
+    proposals, refs, staged = _choose_proposals(state, config, plan, now)
     prepared: PreparedPath | None = None
     update_path = None
     private = state.private.pruned(staged.tree)

@@ -18,7 +18,7 @@ from .extensions import Extension, ExtensionType
 from .key_schedule import PROTOCOL_VERSION_MLS10
 from .messages import KeyPackage, KeyPackageTBS
 from .nodes import Capabilities, LeafNode, LeafNodeSource, LeafNodeTBS, Lifetime
-from .welcome import verify_key_package_signature
+from .welcome import KEY_PACKAGE_TBS_LABEL, verify_key_package_signature
 
 LEAF_NODE_TBS_LABEL = b"LeafNodeTBS"
 
@@ -131,17 +131,39 @@ def _check_unique_extensions(extensions: tuple[Extension, ...], where: str) -> N
         raise ValidationError(f"§13.4: {where} lists an extension type twice")
 
 
+def key_package_signatures_ok(suite: CipherSuite,
+                              kps: Sequence[KeyPackage]) -> list[tuple[bool, bool]]:
+    """(LeafNode signature valid, KeyPackage signature valid) for each KeyPackage
+    (§7.3, §10.1), checked as two batches (:meth:`CipherSuite.verify_many_with_label`,
+    several threads for a large Commit of Adds). Feed each pair to
+    :func:`validate_key_package` so errors still surface in the usual order."""
+    # A leaf of another source is rejected before its signature matters (§7.3); its
+    # LeafNodeTBS would need a group context, so it is not verified here.
+    ok = [kp for kp in kps if kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE]
+    leaves = suite.verify_many_with_label(LEAF_NODE_TBS_LABEL, [
+        (kp.leaf_node.signature_key, kp.leaf_node.to_be_signed_bytes(None, None),
+         kp.leaf_node.signature) for kp in ok])
+    packages = suite.verify_many_with_label(KEY_PACKAGE_TBS_LABEL, [
+        (kp.leaf_node.signature_key, kp.to_be_signed().encode(), kp.signature) for kp in ok])
+    verdicts = iter(zip(leaves, packages, strict=True))
+    return [next(verdicts) if kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE
+            else (False, False) for kp in kps]
+
+
 def validate_key_package(
     suite: CipherSuite,
     kp: KeyPackage,
     *,
     now: int | None = None,
     validator: CredentialValidator = DEFAULT_VALIDATOR,
+    signatures_ok: tuple[bool, bool] | None = None,
 ) -> None:
     """KeyPackage validation (§10.1) plus the group-independent LeafNode checks (§7.3).
 
-    Group-dependent checks (required capabilities, credential types in use, uniqueness of
-    keys among members) are done by the group layer when the KeyPackage is added."""
+    ``signatures_ok``, from :func:`key_package_signatures_ok`, replaces the two
+    signature checks by their batch verdicts. Group-dependent checks (required
+    capabilities, credential types in use, uniqueness of keys among members) are done by
+    the group layer when the KeyPackage is added."""
     if kp.version != PROTOCOL_VERSION_MLS10:
         raise ValidationError(f"§10.1: KeyPackage version {kp.version} is not mls10")
     if kp.cipher_suite != suite.id:
@@ -150,8 +172,13 @@ def validate_key_package(
     if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
         raise ValidationError("§7.3: KeyPackage leaf_node_source must be key_package")
     validator.validate(leaf.credential, leaf.signature_key)
-    verify_leaf_signature(suite, leaf)
-    verify_key_package_signature(suite, kp)
+    if signatures_ok is None:
+        verify_leaf_signature(suite, leaf)
+        verify_key_package_signature(suite, kp)
+    elif not signatures_ok[0]:
+        raise VerificationError("invalid signature on LeafNode (§7.3)")
+    elif not signatures_ok[1]:
+        raise VerificationError("invalid signature on KeyPackage (§10.1)")
     check_lifetime(leaf, now)
     check_leaf_extensions_supported(leaf)
     _check_unique_extensions(kp.extensions, "KeyPackage")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from .codec import Struct, Uint8, Uint16, Uint64, VarBytes, Vec
 from .errors import DecodeError, UsageError, VerificationError
@@ -28,6 +28,10 @@ class GroupContext(Struct):
         opaque confirmed_transcript_hash<V>;
         Extension extensions<V>;
     } GroupContext;                                                      (§8.1)"""
+
+    # Encoded into every FramedContentTBS (§6.1) and every UpdatePath EncryptContext
+    # (§12.4.1): the wire form is kept with the (immutable) value of the epoch.
+    _memoize_wire: ClassVar[bool] = True
 
     version: Uint16
     cipher_suite: Uint16

@@ -17,6 +17,7 @@ from typing import Annotated, ClassVar
 from .codec import (
     U16,
     Codec,
+    LazyVec,
     Opt,
     Struct,
     Uint16,
@@ -169,7 +170,9 @@ class Welcome(Struct):
     } Welcome;                                                           (§12.4.3.1)"""
 
     cipher_suite: Uint16
-    secrets: Annotated[tuple[EncryptedGroupSecrets, ...], Vec(EncryptedGroupSecrets)]
+    # One entry per new member; a joiner needs only its own (§12.4.3.1). Validated
+    # whole, decoded on access.
+    secrets: Annotated[Sequence[EncryptedGroupSecrets], LazyVec(EncryptedGroupSecrets)]
     encrypted_group_info: VarBytes
 
 

@@ -90,6 +90,10 @@ class TreeHashInput(Struct):
     ]
 
 
+#: leaves below a node above which its first resolution pauses the cyclic collector
+_GC_PAUSE_LEAVES = 256
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Hold off the cyclic garbage collector while a large tree is decoded and checked:
@@ -576,6 +580,19 @@ class RatchetTree:
             return cached
         if not 0 <= x < len(self._nodes):
             raise UsageError(f"node index {x} outside a tree of width {len(self._nodes)}")
+        return self._resolve_large(x)
+
+    def _resolve_large(self, x: int) -> tuple[int, ...]:
+        """:meth:`_resolve`, with the cyclic collector paused for a large subtree
+        resolved for the first time (e.g. a blank copath node after a mass Add, §7.6):
+        it fills thousands of cache entries with new tuples, and the collections of the
+        whole heap they would trigger cost 5x the resolution itself (see gc_paused)."""
+        cached = self._resolutions[x]
+        if cached is not None:
+            return cached
+        if (x + 1) & ~x > _GC_PAUSE_LEAVES:  # 2^level(x) leaves below x
+            with gc_paused():
+                return self._resolve(x)
         return self._resolve(x)
 
     def _resolve(self, x: int) -> tuple[int, ...]:
@@ -603,7 +620,8 @@ class RatchetTree:
         non-empty resolution (§4.1.2)."""
         if not 0 <= leaf_index < self.n_leaves:
             raise UsageError(f"leaf {leaf_index} outside the tree")
-        return [(p, s) for p, s in _upward(2 * leaf_index, len(self._nodes)) if self._resolve(s)]
+        resolve = self._resolve_large
+        return [(p, s) for p, s in _upward(2 * leaf_index, len(self._nodes)) if resolve(s)]
 
     def filtered_direct_path(self, leaf_index: int) -> list[int]:
         """The filtered direct path of ``leaf_index`` (§4.1.2)."""

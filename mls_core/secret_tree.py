@@ -84,8 +84,8 @@ def apply_reuse_guard(nonce: bytes, reuse_guard: bytes) -> bytes:
     """XOR the reuse guard into the first four bytes of the ratchet nonce (§6.3.1)."""
     if len(reuse_guard) != REUSE_GUARD_SIZE or len(nonce) < REUSE_GUARD_SIZE:
         raise UsageError("reuse guard must be 4 bytes and the nonce at least 4 bytes")
-    head = bytes(a ^ b for a, b in zip(nonce[:REUSE_GUARD_SIZE], reuse_guard, strict=True))
-    return head + nonce[REUSE_GUARD_SIZE:]
+    head = int.from_bytes(nonce[:REUSE_GUARD_SIZE], "big") ^ int.from_bytes(reuse_guard, "big")
+    return head.to_bytes(REUSE_GUARD_SIZE, "big") + nonce[REUSE_GUARD_SIZE:]
 
 
 def sender_data_key_nonce(suite: CipherSuite, sender_data_secret: bytes,

@@ -277,7 +277,10 @@ def prepare_update_path(
 def copath_resolution(tree: RatchetTree, copath_child: int,
                       new_leaves: Collection[int]) -> list[int]:
     """The resolution of a copath child without the leaves added by this commit (§7.6)."""
-    return [x for x in tree.resolution(copath_child) if x & 1 or (x >> 1) not in new_leaves]
+    resolution = tree.resolution(copath_child)
+    if not new_leaves:  # the usual Commit (no Adds): nothing to filter, O(1) per node
+        return list(resolution)
+    return [x for x in resolution if x & 1 or (x >> 1) not in new_leaves]
 
 
 def _merge(tree: RatchetTree, leaf_index: int, path: Sequence[tuple[int, int]],

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .ciphersuite import CipherSuite
+from .codec import LazyVector
 from .errors import DecryptionError, ValidationError
 from .key_schedule import welcome_key_nonce, welcome_secret
 from .messages import (
@@ -85,14 +86,24 @@ def decrypt_group_secrets(
     if welcome.cipher_suite != suite.id or key_package.cipher_suite != suite.id:
         raise ValidationError("§12.4.3.1: Welcome and KeyPackage cipher suites differ")
     ref = suite.make_key_package_ref(key_package.encode())
-    for entry in welcome.secrets:
-        if entry.new_member == ref:
-            ct = entry.encrypted_group_secrets
-            plaintext = suite.decrypt_with_label(init_priv, WELCOME_LABEL,
-                                                 welcome.encrypted_group_info,
-                                                 ct.kem_output, ct.ciphertext)
-            return GroupSecrets.decode(plaintext)
-    raise ValidationError("§12.4.3.1: the Welcome has no entry for our KeyPackage")
+    entry = _own_entry(welcome.secrets, ref)
+    if entry is None:
+        raise ValidationError("§12.4.3.1: the Welcome has no entry for our KeyPackage")
+    ct = entry.encrypted_group_secrets
+    plaintext = suite.decrypt_with_label(init_priv, WELCOME_LABEL, welcome.encrypted_group_info,
+                                         ct.kem_output, ct.ciphertext)
+    return GroupSecrets.decode(plaintext)
+
+
+def _own_entry(secrets: Sequence[EncryptedGroupSecrets], ref: bytes,
+               ) -> EncryptedGroupSecrets | None:
+    """The first entry whose ``new_member`` is ``ref``. In a received Welcome (a
+    :class:`~mls_core.codec.LazyVector`, already validated whole) only that entry is
+    decoded: the others are never needed by this joiner."""
+    if isinstance(secrets, LazyVector):
+        index = secrets.index_of_first_field(ref)
+        return None if index is None else secrets[index]
+    return next((entry for entry in secrets if entry.new_member == ref), None)
 
 
 def decrypt_group_info(
