@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
@@ -63,6 +62,15 @@ from .base import (
     UnknownGroupError,
 )
 from .header import GroupMessageHeader, check_header, ordering_status
+from .validation import (
+    parse_cursor,
+    require_bytes,
+    require_client_ids,
+    require_entries,
+    require_epoch,
+    require_id,
+    require_limit,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -134,71 +142,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-#: SQLite integers are signed 64-bit and the group moves to ``epoch + 1`` on a Commit.
-MAX_EPOCH = (1 << 63) - 2
 DEFAULT_POLL_INTERVAL = 0.05
 DEFAULT_BUSY_TIMEOUT = 30.0
 _RECEIVE_BATCH = 256
-_CURSOR = re.compile(r"[0-9]{1,19}")
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _require_id(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{name} must be a non-empty str")
-    return value
-
-
-def _require_bytes(name: str, value: object) -> bytes:
-    if not isinstance(value, bytes) or not value:
-        raise InvalidRequestError(f"{name} must be non-empty bytes")
-    return value
-
-
-def _require_epoch(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EPOCH:
-        raise InvalidRequestError(f"epoch must be an int in [0, {MAX_EPOCH}]")
-    return value
-
-
-def _require_client_ids(value: object) -> list[str]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
-        raise InvalidRequestError("client_ids must be a non-empty sequence of str")
-    return list(dict.fromkeys(_require_id("client id", c) for c in value))
-
-
-def _require_entries(value: object) -> list[KeyPackageEntry]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
-    entries = list(value)
-    for entry in entries:
-        if not isinstance(entry, KeyPackageEntry):
-            raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
-        _require_bytes("KeyPackageEntry.ref", entry.ref)
-        _require_bytes("KeyPackageEntry.key_package", entry.key_package)
-        if not isinstance(entry.last_resort, bool):
-            raise InvalidRequestError("KeyPackageEntry.last_resort must be a bool")
-    if len({e.ref for e in entries}) != len(entries):
-        raise InvalidRequestError("entries repeat a KeyPackageRef")
-    if sum(e.last_resort for e in entries) > 1:
-        raise InvalidRequestError("at most one last-resort KeyPackage per publish")
-    return entries
-
-
-def _parse_cursor(after: object) -> int:
-    if after is None:
-        return 0
-    if not isinstance(after, str) or not _CURSOR.fullmatch(after):
-        raise InvalidRequestError("cursor must be None or a cursor returned by this transport")
-    return int(after)
-
-
-def _require_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidRequestError("limit must be a positive int")
-    return limit
 
 
 # ------------------------------------------------------------------------------ service
@@ -330,9 +276,9 @@ class LocalDeliveryService:
 
     async def publish_key_packages(self, client_id: str, user_id: str,
                                    entries: Sequence[KeyPackageEntry]) -> None:
-        client_id = _require_id("client_id", client_id)
-        user_id = _require_id("user_id", user_id)
-        items = _require_entries(entries)
+        client_id = require_id("client_id", client_id)
+        user_id = require_id("user_id", user_id)
+        items = require_entries(entries)
         async with self._write() as db:
             await _register_client(db, client_id, user_id)
             if any(e.last_resort for e in items):
@@ -347,14 +293,14 @@ class LocalDeliveryService:
                 raise InvalidRequestError("a KeyPackageRef is already published") from None
 
     async def key_package_count(self, client_id: str) -> int:
-        client_id = _require_id("client_id", client_id)
+        client_id = require_id("client_id", client_id)
         async with self._read() as db:
             row = await _one(db, "SELECT count(*) FROM key_packages "
                                  "WHERE client_id = ? AND last_resort = 0", (client_id,))
         return 0 if row is None else int(row[0])
 
     async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
-        client_id = _require_id("client_id", client_id)
+        client_id = require_id("client_id", client_id)
         async with self._write() as db:
             claimed = await _claim(db, client_id)
         if claimed is None:
@@ -364,7 +310,7 @@ class LocalDeliveryService:
     async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
         """One KeyPackage per client of ``user_id``, claimed in one transaction; a client
         with nothing left (not even a last-resort KeyPackage) is left out."""
-        user_id = _require_id("user_id", user_id)
+        user_id = require_id("user_id", user_id)
         claimed: list[ClaimedKeyPackage] = []
         async with self._write() as db:
             rows = await _rows(db, "SELECT client_id FROM clients WHERE user_id = ? "
@@ -381,10 +327,10 @@ class LocalDeliveryService:
                      is_commit: bool, sender: str) -> SubmitResult:
         """Append to the group's total order if :func:`ordering_status` allows; an accepted
         message is delivered to every subscriber, the sender included (and subscribed)."""
-        group_id = _require_bytes("group_id", group_id)
-        epoch = _require_epoch(epoch)
-        payload = _require_bytes("payload", payload)
-        sender = _require_id("sender", sender)
+        group_id = require_bytes("group_id", group_id)
+        epoch = require_epoch(epoch)
+        payload = require_bytes("payload", payload)
+        sender = require_id("sender", sender)
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
         header = check_header(payload, group_id, epoch, is_commit)
@@ -401,9 +347,9 @@ class LocalDeliveryService:
         that point, so they get every group message sent after the Welcome. With
         ``after_position`` (the position of the Commit that added them), group messages
         accepted after that Commit but before this call follow the Welcome too."""
-        recipients = _require_client_ids(client_ids)
-        welcome = _require_bytes("welcome", welcome)
-        group_id = _require_bytes("group_id", group_id)
+        recipients = require_client_ids(client_ids)
+        welcome = require_bytes("welcome", welcome)
+        group_id = require_bytes("group_id", group_id)
         async with self._write() as db:
             cur = await db.execute("INSERT INTO messages (kind, group_id, payload) "
                                    "VALUES ('welcome', ?, ?)", (group_id, welcome))
@@ -423,15 +369,15 @@ class LocalDeliveryService:
         self._notify()
 
     async def subscribe(self, client_id: str, group_id: bytes) -> None:
-        client_id = _require_id("client_id", client_id)
-        group_id = _require_bytes("group_id", group_id)
+        client_id = require_id("client_id", client_id)
+        group_id = require_bytes("group_id", group_id)
         async with self._write() as db:
             await db.execute("INSERT OR IGNORE INTO subscriptions (client_id, group_id) "
                              "VALUES (?, ?)", (client_id, group_id))
 
     async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
-        client_id = _require_id("client_id", client_id)
-        group_id = _require_bytes("group_id", group_id)
+        client_id = require_id("client_id", client_id)
+        group_id = require_bytes("group_id", group_id)
         async with self._write() as db:
             await db.execute("DELETE FROM subscriptions WHERE client_id = ? AND group_id = ?",
                              (client_id, group_id))
@@ -442,11 +388,11 @@ class LocalDeliveryService:
                                  ratchet_tree: bytes | None = None) -> None:
         """Store the GroupInfo of ``epoch`` unless one of a newer epoch is stored (the same
         epoch replaces, e.g. to add the tree)."""
-        group_id = _require_bytes("group_id", group_id)
-        epoch = _require_epoch(epoch)
-        group_info = _require_bytes("group_info", group_info)
+        group_id = require_bytes("group_id", group_id)
+        epoch = require_epoch(epoch)
+        group_info = require_bytes("group_info", group_info)
         if ratchet_tree is not None:
-            ratchet_tree = _require_bytes("ratchet_tree", ratchet_tree)
+            ratchet_tree = require_bytes("ratchet_tree", ratchet_tree)
         async with self._write() as db:
             await db.execute(
                 "INSERT INTO group_info (group_id, epoch, group_info, ratchet_tree) "
@@ -456,7 +402,7 @@ class LocalDeliveryService:
                 (group_id, epoch, group_info, ratchet_tree))
 
     async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
-        group_id = _require_bytes("group_id", group_id)
+        group_id = require_bytes("group_id", group_id)
         async with self._read() as db:
             row = await _one(db, "SELECT group_info, ratchet_tree FROM group_info "
                                  "WHERE group_id = ?", (group_id,))
@@ -468,9 +414,9 @@ class LocalDeliveryService:
 
     async def fetch(self, client_id: str, after: str | None = None,
                     limit: int = 1000) -> list[IncomingMessage]:
-        client_id = _require_id("client_id", client_id)
-        start = _parse_cursor(after)
-        limit = _require_limit(limit)
+        client_id = require_id("client_id", client_id)
+        start = parse_cursor(after)
+        limit = require_limit(limit)
         return await self._fetch(client_id, start, limit)
 
     async def _fetch(self, client_id: str, start: int, limit: int) -> list[IncomingMessage]:
@@ -487,8 +433,8 @@ class LocalDeliveryService:
         """Yield everything after ``after``, then wait for more: woken at once by writes
         through this instance, by polling for writes by other processes or instances.
         Ends when the service is closed."""
-        client_id = _require_id("client_id", client_id)
-        start = _parse_cursor(after)
+        client_id = require_id("client_id", client_id)
+        start = parse_cursor(after)
         if self._closed:
             raise TransportClosedError("the delivery service is closed")
         return self._stream(client_id, start)

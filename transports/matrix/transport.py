@@ -42,13 +42,13 @@ from transports.base import (
     UnknownGroupError,
 )
 from transports.header import check_header, read_header
-from transports.local import (
-    _parse_cursor,
-    _require_bytes,
-    _require_client_ids,
-    _require_entries,
-    _require_epoch,
-    _require_limit,
+from transports.validation import (
+    parse_cursor,
+    require_bytes,
+    require_client_ids,
+    require_entries,
+    require_epoch,
+    require_limit,
 )
 
 from . import events as ev
@@ -209,7 +209,7 @@ class MatrixDeliveryTransport:
             raise InvalidRequestError(f"this device belongs to {self.identity}")
         one_time: dict[str, Any] = {}
         fallback: dict[str, Any] = {}
-        entries = _require_entries(entries)
+        entries = require_entries(entries)
         self._journal.record_refs(e.ref for e in entries)
         for entry in entries:
             suite = ev.key_package_suite(entry.key_package)
@@ -285,7 +285,7 @@ class MatrixDeliveryTransport:
         """Deliver the group's messages from now on; creates the room (bound to the
         group in its state) if no room is bound yet, joins it if we are invited."""
         self._check(client_id)
-        group_id = _require_bytes("group_id", group_id)
+        group_id = require_bytes("group_id", group_id)
         room = self._journal.room_for_group(group_id)
         if room is None:
             room_id = await self._create_room(group_id)
@@ -316,7 +316,7 @@ class MatrixDeliveryTransport:
         """Stop delivering the group's messages to this device. The room is not left:
         membership is per user, and the user's other devices may still be members."""
         self._check(client_id)
-        self._journal.unsubscribe(_require_bytes("group_id", group_id))
+        self._journal.unsubscribe(require_bytes("group_id", group_id))
 
     # ------------------------------------------------------------------ sending
 
@@ -341,9 +341,9 @@ class MatrixDeliveryTransport:
         has it, so :meth:`fetch` returns everything up to it. A Commit is ACCEPTED when
         no earlier Commit for its epoch is in the timeline, else ORDERED."""
         self._check(sender)
-        group_id = _require_bytes("group_id", group_id)
-        epoch = _require_epoch(epoch)
-        payload = _require_bytes("payload", payload)
+        group_id = require_bytes("group_id", group_id)
+        epoch = require_epoch(epoch)
+        payload = require_bytes("payload", payload)
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
         check_header(payload, group_id, epoch, is_commit)
@@ -384,9 +384,9 @@ class MatrixDeliveryTransport:
                            group_id: bytes, after_position: int | None = None) -> None:
         """Invite the recipients' users to the room, then send the Welcome as a to-device
         message to each device, naming the Commit that added them (``after_event``)."""
-        recipients = [ev.split_client_id(c) for c in _require_client_ids(client_ids)]
-        welcome = _require_bytes("welcome", welcome)
-        room = self._room(_require_bytes("group_id", group_id))
+        recipients = [ev.split_client_id(c) for c in require_client_ids(client_ids)]
+        welcome = require_bytes("welcome", welcome)
+        room = self._room(require_bytes("group_id", group_id))
         after = None if after_position is None else self._journal.event_at(room.room_id,
                                                                            after_position)
         limit = asyncio.Semaphore(_PARALLEL_INVITES)
@@ -442,9 +442,9 @@ class MatrixDeliveryTransport:
                                  ratchet_tree: bytes | None = None) -> None:
         """Room state :data:`~.events.GROUP_INFO_STATE`; an older epoch never replaces a
         newer one; large GroupInfo/tree go through the media repository."""
-        group_id = _require_bytes("group_id", group_id)
-        epoch = _require_epoch(epoch)
-        group_info = _require_bytes("group_info", group_info)
+        group_id = require_bytes("group_id", group_id)
+        epoch = require_epoch(epoch)
+        group_info = require_bytes("group_info", group_info)
         room = self._room(group_id)
         current = await self._current_group_info(room.room_id)
         if current is not None and current.epoch > epoch:
@@ -452,7 +452,7 @@ class MatrixDeliveryTransport:
         half = ev.INLINE_LIMIT // 2
         info = await self._carry(group_info, half)
         tree = None if ratchet_tree is None else await self._carry(
-            _require_bytes("ratchet_tree", ratchet_tree), half)
+            require_bytes("ratchet_tree", ratchet_tree), half)
         await self._api.request("PUT", self._group_info_path(room.room_id),
                                 ev.group_info_content(epoch, info, tree))
 
@@ -469,7 +469,7 @@ class MatrixDeliveryTransport:
             return None  # garbage in the state: a new GroupInfo replaces it
 
     async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
-        room = self._room(_require_bytes("group_id", group_id))
+        room = self._room(require_bytes("group_id", group_id))
         current = await self._current_group_info(room.room_id)
         if current is None:
             raise UnknownGroupError(f"no GroupInfo published for group {group_id.hex()}")
@@ -482,15 +482,15 @@ class MatrixDeliveryTransport:
                     limit: int = 1000) -> list[IncomingMessage]:
         """Sync once (without waiting), then return the journal after ``after``."""
         self._check(client_id)
-        start = _parse_cursor(after)
-        limit = _require_limit(limit)
+        start = parse_cursor(after)
+        limit = require_limit(limit)
         await self._sync(0)
         return self._journal.fetch(start, limit)
 
     def receive(self, client_id: str, after: str | None = None
                 ) -> AsyncIterator[IncomingMessage]:
         self._check(client_id)
-        return self._stream(_parse_cursor(after))
+        return self._stream(parse_cursor(after))
 
     async def _stream(self, cursor: int) -> AsyncIterator[IncomingMessage]:
         while not self._closed:

@@ -55,6 +55,7 @@ from transports.base import (
     UnknownGroupError,
 )
 from transports.header import check_header, read_header
+from transports.validation import require_bytes, require_client_ids, require_entries
 
 from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, XmppError
 from .settings import XmppSettings
@@ -745,11 +746,11 @@ class XmppDeliveryTransport:
 
     async def subscribe(self, client_id: str, group_id: bytes) -> None:
         self._own("client_id", client_id)
-        await self._ensure_joined(_require_bytes("group_id", group_id))
+        await self._ensure_joined(require_bytes("group_id", group_id))
 
     async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
         self._own("client_id", client_id)
-        key = self.room_jid(_require_bytes("group_id", group_id))
+        key = self.room_jid(require_bytes("group_id", group_id))
         source = self._sources.pop(key, None)
         if source is not None and source.task is not None:
             source.task.cancel()
@@ -765,8 +766,8 @@ class XmppDeliveryTransport:
         """Send to the room and wait until the archive holds our message (so
         :meth:`fetch` returns it). A Commit is ACCEPTED when no Commit for its epoch
         precedes it in the room's order, else ORDERED (the stream decides)."""
-        group_id = _require_bytes("group_id", group_id)
-        payload = _require_bytes("payload", payload)
+        group_id = require_bytes("group_id", group_id)
+        payload = require_bytes("payload", payload)
         self._own("sender", sender)
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise InvalidRequestError("epoch must be a non-negative int")
@@ -823,9 +824,9 @@ class XmppDeliveryTransport:
         """Grant room membership to each recipient's account, then send the Welcome to
         each device (a direct ``chat`` message with a storage hint) naming the archive id
         of the Commit that added them, where the recipient starts reading the room."""
-        recipients = _require_client_ids(client_ids)
-        welcome = _require_bytes("welcome", welcome)
-        group_id = _require_bytes("group_id", group_id)
+        recipients = require_client_ids(client_ids)
+        welcome = require_bytes("welcome", welcome)
+        group_id = require_bytes("group_id", group_id)
         source = await self._ensure_joined(group_id)
         after = None
         if after_position is not None and after_position in self._positions:
@@ -857,7 +858,7 @@ class XmppDeliveryTransport:
     async def revoke(self, group_id: bytes, user_ids: Sequence[str]) -> None:
         """Take room membership away from users no longer in the MLS group (needs the
         room's owner or an admin; others get XmppError ``forbidden``)."""
-        room = JID(self.room_jid(_require_bytes("group_id", group_id)))
+        room = JID(self.room_jid(require_bytes("group_id", group_id)))
         for user in user_ids:
             await self.plugin.set_affiliation(room, _bare_of_user(user), "none")
 
@@ -865,12 +866,12 @@ class XmppDeliveryTransport:
 
     async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
                                  ratchet_tree: bytes | None = None) -> None:
-        group_id = _require_bytes("group_id", group_id)
-        group_info = _require_bytes("group_info", group_info)
+        group_id = require_bytes("group_id", group_id)
+        group_info = require_bytes("group_info", group_info)
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise InvalidRequestError("epoch must be a non-negative int")
         if ratchet_tree is not None:
-            ratchet_tree = _require_bytes("ratchet_tree", ratchet_tree)
+            ratchet_tree = require_bytes("ratchet_tree", ratchet_tree)
         source = await self._ensure_joined(group_id)
         env = Envelope(Kind.GROUP_INFO, encode_group_info(group_info, ratchet_tree),
                        self.device, group_id, epoch)
@@ -879,7 +880,7 @@ class XmppDeliveryTransport:
     async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
         """The GroupInfo of the highest epoch among the newest ``group-info`` items of
         the room's archive."""
-        group_id = _require_bytes("group_id", group_id)
+        group_id = require_bytes("group_id", group_id)
         await self._wait_online()
         room = JID(self.room_jid(group_id))
         entries: list[ArchivedMessage] = []
@@ -941,7 +942,7 @@ class XmppDeliveryTransport:
         if user_id != self.user_id:
             raise InvalidRequestError(f"this account's user is {self.user_id}, "
                                       f"not {user_id!r}")
-        items = _require_entries(entries)
+        items = require_entries(entries)
         await self._wait_online()
         current = await self._own_items()
         if any(e.ref.hex() in current for e in items):
@@ -1052,12 +1053,6 @@ class XmppDeliveryTransport:
 # ---------------------------------------------------------------------- validation
 
 
-def _require_bytes(name: str, value: object) -> bytes:
-    if not isinstance(value, bytes) or not value:
-        raise InvalidRequestError(f"{name} must be non-empty bytes")
-    return value
-
-
 def _bare_of_user(user_id: object) -> str:
     if not isinstance(user_id, str) or not user_id.startswith("xmpp:"):
         raise InvalidRequestError("an XMPP user id looks like xmpp:user@domain")
@@ -1065,33 +1060,6 @@ def _bare_of_user(user_id: object) -> str:
     if not jid.user or jid.resource:
         raise InvalidRequestError(f"{user_id!r} does not name a bare JID")
     return str(jid.bare)
-
-
-def _require_client_ids(value: object) -> list[str]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
-        raise InvalidRequestError("client_ids must be a non-empty sequence of str")
-    out = []
-    for c in value:
-        if not isinstance(c, str) or not c:
-            raise InvalidRequestError("client ids must be non-empty str")
-        out.append(c)
-    return list(dict.fromkeys(out))
-
-
-def _require_entries(value: object) -> list[KeyPackageEntry]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
-    entries = list(value)
-    for entry in entries:
-        if not isinstance(entry, KeyPackageEntry):
-            raise InvalidRequestError("entries must be a sequence of KeyPackageEntry")
-        _require_bytes("KeyPackageEntry.ref", entry.ref)
-        _require_bytes("KeyPackageEntry.key_package", entry.key_package)
-    if len({e.ref for e in entries}) != len(entries):
-        raise InvalidRequestError("entries repeat a KeyPackageRef")
-    if sum(e.last_resort for e in entries) > 1:
-        raise InvalidRequestError("at most one last-resort KeyPackage per publish")
-    return entries
 
 
 __all__ = ["XmppDeliveryTransport", "b64url", "decode_cursor", "encode_cursor",
