@@ -148,6 +148,19 @@ def test_reassembler_bounds_pending_messages() -> None:
     assert asm.oldest_pending() == 1  # the oldest was evicted
 
 
+def test_reassembler_bounds_the_bytes_held() -> None:
+    asm = Reassembler(max_total=5000)
+    for i in range(4):  # four unfinished 4 KiB messages, 2 KiB of each received
+        el = Envelope(Kind.GROUP, b"q" * 4096, "d", GID, 1, msg_id=f"m{i}").chunks(2048)[0]
+        asm.add("mallory", parse_element(el), i)
+    assert asm._held <= 5000 and asm.oldest_pending() == 2
+    whole = Envelope(Kind.GROUP, b"w" * 4096, "d", GID, 1, msg_id="ok").chunks(2048)
+    assert asm.add("bob", parse_element(whole[0]), 10) is None
+    done = asm.add("bob", parse_element(whole[1]), 11)
+    assert done is not None and done.payload == b"w" * 4096
+    assert asm._held == sum(len(p) for v in asm._pending.values() for p in v.pieces.values())
+
+
 def test_group_info_payload() -> None:
     assert decode_group_info(encode_group_info(b"gi", b"tree")) == (b"gi", b"tree")
     assert decode_group_info(encode_group_info(b"gi", None)) == (b"gi", None)

@@ -215,10 +215,15 @@ class Reassembler:
     :meth:`oldest_pending` tells the earliest index a resume must restart from so no
     half-received message is skipped."""
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, max_pending: int = 64) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, max_pending: int = 64,
+                 max_total: int | None = None) -> None:
         self.max_payload = max_payload
         self._max_pending = max_pending
+        #: bytes held by all unfinished messages together (default: 4 whole payloads),
+        #: so senders that never finish cannot make us hold max_pending * max_payload
+        self.max_total = 4 * max_payload if max_total is None else max_total
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._held = 0
 
     def add(self, sender: str, chunk: Chunk, index: int) -> Envelope | None:
         """The whole envelope once its last chunk arrived, else None. StanzaError on a
@@ -229,20 +234,28 @@ class Reassembler:
         pending = self._pending.get(key)
         if pending is None:
             if len(self._pending) >= self._max_pending:
-                oldest = min(self._pending, key=lambda k: self._pending[k].first)
-                del self._pending[oldest]
+                self._drop(min(self._pending, key=lambda k: self._pending[k].first))
             pending = self._pending[key] = _Pending(index, chunk.parts, chunk.sha256)
         elif (pending.parts, pending.sha256) != (chunk.parts, chunk.sha256):
-            del self._pending[key]
+            self._drop(key)
             raise StanzaError("chunks of one message disagree on parts/sha256")
+        old = pending.pieces.get(chunk.part, b"")
         pending.pieces[chunk.part] = chunk.envelope.payload
+        self._held += len(chunk.envelope.payload) - len(old)
         if sum(len(p) for p in pending.pieces.values()) > self.max_payload:
-            del self._pending[key]
+            self._drop(key)
             raise StanzaError("chunked payload exceeds the size limit")
+        while self._held > self.max_total and len(self._pending) > 1:
+            self._drop(min((k for k in self._pending if k != key),
+                           key=lambda k: self._pending[k].first))
         if len(pending.pieces) < pending.parts:
             return None
-        del self._pending[key]
+        self._drop(key)
         return self._finish(chunk, pending.pieces)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        pending = self._pending.pop(key)
+        self._held -= sum(len(p) for p in pending.pieces.values())
 
     @staticmethod
     def _finish(chunk: Chunk, pieces: dict[int, bytes]) -> Envelope:
@@ -256,6 +269,7 @@ class Reassembler:
 
     def clear(self) -> None:
         self._pending.clear()
+        self._held = 0
 
 
 def room_localpart(group_id: bytes) -> str:
