@@ -35,7 +35,34 @@ def settings_for(root: Path, name: str, *, pool_size: int = 4, threshold: int = 
         "poll_interval": 0.05, **overrides})
 
 
-class Net:
+class Clients:
+    """Named clients and the events each reported: the part every test network
+    (embedded, XMPP, Matrix) shares."""
+
+    clients: dict[str, MLSClient]
+    events: dict[str, list[ClientEvent]]
+
+    async def sync(self, *names: str) -> dict[str, list[ClientEvent]]:
+        out = {}
+        for name in names or tuple(self.clients):
+            events = await self.clients[name].sync()
+            self.events[name].extend(events)
+            out[name] = events
+        return out
+
+    def received(self, name: str, group_id: bytes | None = None) -> list[bytes]:
+        return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
+                and (group_id is None or e.group_id == group_id)]
+
+    async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
+        """Every named client is at the same epoch with the same authenticator."""
+        auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}
+        epochs = {n: await self.clients[n].epoch(group_id) for n in names}
+        assert len(set(auths.values())) == 1, (auths, epochs)
+        return next(iter(auths.values()))
+
+
+class Net(Clients):
     """Several clients, each with its own SQLite database, on one delivery service."""
 
     def __init__(self, root: Path, transport: DeliveryTransport | None = None) -> None:
@@ -67,25 +94,6 @@ class Net:
                                       self.transport)
         self.clients[name] = client
         return client
-
-    async def sync(self, *names: str) -> dict[str, list[ClientEvent]]:
-        out = {}
-        for name in names or tuple(self.clients):
-            events = await self.clients[name].sync()
-            self.events[name].extend(events)
-            out[name] = events
-        return out
-
-    def received(self, name: str, group_id: bytes | None = None) -> list[bytes]:
-        return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
-                and (group_id is None or e.group_id == group_id)]
-
-    async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
-        """Every named client is at the same epoch with the same authenticator."""
-        auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}
-        epochs = {n: await self.clients[n].epoch(group_id) for n in names}
-        assert len(set(auths.values())) == 1, (auths, epochs)
-        return next(iter(auths.values()))
 
     async def close(self) -> None:
         for client in self.clients.values():

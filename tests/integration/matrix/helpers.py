@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mls_client import MLSClient, Settings
-from mls_client.events import ClientEvent, MessageReceived
+from mls_client.events import ClientEvent
 from mls_client.settings import KeyPackageSettings
+from tests.client.helpers import Clients
 from transports.matrix.transport import MatrixDeliveryTransport
 
 from .conftest import PASSWORD, Homeserver
@@ -20,7 +20,7 @@ def device_settings(root: Path, name: str, **overrides: Any) -> Settings:
                     poll_interval=0.05, **overrides)
 
 
-class MatrixNet:
+class MatrixNet(Clients):
     """Named devices (``alice``, ``alice2``...), each an MLSClient on its own transport."""
 
     def __init__(self, root: Path, hs: Homeserver) -> None:
@@ -71,24 +71,6 @@ class MatrixNet:
         client = await MLSClient.open(device_settings(self.root, name), transport)
         self.clients[name], self.transports[name] = client, transport
         return client
-
-    async def sync(self, *names: str) -> dict[str, list[ClientEvent]]:
-        out = {}
-        for name in names or tuple(self.clients):
-            events = await self.clients[name].sync()
-            self.events[name].extend(events)
-            out[name] = events
-        return out
-
-    def received(self, name: str, group_id: bytes | None = None) -> list[bytes]:
-        return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
-                and (group_id is None or e.group_id == group_id)]
-
-    async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
-        auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}
-        epochs = {n: await self.clients[n].epoch(group_id) for n in names}
-        assert len(set(auths.values())) == 1, (auths, epochs)
-        return next(iter(auths.values()))
 
     async def close(self) -> None:
         for name, client in self.clients.items():

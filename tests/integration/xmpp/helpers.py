@@ -6,15 +6,16 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ParamSpec
 
 from pydantic import SecretStr
 
 from mls_client import MLSClient, Settings
-from mls_client.events import ClientEvent, GroupJoined, MessageReceived
+from mls_client.events import ClientEvent, GroupJoined
 from mls_client.settings import KeyPackageSettings
+from tests.client.helpers import Clients
 from tests.servers.prosody import ProsodyServer
 from transports.xmpp.settings import XmppSettings
 from transports.xmpp.transport import XmppDeliveryTransport
@@ -46,7 +47,7 @@ def xmpp_settings(server: ProsodyServer, jid: str, **overrides: Any) -> XmppSett
                         submit_timeout=20.0, **overrides)
 
 
-class XNet:
+class XNet(Clients):
     """Devices (``name`` -> MLSClient) of accounts on one Prosody. Names are
     ``user`` or ``user.device``; each test gets fresh account names."""
 
@@ -120,14 +121,6 @@ class XNet:
     def __getitem__(self, name: str) -> MLSClient:
         return self.clients[name]
 
-    async def sync(self, *names: str) -> dict[str, list[ClientEvent]]:
-        out = {}
-        for name in names or tuple(self.clients):
-            events = await self.clients[name].sync()
-            self.events[name].extend(events)
-            out[name] = events
-        return out
-
     async def settle(self, *names: str, quiet_rounds: int = 2, max_rounds: int = 60) -> None:
         """Sync until ``quiet_rounds`` rounds in a row brought no event (items in flight
         between members land)."""
@@ -138,10 +131,6 @@ class XNet:
             if quiet >= quiet_rounds:
                 return
             await asyncio.sleep(0.05)
-
-    def received(self, name: str, group_id: bytes | None = None) -> list[bytes]:
-        return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
-                and (group_id is None or e.group_id == group_id)]
 
     async def wait_for(self, check: Callable[[], Awaitable[bool]], *names: str,
                        timeout: float = 15.0) -> None:
@@ -163,12 +152,6 @@ class XNet:
                        for e in self.events[name])
 
         await self.wait_for(check, name, timeout=timeout)
-
-    async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
-        auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}
-        epochs = {n: await self.clients[n].epoch(group_id) for n in names}
-        assert len(set(auths.values())) == 1, (auths, epochs)
-        return next(iter(auths.values()))
 
     async def close(self) -> None:
         for client in self.clients.values():
