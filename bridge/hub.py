@@ -26,6 +26,7 @@ accepted message whose republication was interrupted is still in the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -33,6 +34,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -60,12 +62,41 @@ SCHEMA = (
         seq INTEGER NOT NULL,
         network TEXT NOT NULL,
         PRIMARY KEY (group_id, seq, network))""",
+    # where each network's room carries hub item seq (to translate Welcome positions)
+    """CREATE TABLE IF NOT EXISTS positions (
+        group_id BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        network TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (group_id, network, seq))""",
+    """CREATE INDEX IF NOT EXISTS seq_by_position ON positions (group_id, network,
+        position)""",
+    # the bridged groups: their room on each network
+    """CREATE TABLE IF NOT EXISTS rooms (
+        group_id BLOB NOT NULL,
+        network TEXT NOT NULL,
+        room TEXT NOT NULL,
+        PRIMARY KEY (group_id, network))""",
     """CREATE TABLE IF NOT EXISTS cursors (
         network TEXT NOT NULL,
         room TEXT NOT NULL,
         cursor TEXT NOT NULL,
         PRIMARY KEY (network, room))""",
 )
+
+
+class Rule(StrEnum):
+    """Which Commit of an epoch the hub lets through."""
+
+    #: sequence every Commit; members apply the first *valid* one of each epoch in hub
+    #: order (SubmitStatus.ORDERED). The hub cannot tell a valid Commit from an invalid
+    #: one (a PrivateMessage, or a Commit the room policy forbids), so this is the rule
+    #: under which one bad Commit cannot stall the group. The default.
+    FIRST_VALID = "first_valid"
+    #: sequence only the first Commit offered for the group's current epoch (the
+    #: embedded service's rule, :func:`transports.header.ordering_status`); a later or
+    #: stale one is rejected at the hub
+    FIRST_OFFERED = "first_offered"
 
 
 class Verdict(StrEnum):
@@ -106,15 +137,19 @@ class OrderingHub:
     """The hub's durable state (see the module docstring). ``networks`` are the names
     of the rooms' networks every accepted message is republished to."""
 
-    def __init__(self, db: aiosqlite.Connection, networks: Sequence[str]) -> None:
+    def __init__(self, db: aiosqlite.Connection, networks: Sequence[str], *,
+                 rule: Rule = Rule.FIRST_VALID) -> None:
         if not networks or len(set(networks)) != len(networks):
             raise InvalidRequestError("the hub needs distinct network names")
         self._db = db
         self.networks = tuple(networks)
+        self.rule = Rule(rule)
+        self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], networks: Sequence[str]) -> OrderingHub:
-        hub = cls(None, networks)  # type: ignore[arg-type]  # networks checked first
+    async def open(cls, path: str | os.PathLike[str], networks: Sequence[str], *,
+                   rule: Rule = Rule.FIRST_VALID) -> OrderingHub:
+        hub = cls(None, networks, rule=rule)  # type: ignore[arg-type]  # checked first
         try:
             hub._db = await aiosqlite.connect(Path(path), isolation_level=None)
         except Exception as exc:  # sqlite3.Error or OSError: one typed failure
@@ -134,13 +169,21 @@ class OrderingHub:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+        """One transaction; the lock keeps the bridge's concurrent tasks (a reader and
+        a publisher per network) from interleaving statements on the one connection."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """One statement in its own transaction (see :meth:`_transaction`)."""
+        async with self._transaction() as db:
+            return list(await (await db.execute(sql, params)).fetchall())
 
     async def offer(self, payload: bytes, *, origin: str, sender: str) -> Decision:
         """Sequence one MLSMessage (PublicMessage/PrivateMessage) offered in a room of
@@ -168,17 +211,21 @@ class OrderingHub:
                                       (group_id,))).fetchone()
         current, seq = (epoch, 0) if row is None else (int(row[0]), int(row[1]))
         is_commit = content_type == ContentType.COMMIT
-        taken = is_commit and epoch < current and await (await db.execute(
-            "SELECT 1 FROM sequenced WHERE group_id = ? AND epoch = ? AND is_commit = 1",
-            (group_id, epoch))).fetchone() is not None
-        status = ordering_status(current, epoch, content_type, taken)
-        if status is not SubmitStatus.ACCEPTED:
-            return Decision(_STATUS_VERDICT[status])
+        if self.rule is Rule.FIRST_OFFERED:
+            taken = is_commit and epoch < current and await (await db.execute(
+                "SELECT 1 FROM sequenced WHERE group_id = ? AND epoch = ? AND is_commit = 1",
+                (group_id, epoch))).fetchone() is not None
+            status = ordering_status(current, epoch, content_type, taken)
+            if status is not SubmitStatus.ACCEPTED:
+                return Decision(_STATUS_VERDICT[status])
+            new_epoch = current + 1 if is_commit else current
+        else:
+            new_epoch = max(current, epoch + 1 if is_commit else epoch)
         await db.execute(
             "INSERT INTO groups (group_id, epoch, next_seq) VALUES (?, ?, ?) "
             "ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch, "
             "next_seq = excluded.next_seq",
-            (group_id, current + 1 if is_commit else current, seq + 1))
+            (group_id, new_epoch, seq + 1))
         await db.execute(
             "INSERT INTO sequenced (group_id, seq, epoch, is_commit, msg_hash, origin, "
             "sender, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -190,32 +237,65 @@ class OrderingHub:
 
     async def pending(self, network: str) -> list[Sequenced]:
         """Accepted messages not yet republished to ``network``, in hub order."""
-        rows = await (await self._db.execute(
+        rows = await self._query(
             "SELECT s.group_id, s.seq, s.epoch, s.is_commit, s.origin, s.sender, s.payload "
             "FROM outbox o JOIN sequenced s ON s.group_id = o.group_id AND s.seq = o.seq "
-            "WHERE o.network = ? ORDER BY s.group_id, s.seq", (network,))).fetchall()
+            "WHERE o.network = ? ORDER BY s.group_id, s.seq", (network,))
         return [Sequenced(bytes(r[0]), r[1], r[2], bool(r[3]), r[4], r[5], bytes(r[6]))
                 for r in rows]
 
-    async def published(self, network: str, group_id: bytes, seq: int) -> None:
-        """``network``'s room now carries message ``seq`` of ``group_id``."""
-        await self._db.execute("DELETE FROM outbox WHERE network = ? AND group_id = ? AND "
-                               "seq = ?", (network, group_id, seq))
+    async def published(self, network: str, group_id: bytes, seq: int,
+                        position: int | None = None) -> None:
+        """``network``'s room now carries message ``seq`` of ``group_id`` (at
+        ``position`` of the room's order, if the network tells)."""
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM outbox WHERE network = ? AND group_id = ? AND "
+                             "seq = ?", (network, group_id, seq))
+            if position is not None:
+                await db.execute(
+                    "INSERT OR REPLACE INTO positions (group_id, seq, network, position) "
+                    "VALUES (?, ?, ?, ?)", (group_id, seq, network, position))
+
+    async def translate(self, group_id: bytes, position: int, source: str,
+                        target: str) -> int | None:
+        """The position in ``target``'s room of the hub item that ``source``'s room
+        carries at ``position`` (a Welcome's ``after_position``), if known."""
+        rows = await self._query(
+            "SELECT t.position FROM positions s JOIN positions t ON t.group_id = s.group_id "
+            "AND t.seq = s.seq AND t.network = ? WHERE s.group_id = ? AND s.network = ? "
+            "AND s.position = ?", (target, group_id, source, position))
+        return int(rows[0][0]) if rows else None
+
+    async def bind(self, group_id: bytes, network: str, room: str) -> None:
+        """``group_id`` is bridged; its room on ``network`` is ``room``."""
+        await self._query(
+            "INSERT INTO rooms (group_id, network, room) VALUES (?, ?, ?) "
+            "ON CONFLICT (group_id, network) DO UPDATE SET room = excluded.room",
+            (group_id, network, room))
+
+    async def rooms(self, group_id: bytes) -> dict[str, str]:
+        """The bridged group's room per network (empty if it is not bridged)."""
+        rows = await self._query("SELECT network, room FROM rooms WHERE group_id = ?",
+                                 (group_id,))
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def groups(self) -> list[bytes]:
+        """Every bridged group."""
+        rows = await self._query("SELECT DISTINCT group_id FROM rooms ORDER BY group_id")
+        return [bytes(r[0]) for r in rows]
 
     async def epoch(self, group_id: bytes) -> int | None:
-        row = await (await self._db.execute("SELECT epoch FROM groups WHERE group_id = ?",
-                                            (group_id,))).fetchone()
-        return None if row is None else int(row[0])
+        rows = await self._query("SELECT epoch FROM groups WHERE group_id = ?", (group_id,))
+        return int(rows[0][0]) if rows else None
 
     async def cursor(self, network: str, room: str) -> str | None:
         """Where reading ``room`` of ``network`` resumes (the adapter's opaque cursor)."""
-        row = await (await self._db.execute(
-            "SELECT cursor FROM cursors WHERE network = ? AND room = ?",
-            (network, room))).fetchone()
-        return None if row is None else str(row[0])
+        rows = await self._query("SELECT cursor FROM cursors WHERE network = ? AND room = ?",
+                                 (network, room))
+        return str(rows[0][0]) if rows else None
 
     async def set_cursor(self, network: str, room: str, cursor: str) -> None:
-        await self._db.execute(
+        await self._query(
             "INSERT INTO cursors (network, room, cursor) VALUES (?, ?, ?) "
             "ON CONFLICT (network, room) DO UPDATE SET cursor = excluded.cursor",
             (network, room, cursor))

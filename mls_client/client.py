@@ -265,6 +265,9 @@ class MLSClient:
             async with self._ctx.transaction(group.group_id) as tx:
                 await self._ctx.save(tx, group, name=name)
             await self._ctx.transport.subscribe(self.client_id, group.group_id)
+            created = getattr(self._ctx.transport, "group_created", None)
+            if created is not None:  # e.g. transports.bridged: the bridge opens its rooms
+                await created(group.group_id)
             await self._ctx.publish_group_info(group)
             return group.group_id
 

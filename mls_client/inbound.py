@@ -71,6 +71,10 @@ class Inbound:
         if item.kind is MessageKind.WELCOME:
             await self._on_welcome(item, h)
             return
+        if item.kind is not MessageKind.GROUP:  # e.g. CONTROL: the transport's business
+            async with ctx.store.transaction() as tx:
+                await tx.set_cursor(item.cursor)
+            return
         gid = item.group_id
         rec = None if gid is None else await ctx.store.group(gid)
         if gid is None or rec is None:

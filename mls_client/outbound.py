@@ -12,6 +12,7 @@ message is resubmitted (a duplicate is harmless: receivers drop repeated ciphert
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from mls_core.errors import MLSError, UsageError
@@ -25,9 +26,12 @@ from .errors import CommitConflictError
 from .events import ClientWarning
 from .store import OutboxEntry
 
-#: SubmitStatus.ORDERED: how often to look for our Commit's echo, and the base delay
-SETTLE_ATTEMPTS = 10
+#: SubmitStatus.ORDERED: how long to wait for our Commit's echo (a transport may say
+#: otherwise with a ``settle_timeout`` attribute, e.g. one that relays through a bridge),
+#: the first delay between looks and the longest one
+SETTLE_TIMEOUT = 3.0
 SETTLE_DELAY = 0.05
+SETTLE_MAX_DELAY = 0.5
 
 #: makes a Commit's proposals from the current state; None when nothing is left to do
 Build = Callable[[Group], Sequence[Proposal | ProposalBody] | None]
@@ -87,14 +91,20 @@ class Outbound:
         """SubmitStatus.ORDERED: process the stream up to our Commit. It won if it is
         still pending when its echo arrives (:meth:`Inbound._on_own_message` merges it);
         a valid Commit of another member before it applies first and drops ours."""
-        for attempt in range(SETTLE_ATTEMPTS):
+        timeout = float(getattr(self._ctx.transport, "settle_timeout", SETTLE_TIMEOUT))
+        deadline = time.monotonic() + timeout
+        delay = SETTLE_DELAY
+        while True:
             await self._catch_up()
             if entry_id in self._merged:
                 return self._merged.pop(entry_id)
             if not any(e.id == entry_id for e in await self._ctx.store.outbox()):
                 return None  # another Commit won; _forget_lost_commits dropped ours
-            await asyncio.sleep(SETTLE_DELAY * (attempt + 1))
-        raise TransportError("our Commit was ordered but never came back in the stream")
+            if time.monotonic() > deadline:
+                raise TransportError(f"our Commit was ordered but did not come back in "
+                                     f"the stream within {timeout:g} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SETTLE_MAX_DELAY)
 
     async def _discard(self, group: Group, entry_id: int) -> None:
         group.discard_pending_commit()
@@ -144,7 +154,7 @@ class Outbound:
                                              sender=ctx.client_id)
         async with ctx.store.transaction() as tx:
             await tx.delete_outbox(entry)
-        return outcome.accepted
+        return outcome.accepted or outcome.ordered  # ORDERED: in the order, so sent
 
     async def propose_leave(self, group_id: bytes) -> None:
         """Propose our own removal (§12.1.3) and remember that we are leaving."""

@@ -56,6 +56,9 @@ class MessageKind(StrEnum):
 
     GROUP = "group"  # a PublicMessage/PrivateMessage in a group's total order
     WELCOME = "welcome"  # an MLSMessage(Welcome) addressed to this client
+    #: a bridge control message (KeyPackage claim, Welcome or GroupInfo relay, ...):
+    #: a JSON body between a member's account and a bridge (transports/bridged.py)
+    CONTROL = "control"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,12 @@ class IncomingMessage:
     #: transport cannot vouch for it. Clients reject a group message whose MLS sender's
     #: credential names anyone else (:class:`SenderMismatchError` in mls_client).
     sender_identity: str | None = None
+    #: a *hub item* of a bridged group (docs/bridge.md): the hub's sequence number and
+    #: the network identity of the member who offered it, as the relaying account wrote
+    #: them. Only meaningful when ``sender_identity`` is the group's configured bridge;
+    #: anyone else's relay fields are ignored (transports/bridged.py).
+    relay_seq: int | None = None
+    relayed_for: str | None = None
 
 
 @runtime_checkable
@@ -204,4 +213,41 @@ class DeliveryTransport(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class RelayTransport(DeliveryTransport, Protocol):
+    """What a network transport adds so one MLS group can span networks through a
+    bridge (docs/bridge.md). ``network`` names the network (``"xmpp"``, ``"matrix"``);
+    ``user_id`` is this account's network-qualified identity (``xmpp:<bare JID>``,
+    ``matrix:<user id>``) and ``client_id`` this device."""
+
+    network: str
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def client_id(self) -> str: ...
+
+    async def relay_group(self, group_id: bytes, payload: bytes, *, seq: int,
+                          sender_identity: str, sender: str | None = None) -> int | None:
+        """Post ``payload`` into the group's room as hub item ``seq`` offered by
+        ``sender_identity`` (client ``sender``). Receivers get it as a GROUP message
+        whose ``sender_identity`` is this account and whose ``relay_seq`` /
+        ``relayed_for`` / ``sender`` are the given values. Returns its position in the
+        room's order, when the network tells."""
+        ...
+
+    async def send_control(self, user_id: str, body: bytes) -> None:
+        """Send ``body`` to every device of ``user_id`` (an identity of this network);
+        each receives it as a CONTROL message with the network-authenticated
+        ``sender_identity`` of this account. Durable like a Welcome."""
+        ...
+
+    async def admit(self, group_id: bytes, user_id: str) -> None:
+        """Let ``user_id`` (the bridge account) into the group's room with the right to
+        admit and remove others (XMPP: affiliation admin; Matrix: invite and power
+        level 50); policy-derived rights never demote it."""
         ...

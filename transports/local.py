@@ -61,7 +61,7 @@ from .base import (
     TransportClosedError,
     UnknownGroupError,
 )
-from .header import GroupMessageHeader, check_header, ordering_status
+from .header import GroupMessageHeader, check_header, ordering_status, read_header
 from .validation import (
     parse_cursor,
     require_bytes,
@@ -75,6 +75,7 @@ from .validation import (
 __all__ = [
     "MIGRATIONS",
     "InvalidRequestError",
+    "LocalAccount",
     "LocalDeliveryService",
     "StorageError",
     "TransportClosedError",
@@ -140,6 +141,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ratchet_tree BLOB
         )""",
     ),
+    # 2: bridge support (docs/bridge.md): CONTROL messages, hub items' relay fields and
+    # the network-authenticated sender identity of messages sent through an account
+    (
+        """CREATE TABLE messages_v2 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('group', 'welcome', 'control')),
+            group_id BLOB NOT NULL,
+            epoch INTEGER,
+            position INTEGER,
+            is_commit INTEGER NOT NULL DEFAULT 0,
+            sender TEXT,
+            payload BLOB NOT NULL,
+            sender_identity TEXT,
+            relay_seq INTEGER,
+            relayed_for TEXT
+        )""",
+        """INSERT INTO messages_v2 (id, kind, group_id, epoch, position, is_commit, sender,
+            payload) SELECT id, kind, group_id, epoch, position, is_commit, sender, payload
+            FROM messages""",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_v2 RENAME TO messages",
+        """CREATE UNIQUE INDEX group_order
+            ON messages (group_id, position) WHERE kind = 'group'""",
+        """CREATE UNIQUE INDEX one_commit_per_epoch
+            ON messages (group_id, epoch) WHERE is_commit = 1""",
+    ),
 )
 
 DEFAULT_POLL_INTERVAL = 0.05
@@ -151,11 +178,15 @@ _RECEIVE_BATCH = 256
 
 
 def _incoming(row: sqlite3.Row) -> IncomingMessage:
-    mailbox_id, kind, payload, group_id, sender, position = row
+    mailbox_id, kind, payload, group_id, sender, position, identity, seq, relayed = row
     return IncomingMessage(kind=MessageKind(kind), payload=bytes(payload),
-                           cursor=str(mailbox_id), group_id=bytes(group_id),
+                           cursor=str(mailbox_id),
+                           group_id=None if kind == "control" else bytes(group_id),
                            sender=None if sender is None else str(sender),
-                           position=None if position is None else int(position))
+                           position=None if position is None else int(position),
+                           sender_identity=None if identity is None else str(identity),
+                           relay_seq=None if seq is None else int(seq),
+                           relayed_for=None if relayed is None else str(relayed))
 
 
 async def _rows(db: aiosqlite.Connection, sql: str,
@@ -233,8 +264,8 @@ class LocalDeliveryService:
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             await db.execute("PRAGMA journal_mode = WAL")
+            await _migrate(db)  # before foreign keys: migration 2 rebuilds a table
             await db.execute("PRAGMA foreign_keys = ON")
-            await _migrate(db)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot prepare {self.path}: {exc}") from exc
 
@@ -327,6 +358,14 @@ class LocalDeliveryService:
                      is_commit: bool, sender: str) -> SubmitResult:
         """Append to the group's total order if :func:`ordering_status` allows; an accepted
         message is delivered to every subscriber, the sender included (and subscribed)."""
+        return await self._submit(group_id, epoch, payload, is_commit=is_commit,
+                                  sender=sender)
+
+    async def _submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                      is_commit: bool, sender: str, identity: str | None = None,
+                      relay: tuple[int, str, str | None] | None = None) -> SubmitResult:
+        """:meth:`submit`, with the sender's vouched ``identity`` (a :class:`LocalAccount`
+        sends) and a hub item's ``relay`` (seq, origin identity, origin client)."""
         group_id = require_bytes("group_id", group_id)
         epoch = require_epoch(epoch)
         payload = require_bytes("payload", payload)
@@ -336,7 +375,8 @@ class LocalDeliveryService:
         header = check_header(payload, group_id, epoch, is_commit)
         async with self._write() as db:
             result = await _append(db, header, payload, sender,
-                                   room=self.ordering == "room")
+                                   room=self.ordering == "room" or relay is not None,
+                                   identity=identity, relay=relay)
         if result.accepted or result.ordered:
             self._notify()
         return result
@@ -382,6 +422,35 @@ class LocalDeliveryService:
             await db.execute("DELETE FROM subscriptions WHERE client_id = ? AND group_id = ?",
                              (client_id, group_id))
 
+    async def _control(self, sender: str, identity: str, user_id: str, body: bytes) -> None:
+        """A CONTROL message from ``sender`` (vouched as ``identity``) to every client
+        of ``user_id``."""
+        user_id = require_id("user_id", user_id)
+        body = require_bytes("body", body)
+        async with self._write() as db:
+            rows = await _rows(db, "SELECT client_id FROM clients WHERE user_id = ? "
+                                   "ORDER BY client_id", (user_id,))
+            if not rows:
+                raise InvalidRequestError(f"no client of user {user_id!r} is known")
+            cur = await db.execute(
+                "INSERT INTO messages (kind, group_id, sender, payload, sender_identity) "
+                "VALUES ('control', x'', ?, ?, ?)", (sender, body, identity))
+            await db.executemany("INSERT INTO mailbox (client_id, message_id) VALUES (?, ?)",
+                                 [(str(r[0]), cur.lastrowid) for r in rows])
+        self._notify()
+
+    async def account(self, client_id: str, user_id: str, *,
+                      network: str = "local") -> LocalAccount:
+        """A view of this service bound to one client of ``user_id``, which vouches for
+        the identity of what it sends (like a logged-in network account) and
+        implements :class:`~transports.base.RelayTransport`: an in-process stand-in for
+        one network of a bridged group (``mls-bridge demo``, tests)."""
+        client_id = require_id("client_id", client_id)
+        user_id = require_id("user_id", user_id)
+        async with self._write() as db:
+            await _register_client(db, client_id, user_id)
+        return LocalAccount(self, client_id, user_id, network)
+
     # ------------------------------------------------------------------ GroupInfo
 
     async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
@@ -422,8 +491,8 @@ class LocalDeliveryService:
     async def _fetch(self, client_id: str, start: int, limit: int) -> list[IncomingMessage]:
         async with self._read() as db:
             rows = await _rows(
-                db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender, m.position "
-                    "FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
+                db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender, m.position, "
+                    "m.sender_identity, m.relay_seq, m.relayed_for FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
                     "WHERE mb.client_id = ? AND mb.id > ? ORDER BY mb.id LIMIT ?",
                 (client_id, start, limit))
         return [_incoming(row) for row in rows]
@@ -527,7 +596,8 @@ async def _claim(db: aiosqlite.Connection, client_id: str) -> ClaimedKeyPackage 
 
 
 async def _append(db: aiosqlite.Connection, header: GroupMessageHeader, payload: bytes,
-                  sender: str, *, room: bool = False) -> SubmitResult:
+                  sender: str, *, room: bool = False, identity: str | None = None,
+                  relay: tuple[int, str, str | None] | None = None) -> SubmitResult:
     """Inside a write transaction: apply the ordering rule, then append and fan out.
     ``room``: append everything; a Commit after another one for its epoch is ORDERED."""
     group_id, epoch = header.group_id, header.epoch
@@ -556,15 +626,104 @@ async def _append(db: aiosqlite.Connection, header: GroupMessageHeader, payload:
         new_epoch = current + 1 if is_commit else current
     await db.execute("UPDATE groups SET epoch = ?, next_position = ? WHERE group_id = ?",
                      (new_epoch, position + 1, group_id))
+    seq, relayed_for, shown = relay if relay is not None else (None, None, sender)
     cur = await db.execute(
-        "INSERT INTO messages (kind, group_id, epoch, position, is_commit, sender, payload) "
-        "VALUES ('group', ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (kind, group_id, epoch, position, is_commit, sender, payload, "
+        "sender_identity, relay_seq, relayed_for) VALUES ('group', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         # 2: a later Commit of an epoch that already has one (room ordering only)
         (group_id, epoch, position, 2 if status is SubmitStatus.ORDERED else int(is_commit),
-         sender, payload))
+         shown, payload, identity, seq, relayed_for))
     await db.execute("INSERT OR IGNORE INTO subscriptions (client_id, group_id) VALUES (?, ?)",
                      (sender, group_id))
     await db.execute("INSERT INTO mailbox (client_id, message_id) SELECT client_id, ? "
                      "FROM subscriptions WHERE group_id = ? ORDER BY client_id",
                      (cur.lastrowid, group_id))
     return SubmitResult(status, position)
+
+
+class LocalAccount:
+    """One client's logged-in view of a :class:`LocalDeliveryService` (see
+    :meth:`LocalDeliveryService.account`): the DeliveryTransport calls bound to
+    ``client_id``, every message it sends vouched as ``user_id`` (``sender_identity``),
+    plus the bridge calls of :class:`~transports.base.RelayTransport`. Closing it leaves
+    the shared service open."""
+
+    atomic_claims = True
+
+    def __init__(self, service: LocalDeliveryService, client_id: str, user_id: str,
+                 network: str) -> None:
+        self.service = service
+        self.client_id = client_id
+        self.user_id = user_id
+        self.network = network
+
+    async def publish_key_packages(self, client_id: str, user_id: str,
+                                   entries: Sequence[KeyPackageEntry]) -> None:
+        await self.service.publish_key_packages(client_id, user_id, entries)
+
+    async def key_package_count(self, client_id: str) -> int:
+        return await self.service.key_package_count(client_id)
+
+    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+        return await self.service.claim_key_package(client_id)
+
+    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+        return await self.service.claim_user_key_packages(user_id)
+
+    async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                     is_commit: bool, sender: str) -> SubmitResult:
+        identity = self.user_id if sender == self.client_id else None
+        return await self.service._submit(group_id, epoch, payload, is_commit=is_commit,
+                                          sender=sender, identity=identity)
+
+    async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
+                           group_id: bytes, after_position: int | None = None) -> None:
+        await self.service.send_welcome(client_ids, welcome, group_id, after_position)
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        await self.service.subscribe(client_id, group_id)
+
+    async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
+        await self.service.unsubscribe(client_id, group_id)
+
+    async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
+                                 ratchet_tree: bytes | None = None) -> None:
+        await self.service.publish_group_info(group_id, epoch, group_info, ratchet_tree)
+
+    async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
+        return await self.service.fetch_group_info(group_id)
+
+    def receive(self, client_id: str, after: str | None = None
+                ) -> AsyncIterator[IncomingMessage]:
+        return self.service.receive(client_id, after)
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        return await self.service.fetch(client_id, after, limit)
+
+    async def close(self) -> None:
+        """The service is shared: its owner closes it."""
+
+    # ------------------------------------------------------------------ RelayTransport
+
+    async def relay_group(self, group_id: bytes, payload: bytes, *, seq: int,
+                          sender_identity: str, sender: str | None = None) -> int | None:
+        header = read_header(require_bytes("payload", payload))
+        if header.group_id != group_id:
+            raise InvalidRequestError("the payload belongs to another group")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise InvalidRequestError("seq must be a non-negative int")
+        result = await self.service._submit(
+            group_id, header.epoch, payload,
+            is_commit=header.content_type == ContentType.COMMIT, sender=self.client_id,
+            identity=self.user_id,
+            relay=(seq, require_id("sender_identity", sender_identity), sender))
+        return result.position
+
+    async def send_control(self, user_id: str, body: bytes) -> None:
+        await self.service._control(self.client_id, self.user_id, user_id, body)
+
+    async def admit(self, group_id: bytes, user_id: str) -> None:
+        """The embedded service has no room access control: nothing to grant."""
+        require_bytes("group_id", group_id)
+        require_id("user_id", user_id)

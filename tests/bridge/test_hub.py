@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.hub import OrderingHub, Verdict
+from bridge.hub import OrderingHub, Rule, Verdict
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
 from mls_core.group import Group
@@ -32,11 +32,12 @@ def _pair() -> tuple[Group, Group]:
     return a, Group.join(result.welcome, kp, priv, now=NOW)
 
 
-def run(body: Callable[[OrderingHub], Awaitable[None]], path: Path) -> None:
+def run(body: Callable[[OrderingHub], Awaitable[None]], path: Path,
+        rule: Rule = Rule.FIRST_VALID) -> None:
     """Run ``body`` with a hub at ``path``, always closing it (its thread would keep
     the process alive)."""
     async def main() -> None:
-        hub = await OrderingHub.open(path, NETS)
+        hub = await OrderingHub.open(path, NETS, rule=rule)
         try:
             await body(hub)
         finally:
@@ -66,6 +67,40 @@ def test_one_commit_per_epoch_from_either_side(tmp_path: Path) -> None:
         assert late.verdict is Verdict.ACCEPTED
         for net in NETS:
             assert [m.seq for m in await hub.pending(net)] == [0, 1, 2]
+    run(body, tmp_path / "hub.sqlite", Rule.FIRST_OFFERED)
+
+
+def test_first_valid_rule_sequences_every_commit_once(tmp_path: Path) -> None:
+    """The default rule: both crossing Commits get a place in the one order (members
+    apply the first valid one); repeats are still recognised."""
+    async def body(hub: OrderingHub) -> None:
+        a, b = _pair()
+        commit_a = a.commit(now=NOW).commit
+        commit_b = b.commit(now=NOW).commit
+        first = await hub.offer(commit_b, origin="matrix", sender="matrix:@b:m")
+        second = await hub.offer(commit_a, origin="xmpp", sender="xmpp:a@x")
+        assert first.verdict is Verdict.ACCEPTED and second.verdict is Verdict.ACCEPTED
+        assert first.message is not None and second.message is not None
+        assert (first.message.seq, second.message.seq) == (0, 1)
+        assert (await hub.offer(commit_a, origin="matrix", sender="x")).verdict \
+            is Verdict.DUPLICATE
+        assert await hub.epoch(a.group_id) == 2
+    run(body, tmp_path / "hub.sqlite")
+
+
+def test_rooms_and_position_translation(tmp_path: Path) -> None:
+    async def body(hub: OrderingHub) -> None:
+        gid = b"g" * 16
+        assert await hub.rooms(gid) == {}
+        await hub.bind(gid, "xmpp", "mls-67@conference.x")
+        await hub.bind(gid, "matrix", "!r:m")
+        assert await hub.rooms(gid) == {"xmpp": "mls-67@conference.x", "matrix": "!r:m"}
+        assert await hub.groups() == [gid]
+        await hub.published("xmpp", gid, 4, position=90)
+        await hub.published("matrix", gid, 4, position=12)
+        assert await hub.translate(gid, 90, "xmpp", "matrix") == 12
+        assert await hub.translate(gid, 12, "matrix", "xmpp") == 90
+        assert await hub.translate(gid, 91, "xmpp", "matrix") is None
     run(body, tmp_path / "hub.sqlite")
 
 
@@ -105,6 +140,6 @@ def test_bad_input(tmp_path: Path) -> None:
         stale = await hub.offer(future.commit, origin="xmpp", sender="xmpp:a@x")
         assert stale.verdict is Verdict.REJECTED_WRONG_EPOCH
         assert await hub.pending("xmpp") != [] and await hub.epoch(a.group_id) == 2
-    run(body, tmp_path / "hub.sqlite")
+    run(body, tmp_path / "hub.sqlite", Rule.FIRST_OFFERED)
     with pytest.raises(InvalidRequestError):
         OrderingHub(None, ("x", "x"))  # type: ignore[arg-type]

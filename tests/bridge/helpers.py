@@ -1,0 +1,96 @@
+"""A bridged group on two embedded networks in one process (the shape of the real
+XMPP + Matrix deployment, on LocalDeliveryService files in room ordering)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bridge.hub import OrderingHub
+from bridge.service import Bridge
+from mls_client import MLSClient
+from tests.client.helpers import Clients, settings_for
+from transports.bridged import BridgedTransport
+from transports.local import LocalDeliveryService
+
+NETWORKS = ("xmpp", "matrix")
+
+
+def identity(network: str, name: str) -> str:
+    return f"xmpp:{name}@x.test" if network == "xmpp" else f"matrix:@{name}:m.test"
+
+
+def device(network: str, name: str) -> str:
+    return f"{name}@x.test/dev" if network == "xmpp" else f"@{name}:m.test/DEV"
+
+
+class BridgedNet(Clients):
+    """Clients on two embedded "networks", bridged by an in-process :class:`Bridge`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.services = {n: LocalDeliveryService(root / f"{n}.sqlite", ordering="room",
+                                                 poll_interval=0.01) for n in NETWORKS}
+        self.clients: dict[str, MLSClient] = {}
+        self.events: dict[str, list[Any]] = {}
+        self.network: dict[str, str] = {}
+        self.hub: OrderingHub | None = None
+        self.bridge: Bridge | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start_bridge(self) -> Bridge:
+        self.hub = await OrderingHub.open(self.root / "hub.sqlite", NETWORKS)
+        accounts = {n: await self.services[n].account(device(n, "bridge"),
+                                                      identity(n, "bridge"), network=n)
+                    for n in NETWORKS}
+        self.bridge = Bridge(self.hub, accounts)  # type: ignore[arg-type]
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.bridge.run(self._stop))
+        return self.bridge
+
+    async def stop_bridge(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        if self.hub is not None:
+            await self.hub.close()
+        self._task = self.hub = None
+
+    async def add(self, network: str, *names: str, **settings: Any) -> list[MLSClient]:
+        out = []
+        for name in names:
+            account = await self.services[network].account(
+                device(network, name), identity(network, name), network=network)
+            transport = BridgedTransport(account, identity(network, "bridge"),
+                                         request_timeout=10)
+            settings.setdefault("transport", {"db_path": self.root / "unused.sqlite"})
+            client = await MLSClient.open(settings_for(self.root, name, **settings),
+                                          transport)  # type: ignore[arg-type]
+            await client.create_identity(identity(network, name), device(network, name))
+            await client.publish_key_packages()
+            self.clients[name] = client
+            self.events[name] = []
+            self.network[name] = network
+            out.append(client)
+        return out
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        await self.stop_bridge()
+        for service in self.services.values():
+            await service.close()
+
+
+@contextlib.asynccontextmanager
+async def bridged_net(root: Path) -> AsyncIterator[BridgedNet]:
+    net = BridgedNet(root)
+    try:
+        await net.start_bridge()
+        yield net
+    finally:
+        await net.close()

@@ -1,0 +1,383 @@
+"""A member's transport in bridged groups: one MLS group over rooms of several networks
+(docs/bridge.md).
+
+The bridge service (``bridge/``) sits in the group's room on every network, reads the
+MLSMessages members post there (*offers*), gives each one a place in the group's single
+order (its hub, :mod:`bridge.hub`) and republishes it into every room as a *hub item*.
+:class:`BridgedTransport` wraps a member's :class:`~transports.base.RelayTransport` so
+that the member's client sees exactly the hub order:
+
+* a group message counts only if the network itself says the configured bridge account
+  posted it and it carries relay fields; its ``sender_identity`` becomes the identity
+  the bridge relays it for, which the client then checks against the MLS credential as
+  always (``SenderMismatchError``). Offers, and relay fields posted by anyone else, are
+  dropped: the order is the hub's, never a room's;
+* ``submit`` posts the offer and answers ``ORDERED``: the client processes the hub
+  order up to its own message, and the first *valid* Commit of each epoch wins at every
+  member on every network (:class:`bridge.hub.Rule`);
+* KeyPackage claims, Welcomes and GroupInfo that concern another network go to the
+  bridge as CONTROL messages (:class:`ControlBody`), and claim answers come back the
+  same way. Foreign client ids carry their network: ``matrix:@bob:example.org/DEVICE``.
+
+The bridge relays what it cannot read or forge: MLS signatures and trust on first use of
+signature keys (mls_client/pinning.py) catch a bridge that swaps a KeyPackage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .base import (
+    ClaimedKeyPackage,
+    IncomingMessage,
+    InvalidRequestError,
+    KeyPackageEntry,
+    MessageKind,
+    NoKeyPackageError,
+    RelayTransport,
+    SubmitResult,
+    SubmitStatus,
+    TransportError,
+)
+
+#: the version of the control-message format
+CONTROL_VERSION: Literal[1] = 1
+#: largest control body accepted (a Welcome of a very large group, base64 in JSON)
+MAX_CONTROL_BYTES = 24 * 1024 * 1024
+
+_NETWORK = re.compile(r"^([a-z][a-z0-9-]{0,31}):")
+
+
+def network_of(identity_or_client: str) -> str | None:
+    """The network an identity or a foreign client id names (``xmpp:...`` → ``xmpp``);
+    None for a network's own raw client id (``alice@x/dev``, ``@bob:x/DEV``: a JID's
+    localpart and a Matrix id cannot start like a scheme)."""
+    match = _NETWORK.match(identity_or_client)
+    return None if match is None else match.group(1)
+
+
+def split_client(client_id: str) -> tuple[str | None, str]:
+    """``matrix:@bob:x/DEV`` → (``matrix``, ``@bob:x/DEV``); a raw id → (None, id)."""
+    network = network_of(client_id)
+    return (None, client_id) if network is None else (network, client_id[len(network) + 1:])
+
+
+# ---------------------------------------------------------------------- control bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = CONTROL_VERSION
+
+
+class _Request(_Body):
+    op: str
+    #: the requester's id for the answer
+    id: str = Field(min_length=8, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")
+
+
+class ClaimRequest(_Request):
+    """Claim one KeyPackage per device of ``user`` (or of the device ``client``) on the
+    user's network."""
+
+    op: Literal["claim"] = "claim"
+    user: str = Field(min_length=3, max_length=512)
+    client: str | None = Field(default=None, max_length=512)
+
+
+class ClaimedPackage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    client: str = Field(min_length=1, max_length=512)
+    ref: str
+    key_package: str
+    last_resort: bool
+
+
+class ClaimAnswer(_Body):
+    op: Literal["claimed"] = "claimed"
+    id: str = Field(max_length=64)
+    packages: list[ClaimedPackage] = Field(max_length=1024)
+
+
+class BridgeRequest(_Request):
+    """Bridge the group whose room the requester's network has: join it, open its room
+    on every other network, and relay from now on."""
+
+    op: Literal["bridge"] = "bridge"
+    group: str = Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")
+
+
+class Bridged(_Body):
+    op: Literal["bridged"] = "bridged"
+    id: str = Field(max_length=64)
+    group: str = Field(max_length=512)
+
+
+class Failure(_Body):
+    op: Literal["error"] = "error"
+    id: str = Field(max_length=64)
+    error: str = Field(max_length=1000)
+
+
+class WelcomeRelay(_Body):
+    """Deliver ``welcome`` to ``clients`` (raw ids of ``network``). ``after``: the
+    position, in the sender's room, of the Commit that added them."""
+
+    op: Literal["welcome"] = "welcome"
+    group: str = Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")
+    network: str = Field(min_length=1, max_length=32)
+    clients: list[str] = Field(min_length=1, max_length=10_000)
+    welcome: str
+    after: int | None = Field(default=None, ge=0)
+
+
+class GroupInfoRelay(_Body):
+    """Publish this GroupInfo (and tree) in the group's rooms on the other networks."""
+
+    op: Literal["group_info"] = "group_info"
+    group: str = Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")
+    epoch: int = Field(ge=0)
+    group_info: str
+    tree: str | None = None
+
+
+ControlBody = Annotated[ClaimRequest | ClaimAnswer | BridgeRequest | Bridged | Failure
+                        | WelcomeRelay | GroupInfoRelay, Field(discriminator="op")]
+_CONTROL: TypeAdapter[ControlBody] = TypeAdapter(ControlBody)
+
+
+def encode_control(body: _Body) -> bytes:
+    return body.model_dump_json().encode()
+
+
+def decode_control(data: bytes) -> ControlBody:
+    """Parse a control body; a malformed one raises InvalidRequestError."""
+    if len(data) > MAX_CONTROL_BYTES:
+        raise InvalidRequestError("control message too large")
+    try:
+        return _CONTROL.validate_json(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(f"malformed control message: {exc.errors()[0]['msg']}"
+                                  ) from None
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError(f"{what} is not valid base64") from None
+
+
+def group_hex(group: str) -> bytes:
+    try:
+        return bytes.fromhex(group)
+    except ValueError:
+        raise InvalidRequestError("group is not hex") from None
+
+
+# ---------------------------------------------------------------------- the wrapper
+
+
+class BridgedTransport:
+    """A :class:`~transports.base.DeliveryTransport` for members of bridged groups (see
+    the module docstring). ``inner`` is the member's network transport; ``bridge`` is
+    the bridge account's identity on that network (e.g. ``xmpp:bridge@example.org``).
+    Every group of this client is bridged. Other attributes (``user_id``,
+    ``client_id``, ``atomic_claims``...) are the inner transport's."""
+
+    #: the client waits this long for its Commit to come back in hub order
+    settle_timeout = 60.0
+
+    def __init__(self, inner: RelayTransport, bridge: str, *,
+                 request_timeout: float = 30.0, poll_interval: float = 0.1) -> None:
+        if network_of(bridge) != inner.network:
+            raise InvalidRequestError(f"the bridge {bridge!r} is not an identity of "
+                                      f"the {inner.network} network")
+        self.inner = inner
+        self.bridge = bridge
+        self.network = inner.network
+        self._timeout = request_timeout
+        self._poll = poll_interval
+        self._answers: dict[str, ControlBody] = {}
+        #: the furthest cursor of the inner stream read (for finding answers)
+        self._scan: str | None = None
+        #: cursor -> a later cursor, when everything between them was filtered out
+        self._skip: dict[str | None, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    # ------------------------------------------------------------------ the stream
+
+    def _visible(self, item: IncomingMessage) -> IncomingMessage | None:
+        """What the client sees of ``item``: hub items only, as their origin sent them."""
+        self._scan = item.cursor
+        if item.kind is MessageKind.CONTROL:
+            self._take_answer(item)
+            return None
+        if item.kind is not MessageKind.GROUP:
+            return item
+        if item.sender_identity != self.bridge or item.relay_seq is None \
+                or item.relayed_for is None:
+            return None  # an offer (the hub will relay it) or relay fields we do not trust
+        return replace(item, sender_identity=item.relayed_for)
+
+    def _take_answer(self, item: IncomingMessage) -> None:
+        if item.sender_identity != self.bridge:
+            return
+        try:
+            body = decode_control(item.payload)
+        except InvalidRequestError:
+            return
+        if isinstance(body, ClaimAnswer | Bridged | Failure):
+            self._answers[body.id] = body
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        start = self._skip.get(after, after)
+        while True:
+            items = await self.inner.fetch(client_id, start, limit)
+            visible = [v for v in map(self._visible, items) if v is not None]
+            if visible or not items:
+                return visible
+            start = self._skip[after] = items[-1].cursor
+
+    def receive(self, client_id: str, after: str | None = None
+                ) -> AsyncIterator[IncomingMessage]:
+        return self._receive(client_id, self._skip.get(after, after))
+
+    async def _receive(self, client_id: str, after: str | None
+                       ) -> AsyncIterator[IncomingMessage]:
+        async for item in self.inner.receive(client_id, after):
+            visible = self._visible(item)
+            if visible is not None:
+                yield visible
+
+    # ------------------------------------------------------------------ requests
+
+    async def _request(self, body: _Request) -> ControlBody:
+        """Send ``body`` to the bridge and wait for its answer in our stream."""
+        await self.inner.send_control(self.bridge, encode_control(body))
+        deadline = time.monotonic() + self._timeout
+        while body.id not in self._answers:
+            items = await self.inner.fetch(self.inner.client_id, self._scan, 1000)
+            for item in items:
+                self._visible(item)
+            if not items:
+                if time.monotonic() > deadline:
+                    raise TransportError(f"the bridge {self.bridge} did not answer "
+                                         f"({body.op}) within {self._timeout:g} s")
+                await asyncio.sleep(self._poll)
+        answer = self._answers.pop(body.id)
+        if isinstance(answer, Failure):
+            raise TransportError(f"the bridge refused ({body.op}): {answer.error}")
+        return answer
+
+    async def group_created(self, group_id: bytes) -> None:
+        """A group was created on this network: let the bridge into its room and have
+        it open the group's rooms on the other networks (mls_client calls this)."""
+        await self.inner.admit(group_id, self.bridge)
+        await self._request(BridgeRequest(id=_request_id(), group=group_id.hex()))
+
+    # ------------------------------------------------------------------ KeyPackages
+
+    async def publish_key_packages(self, client_id: str, user_id: str,
+                                   entries: Sequence[KeyPackageEntry]) -> None:
+        await self.inner.publish_key_packages(client_id, user_id, entries)
+
+    async def key_package_count(self, client_id: str) -> int:
+        return await self.inner.key_package_count(client_id)
+
+    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+        network, raw = split_client(client_id)
+        if network is None or network == self.network:
+            return await self.inner.claim_key_package(raw)
+        claimed = await self._claim(f"{network}:{raw.split('/', 1)[0]}", raw)
+        if not claimed:
+            raise NoKeyPackageError(f"no KeyPackage available for client {client_id!r}")
+        return claimed[0]
+
+    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+        network = network_of(user_id)
+        if network is None or network == self.network:
+            return await self.inner.claim_user_key_packages(user_id)
+        return await self._claim(user_id, None)
+
+    async def _claim(self, user_id: str, client: str | None) -> list[ClaimedKeyPackage]:
+        network = network_of(user_id)
+        answer = await self._request(ClaimRequest(id=_request_id(), user=user_id,
+                                                  client=client))
+        if not isinstance(answer, ClaimAnswer):
+            raise TransportError(f"unexpected answer {answer.op!r} to a claim")
+        return [ClaimedKeyPackage(client_id=f"{network}:{p.client}",
+                                  ref=unb64(p.ref, "ref"),
+                                  key_package=unb64(p.key_package, "key_package"),
+                                  last_resort=p.last_resort)
+                for p in answer.packages]
+
+    # ------------------------------------------------------------------ group messages
+
+    async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                     is_commit: bool, sender: str) -> SubmitResult:
+        """Offer the message in our room. A Commit is ORDERED: the hub order decides
+        which Commit of the epoch wins. Other messages are ACCEPTED: the hub sequences
+        every one (their place is only known when the hub item comes back)."""
+        await self.inner.submit(group_id, epoch, payload, is_commit=is_commit,
+                                sender=sender)
+        return SubmitResult(SubmitStatus.ORDERED if is_commit else SubmitStatus.ACCEPTED)
+
+    async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
+                           group_id: bytes, after_position: int | None = None) -> None:
+        """Our network's recipients directly; the others through the bridge."""
+        own: list[str] = []
+        foreign: dict[str, list[str]] = {}
+        for client_id in client_ids:
+            network, raw = split_client(client_id)
+            if network is None or network == self.network:
+                own.append(raw)
+            else:
+                foreign.setdefault(network, []).append(raw)
+        if own:
+            await self.inner.send_welcome(own, welcome, group_id, after_position)
+        for network, raws in foreign.items():
+            body = WelcomeRelay(group=group_id.hex(), network=network, clients=raws,
+                                welcome=b64(welcome), after=after_position)
+            await self.inner.send_control(self.bridge, encode_control(body))
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        await self.inner.subscribe(client_id, group_id)
+
+    async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
+        await self.inner.unsubscribe(client_id, group_id)
+
+    async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
+                                 ratchet_tree: bytes | None = None) -> None:
+        """In our room, and through the bridge in the others."""
+        await self.inner.publish_group_info(group_id, epoch, group_info, ratchet_tree)
+        body = GroupInfoRelay(group=group_id.hex(), epoch=epoch, group_info=b64(group_info),
+                              tree=None if ratchet_tree is None else b64(ratchet_tree))
+        await self.inner.send_control(self.bridge, encode_control(body))
+
+    async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
+        return await self.inner.fetch_group_info(group_id)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _request_id() -> str:
+    return secrets.token_urlsafe(12)
