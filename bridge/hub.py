@@ -41,6 +41,7 @@ import aiosqlite
 from mls_core.framing import ContentType
 from transports.base import InvalidRequestError, StorageError, SubmitStatus
 from transports.header import ordering_status, read_header
+from transports.sqlite_log import no_sql_parameters_in_logs
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS groups (
@@ -83,6 +84,8 @@ SCHEMA = (
         cursor TEXT NOT NULL,
         PRIMARY KEY (network, room))""",
 )
+
+no_sql_parameters_in_logs()
 
 
 class Rule(StrEnum):

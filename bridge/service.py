@@ -34,6 +34,7 @@ from transports.base import (
     RelayTransport,
     TransportError,
 )
+from transports.bridged import Bridged as BridgedAnswer
 from transports.bridged import (
     BridgeRequest,
     ClaimAnswer,
@@ -49,7 +50,6 @@ from transports.bridged import (
     network_of,
     unb64,
 )
-from transports.bridged import Bridged as BridgedAnswer
 
 from .hub import OrderingHub, Verdict
 
@@ -213,14 +213,18 @@ class Bridge:
                            last_resort=c.last_resort) for c in claimed])
 
     async def _bridge(self, origin: str, body: BridgeRequest) -> BridgedAnswer:
-        """Join the group's room on ``origin`` (we were admitted) and open its room on
-        every other network."""
-        group_id = group_hex(body.group)
+        """A member of ``origin`` asks: it let us into the group's room there."""
+        await self.open_group(group_hex(body.group))
+        log.info("bridging group %s (requested on %s)", body.group, origin)
+        return BridgedAnswer(id=body.id, group=body.group)
+
+    async def open_group(self, group_id: bytes) -> dict[str, str]:
+        """Bridge ``group_id``: join its room on every network (opening the rooms that
+        do not exist yet) and remember them; idempotent. Returns the rooms."""
         for network, transport in self.networks.items():
             await transport.subscribe(transport.client_id, group_id)
             await self.hub.bind(group_id, network, _room_name(transport, group_id))
-        log.info("bridging group %s (requested on %s)", body.group, origin)
-        return BridgedAnswer(id=body.id, group=body.group)
+        return await self.hub.rooms(group_id)
 
     async def _welcome(self, origin: str, body: WelcomeRelay) -> None:
         group_id = group_hex(body.group)

@@ -28,7 +28,11 @@ from typing import Any
 
 import aiosqlite
 
+from transports.sqlite_log import no_sql_parameters_in_logs
+
 from .errors import StorageError
+
+no_sql_parameters_in_logs()
 
 #: Each entry migrates the schema from version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (

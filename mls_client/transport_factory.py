@@ -13,7 +13,31 @@ from .settings import Settings
 
 
 async def open_transport(settings: Settings) -> DeliveryTransport:
-    """A connected transport for ``settings`` (the caller closes it)."""
+    """A connected transport for ``settings`` (the caller closes it). A network account
+    whose settings name a ``bridge`` is a member of bridged groups: its transport is
+    wrapped in :class:`~transports.bridged.BridgedTransport`."""
+    transport = await _open(settings)
+    bridge = _bridge_identity(settings)
+    if bridge is None:
+        return transport
+    from transports.base import RelayTransport
+    from transports.bridged import BridgedTransport
+
+    if not isinstance(transport, RelayTransport):
+        await transport.close()
+        raise ConfigError(f"the {settings.transport.kind} transport cannot be bridged")
+    return BridgedTransport(transport, bridge)
+
+
+def _bridge_identity(settings: Settings) -> str | None:
+    """The bridge's identity on this account's network, if the settings name one."""
+    kind = settings.transport.kind
+    network = settings.xmpp if kind == "xmpp" else settings.matrix if kind == "matrix" else None
+    bridge = getattr(network, "bridge", None)
+    return None if bridge is None else f"{kind}:{bridge}"
+
+
+async def _open(settings: Settings) -> DeliveryTransport:
     kind = settings.transport.kind
     if kind == "local":
         from transports.local import LocalDeliveryService

@@ -62,6 +62,7 @@ from .base import (
     UnknownGroupError,
 )
 from .header import GroupMessageHeader, check_header, ordering_status, read_header
+from .sqlite_log import no_sql_parameters_in_logs
 from .validation import (
     parse_cursor,
     require_bytes,
@@ -71,6 +72,8 @@ from .validation import (
     require_id,
     require_limit,
 )
+
+no_sql_parameters_in_logs()
 
 __all__ = [
     "MIGRATIONS",
@@ -492,7 +495,8 @@ class LocalDeliveryService:
         async with self._read() as db:
             rows = await _rows(
                 db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender, m.position, "
-                    "m.sender_identity, m.relay_seq, m.relayed_for FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
+                    "m.sender_identity, m.relay_seq, m.relayed_for "
+                    "FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
                     "WHERE mb.client_id = ? AND mb.id > ? ORDER BY mb.id LIMIT ?",
                 (client_id, start, limit))
         return [_incoming(row) for row in rows]

@@ -47,7 +47,7 @@ class BridgedNet(Clients):
         accounts = {n: await self.services[n].account(device(n, "bridge"),
                                                       identity(n, "bridge"), network=n)
                     for n in NETWORKS}
-        self.bridge = Bridge(self.hub, accounts)  # type: ignore[arg-type]
+        self.bridge = Bridge(self.hub, accounts)
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.bridge.run(self._stop))
         return self.bridge
@@ -69,13 +69,27 @@ class BridgedNet(Clients):
                                          request_timeout=10)
             settings.setdefault("transport", {"db_path": self.root / "unused.sqlite"})
             client = await MLSClient.open(settings_for(self.root, name, **settings),
-                                          transport)  # type: ignore[arg-type]
+                                          transport)
             await client.create_identity(identity(network, name), device(network, name))
             await client.publish_key_packages()
             self.clients[name] = client
             self.events[name] = []
             self.network[name] = network
             out.append(client)
+        return out
+
+    async def settle(self, *names: str, quiet_rounds: int = 3,
+                     pause: float = 0.05) -> dict[str, list[Any]]:
+        """Sync the named clients (all by default) until nothing new arrives for
+        ``quiet_rounds`` rounds: the bridge relays asynchronously."""
+        out: dict[str, list[Any]] = {n: [] for n in names or tuple(self.clients)}
+        quiet = 0
+        while quiet < quiet_rounds:
+            got = await self.sync(*out)
+            for name, events in got.items():
+                out[name] += events
+            quiet = 0 if any(got.values()) else quiet + 1
+            await asyncio.sleep(pause)
         return out
 
     async def close(self) -> None:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
+import pytest
+
+from mls_client.events import MessageRejected
+from mls_core.errors import PolicyError
+from mls_core.room_policy import Role, RoomPolicy
 from tests.bridge.helpers import bridged_net, identity
 from tests.client.helpers import async_test
 
@@ -19,15 +26,144 @@ async def test_cross_network_group(tmp_path: Path) -> None:
         added = await alice.add_members(gid, [identity("matrix", "carol"),
                                               identity("xmpp", "bob")])
         assert not added.missing_users
-        await net.sync()
+        await net.settle()
         await net.agree(gid, ["alice", "bob", "carol"])
         # a Matrix member adds an XMPP-side... and a Matrix user
         carol = net.clients["carol"]
         await carol.add_members(gid, [identity("matrix", "dave")])
-        await net.sync()
+        await net.settle()
         await net.agree(gid, ["alice", "bob", "carol", "dave"])
         await carol.send(gid, b"hello from matrix")
         await alice.send(gid, b"hello from xmpp")
-        await net.sync()
+        await net.settle()
         assert b"hello from matrix" in net.received("bob", gid)
         assert b"hello from xmpp" in net.received("dave", gid)
+
+
+@async_test
+async def test_crossing_commits_one_wins_everywhere(tmp_path: Path) -> None:
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice", "bob")
+        await net.add("matrix", "carol", "dave")
+        c = net.clients
+        gid = await c["alice"].create_group()
+        await c["alice"].add_members(gid, [identity("xmpp", "bob"), identity("matrix", "carol"),
+                                           identity("matrix", "dave")])
+        await net.settle()
+        for round_ in range(3):
+            epoch = await c["alice"].epoch(gid)
+            results = await asyncio.gather(c["bob"].update(gid), c["carol"].update(gid))
+            assert len(results) == 2
+            await net.settle()
+            assert await c["dave"].epoch(gid) == epoch + 2, round_
+            await net.agree(gid, list(c))
+        assert sum(cl.stats.commits_lost for cl in c.values()) >= 1
+
+
+@async_test
+async def test_policy_enforced_identically_on_both_networks(tmp_path: Path) -> None:
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice", "bob")
+        await net.add("matrix", "carol", "dave")
+        c = net.clients
+        ids = {n: identity(net.network[n], n) for n in c}
+        gid = await c["alice"].create_group(policy=RoomPolicy.standard([ids["alice"].encode()]))
+        await c["alice"].add_members(gid, [ids["bob"], ids["carol"]])
+        await net.settle()
+        epoch = await c["carol"].epoch(gid)
+        with pytest.raises(PolicyError, match="may not add"):
+            await c["carol"].add_members(gid, [ids["dave"]])
+        # a Matrix client that skips its own check: everyone else rejects its Commit
+        c["carol"]._ctx.config.commit_policy = None
+        await c["carol"].remove_members(gid, [ids["bob"]])
+        events = await net.settle("alice", "bob")
+        for name in ("alice", "bob"):
+            rejected = [e for e in events[name] if isinstance(e, MessageRejected)]
+            assert len(rejected) == 1 and "PolicyError" in rejected[0].reason, events[name]
+            assert await c[name].epoch(gid) == epoch
+        await net.agree(gid, ["alice", "bob"])
+        # the group goes on: the admin makes dave... carol is rogue: remove her, then a
+        # policy change gives bob the moderator role and his add is accepted everywhere
+        await c["alice"].remove_members(gid, [ids["carol"]])
+        await c["alice"].set_policy(gid, RoomPolicy.build({ids["alice"].encode(): Role.ADMIN,
+                                                           ids["bob"].encode(): Role.MODERATOR}))
+        await net.settle()
+        await c["bob"].add_members(gid, [ids["dave"]])
+        await net.settle()
+        await net.agree(gid, ["alice", "bob", "dave"])
+        assert await c["dave"].policy(gid) == await c["alice"].policy(gid)
+
+
+@async_test
+async def test_the_bridge_never_sees_plaintext(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    canary = b"canary-4471: the plaintext the bridge must never hold"
+    caplog.set_level(logging.DEBUG)
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice")
+        await net.add("matrix", "carol")
+        gid = await net.clients["alice"].create_group()
+        await net.clients["alice"].add_members(gid, [identity("matrix", "carol")])
+        await net.settle()
+        await net.clients["carol"].send(gid, canary)
+        await net.clients["alice"].send(gid, canary)
+        await net.settle()
+        assert canary in net.received("alice", gid) and canary in net.received("carol", gid)
+        assert net.bridge is not None and net.bridge.stats["relayed"] > 0
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("hub.sqlite*"))
+    assert stored and canary not in stored
+    assert canary.decode() not in caplog.text
+    # the networks themselves carry only ciphertext too
+    for net_file in tmp_path.glob("*-network*.sqlite*"):
+        assert canary not in net_file.read_bytes()
+
+
+@async_test
+async def test_bridge_restart_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice")
+        await net.add("matrix", "carol")
+        gid = await net.clients["alice"].create_group()
+        await net.clients["alice"].add_members(gid, [identity("matrix", "carol")])
+        await net.settle()
+        sent = []
+        for i in range(12):
+            if i == 4:
+                await net.stop_bridge()  # messages 4..7 are offered while it is down
+            if i == 8:
+                await net.start_bridge()
+            who = "alice" if i % 2 else "carol"
+            data = f"message {i}".encode()
+            await net.clients[who].send(gid, data)
+            sent.append((who, data))
+        await net.settle()
+        for name in ("alice", "carol"):
+            got = net.received(name, gid)
+            expected = [d for who, d in sent if who != name]
+            assert got == expected, name  # all, once each, in order
+
+
+@async_test
+async def test_members_ignore_relays_not_from_the_bridge(tmp_path: Path) -> None:
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice", "mallory")
+        await net.add("matrix", "carol")
+        c = net.clients
+        gid = await c["alice"].create_group()
+        await c["alice"].add_members(gid, [identity("matrix", "carol"),
+                                           identity("xmpp", "mallory")])
+        await net.settle()
+        # mallory posts a hub item herself, claiming it is carol's: alice ignores it
+        group = await c["mallory"].group(gid)
+        forged = group.encrypt(b"forged ordering")
+        account = c["mallory"]._ctx.transport.inner  # type: ignore[attr-defined]
+        await account.relay_group(gid, forged, seq=999, sender_identity=identity("matrix",
+                                                                                 "carol"))
+        await net.settle()
+        assert b"forged ordering" not in net.received("alice", gid)
+        # a malformed control message to the bridge is dropped; the bridge goes on
+        await account.send_control(identity("xmpp", "bridge"), b"{not json")
+        await c["carol"].send(gid, b"still relayed")
+        await net.settle()
+        assert b"still relayed" in net.received("alice", gid)
+        assert net.bridge is not None and net.bridge.stats["rejected"] >= 1

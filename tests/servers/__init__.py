@@ -1,18 +1,6 @@
-"""Start and stop real servers (Prosody, Synapse) for integration tests."""
+"""The integration tests' servers: :mod:`devservers` (shared with ``mls-bridge demo
+--real``)."""
 
-from __future__ import annotations
+from devservers import terminate
 
-import signal
-import subprocess
-
-
-def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """SIGTERM a server and wait for it, SIGKILL if it takes longer than ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+__all__ = ["terminate"]

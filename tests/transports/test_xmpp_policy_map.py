@@ -48,3 +48,15 @@ def test_nobody_commits_when_nobody_may_remove() -> None:
     assert remover_index(staying, _policy(remove=Role.NOBODY)) is None
     assert remover_index(staying, _policy(remove=Role.ADMIN)) is None
     assert not may_remove(_policy(remove=Role.MEMBER), EVE)  # banned never may
+
+
+def test_the_bridge_account_is_never_given_a_policy_affiliation() -> None:
+    bridge = b"xmpp:Bridge@example.org"
+    banned = RoomPolicy.build({BOB: Role.ADMIN, bridge: Role.BANNED})
+    for policy in (banned, _policy()):
+        wanted = desired_affiliations(policy, [BOB, bridge, CAROL],
+                                      bridge="bridge@Example.org")
+        assert "bridge@example.org" not in wanted
+        assert wanted["bob@example.org"] == "owner"
+    # without the setting the same policy would outcast it
+    assert desired_affiliations(banned, [BOB])["bridge@example.org"] == "outcast"

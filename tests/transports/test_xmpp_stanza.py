@@ -18,6 +18,7 @@ from transports.xmpp.stanza import (
     Envelope,
     Kind,
     Reassembler,
+    Relay,
     StanzaError,
     b64url,
     decode_group_info,
@@ -199,3 +200,78 @@ def test_settings_identity() -> None:
         "bob@example.org/tab"
     with pytest.raises(ValueError):
         XmppSettings(jid="not-a-jid", password=SecretStr("pw"))
+
+
+@pytest.mark.parametrize("relay", [Relay(0, "matrix:@bob:hs", "DEVICE"),
+                                   Relay(2**63 - 1, "xmpp:bob@example.org", "bob@x/my tab"),
+                                   Relay(5, "matrix:@bob:hs")])
+def test_relay_fields_roundtrip_on_every_chunk(relay: Relay) -> None:
+    env = Envelope(Kind.GROUP, os.urandom(3000), "bridge", GID, 4, relay=relay)
+    els = env.chunks(1024)
+    assert all(el.get("relay-seq") == str(relay.seq) and el.get("relay-for")
+               == relay.relayed_for and el.get("relay-sender") == relay.sender for el in els)
+    assert _roundtrip(env, 1024) == env
+    plain = Envelope(Kind.GROUP, b"x", "phone", GID, 4).chunks()[0]
+    assert not any(k.startswith("relay-") for k in plain.attrib)
+    assert parse_element(plain).envelope.relay is None
+
+
+@pytest.mark.parametrize("attrs, match", [
+    ({"relay-seq": "-1", "relay-for": "x:y"}, "relay-seq"),
+    ({"relay-seq": "1.5", "relay-for": "x:y"}, "relay-seq"),
+    ({"relay-seq": str(2**63), "relay-for": "x:y"}, "relay seq"),
+    ({"relay-seq": "1"}, "both"),
+    ({"relay-for": "x:y"}, "both"),
+    ({"relay-sender": "DEV"}, "both"),
+    ({"relay-seq": "1", "relay-for": ""}, "identity"),
+    ({"relay-seq": "1", "relay-for": "a b"}, "identity"),
+    ({"relay-seq": "1", "relay-for": "x" * 513}, "identity"),
+    ({"relay-seq": "1", "relay-for": "x:y", "relay-sender": "a\x01"}, "sender"),
+    ({"relay-seq": "1", "relay-for": "x:y", "relay-sender": ""}, "sender"),
+])
+def test_malformed_relay_fields_are_typed_errors(attrs: dict[str, str], match: str) -> None:
+    el = Envelope(Kind.GROUP, b"abc", "bridge", GID, 1).chunks()[0]
+    for name, value in attrs.items():
+        el.set(name, value)
+    with pytest.raises(StanzaError, match=match):
+        parse_element(el)
+
+
+def test_relay_fields_only_on_group_items_and_checked_on_send() -> None:
+    el = Envelope(Kind.WELCOME, b"w", "phone", GID).chunks()[0]
+    el.set("relay-seq", "1")
+    el.set("relay-for", "x:y")
+    with pytest.raises(StanzaError, match="relay fields on a 'welcome'"):
+        parse_element(el)
+    for bad in ((-1, "x:y", None), (True, "x:y", None), (1, "", None), (1, "x:y", ""),
+                (1, 5, None)):
+        with pytest.raises(InvalidRequestError):
+            Relay(*bad)
+
+
+def test_relay_fields_must_agree_across_chunks() -> None:
+    env = Envelope(Kind.GROUP, b"r" * 2048, "bridge", GID, 1, msg_id="m",
+                   relay=Relay(1, "matrix:@a:hs"))
+    first, second = env.chunks(1024)
+    second.set("relay-seq", "2")
+    asm = Reassembler()
+    assert asm.add("bridge", parse_element(first), 0) is None
+    with pytest.raises(StanzaError, match="disagree"):
+        asm.add("bridge", parse_element(second), 1)
+
+
+def test_control_items_carry_no_group() -> None:
+    env = Envelope(Kind.CONTROL, b'{"op": "x"}' * 300, "bridge")
+    els = env.chunks(1024)
+    assert all(el.get("kind") == "control" and el.get("group") is None for el in els)
+    assert _roundtrip(env, 1024) == env
+
+
+def test_settings_bridge() -> None:
+    s = XmppSettings(jid="alice@example.org/phone", password=SecretStr("pw"),
+                     bridge="bridge@example.org")
+    assert s.bridge == "bridge@example.org"
+    assert XmppSettings(jid="a@b", password=SecretStr("pw")).bridge is None
+    for bad in ("bridge", "bridge@example.org/res", "@example.org"):
+        with pytest.raises(ValueError):
+            XmppSettings(jid="a@b", password=SecretStr("pw"), bridge=bad)

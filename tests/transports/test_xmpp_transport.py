@@ -17,11 +17,12 @@ from transports.base import (
     InvalidRequestError,
     KeyPackageEntry,
     MessageKind,
+    RelayTransport,
     TransportClosedError,
 )
 from transports.xmpp.plugin import MUC_USER_NS, ArchivedMessage
 from transports.xmpp.settings import XmppSettings
-from transports.xmpp.stanza import Envelope, Kind
+from transports.xmpp.stanza import Envelope, Kind, Relay
 from transports.xmpp.transport import OWN, XmppDeliveryTransport, _Source, decode_cursor
 
 GID = bytes(range(8))
@@ -214,3 +215,95 @@ def test_stream_memory_is_bounded(transport: XmppDeliveryTransport) -> None:
     start = loop.run_until_complete(transport._locate(transport._base_cursor))
     assert transport._slice(start)[0] == transport._stream[0]
     assert transport._slice(start)[0].payload[-1] == 10 - len(transport._stream)
+
+
+def test_is_a_relay_transport(transport: XmppDeliveryTransport) -> None:
+    assert isinstance(transport, RelayTransport) and transport.network == "xmpp"
+
+
+def test_relay_requests_are_checked_before_sending(transport: XmppDeliveryTransport) -> None:
+    async def go() -> None:
+        for call in (transport.relay_group(GID, payload(), seq=-1, sender_identity="x:y"),
+                     transport.relay_group(GID, payload(), seq=1, sender_identity=""),
+                     transport.relay_group(GID, payload(), seq=1, sender_identity="x:y",
+                                           sender=""),
+                     transport.relay_group(GID, b"garbage", seq=1, sender_identity="x:y"),
+                     transport.relay_group(GID, payload(gid=b"other"), seq=1,
+                                           sender_identity="x:y"),
+                     transport.relay_group(GID, b"", seq=1, sender_identity="x:y"),
+                     transport.send_control("matrix:@bob:hs", b"{}"),
+                     transport.send_control("xmpp:bob@example.org/res", b"{}"),
+                     transport.send_control("xmpp:bob@example.org", b""),
+                     transport.admit(GID, "matrix:@bridge:hs"),
+                     transport.admit(b"", "xmpp:bridge@example.org")):
+            with pytest.raises(InvalidRequestError):
+                await call
+
+    asyncio.get_event_loop().run_until_complete(go())
+
+
+def test_relayed_room_entry_keeps_the_authenticated_poster(
+        transport: XmppDeliveryTransport) -> None:
+    source = transport._sources[ROOM]
+    env = Envelope(Kind.GROUP, payload() + b"\x00" * 3000, "main", GID, 3,
+                   relay=Relay(9, "matrix:@carol:hs", "CAROLDEV"))
+    for entry in room_entry("r", env, real="bridge@example.org", chunk_size=1024):
+        transport._ingest(source, entry)
+    plain = Envelope(Kind.GROUP, payload(), "tab", GID, 3)
+    for entry in room_entry("p", plain):
+        transport._ingest(source, entry)
+    relayed, normal = transport._stream
+    assert relayed.kind is MessageKind.GROUP and relayed.payload == env.payload
+    assert (relayed.relay_seq, relayed.relayed_for, relayed.sender) == (
+        9, "matrix:@carol:hs", "CAROLDEV")
+    assert relayed.sender_identity == "xmpp:bridge@example.org"
+    assert relayed.cursor and relayed.position is not None
+    assert (normal.relay_seq, normal.relayed_for, normal.sender) == (
+        None, None, "bob@example.org/tab")
+
+
+def _direct(env: Envelope, frm: str, to: str, aid: str) -> list[ArchivedMessage]:
+    out = []
+    for i, el in enumerate(env.chunks(1024)):
+        msg = ET.Element("{jabber:client}message", {"from": frm, "to": to, "type": "chat"})
+        msg.append(el)
+        out.append(ArchivedMessage(f"{aid}-{i}", msg))
+    return out
+
+
+def test_own_archive_takes_control_bodies_for_the_account(
+        transport: XmppDeliveryTransport, caplog: pytest.LogCaptureFixture) -> None:
+    source = transport._sources[OWN]
+    del transport._sources[ROOM]
+    body = b'{"op": "welcome"}' + b"w" * 3000
+    control = Envelope(Kind.CONTROL, body, "main")
+    entries = [
+        # to the bare JID: every device of the account takes it
+        *_direct(control, "bridge@example.org/main", "alice@example.org", "c1"),
+        # sent by us (our archive keeps a copy): not for us
+        *_direct(Envelope(Kind.CONTROL, b"out", "phone"), "alice@example.org/phone",
+                 "bridge@example.org", "c2"),
+        # sent by this very device to our own account: skipped
+        *_direct(Envelope(Kind.CONTROL, b"self", "phone"), "alice@example.org/phone",
+                 "alice@example.org", "c3"),
+        # another device of ours: taken
+        *_direct(Envelope(Kind.CONTROL, b"sibling", "laptop"), "alice@example.org/laptop",
+                 "alice@example.org/phone", "c4"),
+    ]
+    # a control item naming a group is malformed
+    bad = Envelope(Kind.CONTROL, b"x", "main").chunks()[0]
+    bad.set("group", "AAAA")
+    msg = ET.Element("{jabber:client}message", {"from": "bridge@example.org/main",
+                                                "to": "alice@example.org", "type": "chat"})
+    msg.append(bad)
+    with caplog.at_level(logging.WARNING):
+        for entry in [*entries, ArchivedMessage("c5", msg)]:
+            transport._ingest(source, entry)
+    assert [(i.kind, i.payload, i.sender, i.sender_identity, i.group_id)
+            for i in transport._stream] == [
+        (MessageKind.CONTROL, body, "bridge@example.org/main", "xmpp:bridge@example.org",
+         None),
+        (MessageKind.CONTROL, b"sibling", "alice@example.org/laptop",
+         "xmpp:alice@example.org", None)]
+    assert transport.rejected == 1 and len(caplog.records) == 1
+    assert ROOM not in transport._sources  # a control body subscribes nothing

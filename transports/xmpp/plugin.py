@@ -162,6 +162,8 @@ class MLSBridgePlugin(BasePlugin):
         self._queries: dict[str, list[ArchivedMessage]] = {}
         #: room bare JID -> occupant nick -> real bare JID (non-anonymous rooms)
         self.occupants: dict[str, dict[str, str]] = {}
+        #: bare JID of the bridge account (never demoted by sync_affiliations)
+        self.bridge: str | None = None
         self._query_ids = itertools.count(1)
         register_stanza_plugin(Message, MLSElement)
         self.xmpp.register_handler(Callback(
@@ -522,9 +524,10 @@ class MLSBridgePlugin(BasePlugin):
             outcasts = set(await self.affiliations(room, "outcast"))
         except XmppError:
             outcasts = set()
+        bridge = self._bridge(client)
         for user in set(event.removed):
             if not user.startswith("xmpp:") or user.encode() in present \
-                    or user[5:] in outcasts:
+                    or user[5:] in outcasts or str(JID(user[5:]).bare) == bridge:
                 continue
             banned = policy is not None and policy.role_of(user.encode()) == Role.BANNED
             try:
@@ -538,7 +541,9 @@ class MLSBridgePlugin(BasePlugin):
         "Affiliations from the room policy"; XEP-0045 §9.2-§9.8, §10.3-§10.7): each MLS
         member ``xmpp:<bare JID>`` gets the affiliation of its role (admin → owner,
         moderator → admin, member → member, banned → outcast), every identity the policy
-        bans becomes an outcast, identities of other networks are ignored. Only a room
+        bans becomes an outcast, identities of other networks are ignored. The configured
+        bridge account (``XmppSettings.bridge``) is never touched: it keeps ``admin``
+        whatever the policy says (docs/xmpp.md, "Bridge support"). Only a room
         owner does it (others return ``{}`` at once); our own affiliation changes last,
         and we never give up ownership unless another owner remains. Returns the changes
         made (bare JID -> new affiliation)."""
@@ -551,7 +556,7 @@ class MLSBridgePlugin(BasePlugin):
         if current.get(me) != "owner":
             return {}
         members = [m.credential.identity or b"" for m in await client.members(group_id)]
-        wanted = desired_affiliations(policy, members)
+        wanted = desired_affiliations(policy, members, bridge=self._bridge(client))
         if wanted.get(me, "owner") != "owner" and not any(
                 a == "owner" for j, a in wanted.items() if j != me):
             wanted[me] = "owner"  # the room must keep an owner (XEP-0045 §10.6)
@@ -578,6 +583,13 @@ class MLSBridgePlugin(BasePlugin):
                 out[jid] = affiliation
         return out
 
+    def _bridge(self, client: MLSClient) -> str | None:
+        """The bare JID of the bridge account: set by the XmppDeliveryTransport on this
+        connection (``XmppSettings.bridge``), else from the client's transport settings."""
+        bridge = self.bridge or getattr(getattr(client.transport, "settings", None),
+                                        "bridge", None)
+        return str(JID(bridge).bare) if isinstance(bridge, str) and bridge else None
+
     @staticmethod
     def _muc_service(client: MLSClient) -> str:
         service = getattr(client.transport, "muc_service", None)
@@ -586,16 +598,20 @@ class MLSBridgePlugin(BasePlugin):
 
 
 
-def desired_affiliations(policy: RoomPolicy,
-                         members: Iterable[bytes]) -> dict[str, Affiliation]:
+def desired_affiliations(policy: RoomPolicy, members: Iterable[bytes], *,
+                         bridge: str | None = None) -> dict[str, Affiliation]:
     """Bare JID -> the affiliation its policy role maps to (docs/bridge.md) for MLS
-    members and for every identity the policy bans; non-XMPP identities are ignored."""
+    members and for every identity the policy bans; non-XMPP identities and the bridge
+    account (bare JID ``bridge``, which keeps its ``admin`` affiliation) are left out."""
     out: dict[str, Affiliation] = {}
+    bridge = str(JID(bridge).bare) if bridge else None
     banned = [r.identity for r in policy.roles if r.role == Role.BANNED]
     for identity in [*members, *banned]:
         name = identity.decode("utf-8", "replace")
         if name.startswith("xmpp:") and len(name) > 5:
-            out[str(JID(name[5:]).bare)] = AFFILIATION_OF[policy.role_of(identity)]
+            bare = str(JID(name[5:]).bare)
+            if bare != bridge:
+                out[bare] = AFFILIATION_OF[policy.role_of(identity)]
     return out
 
 

@@ -39,12 +39,19 @@ class XmppSettings(BaseModel):
     submit_timeout: float = Field(default=30.0, gt=0)
     #: seconds to wait to connect and authenticate
     connect_timeout: float = Field(default=20.0, gt=0)
+    #: bare JID of the bridge account of bridged groups (docs/bridge.md): it keeps the
+    #: ``admin`` affiliation whatever the room policy says
+    bridge: str | None = Field(default=None, min_length=3, max_length=1024)
 
     @model_validator(mode="after")
     def _jid_shape(self) -> XmppSettings:
         local, at, rest = self.jid.partition("@")
         if not local or not at or not rest or rest.startswith("/"):
             raise ValueError("jid must look like user@domain or user@domain/resource")
+        if self.bridge is not None:
+            b_local, b_at, b_rest = self.bridge.partition("@")
+            if not b_local or not b_at or not b_rest or "/" in b_rest:
+                raise ValueError("bridge must be a bare JID like bridge@domain")
         return self
 
     @property

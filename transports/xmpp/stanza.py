@@ -7,18 +7,26 @@ bytes and whose attributes say what it is:
 ========== ================================================================ ===========
 ``kind``   ``group`` (an MLSMessage in the room's total order), ``welcome``,  always
            ``group-info`` (GroupInfo + optional ratchet tree, in the room),
-           ``claim`` (a KeyPackage was claimed; to its owner)
-``group``  the MLS group_id, base64url without padding                       not claim
+           ``claim`` (a KeyPackage was claimed; to its owner), ``control`` (a
+           bridge control body, direct to an account)
+``group``  the MLS group_id, base64url without padding                       not claim,
+                                                                              control
 ``epoch``  decimal epoch of the message / GroupInfo                           group,
                                                                               group-info
-``device`` the sending device (XMPP resource) for group items; the target    always
-           device for ``welcome`` and ``claim``
+``device`` the sending device (XMPP resource) for group items and          always
+           ``control``; the target device for ``welcome`` and ``claim``
 ``after``  archive id of the Commit that added the recipient (welcome)       optional
 ``ref``    KeyPackageRef hex (claim)                                          claim
 ``msg``    message id shared by the chunks of one payload                    always
 ``part``,  chunk index (0-based) and chunk count                             always
 ``parts``
 ``sha256`` hex SHA-256 of the whole payload, checked after reassembly        always
+``relay-`` a bridge's hub item (docs/bridge.md): ``relay-seq`` the hub sequence  group,
+``seq``,   number (decimal, < 2^63), ``relay-for`` the origin identity        optional,
+``relay-`` (e.g. ``matrix:@bob:hs``), ``relay-sender`` the origin client id   seq and
+``for``,   (optional); on every chunk                                         for
+``relay-``                                                                    together
+``sender``
 ========== ================================================================ ===========
 
 The namespace belongs to this project (``urn:xmpp:`` is reserved for XSF specifications).
@@ -68,6 +76,11 @@ _ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
 _HEX = re.compile(r"[0-9a-f]{2,256}")
 _B64URL = re.compile(r"[0-9A-Za-z_-]{1,600}")
 _INT = re.compile(r"[0-9]{1,20}")
+#: relay fields: an identity has no whitespace or control character, a client id (an
+#: XMPP resource may hold spaces) no control character; both at most 512 characters
+_IDENTITY = re.compile(r"[^\s\x00-\x1f\x7f]{1,512}")
+_CLIENT = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
+MAX_SEQ = 2**63 - 1
 
 
 class StanzaError(TransportError):
@@ -79,6 +92,8 @@ class Kind(StrEnum):
     WELCOME = "welcome"
     GROUP_INFO = "group-info"
     CLAIM = "claim"
+    #: a bridge control body (docs/bridge.md) sent directly to an account
+    CONTROL = "control"
 
 
 class MLSElement(ElementBase):
@@ -88,7 +103,8 @@ class MLSElement(ElementBase):
     namespace = NS
     plugin_attrib = "mls"
     interfaces: ClassVar[set[str]] = {"kind", "group", "epoch", "device", "after", "ref",
-                                      "msg", "part", "parts", "sha256"}
+                                      "msg", "part", "parts", "sha256", "relay-seq",
+                                      "relay-for", "relay-sender"}
 
 
 def b64url(data: bytes) -> str:
@@ -99,6 +115,34 @@ def unb64url(text: str) -> bytes:
     if not _B64URL.fullmatch(text):
         raise StanzaError("bad base64url attribute")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Relay:
+    """The hub fields a bridge adds to a group message it relays: the hub's sequence
+    number, the network identity of the member who offered it and that member's
+    client id (None when unknown)."""
+
+    seq: int
+    relayed_for: str
+    sender: str | None = None
+
+    def __post_init__(self) -> None:
+        check_relay(self.seq, self.relayed_for, self.sender, InvalidRequestError)
+
+
+def check_relay(seq: object, relayed_for: object, sender: object,
+                error: type[TransportError]) -> None:
+    """Raise ``error`` unless ``seq`` is an int in [0, 2^63), ``relayed_for`` an identity
+    and ``sender`` None or a client id of sane length and characters."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise error(f"relay seq must be an int in [0, {MAX_SEQ}]")
+    if not isinstance(relayed_for, str) or not _IDENTITY.fullmatch(relayed_for):
+        raise error("relayed identity must be 1-512 characters without whitespace or "
+                    "control characters")
+    if sender is not None and (not isinstance(sender, str) or not _CLIENT.fullmatch(sender)):
+        raise error("relayed sender must be None or 1-512 characters without control "
+                    "characters")
 
 
 @dataclass(frozen=True)
@@ -113,6 +157,8 @@ class Envelope:
     after: str | None = None
     ref: str | None = None
     msg_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: hub item fields of a relayed group message (docs/bridge.md), None otherwise
+    relay: Relay | None = None
 
     def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE,
                max_payload: int = DEFAULT_MAX_PAYLOAD) -> list[ET.Element]:
@@ -141,6 +187,11 @@ class Envelope:
             el.set("after", self.after)
         if self.ref is not None:
             el.set("ref", self.ref)
+        if self.relay is not None:
+            el.set("relay-seq", str(self.relay.seq))
+            el.set("relay-for", self.relay.relayed_for)
+            if self.relay.sender is not None:
+                el.set("relay-sender", self.relay.sender)
         el.text = base64.b64encode(piece).decode("ascii")
         return el
 
@@ -181,7 +232,7 @@ def parse_element(el: ET.Element, max_chunk: int = 2 * DEFAULT_CHUNK_SIZE) -> Ch
     part, parts = (int(_attr(el, a, _INT) or 0) for a in ("part", "parts"))
     if not 0 <= part < parts <= MAX_PARTS:
         raise StanzaError("<mls/> has an inconsistent part/parts")
-    group = _attr(el, "group", _B64URL, required=kind is not Kind.CLAIM)
+    group = _attr(el, "group", _B64URL, required=kind not in (Kind.CLAIM, Kind.CONTROL))
     epoch = _attr(el, "epoch", _INT, required=kind in (Kind.GROUP, Kind.GROUP_INFO))
     text = (el.text or "").strip()
     if len(text) > (max_chunk * 4) // 3 + 4:
@@ -195,8 +246,24 @@ def parse_element(el: ET.Element, max_chunk: int = 2 * DEFAULT_CHUNK_SIZE) -> Ch
                    epoch=None if epoch is None else int(epoch),
                    after=_attr(el, "after", _ID, required=False),
                    ref=_attr(el, "ref", _HEX, required=kind is Kind.CLAIM),
-                   msg_id=msg_id or "")
+                   msg_id=msg_id or "", relay=_relay(el, kind))
     return Chunk(env, part, parts, digest or "")
+
+
+def _relay(el: ET.Element, kind: Kind) -> Relay | None:
+    """The relay fields of a chunk: absent, or ``relay-seq`` and ``relay-for`` (with an
+    optional ``relay-sender``) on a ``group`` item; anything else is malformed."""
+    seq, relayed_for, sender = (el.get(f"relay-{n}") for n in ("seq", "for", "sender"))
+    if seq is None and relayed_for is None and sender is None:
+        return None
+    if kind is not Kind.GROUP:
+        raise StanzaError(f"relay fields on a {kind.value!r} item")
+    if seq is None or relayed_for is None:
+        raise StanzaError("relay fields need both relay-seq and relay-for")
+    if not _INT.fullmatch(seq):
+        raise StanzaError("<mls/> has a malformed 'relay-seq' attribute")
+    check_relay(int(seq), relayed_for, sender, StanzaError)
+    return Relay(int(seq), relayed_for, sender)
 
 
 @dataclass
@@ -204,6 +271,7 @@ class _Pending:
     first: int  # caller's index of the first chunk seen (for safe cursors)
     parts: int
     sha256: str
+    relay: Relay | None
     pieces: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -235,10 +303,12 @@ class Reassembler:
         if pending is None:
             if len(self._pending) >= self._max_pending:
                 self._drop(min(self._pending, key=lambda k: self._pending[k].first))
-            pending = self._pending[key] = _Pending(index, chunk.parts, chunk.sha256)
-        elif (pending.parts, pending.sha256) != (chunk.parts, chunk.sha256):
+            pending = self._pending[key] = _Pending(index, chunk.parts, chunk.sha256,
+                                                    chunk.envelope.relay)
+        elif (pending.parts, pending.sha256, pending.relay) != (
+                chunk.parts, chunk.sha256, chunk.envelope.relay):
             self._drop(key)
-            raise StanzaError("chunks of one message disagree on parts/sha256")
+            raise StanzaError("chunks of one message disagree on parts/sha256/relay")
         old = pending.pieces.get(chunk.part, b"")
         pending.pieces[chunk.part] = chunk.envelope.payload
         self._held += len(chunk.envelope.payload) - len(old)

@@ -19,6 +19,10 @@ One instance per device account. Its ``client_id`` is the device's full JID
 * Welcomes are direct ``chat`` messages to the device's full JID; GroupInfo items are
   ``group-info`` messages in the room (only members can read them; the newest epoch
   wins when fetched).
+* Bridge support (:class:`~transports.base.RelayTransport`, docs/bridge.md): a bridge
+  account relays hub items as group messages with ``relay-*`` attributes and exchanges
+  ``control`` bodies with members' accounts as direct ``chat`` messages; it holds the
+  ``admin`` affiliation in bridged rooms (XEP-0045 §9.3).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import slixmpp
 from slixmpp import JID, Message
@@ -66,6 +70,7 @@ from .stanza import (
     Envelope,
     Kind,
     Reassembler,
+    Relay,
     StanzaError,
     b64url,
     decode_group_info,
@@ -174,6 +179,8 @@ class XmppDeliveryTransport:
     #: a PEP item can be fetched by two adders before its owner retracts it: clients
     #: keep a used KeyPackage joinable for a while (KeyPackageSettings.reuse_grace_seconds)
     atomic_claims = False
+    #: the network name of :class:`~transports.base.RelayTransport`
+    network = "xmpp"
 
     def __init__(self, xmpp: slixmpp.ClientXMPP, settings: XmppSettings, *,
                  owns_connection: bool = True) -> None:
@@ -210,6 +217,8 @@ class XmppDeliveryTransport:
         xmpp.add_event_handler("mls_error", self._on_error)
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
+        if settings.bridge and "mls_bridge" in xmpp.plugin:
+            self.plugin.bridge = str(JID(settings.bridge).bare)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -573,16 +582,27 @@ class XmppDeliveryTransport:
         source.order[index] = (header.epoch, header.content_type == ContentType.COMMIT)
         position = _position(source.key, entry.archive_id)
         self._positions[position] = (source.key, entry.archive_id)
+        relay = env.relay
+        # a relayed item names its origin client; the poster is still the account the
+        # room authenticated (the bridged wrapper decides whether to trust it)
         return IncomingMessage(MessageKind.GROUP, env.payload, "", group_id=env.group_id,
-                               sender=f"{bare}/{env.device}", position=position,
-                               sender_identity=f"xmpp:{bare}")
+                               sender=f"{bare}/{env.device}" if relay is None
+                               else relay.sender,
+                               position=position, sender_identity=f"xmpp:{bare}",
+                               relay_seq=None if relay is None else relay.seq,
+                               relayed_for=None if relay is None else relay.relayed_for)
 
     def _own_entry(self, source: _Source, entry: ArchivedMessage, el: ET.Element,
                    index: int) -> IncomingMessage | None:
-        """An entry of our archive: Welcomes and claim notices for this device."""
+        """An entry of our archive: Welcomes and claim notices for this device, control
+        bodies for our account."""
         to, frm = JID(entry.message.get("to", "")), JID(entry.message.get("from", ""))
-        if str(to.bare) != self.bare or el.get("device") != self.device:
-            return None  # sent by us, or for another device of ours
+        if str(to.bare) != self.bare:
+            return None  # sent by us
+        if el.get("kind") == Kind.CONTROL.value:
+            return self._control_entry(source, frm, el, index)
+        if el.get("device") != self.device:
+            return None  # for another device of ours
         env = self._complete(source, str(frm), el, index)
         if env is None:
             return None
@@ -595,6 +615,20 @@ class XmppDeliveryTransport:
         return IncomingMessage(MessageKind.WELCOME, env.payload, "", group_id=env.group_id,
                                sender=str(frm), sender_identity=f"xmpp:{frm.bare}")
 
+    def _control_entry(self, source: _Source, frm: JID, el: ET.Element,
+                       index: int) -> IncomingMessage | None:
+        """A control body sent to our account (every device of it takes it); the
+        sender is the full JID the server stamped on the direct message."""
+        if str(frm) == self.client_id or not frm.bare:
+            return None  # our own, sent to another device of ours
+        env = self._complete(source, str(frm), el, index)
+        if env is None:
+            return None
+        if env.kind is not Kind.CONTROL or env.group_id is not None:
+            raise StanzaError("a control item names a group")
+        return IncomingMessage(MessageKind.CONTROL, env.payload, "", group_id=None,
+                               sender=str(frm), sender_identity=f"xmpp:{frm.bare}")
+
     def _append(self, item: IncomingMessage) -> None:
         cursor = encode_cursor({k: s.safe_point() for k, s in self._sources.items()})
         n = 1
@@ -603,8 +637,7 @@ class XmppDeliveryTransport:
             vector = decode_cursor(cursor)
             vector["#"] = (None, n)
             unique, n = encode_cursor(vector), n + 1
-        item = IncomingMessage(item.kind, item.payload, unique, item.group_id, item.sender,
-                               item.position, item.sender_identity)
+        item = replace(item, cursor=unique)
         self._stream.append(item)
         self._cursor_at[unique] = self._dropped + len(self._stream)
         if len(self._stream) > self.keep_items:
@@ -784,14 +817,18 @@ class XmppDeliveryTransport:
             return SubmitResult(SubmitStatus.ORDERED, position)
         return SubmitResult(SubmitStatus.ACCEPTED, position)
 
-    async def _send_and_wait(self, source: _Source, env: Envelope) -> int:
-        """Send ``env`` to the room (again after a reconnect if it was lost) until the
-        archive holds its last chunk; returns that entry's index."""
+    async def _send_and_wait(self, source: _Source, env: Envelope,
+                             to: JID | None = None) -> int:
+        """Send ``env`` to the room (or as a direct message ``to`` an account, watching
+        our own archive, where the server keeps a copy of what we send) again after a
+        reconnect if it was lost, until the archive holds its last chunk; returns that
+        entry's index."""
         deadline = asyncio.get_running_loop().time() + self.settings.submit_timeout
         while True:
             await self._wait_online()
             origins = self.plugin.send_envelope(
-                JID(source.key), "groupchat", env, chunk_size=self.settings.chunk_size,
+                JID(source.key) if to is None else to, "groupchat" if to is None else "chat",
+                env, chunk_size=self.settings.chunk_size,
                 max_payload=self.settings.max_payload)
             stalled = False
             while True:
@@ -799,7 +836,8 @@ class XmppDeliveryTransport:
                     return source.origins[origins[-1]]
                 error = self._errors.pop(env.msg_id, None)
                 if error is not None:
-                    raise XmppError(f"the room refused our message: {error}", error)
+                    raise XmppError(f"{to or 'the room'} refused our message: {error}",
+                                    error)
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     raise TransportError("timed out waiting for the room to reflect our "
@@ -842,6 +880,52 @@ class XmppDeliveryTransport:
             env = Envelope(Kind.WELCOME, welcome, str(jid.resource), group_id, after=after)
             self.plugin.send_envelope(jid, "chat", env, chunk_size=self.settings.chunk_size,
                                       max_payload=self.settings.max_payload)
+
+    # ------------------------------------------------------------------ bridge support
+
+    async def relay_group(self, group_id: bytes, payload: bytes, *, seq: int,
+                          sender_identity: str, sender: str | None = None) -> int | None:
+        """Post ``payload`` into the group's room as hub item ``seq`` offered by
+        ``sender_identity`` (client ``sender``): a ``group`` item carrying ``relay-seq``,
+        ``relay-for`` and ``relay-sender`` (docs/xmpp.md, "Bridge support"), chunked like
+        any item. Waits for the room's reflection; returns its position."""
+        group_id = require_bytes("group_id", group_id)
+        payload = require_bytes("payload", payload)
+        relay = Relay(seq, sender_identity, sender)  # InvalidRequestError when malformed
+        header = read_header(payload)
+        if header.group_id != group_id:
+            raise InvalidRequestError("the payload belongs to another group")
+        source = await self._ensure_joined(group_id)
+        env = Envelope(Kind.GROUP, payload, self.device, group_id, header.epoch, relay=relay)
+        index = await self._send_and_wait(source, env)
+        position = _position(source.key, source.ids[index])
+        self._positions[position] = (source.key, source.ids[index])
+        return position
+
+    async def send_control(self, user_id: str, body: bytes) -> None:
+        """Send ``body`` to the account ``user_id`` (``xmpp:<bare JID>``) as a direct
+        ``chat`` message of kind ``control`` (chunked when large, with a storage hint:
+        every device reads it from its account's archive, also after being offline).
+        Returns once our own archive holds it, i.e. the server accepted it."""
+        bare = _bare_of_user(user_id)
+        body = require_bytes("body", body)
+        await self._wait_online()
+        own = self._sources.get(OWN)
+        if own is None:
+            raise TransportError("the transport is not started")
+        env = Envelope(Kind.CONTROL, body, self.device)
+        await self._send_and_wait(own, env, to=JID(bare))
+
+    async def admit(self, group_id: bytes, user_id: str) -> None:
+        """Make ``user_id`` (the bridge's account) an ``admin`` of the group's room
+        (XEP-0045 §9.3: it may then grant membership, kick and ban). Needs the room's
+        owner; an account that already owns the room keeps ownership."""
+        bare = _bare_of_user(user_id)
+        source = await self._ensure_joined(require_bytes("group_id", group_id))
+        room = JID(source.key)
+        if bare in await self.plugin.affiliations(room, "owner"):
+            return
+        await self.plugin.set_affiliation(room, bare, "admin")
 
     async def _grant(self, room: JID, bare: str) -> None:
         """Membership of ``bare``: as owner/admin by the admin list, else by a mediated

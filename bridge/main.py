@@ -1,0 +1,89 @@
+"""``mls-bridge bridge --config bridge.toml``: run the bridge service until SIGTERM or
+SIGINT (bridge/service.py; settings in bridge/config.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from transports.base import InvalidRequestError, RelayTransport
+
+from .config import BridgeConfig
+from .hub import OrderingHub
+from .service import Bridge
+
+log = logging.getLogger("mls_bridge.bridge")
+
+
+def setup_logging(config: BridgeConfig) -> None:
+    """Log to ``log_file`` (or stderr). Nothing logged ever carries a payload: the
+    bridge logs identities, group ids, counts and verdicts."""
+    handler: logging.Handler = (logging.FileHandler(config.log_file) if config.log_file
+                                else logging.StreamHandler())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(config.log_level)
+
+
+@contextlib.asynccontextmanager
+async def network_accounts(config: BridgeConfig) -> AsyncIterator[dict[str, RelayTransport]]:
+    """The bridge's logged-in XMPP and Matrix accounts (closed on exit)."""
+    from transports.matrix.transport import MatrixDeliveryTransport
+    from transports.xmpp.transport import XmppDeliveryTransport
+
+    cfg = config.matrix
+    xmpp = await XmppDeliveryTransport.connect(config.xmpp)
+    try:
+        matrix = await MatrixDeliveryTransport.connect(
+            cfg.homeserver, cfg.user_id, journal_path=config.journal_path,
+            password=None if cfg.password is None else cfg.password.get_secret_value(),
+            access_token=None if cfg.access_token is None
+            else cfg.access_token.get_secret_value(),
+            device_id=cfg.device_id, long_poll_ms=cfg.long_poll_ms,
+            timeline_limit=cfg.timeline_limit, max_media=cfg.max_media_bytes,
+            submit_timeout=cfg.submit_timeout)
+        try:
+            yield {"xmpp": xmpp, "matrix": matrix}  # type: ignore[dict-item]
+        finally:
+            await matrix.close()
+    finally:
+        await xmpp.close()
+
+
+async def serve(config: BridgeConfig, stop: asyncio.Event | None = None) -> None:
+    """Run the bridge of ``config`` until ``stop`` is set or a signal arrives."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with network_accounts(config) as accounts:
+        hub = await OrderingHub.open(config.hub_path, tuple(accounts))
+        try:
+            bridge = Bridge(hub, accounts)
+            for pair in config.pairs:
+                rooms = await bridge.open_group(pair.group_id)
+                if pair.matrix_room is not None and rooms.get("matrix") != pair.matrix_room:
+                    raise InvalidRequestError(f"{pair.xmpp_room}: the group's Matrix room "
+                                              f"is {rooms.get('matrix')}, not "
+                                              f"{pair.matrix_room}")
+            log.info("bridge up: %s as %s, %d configured pairs",
+                     ", ".join(accounts), ", ".join(a.user_id for a in accounts.values()),
+                     len(config.pairs))
+            await bridge.run(stop)
+        finally:
+            await hub.close()
+    log.info("bridge stopped")
+
+
+def main(config_path: Path) -> int:
+    config = BridgeConfig.load(config_path)
+    setup_logging(config)
+    asyncio.run(serve(config))
+    return 0
