@@ -43,6 +43,12 @@ def test_the_lowest_index_member_with_the_remove_right_commits() -> None:
     assert remover_index(staying, None) == 0  # no policy: anyone may
 
 
+def test_only_a_member_on_xmpp_commits_the_removal() -> None:
+    staying = [_member(0, MATRIX), _member(1, CAROL), _member(2, BOB)]
+    assert remover_index(staying, _policy(remove=Role.MEMBER)) == 1
+    assert remover_index([_member(0, MATRIX)], None) is None
+
+
 def test_nobody_commits_when_nobody_may_remove() -> None:
     staying = [_member(0, ALICE), _member(1, CAROL)]
     assert remover_index(staying, _policy(remove=Role.NOBODY)) is None

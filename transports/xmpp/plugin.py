@@ -617,10 +617,12 @@ def desired_affiliations(policy: RoomPolicy, members: Iterable[bytes], *,
 
 def remover_index(staying: Sequence[Member], policy: RoomPolicy | None) -> int | None:
     """The leaf that commits the removal of a kicked/banned user: the lowest-index
-    staying member whose policy role may remove others (RoomPolicyEnforcer's rule);
-    None if nobody may."""
+    staying *XMPP* member whose policy role may remove others (RoomPolicyEnforcer's
+    rule); None if nobody may. Only members on this network see the room's kicks and
+    bans; in a bridged group the others are on other networks (docs/bridge.md)."""
     allowed = [m.index for m in staying
-               if policy is None or may_remove(policy, m.credential.identity)]
+               if (m.credential.identity or b"").startswith(b"xmpp:")
+               and (policy is None or may_remove(policy, m.credential.identity))]
     return min(allowed, default=None)
 
 
