@@ -161,7 +161,7 @@ async def run_bridge_tour(out: Out, root: Path, connect: Connect) -> bool:
                 await task
             await tour.close()
             await hub.close()
-        _canary_check(tour, root / "bridge-hub.sqlite")
+        _canary_check(tour, root)
         return tour.ok
 
 
@@ -217,15 +217,13 @@ async def _scenario(tour: Tour, bridge: Bridge) -> None:
              f"{bridge.stats['requests']} control requests")
 
 
-def _canary_check(tour: Tour, hub_path: Path) -> None:
-    data = hub_path.read_bytes() + _wal(hub_path)
-    tour.check(CANARY.encode() not in data, "the canary is nowhere in the bridge's "
-               f"database ({len(data)} bytes of ciphertext, hashes and cursors)")
-
-
-def _wal(path: Path) -> bytes:
-    wal = path.with_name(path.name + "-wal")
-    return wal.read_bytes() if wal.exists() else b""
+def _canary_check(tour: Tour, root: Path) -> None:
+    """Every file the bridge wrote (its hub, and with ``--real`` its Matrix journal)."""
+    files = [p for p in root.glob("bridge*") if p.is_file()]
+    data = b"".join(p.read_bytes() for p in files)
+    tour.check(bool(data) and CANARY.encode() not in data,
+               f"the canary is in none of the bridge's {len(files)} files ({len(data)} "
+               "bytes of ciphertext, hashes and cursors)")
 
 
 async def run(out: Out = print, *, connect: Connect | None = None,

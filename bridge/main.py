@@ -48,7 +48,7 @@ async def network_accounts(config: BridgeConfig) -> AsyncIterator[dict[str, Rela
             timeline_limit=cfg.timeline_limit, max_media=cfg.max_media_bytes,
             submit_timeout=cfg.submit_timeout)
         try:
-            yield {"xmpp": xmpp, "matrix": matrix}  # type: ignore[dict-item]
+            yield {"xmpp": xmpp, "matrix": matrix}
         finally:
             await matrix.close()
     finally:

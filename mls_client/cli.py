@@ -252,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="walk through a group of clients on a temp service")
     demo.add_argument("--clients", type=int, default=5, choices=range(4, 9), metavar="N",
                       help="number of clients, 4-8 (default 5)")
+    demo.add_argument("--real", action="store_true",
+                      help="run the cross-network part over a local Prosody and Synapse "
+                           "(started in a temporary directory) instead of the embedded "
+                           "simulation")
+    demo.add_argument("--only-bridge", action="store_true",
+                      help="run only the cross-network part")
+
+    bridge = sub.add_parser("bridge", help="run the bridge service (one MLS group over "
+                            "XMPP and Matrix rooms; docs/bridge.md)")
+    bridge.add_argument("--config", dest="bridge_config", type=Path, required=True,
+                        help="bridge.toml (see bridge/config.py)")
 
     ident = sub.add_parser("identity", help="this client's identity")
     ident_sub = ident.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -343,9 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from .demo import run_demo
+            return _demo(args)
+        if args.command == "bridge":
+            from bridge.main import main as bridge_main
 
-            return asyncio.run(run_demo(print, clients=args.clients))
+            return bridge_main(args.bridge_config)
         asyncio.run(_run(args))
     except (MLSError, TransportError, _Failure, OSError) as exc:
         print(f"mls-bridge: error: {_one_line(exc)}", file=sys.stderr)
@@ -360,6 +373,20 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(set MLS_BRIDGE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The single-service tour, then the cross-network one (bridge/demo.py)."""
+    from bridge import demo as bridge_demo
+
+    from .demo import run_demo
+
+    status = 0 if args.only_bridge else asyncio.run(run_demo(print, clients=args.clients))
+    if args.real:
+        from bridge.real import real_accounts
+
+        return status or asyncio.run(bridge_demo.run(print, connect=real_accounts))
+    return status or asyncio.run(bridge_demo.run(print))
 
 
 def _one_line(exc: BaseException) -> str:

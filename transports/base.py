@@ -249,5 +249,5 @@ class RelayTransport(DeliveryTransport, Protocol):
     async def admit(self, group_id: bytes, user_id: str) -> None:
         """Let ``user_id`` (the bridge account) into the group's room with the right to
         admit and remove others (XMPP: affiliation admin; Matrix: invite and power
-        level 50); policy-derived rights never demote it."""
+        level 100); policy-derived rights never demote it."""
         ...

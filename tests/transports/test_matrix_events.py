@@ -141,3 +141,80 @@ def test_http_errors_are_typed() -> None:
     assert _retry_after({"retry_after_ms": 250}) == 0.25
     assert _retry_after({"retry_after_ms": 10**9}) == 10.0
     assert _retry_after(None) == 1.0
+
+
+# ------------------------------------------------------------------ bridge support
+
+
+def test_relay_fields_roundtrip_in_message_content() -> None:
+    relay = ev.Relay(5, "xmpp:carol@x", "xmpp:carol@x/phone")
+    content = ev.message_content(ev.Carried(inline=b"mls"), "DEV", relay)
+    assert content["relay"] == {"seq": 5, "sender_identity": "xmpp:carol@x",
+                                "sender": "xmpp:carol@x/phone"}
+    assert ev.parse_message_content(content).relay == relay
+    no_client = ev.message_content(ev.Carried(inline=b"mls"), "DEV", ev.Relay(0, "m:x"))
+    assert "sender" not in no_client["relay"]
+    assert ev.parse_message_content(no_client).relay == ev.Relay(0, "m:x")
+    plain = ev.message_content(ev.Carried(inline=b"mls"), "DEV")
+    assert "relay" not in plain and ev.parse_message_content(plain).relay is None
+
+
+@pytest.mark.parametrize("relay, error", [
+    ({"seq": -1, "sender_identity": "m:x"}, "seq"),
+    ({"seq": True, "sender_identity": "m:x"}, "seq"),
+    ({"seq": "1", "sender_identity": "m:x"}, "seq"),
+    ({"seq": 2**63, "sender_identity": "m:x"}, "seq"),
+    ({"seq": 1.0, "sender_identity": "m:x"}, "seq"),
+    ({"sender_identity": "m:x"}, "seq"),
+    ({"seq": 1}, "sender_identity"),
+    ({"seq": 1, "sender_identity": ""}, "sender_identity"),
+    ({"seq": 1, "sender_identity": "x" * (ev.MAX_RELAY_ID + 1)}, "sender_identity"),
+    ({"seq": 1, "sender_identity": "m:x\n"}, "sender_identity"),
+    ({"seq": 1, "sender_identity": 7}, "sender_identity"),
+    ({"seq": 1, "sender_identity": "m:x", "sender": ["d"]}, "relay.sender"),
+    ({"seq": 1, "sender_identity": "m:x", "sender": ""}, "relay.sender"),
+    ({"seq": 1, "sender_identity": "m:x", "extra": 1}, "relay object"),
+    ("seq=1", "relay object"),
+])
+def test_malformed_relay_fields_make_the_message_malformed(relay: object, error: str) -> None:
+    content = {**ev.message_content(ev.Carried(inline=b"mls"), "DEV"), "relay": relay}
+    with pytest.raises(ev.MalformedEventError, match=error):
+        ev.parse_message_content(content)
+
+
+def test_control_contents_inline_and_media() -> None:
+    inline = ev.control_content(ev.Carried(inline=b'{"op": "x"}'), "DEV")
+    assert set(inline) == {"algorithm", "device_id", "control"}
+    assert ev.parse_control_content(inline) == ev.ParsedControl(
+        "DEV", ev.Carried(inline=b'{"op": "x"}'))
+    ref = ev.media_ref("mxc://hs/abc", b"y" * 100_000)
+    media = ev.control_content(ev.Carried(media=ref), "DEV")
+    assert "control" not in media and ev.parse_control_content(media).carried.media == ref
+    for bad, error in (({**inline, "algorithm": "other"}, "algorithm"),
+                       ({**inline, "device_id": "a b"}, "device_id"),
+                       ({**inline, "control": ""}, "empty"),
+                       ({**inline, "control": "A=="}, "base64")):
+        with pytest.raises(ev.MalformedEventError, match=error):
+            ev.parse_control_content(bad)
+    # a control body is not a Welcome, and a Welcome is not a control body
+    with pytest.raises(ev.MalformedEventError):
+        ev.parse_welcome_content(inline)
+    welcome = ev.welcome_content(ev.Carried(inline=b"w"), b"gid", "!r:hs", None)
+    with pytest.raises(ev.MalformedEventError):
+        ev.parse_control_content(welcome)
+    assert ev.CONTROL_EVENT not in (ev.WELCOME_EVENT, ev.MESSAGE_EVENT)
+
+
+def test_control_recipients_must_be_matrix_identities() -> None:
+    assert ev.require_identity("matrix:@b:hs") == "@b:hs"
+    for bad in ("xmpp:b@hs", "@b:hs", "matrix:b", None):
+        with pytest.raises(InvalidRequestError):
+            ev.require_identity(bad)
+
+
+def test_group_hints_of_invites() -> None:
+    gid = bytes(range(16))
+    assert ev.parse_group_hint(ev.group_hint(gid)) == gid
+    assert ev.parse_group_hint(f"please join: {ev.group_hint(gid)}") == gid
+    for bad in (None, 5, "MLS group", "MLS group abc", "hello"):
+        assert ev.parse_group_hint(bad) is None

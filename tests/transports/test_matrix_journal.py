@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from transports.base import MessageKind, StorageError
 from transports.matrix.journal import (
     Bind,
+    Control,
     GroupEvent,
+    Invite,
     Journal,
     Membership,
     Rejected,
@@ -96,3 +99,78 @@ def test_unreadable_journal_is_a_storage_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError):
         Journal(path)
+
+
+def test_relay_fields_control_items_and_invites(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    relayed = GroupEvent("!r:hs", "$h1", GID, 0, False, "xmpp:c@x/phone",
+                         "matrix:@bridge:hs", b"hub item", 3, "xmpp:c@x")
+    j.apply([Subscribe("!r:hs", GID), relayed, _msg(1),
+             Control(b'{"op": "claim"}', "@a:hs/DEV", "matrix:@a:hs"),
+             Invite("!i:hs", b"g2", "@a:hs"), Invite("!j:hs", b"g2", "@b:hs"),
+             Invite("!k:hs", b"g3", "@b:hs")])
+    hub, plain, control = j.fetch(0, 10)
+    assert (hub.kind, hub.relay_seq, hub.relayed_for, hub.sender, hub.sender_identity) == (
+        MessageKind.GROUP, 3, "xmpp:c@x", "xmpp:c@x/phone", "matrix:@bridge:hs")
+    assert plain.relay_seq is None and plain.relayed_for is None
+    assert (control.kind, control.payload, control.group_id, control.sender,
+            control.sender_identity, control.position) == (
+        MessageKind.CONTROL, b'{"op": "claim"}', None, "@a:hs/DEV", "matrix:@a:hs", None)
+    assert j.invited_rooms(b"g2") == ["!i:hs", "!j:hs"]
+    j.apply([Invite("!i:hs", None)])
+    assert j.invited_rooms(b"g2") == ["!j:hs"] and j.invited_rooms(b"g3") == ["!k:hs"]
+
+
+_SCHEMA_1 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE rooms (room_id TEXT PRIMARY KEY, group_id BLOB UNIQUE, subscribed "
+    "INTEGER NOT NULL DEFAULT 0, next_position INTEGER NOT NULL DEFAULT 0, last_event "
+    "TEXT, anchor TEXT)",
+    "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, room_id TEXT NOT NULL, "
+    "event_id TEXT NOT NULL UNIQUE, group_id BLOB NOT NULL, position INTEGER NOT NULL, "
+    "epoch INTEGER NOT NULL, is_commit INTEGER NOT NULL, sender TEXT, sender_identity "
+    "TEXT NOT NULL, payload BLOB NOT NULL)",
+    "CREATE INDEX events_by_group ON events (group_id, epoch, is_commit, position)",
+    "CREATE UNIQUE INDEX events_by_position ON events (room_id, position)",
+    "CREATE TABLE mailbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL CHECK "
+    "(kind IN ('group', 'welcome')), event_row INTEGER REFERENCES events (id), group_id "
+    "BLOB NOT NULL, payload BLOB, sender TEXT)",
+    "CREATE TABLE sent_txns (txn_id TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE published_refs (ref BLOB PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE members (room_id TEXT NOT NULL, user_id TEXT NOT NULL, membership TEXT "
+    "NOT NULL, PRIMARY KEY (room_id, user_id)) WITHOUT ROWID",
+    "CREATE TABLE member_log (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL "
+    "UNIQUE, room_id TEXT NOT NULL, user_id TEXT NOT NULL, membership TEXT NOT NULL, "
+    "sender TEXT NOT NULL)",
+    "CREATE TABLE rejected (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, "
+    "reason TEXT NOT NULL)",
+)
+
+
+def test_a_schema_1_journal_is_migrated_with_its_cursors(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    for statement in _SCHEMA_1:
+        db.execute(statement)
+    db.execute("INSERT INTO rooms (room_id, group_id, subscribed, next_position) "
+               "VALUES ('!r:hs', ?, 1, 1)", (GID,))
+    db.execute("INSERT INTO events (room_id, event_id, group_id, position, epoch, "
+               "is_commit, sender, sender_identity, payload) VALUES ('!r:hs', '$e0', ?, 0, "
+               "0, 0, '@u:hs/D', 'matrix:@u:hs', x'01')", (GID,))
+    db.execute("INSERT INTO mailbox (id, kind, group_id, payload, sender) VALUES "
+               "(7, 'welcome', ?, x'02', '@a:hs')", (GID,))
+    db.execute("INSERT INTO mailbox (id, kind, event_row, group_id) VALUES (9, 'group', 1, ?)",
+               (GID,))
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    before = j.fetch(0, 10)
+    assert [(i.cursor, i.kind, i.payload) for i in before] == [
+        ("7", MessageKind.WELCOME, b"\x02"), ("9", MessageKind.GROUP, b"\x01")]
+    j.apply([Control(b"ctl", None, "matrix:@b:hs"), _msg(1)])
+    after = j.fetch(9, 10)
+    assert [(i.kind, i.payload) for i in after] == [
+        (MessageKind.CONTROL, b"ctl"), (MessageKind.GROUP, b"payload 1")]
+    assert int(after[0].cursor) > 9  # cursors keep growing after the migration
+    j.close()

@@ -119,6 +119,17 @@ def test_designated_remover_needs_the_remove_right() -> None:
     assert may_remove(None, None)
 
 
+def test_only_members_on_matrix_act_on_room_bans() -> None:
+    """In a bridged group an XMPP member never sees the Matrix room's bans."""
+    policy = RoomPolicy.standard([b"xmpp:root@x", ident(A)])
+    members = [Member(0, Credential.basic(b"xmpp:root@x"), b"\x00"),
+               Member(1, Credential.basic(ident(A)), b"\x01"),
+               Member(2, Credential.basic(ident(B)), b"\x02")]
+    g = cast("Group", _Group(members, _Context((policy.extension(),))))
+    assert designated_remover(g, ident(B)) == 1  # not the XMPP admin at leaf 0
+    assert policy_changer(g, ident(B)) == 1
+
+
 def test_ban_is_recorded_by_the_lowest_member_allowed_to_change_the_policy() -> None:
     policy = RoomPolicy.build({ident(C): Role.ADMIN, ident(B): Role.MODERATOR},
                               rules={Action.ADD: Role.MEMBER})
@@ -131,3 +142,19 @@ def test_ban_is_recorded_by_the_lowest_member_allowed_to_change_the_policy() -> 
     assert banned.role_of(ident(B)) == Role.MODERATOR
     assert banned.min_role(Action.ADD) == Role.MEMBER  # rules kept
     assert with_role(banned, ident(A), Role.MEMBER).role_of(ident(A)) == Role.MEMBER
+
+
+def test_the_bridge_keeps_level_100_and_is_never_banned() -> None:
+    bridge = "@bridge:hs"
+    current = {"users": {A: 100, bridge: 100}}
+    silent = RoomPolicy.build({ident(A): Role.ADMIN})  # does not name the bridge
+    assert derive_power_levels(silent, current)["users"] == {A: 100}  # what it would do
+    assert derive_power_levels(silent, current, bridge=bridge)["users"] == {
+        A: 100, bridge: 100}
+    hostile = RoomPolicy.build({ident(A): Role.ADMIN, ident(bridge): Role.BANNED,
+                                ident(B): Role.BANNED}, default_role=Role.ADMIN)
+    out = derive_power_levels(hostile, current, bridge=bridge)
+    assert out["users"] == {bridge: 100} and out["users_default"] == 100
+    assert banned_users(hostile, bridge) == [B]
+    # a bridge that created the room (version 12) has unlimited power: not listed
+    assert derive_power_levels(silent, {}, frozenset({bridge}), bridge)["users"] == {A: 100}

@@ -104,3 +104,53 @@ async def test_transient_failures_give_up_after_a_few_attempts(tmp_path: Path) -
         False, False, True]
     assert t._give_up("$other", ev.MalformedEventError("bad"))
     await t.close()
+
+
+@async_test
+async def test_bridge_methods_check_their_arguments(tmp_path: Path) -> None:
+    from transports.base import RelayTransport
+
+    t = _transport(tmp_path)
+    assert isinstance(t, RelayTransport) and t.network == "matrix"
+    gid = b"g" * 8
+    with pytest.raises(InvalidRequestError, match="matrix:"):
+        await t.send_control("xmpp:bob@x", b"body")
+    with pytest.raises(InvalidRequestError, match="matrix:"):
+        await t.send_control("@bob:hs", b"body")
+    with pytest.raises(InvalidRequestError):
+        await t.send_control("matrix:@bob:hs", b"")
+    with pytest.raises(InvalidRequestError, match="matrix:"):
+        await t.admit(gid, "xmpp:bridge@x")
+    with pytest.raises(UnknownGroupError):
+        await t.admit(gid, "matrix:@bridge:hs")
+    for seq, identity in ((-1, "xmpp:c@x"), (True, "xmpp:c@x"), (1, ""), (1, "x" * 600)):
+        with pytest.raises(InvalidRequestError, match="relay"):
+            await t.relay_group(gid, _private_message(gid, 0), seq=seq,
+                                sender_identity=identity)
+    with pytest.raises(InvalidRequestError, match="group_id"):
+        await t.relay_group(gid, _private_message(b"h" * 8, 0), seq=1,
+                            sender_identity="xmpp:c@x")
+    with pytest.raises(UnknownGroupError):
+        await t.relay_group(gid, _private_message(gid, 0), seq=1, sender_identity="xmpp:c@x")
+    await t.close()
+    with pytest.raises(TransportClosedError):
+        await t.send_control("matrix:@bob:hs", b"body")
+
+
+def test_bridge_setting_is_a_matrix_user_id(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from transports.matrix.settings import MatrixSettings
+
+    base = {"homeserver": "http://127.0.0.1:8008", "user_id": "@a:hs", "password": "p"}
+    assert MatrixSettings.model_validate(base).bridge is None
+    for given in ("@bridge:hs", "matrix:@bridge:hs"):
+        assert MatrixSettings.model_validate({**base, "bridge": given}).bridge == "@bridge:hs"
+    for bad in ("bridge@hs", "xmpp:bridge@hs", "@bridge"):
+        with pytest.raises(ValidationError):
+            MatrixSettings.model_validate({**base, "bridge": bad})
+    journal = Journal(tmp_path / "j.sqlite")
+    t = MatrixDeliveryTransport(_NoNetwork(), journal,  # type: ignore[arg-type]
+                                bridge="matrix:@bridge:hs")
+    assert t.bridge_user == "@bridge:hs"
+    journal.close()

@@ -150,6 +150,12 @@ class MatrixApi:
         raise TransportError(f"{method} {path}: still rate-limited after "
                              f"{MAX_429_RETRIES} tries")
 
+    async def ban(self, room_id: str, user_id: str, reason: str | None = None) -> None:
+        """Ban ``user_id`` from the room (client-server API ``POST /rooms/{id}/ban``)."""
+        body = {"user_id": user_id} if reason is None else {"user_id": user_id,
+                                                              "reason": reason}
+        await self.request("POST", f"{CLIENT}/rooms/{quote(room_id)}/ban", body)
+
     async def upload(self, data: bytes) -> str:
         """Store bytes in the media repository; returns the ``mxc://`` URI."""
         out = await self.raw("POST", "/_matrix/media/v3/upload", data,

@@ -41,6 +41,7 @@ from .policy_sync import PolicySync
 if TYPE_CHECKING:
     from mls_client import MLSClient, Settings
     from mls_client.events import ClientEvent, MessageReceived
+    from mls_core.events import Member
     from mls_core.group import Group
 
     from .transport import MatrixDeliveryTransport
@@ -258,15 +259,15 @@ def policy_changer(group: Group, excluded: bytes) -> int | None:
     for member in sorted(group.members, key=lambda m: m.index):
         role = policy.role_of(member.credential.identity)
         if member.credential.identity != excluded and needed != Role.NOBODY \
-                and role != Role.BANNED and role >= needed:
+                and role != Role.BANNED and role >= needed and _on_matrix(member):
             return member.index
     return None
 
 
 def designated_remover(group: Group, removed: bytes) -> int | None:
     """Leaf index of the member that removes the user ``removed`` (a credential
-    identity) after a kick or ban: the lowest-index member that stays in the group and
-    whose policy role allows removing others. None if the user is not a member or no
+    identity) after a kick or ban: the lowest-index Matrix member that stays in the
+    group and whose policy role allows removing others. None if the user is not a member or no
     remaining member has the right."""
     policy = RoomPolicy.from_extensions(group.context.extensions)
     members = sorted(group.members, key=lambda m: m.index)
@@ -274,6 +275,12 @@ def designated_remover(group: Group, removed: bytes) -> int | None:
         return None
     for member in members:
         if member.credential.identity != removed \
-                and may_remove(policy, member.credential.identity):
+                and may_remove(policy, member.credential.identity) and _on_matrix(member):
             return member.index
     return None
+
+
+def _on_matrix(member: Member) -> bool:
+    """Only members on Matrix see the room's kicks and bans; in a bridged group the
+    others are on other networks (docs/bridge.md)."""
+    return (member.credential.identity or b"").startswith(b"matrix:")

@@ -28,6 +28,8 @@ PREFIX = "org.mlsbridge.mls"
 MESSAGE_EVENT = f"{PREFIX}.message"
 #: to-device message carrying a Welcome
 WELCOME_EVENT = f"{PREFIX}.welcome"
+#: to-device message carrying a bridge control body (docs/bridge.md)
+CONTROL_EVENT = "org.mlsbridge.control"
 #: room state binding the room to one MLS group (state_key "")
 GROUP_STATE = f"{PREFIX}.group"
 #: room state holding the latest GroupInfo for external joins (state_key "")
@@ -43,6 +45,10 @@ EVENT_SIZE_LIMIT = 65_536
 #: raw payloads up to this size travel inline: base64 makes them 4/3 larger, and the rest
 #: of the event (ids, signatures, hashes, unsigned) must still fit under the limit
 INLINE_LIMIT = 45_000
+#: longest relayed identity / client id accepted in relay fields
+MAX_RELAY_ID = 512
+#: largest hub sequence number (SQLite's signed 64-bit integers)
+MAX_RELAY_SEQ = 2**63 - 1
 #: largest media payload a receiver downloads (a hostile sender cannot exhaust memory)
 DEFAULT_MAX_MEDIA = 16 * 1024 * 1024
 
@@ -241,17 +247,61 @@ def parse_carried(content: Mapping[str, Any], field: str,
 # ------------------------------------------------------------------------ contents
 
 
-def message_content(carried: Carried, device_id: str) -> dict[str, Any]:
+def message_content(carried: Carried, device_id: str,
+                    relay: Relay | None = None) -> dict[str, Any]:
     """Content of a :data:`MESSAGE_EVENT` (MSC4256 shape: ``algorithm`` + base64
-    ``ciphertext``; ``device_id`` names the sending device, ``body`` is the fallback)."""
-    return {"algorithm": ALGORITHM, "body": FALLBACK_BODY, "device_id": device_id,
-            **carry_json(carried, "ciphertext")}
+    ``ciphertext``; ``device_id`` names the sending device, ``body`` is the fallback).
+    A bridge's hub item adds ``relay`` (:meth:`Relay.to_json`)."""
+    out = {"algorithm": ALGORITHM, "body": FALLBACK_BODY, "device_id": device_id,
+           **carry_json(carried, "ciphertext")}
+    if relay is not None:
+        out["relay"] = relay.to_json()
+    return out
+
+
+@dataclass(frozen=True)
+class Relay:
+    """The relay fields of a hub item (docs/bridge.md): the hub's sequence number, the
+    identity of the member who offered it and its client id, as the poster wrote them."""
+
+    seq: int
+    sender_identity: str
+    sender: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seq": self.seq, "sender_identity": self.sender_identity}
+        if self.sender is not None:
+            out["sender"] = self.sender
+        return out
+
+    @classmethod
+    def from_json(cls, value: object) -> Relay:
+        """Strict: ``seq`` a non-negative integer, ``sender_identity`` (and the optional
+        ``sender``) a non-empty string of at most :data:`MAX_RELAY_ID` characters."""
+        if not isinstance(value, Mapping) or set(value) - {"seq", "sender_identity",
+                                                          "sender"}:
+            raise MalformedEventError("relay is not a relay object")
+        seq = value.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_RELAY_SEQ:
+            raise MalformedEventError("relay.seq is not a non-negative integer")
+        sender = value.get("sender")
+        return cls(seq, _relay_id(value.get("sender_identity"), "relay.sender_identity"),
+                   None if sender is None else _relay_id(sender, "relay.sender"))
+
+
+def _relay_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_RELAY_ID \
+            or not value.isprintable():
+        raise MalformedEventError(f"{what} is not a string of 1 to {MAX_RELAY_ID} "
+                                  "printable characters")
+    return value
 
 
 @dataclass(frozen=True)
 class ParsedMessage:
     device_id: str
     carried: Carried
+    relay: Relay | None = None
 
 
 def parse_message_content(content: object,
@@ -261,7 +311,8 @@ def parse_message_content(content: object,
     device = content.get("device_id")
     if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
         raise MalformedEventError("device_id is missing or invalid")
-    return ParsedMessage(device, parse_carried(content, "ciphertext", max_media))
+    relay = Relay.from_json(content["relay"]) if "relay" in content else None
+    return ParsedMessage(device, parse_carried(content, "ciphertext", max_media), relay)
 
 
 def welcome_content(carried: Carried, group_id: bytes, room_id: str,
@@ -297,6 +348,57 @@ def parse_welcome_content(content: object,
         raise MalformedEventError("group_id is empty")
     return ParsedWelcome(group_id, room_id, after,
                          parse_carried(content, "welcome", max_media))
+
+
+def control_content(carried: Carried, device_id: str) -> dict[str, Any]:
+    """Content of a :data:`CONTROL_EVENT` to-device message: the body (``control`` or
+    ``control_file``) and the sending device."""
+    return {"algorithm": ALGORITHM, "device_id": device_id, **carry_json(carried, "control")}
+
+
+@dataclass(frozen=True)
+class ParsedControl:
+    device_id: str
+    carried: Carried
+
+
+def parse_control_content(content: object,
+                          max_media: int = DEFAULT_MAX_MEDIA) -> ParsedControl:
+    if not isinstance(content, Mapping) or content.get("algorithm") != ALGORITHM:
+        raise MalformedEventError("not an MLS control content (algorithm)")
+    device = content.get("device_id")
+    if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
+        raise MalformedEventError("device_id is missing or invalid")
+    return ParsedControl(device, parse_carried(content, "control", max_media))
+
+
+def require_identity(identity: object) -> str:
+    """The Matrix user id of a network-qualified identity ``matrix:<user id>`` (the
+    prefix is required: identities of other networks are refused)."""
+    if not isinstance(identity, str) or not identity.startswith(IDENTITY_PREFIX):
+        raise InvalidRequestError(f"{identity!r} is not an identity matrix:<user id>")
+    return user_of_identity(identity)
+
+
+#: how an invite names the group its room is bound to (the invite's ``reason``, shown
+#: in the invitee's stripped state; the topic of our rooms says the same)
+_GROUP_HINT = re.compile(r"MLS group ([0-9a-f]{2,512})")
+
+
+def group_hint(group_id: bytes) -> str:
+    """The invite reason / room topic that names ``group_id``."""
+    return f"MLS group {group_id.hex()}"
+
+
+def parse_group_hint(text: object) -> bytes | None:
+    """The group an invite reason or room topic names, if any (only a hint: the room's
+    binding is checked after joining)."""
+    if not isinstance(text, str):
+        return None
+    match = _GROUP_HINT.search(text)
+    if match is None or len(match.group(1)) % 2:
+        return None
+    return bytes.fromhex(match.group(1))
 
 
 def group_state_content(group_id: bytes) -> dict[str, Any]:

@@ -10,7 +10,11 @@ The Matrix room timeline is the group's total order; the journal records it dura
 * ``meta``: the ``/sync`` token, written in the same transaction as what that sync
   brought, so a restart resumes exactly where the last applied sync ended;
 * ``rooms`` (binding, subscription, last seen event, pending Welcome anchor), current
-  ``members``, the ``member_log`` of membership changes, ``rejected`` events.
+  ``members``, the ``member_log`` of membership changes, ``rejected`` events, and the
+  pending ``invites`` with the group each one names (a hint, checked when joining).
+
+Schema 2 (bridge support) added the relay fields of group events, CONTROL items in the
+mailbox (no group) and ``invites``; a schema-1 journal is migrated in place.
 
 Writes happen in :meth:`Journal.apply`, one synchronous transaction per sync response and
 without any ``await`` inside, so a cancelled sync can never leave half of a batch behind.
@@ -25,7 +29,31 @@ from pathlib import Path
 
 from transports.base import IncomingMessage, MessageKind, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_MAILBOX = """CREATE TABLE mailbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('group', 'welcome', 'control')),
+        event_row INTEGER REFERENCES events (id),
+        group_id BLOB,
+        payload BLOB,
+        sender TEXT,
+        sender_identity TEXT
+    )"""
+_INVITES = """CREATE TABLE invites (
+        room_id TEXT PRIMARY KEY, group_id BLOB NOT NULL, inviter TEXT NOT NULL
+    )"""
+#: schema 1 -> 2: relay fields, CONTROL items (SQLite cannot alter a CHECK constraint,
+#: so the mailbox is copied into a new table, ids and cursors unchanged)
+_MIGRATE_2 = (
+    "ALTER TABLE events ADD COLUMN relay_seq INTEGER",
+    "ALTER TABLE events ADD COLUMN relayed_for TEXT",
+    "ALTER TABLE mailbox RENAME TO mailbox_v1",
+    _MAILBOX,
+    "INSERT INTO mailbox (id, kind, event_row, group_id, payload, sender) "
+    "SELECT id, kind, event_row, group_id, payload, sender FROM mailbox_v1",
+    "DROP TABLE mailbox_v1",
+    _INVITES,
+)
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE rooms (
@@ -46,18 +74,14 @@ _SCHEMA = (
         is_commit INTEGER NOT NULL,
         sender TEXT,
         sender_identity TEXT NOT NULL,
-        payload BLOB NOT NULL
+        payload BLOB NOT NULL,
+        relay_seq INTEGER,
+        relayed_for TEXT
     )""",
     "CREATE INDEX events_by_group ON events (group_id, epoch, is_commit, position)",
     "CREATE UNIQUE INDEX events_by_position ON events (room_id, position)",
-    """CREATE TABLE mailbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL CHECK (kind IN ('group', 'welcome')),
-        event_row INTEGER REFERENCES events (id),
-        group_id BLOB NOT NULL,
-        payload BLOB,
-        sender TEXT
-    )""",
+    _MAILBOX,
+    _INVITES,
     "CREATE TABLE sent_txns (txn_id TEXT PRIMARY KEY) WITHOUT ROWID",
     "CREATE TABLE published_refs (ref BLOB PRIMARY KEY) WITHOUT ROWID",
     """CREATE TABLE members (
@@ -102,6 +126,9 @@ class GroupEvent:
     sender: str | None
     sender_identity: str
     payload: bytes
+    #: relay fields as the poster wrote them (events.Relay), for any sender
+    relay_seq: int | None = None
+    relayed_for: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +138,25 @@ class Welcome:
     after_event: str | None
     payload: bytes
     sender: str
+
+
+@dataclass(frozen=True)
+class Control:
+    """A bridge control body sent to this user's devices (to-device)."""
+
+    payload: bytes
+    sender: str | None
+    sender_identity: str
+
+
+@dataclass(frozen=True)
+class Invite:
+    """This user was invited to ``room_id``, whose invite names ``group_id``; None
+    forgets the invite (joined, left or withdrawn)."""
+
+    room_id: str
+    group_id: bytes | None
+    inviter: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,7 +188,8 @@ class Subscribe:
     group_id: bytes
 
 
-Op = Bind | GroupEvent | Welcome | Membership | Seen | Rejected | Subscribe
+Op = (Bind | GroupEvent | Welcome | Control | Invite | Membership | Seen | Rejected
+      | Subscribe)
 
 
 @dataclass(frozen=True)
@@ -197,9 +244,9 @@ class Journal:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StorageError(f"journal schema {version} is newer than this code")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             with self._tx():
-                for statement in _SCHEMA:
+                for statement in _SCHEMA if version == 0 else _MIGRATE_2:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -292,18 +339,19 @@ class Journal:
         return [MembershipChange(int(i), str(room), None if g is None else bytes(g),
                                  str(u), str(m), str(s)) for i, room, g, u, m, s in rows]
 
+    def invited_rooms(self, group_id: bytes) -> list[str]:
+        """Rooms we are invited to whose invite names ``group_id``, oldest first."""
+        return [str(r[0]) for r in self._db.execute(
+            "SELECT room_id FROM invites WHERE group_id = ? ORDER BY rowid", (group_id,))]
+
     def fetch(self, after: int, limit: int) -> list[IncomingMessage]:
         rows = self._db.execute(
             "SELECT m.id, m.kind, COALESCE(e.payload, m.payload), m.group_id, "
-            "COALESCE(e.sender, m.sender), e.position, e.sender_identity "
+            "COALESCE(e.sender, m.sender), e.position, "
+            "COALESCE(e.sender_identity, m.sender_identity), e.relay_seq, e.relayed_for "
             "FROM mailbox m LEFT JOIN events e ON e.id = m.event_row "
             "WHERE m.id > ? ORDER BY m.id LIMIT ?", (after, limit))
-        return [IncomingMessage(kind=MessageKind(kind), payload=bytes(payload),
-                                cursor=str(mid), group_id=bytes(gid),
-                                sender=None if sender is None else str(sender),
-                                position=None if pos is None else int(pos),
-                                sender_identity=None if ident is None else str(ident))
-                for mid, kind, payload, gid, sender, pos, ident in rows]
+        return [_incoming(row) for row in rows]
 
     # ------------------------------------------------------------------ writes
 
@@ -320,6 +368,12 @@ class Journal:
             self._group_event(op)
         elif isinstance(op, Welcome):
             self._welcome(op)
+        elif isinstance(op, Control):
+            self._db.execute("INSERT INTO mailbox (kind, payload, sender, sender_identity) "
+                             "VALUES ('control', ?, ?, ?)",
+                             (op.payload, op.sender, op.sender_identity))
+        elif isinstance(op, Invite):
+            self._invite(op)
         elif isinstance(op, Bind):
             self._bind(op)
         elif isinstance(op, Membership):
@@ -364,9 +418,10 @@ class Journal:
                                     (op.room_id,)).fetchone()[0]
         cur = self._db.execute(
             "INSERT INTO events (room_id, event_id, group_id, position, epoch, is_commit, "
-            "sender, sender_identity, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "sender, sender_identity, payload, relay_seq, relayed_for) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (op.room_id, op.event_id, op.group_id, position, op.epoch, int(op.is_commit),
-             op.sender, op.sender_identity, op.payload))
+             op.sender, op.sender_identity, op.payload, op.relay_seq, op.relayed_for))
         self._db.execute("UPDATE rooms SET next_position = next_position + 1 "
                          "WHERE room_id = ?", (op.room_id,))
         if room.anchor == op.event_id:
@@ -398,6 +453,14 @@ class Journal:
                          "id, group_id FROM events WHERE room_id = ? AND position > ? "
                          "ORDER BY position", (op.room_id, anchor.position))
 
+    def _invite(self, op: Invite) -> None:
+        if op.group_id is None:
+            self._db.execute("DELETE FROM invites WHERE room_id = ?", (op.room_id,))
+            return
+        self._db.execute("INSERT INTO invites (room_id, group_id, inviter) VALUES (?, ?, ?) "
+                         "ON CONFLICT (room_id) DO UPDATE SET group_id = excluded.group_id, "
+                         "inviter = excluded.inviter", (op.room_id, op.group_id, op.inviter))
+
     def _membership(self, op: Membership) -> None:
         self._ensure_room(op.room_id)
         self._db.execute("INSERT INTO members (room_id, user_id, membership) VALUES (?, ?, ?) "
@@ -416,6 +479,18 @@ class Journal:
     def pending_anchor_rooms(self) -> Sequence[str]:
         return [str(r[0]) for r in self._db.execute(
             "SELECT room_id FROM rooms WHERE anchor IS NOT NULL")]
+
+
+def _incoming(row: tuple[object, ...]) -> IncomingMessage:
+    mid, kind, payload, gid, sender, pos, ident, seq, relayed_for = row
+    return IncomingMessage(
+        kind=MessageKind(str(kind)), payload=bytes(payload),  # type: ignore[call-overload]
+        cursor=str(mid), group_id=None if gid is None else bytes(gid),  # type: ignore[call-overload]
+        sender=None if sender is None else str(sender),
+        position=None if pos is None else int(pos),  # type: ignore[call-overload]
+        sender_identity=None if ident is None else str(ident),
+        relay_seq=None if seq is None else int(seq),  # type: ignore[call-overload]
+        relayed_for=None if relayed_for is None else str(relayed_for))
 
 
 def _room(row: tuple[object, ...]) -> RoomRecord:

@@ -20,6 +20,10 @@ own event types keep working for every member: messages and GroupInfo need level
 the room ↔ group binding and the power levels themselves need 100. Only identities
 ``matrix:<user id>`` are mapped; other networks' identities in the policy are ignored.
 
+The bridge account of bridged groups (``MatrixSettings.bridge``, docs/bridge.md) is not
+an MLS member and never named by the policy's rights: it always keeps level 100 and is
+never banned, whatever the policy says about it.
+
 Whenever the policy in force differs from what the room says, the *writer* — the
 lowest-index MLS member whose Matrix user may change the power levels under the room's
 current ones — writes the derived content (and bans users whose role is ``banned``).
@@ -101,10 +105,12 @@ def room_creators(create_event: Mapping[str, Any]) -> frozenset[str]:
 
 
 def derive_power_levels(policy: RoomPolicy, current: Mapping[str, Any],
-                        creators: frozenset[str] = frozenset()) -> dict[str, Any]:
+                        creators: frozenset[str] = frozenset(),
+                        bridge: str | None = None) -> dict[str, Any]:
     """The ``m.room.power_levels`` content that matches ``policy``; keys the policy does
     not decide (``redact``, ``state_default``, other event types...) are kept from
-    ``current``. Room creators (``creators``) must not be listed in ``users``."""
+    ``current``. Room creators (``creators``) must not be listed in ``users``; the
+    ``bridge`` user (if any) is always at :data:`ADMIN_LEVEL`."""
     out = dict(current)
     default = out["users_default"] = LEVEL_OF_ROLE[Role(policy.default_role)]
     # banned users are banned from the room instead; default levels need no entry
@@ -112,6 +118,8 @@ def derive_power_levels(policy: RoomPolicy, current: Mapping[str, Any],
                     if (user := matrix_user(r.identity)) is not None
                     and user not in creators and r.role != Role.BANNED
                     and (level := LEVEL_OF_ROLE[Role(r.role)]) != default}
+    if bridge is not None and bridge not in creators:
+        out["users"][bridge] = ADMIN_LEVEL
     out["invite"] = LEVEL_OF_ROLE[policy.min_role(Action.ADD)]
     out["kick"] = out["ban"] = LEVEL_OF_ROLE[policy.min_role(Action.REMOVE)]
     events = current.get("events")
@@ -119,10 +127,10 @@ def derive_power_levels(policy: RoomPolicy, current: Mapping[str, Any],
     return out
 
 
-def banned_users(policy: RoomPolicy) -> list[str]:
-    """Matrix users whose policy role is ``banned``."""
+def banned_users(policy: RoomPolicy, bridge: str | None = None) -> list[str]:
+    """Matrix users whose policy role is ``banned`` (never the ``bridge`` user)."""
     return [user for r in policy.roles if r.role == Role.BANNED
-            if (user := matrix_user(r.identity)) is not None]
+            if (user := matrix_user(r.identity)) is not None and user != bridge]
 
 
 def level_of(levels: Mapping[str, Any], user: str,
@@ -219,8 +227,9 @@ class PolicySync:
         try:
             creators = await self.creators(room_id)
             current = await self.power_levels(group_id)
-            desired = derive_power_levels(policy, current, creators)
-            to_ban = [u for u in banned_users(policy) if u not in creators
+            bridge = self.transport.bridge_user
+            desired = derive_power_levels(policy, current, creators, bridge)
+            to_ban = [u for u in banned_users(policy, bridge) if u not in creators
                       and self.transport.current_membership(room_id, u) != "ban"]
             if desired == current and not to_ban:
                 self.transport.set_mark(mark, digest)
@@ -230,9 +239,7 @@ class PolicySync:
             if desired != current:
                 await self.transport.api.request("PUT", self._path(room_id), desired)
             for user in to_ban:
-                await self.transport.api.request(
-                    "POST", f"{CLIENT}/rooms/{quote(room_id)}/ban",
-                    {"user_id": user, "reason": "banned by the MLS room policy"})
+                await self.transport.api.ban(room_id, user, "banned by the MLS room policy")
         except MatrixApiError as exc:
             # e.g. demoting another admin: Matrix lets nobody lower an equal level
             log.warning("cannot apply the room policy of %s to %s: %s", group_id.hex(),

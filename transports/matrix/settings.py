@@ -5,6 +5,7 @@ Pydantic only: importable without matrix-nio, so settings validate on any instal
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -36,12 +37,25 @@ class MatrixSettings(BaseModel):
     max_media_bytes: int = Field(default=16 * 1024 * 1024, ge=65_536, le=1 << 30)
     #: seconds ``submit`` waits for its event to come back through ``/sync``
     submit_timeout: float = Field(default=30.0, gt=0, le=600)
+    #: the bridge account of bridged groups (docs/bridge.md), its user id (a
+    #: ``matrix:`` prefix is dropped): room policy sync never lowers its power level
+    bridge: str | None = None
 
     @model_validator(mode="after")
     def _credentials(self) -> MatrixSettings:
         if self.password is None and self.access_token is None:
             raise ValueError("either password or access_token is required")
         return self
+
+    @field_validator("bridge")
+    @classmethod
+    def _bridge(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        user = value.removeprefix("matrix:")
+        if not re.fullmatch(r"@[^:\s]+:[^/\s]+", user):
+            raise ValueError(f"bridge {value!r} is not a Matrix user id")
+        return user
 
     @field_validator("journal_path")
     @classmethod

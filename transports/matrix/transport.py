@@ -13,7 +13,11 @@ One instance per Matrix device (the MLS client ``<user id>/<device id>`` of the 
   event size limit go through the media repository (``mxc://`` URI + SHA-256);
 * the incoming stream is a local :class:`~.journal.Journal` fed by ``/sync``; its ids
   are the durable cursors, and the sync token is stored with what each sync brought.
-  Gaps (``limited`` timelines, newly joined rooms) are filled with ``/messages``.
+  Gaps (``limited`` timelines, newly joined rooms) are filled with ``/messages``;
+* bridge support (:class:`~transports.base.RelayTransport`, ``docs/matrix.md`` "Bridge
+  support"): hub items are group message events with a ``relay`` object, control
+  messages are to-device ``org.mlsbridge.control``, and :meth:`admit` invites the bridge
+  account with power level 100.
 """
 
 from __future__ import annotations
@@ -55,8 +59,10 @@ from . import events as ev
 from .api import CLIENT, MatrixApi, MatrixApiError, quote
 from .journal import (
     Bind,
+    Control,
     EventRecord,
     GroupEvent,
+    Invite,
     Journal,
     Membership,
     MembershipChange,
@@ -77,16 +83,28 @@ _BACKFILL_PAGE = 500
 _PARALLEL_INVITES = 8
 _TRANSIENT_ATTEMPTS = 3
 _TO_DEVICE_BUDGET = 1_000_000
+POWER_LEVELS = "m.room.power_levels"
+#: the bridge account's power level: it invites, kicks, bans and sends state whatever
+#: the room policy's levels are (room versions spec, "Authorization rules")
+BRIDGE_LEVEL = 100
 
 
 class MatrixDeliveryTransport:
-    """A :class:`~transports.base.DeliveryTransport` for one Matrix device."""
+    """A :class:`~transports.base.DeliveryTransport` (and
+    :class:`~transports.base.RelayTransport`) for one Matrix device. ``bridge``: the
+    user id (or ``matrix:`` identity) of the bridge account of bridged groups, whose
+    power level room policy sync never lowers (:mod:`.policy_sync`)."""
+
+    network = "matrix"
 
     def __init__(self, api: MatrixApi, journal: Journal, *, cipher_suite: int = 1,
                  long_poll_ms: int = DEFAULT_LONG_POLL_MS,
                  timeline_limit: int = DEFAULT_TIMELINE_LIMIT,
                  max_media: int = ev.DEFAULT_MAX_MEDIA,
-                 submit_timeout: float = DEFAULT_SUBMIT_TIMEOUT) -> None:
+                 submit_timeout: float = DEFAULT_SUBMIT_TIMEOUT,
+                 bridge: str | None = None) -> None:
+        #: the bridge account's Matrix user id, if groups of this device are bridged
+        self.bridge_user = None if bridge is None else ev.user_of_identity(bridge)
         self._api = api
         self._journal = journal
         self.cipher_suite = cipher_suite
@@ -288,12 +306,47 @@ class MatrixDeliveryTransport:
         group_id = require_bytes("group_id", group_id)
         room = self._journal.room_for_group(group_id)
         if room is None:
-            room_id = await self._create_room(group_id)
+            room_id = await self._join_invited(group_id) or await self._create_room(group_id)
         else:
             room_id = room.room_id
             if self._journal.membership(room_id, self.matrix_user_id) != "join":
                 await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
         self._journal.apply([Subscribe(room_id, group_id)])
+
+    async def _join_invited(self, group_id: bytes) -> str | None:
+        """Join the room we were invited to for ``group_id`` (e.g. by :meth:`admit`),
+        if any: the invite only names the group, so the room's binding is checked after
+        joining, and a room bound to anything else is left again."""
+        await self._sync(0)
+        known = self._journal.room_for_group(group_id)
+        if known is not None:
+            return known.room_id  # a sync or a Welcome bound it meanwhile
+        for room_id in self._journal.invited_rooms(group_id):
+            self._preempt()
+            async with self._lock:  # no sync may journal the room before it is bound
+                if await self._joined_bound(room_id, group_id):
+                    self._journal.apply([Invite(room_id, None),
+                                         Subscribe(room_id, group_id)])
+                    return room_id
+                self._journal.apply([Invite(room_id, None), Rejected(
+                    room_id, f"the invite named group {group_id.hex()}, the room not")])
+        return None
+
+    async def _joined_bound(self, room_id: str, group_id: bytes) -> bool:
+        try:
+            await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
+            bound = ev.parse_group_state(await self._api.request(
+                "GET", f"{CLIENT}/rooms/{quote(room_id)}/state/{ev.GROUP_STATE}/"))
+        except (MatrixApiError, ev.MalformedEventError) as exc:
+            log.warning("cannot join %s for group %s: %s", room_id, group_id.hex(), exc)
+            bound = None
+        if bound == group_id:
+            return True
+        try:
+            await self._api.request("POST", f"{CLIENT}/rooms/{quote(room_id)}/leave", {})
+        except MatrixApiError as exc:
+            log.info("cannot leave %s: %s", room_id, exc)
+        return False
 
     async def _create_room(self, group_id: bytes) -> str:
         """A private room whose state binds it to the group. Any member may invite and
@@ -301,7 +354,7 @@ class MatrixDeliveryTransport:
         A group with a room policy gets power levels derived from it (policy_sync)."""
         out = await self._api.request("POST", f"{CLIENT}/createRoom", {
             "preset": "private_chat",
-            "topic": f"MLS group {group_id.hex()}",
+            "topic": ev.group_hint(group_id),
             "initial_state": [{"type": ev.GROUP_STATE, "state_key": "",
                                "content": ev.group_state_content(group_id)}],
             "power_level_content_override": {
@@ -432,6 +485,80 @@ class MatrixDeliveryTransport:
             return None
         membership = out.get("membership")
         return membership if isinstance(membership, str) else None
+
+    # ------------------------------------------------------------------ bridge support
+
+    async def relay_group(self, group_id: bytes, payload: bytes, *, seq: int,
+                          sender_identity: str, sender: str | None = None) -> int | None:
+        """Post ``payload`` as hub item ``seq`` offered by ``sender_identity`` (client
+        ``sender``): a group message event with a ``relay`` object. Waits, like
+        :meth:`submit`, until the timeline has it; returns its position."""
+        if self._closed:
+            raise TransportClosedError("the Matrix transport is closed")
+        group_id = require_bytes("group_id", group_id)
+        payload = require_bytes("payload", payload)
+        relay = ev.Relay.from_json(ev.Relay(seq, sender_identity, sender).to_json())
+        if read_header(payload).group_id != group_id:
+            raise InvalidRequestError("payload group_id differs from the given group_id")
+        room = self._room(group_id)
+        if not room.subscribed:
+            self._journal.apply([Subscribe(room.room_id, group_id)])
+        content = ev.message_content(await self._carry(payload, ev.INLINE_LIMIT),
+                                     self.device_id, relay)
+        # a relay of the same item after a crash is the same transaction (idempotent)
+        digest = hashlib.sha256(seq.to_bytes(8, "big") + payload).hexdigest()
+        txn = "relay." + digest[:40]
+        self._journal.record_txn(txn)
+        out = await self._api.request(
+            "PUT", f"{CLIENT}/rooms/{quote(room.room_id)}/send/{ev.MESSAGE_EVENT}/{txn}",
+            content)
+        event_id = out.get("event_id")
+        if not isinstance(event_id, str):
+            raise TransportError("the homeserver returned no event_id")
+        return (await self._await_event(event_id)).position
+
+    async def send_control(self, user_id: str, body: bytes) -> None:
+        """Send ``body`` to every device of ``user_id`` (``matrix:<user id>``) as a
+        to-device :data:`~.events.CONTROL_EVENT` (device ``*``, client-server API
+        "Send-to-Device messaging"): the homeserver keeps it for each device until that
+        device's next ``/sync``. Bodies over the inline limit go through media."""
+        if self._closed:
+            raise TransportClosedError("the Matrix transport is closed")
+        user = ev.require_identity(user_id)
+        body = require_bytes("body", body)
+        content = ev.control_content(await self._carry(body, ev.INLINE_LIMIT),
+                                     self.device_id)
+        txn = hashlib.sha256(user.encode() + b"\0" + body).hexdigest()[:40]
+        await self._api.request("PUT", f"{CLIENT}/sendToDevice/{ev.CONTROL_EVENT}/{txn}",
+                                {"messages": {user: {"*": content}}})
+
+    async def admit(self, group_id: bytes, user_id: str) -> None:
+        """Give ``user_id`` (the bridge, ``matrix:<user id>``) power level 100 in the
+        group's room and invite it, naming the group in the invite's reason (its
+        :meth:`subscribe` finds the room by it). The caller needs level 100 itself
+        (a sender cannot raise anyone above its own level)."""
+        if self._closed:
+            raise TransportClosedError("the Matrix transport is closed")
+        user = ev.require_identity(user_id)
+        group_id = require_bytes("group_id", group_id)
+        room = self._room(group_id)
+        path = f"{CLIENT}/rooms/{quote(room.room_id)}/state/{POWER_LEVELS}/"
+        levels = await self._api.request("GET", path)
+        users = levels.get("users")
+        users = dict(users) if isinstance(users, dict) else {}
+        if users.get(user) != BRIDGE_LEVEL:
+            await self._api.request("PUT", path,
+                                    {**levels, "users": {**users, user: BRIDGE_LEVEL}})
+        if user == self.matrix_user_id:
+            return
+        try:
+            await self._api.request("POST", f"{CLIENT}/rooms/{quote(room.room_id)}/invite",
+                                    {"user_id": user, "reason": ev.group_hint(group_id)})
+        except MatrixApiError as exc:
+            # already invited or joined is fine; anything else is the caller's problem
+            if exc.status != 403 or await self._member_state(room.room_id, user) not in (
+                    "join", "invite"):
+                raise
 
     # ------------------------------------------------------------------ GroupInfo
 
@@ -582,6 +709,10 @@ class MatrixDeliveryTransport:
         for item in _list(_dict(resp.get("to_device")).get("events")):
             ops.extend(await self._to_device(item))
         rooms = _dict(resp.get("rooms"))
+        for room_id, invited in _dict(rooms.get("invite")).items():
+            ops.extend(self._invited(room_id, _dict(invited)))
+        for room_id in [*_dict(rooms.get("join")), *_dict(rooms.get("leave"))]:
+            ops.append(Invite(room_id, None))
         for room_id, joined in _dict(rooms.get("join")).items():
             ops.extend(await self._joined_room(room_id, _dict(joined)))
         for room_id, left in _dict(rooms.get("leave")).items():
@@ -589,6 +720,24 @@ class MatrixDeliveryTransport:
             for event in timeline:
                 ops.extend(await self._room_event(room_id, _dict(event)))
         return ops, next_batch
+
+    def _invited(self, room_id: str, invited: Mapping[str, Any]) -> list[Op]:
+        """An invite to a room not yet known as bound: remember the group its invite
+        reason (or else the room topic, both in the stripped state) names."""
+        known = self._journal.room(room_id)
+        if known is not None and known.group_id is not None:
+            return []
+        group_id: bytes | None = None
+        inviter = ""
+        for event in map(_dict, _list(_dict(invited.get("invite_state")).get("events"))):
+            content = _dict(event.get("content"))
+            if event.get("type") == "m.room.member" and \
+                    event.get("state_key") == self.matrix_user_id:
+                inviter = str(event.get("sender", ""))
+                group_id = ev.parse_group_hint(content.get("reason")) or group_id
+            elif event.get("type") == "m.room.topic" and group_id is None:
+                group_id = ev.parse_group_hint(content.get("topic"))
+        return [] if group_id is None else [Invite(room_id, group_id, inviter)]
 
     async def _joined_room(self, room_id: str, joined: Mapping[str, Any]) -> list[Op]:
         """A room's new timeline events, preceded by whatever the sync left out: the
@@ -671,6 +820,13 @@ class MatrixDeliveryTransport:
         except DecodeError as exc:
             raise ev.MalformedEventError(f"not an MLS group message: {exc}") from None
         client_id: str | None = ev.client_id_of(sender, parsed.device_id)
+        if parsed.relay is not None:
+            # a hub item: its client is the origin's, as the poster wrote it; whether
+            # to trust that is the reader's business (transports/bridged.py)
+            return [GroupEvent(room_id, event_id, header.group_id, header.epoch,
+                               header.content_type == ContentType.COMMIT,
+                               parsed.relay.sender, ev.identity_of(sender), payload,
+                               parsed.relay.seq, parsed.relay.sender_identity)]
         if client_id == self.client_id:
             if not self._own_echo(event):
                 client_id = None  # claims to come from this device, which did not send it
@@ -714,8 +870,11 @@ class MatrixDeliveryTransport:
         return isinstance(txn, str) and self._journal.sent_txn(txn)
 
     async def _to_device(self, message: Mapping[str, Any]) -> list[Op]:
-        """A Welcome: resolve it, join its room (we were invited with it)."""
+        """A Welcome: resolve it, join its room (we were invited with it). A control
+        message: resolve it and deliver it."""
         sender = message.get("sender")
+        if message.get("type") == ev.CONTROL_EVENT and isinstance(sender, str):
+            return await self._control(sender, message.get("content"))
         if message.get("type") != ev.WELCOME_EVENT or not isinstance(sender, str):
             return []
         try:
@@ -737,6 +896,22 @@ class MatrixDeliveryTransport:
         return [Welcome(parsed.group_id, parsed.room_id, parsed.after_event, payload,
                         sender)]
 
+
+    async def _control(self, sender: str, content: object) -> list[Op]:
+        """A CONTROL item: the homeserver vouches for the sending user, the device named
+        in the content must be one of that user's (else ``sender`` is None)."""
+        key = f"control from {sender}"
+        try:
+            parsed = ev.parse_control_content(content, self._max_media)
+            payload = await self._resolve(parsed.carried)
+        except TransportError as exc:
+            if not self._give_up(key, exc):
+                raise
+            return [Rejected(key, str(exc))]
+        known = (sender == self.matrix_user_id and parsed.device_id == self.device_id) \
+            or await self._known_device(sender, parsed.device_id)
+        client = ev.client_id_of(sender, parsed.device_id) if known else None
+        return [Control(payload, client, ev.identity_of(sender))]
 
     def _for_us(self, payload: bytes) -> bool:
         """A Welcome naming one of the KeyPackageRefs we published (§12.4.3.1)."""

@@ -1,0 +1,224 @@
+"""Members on a real Prosody and a real Synapse, and the bridge service as a separate
+process (``mls-bridge bridge --config bridge.toml``), as it is deployed."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, ParamSpec
+
+from pydantic import SecretStr
+
+from devservers.prosody import ProsodyServer
+from devservers.synapse import SynapseServer
+from mls_client import MLSClient, Settings
+from mls_client.errors import NotFoundError
+from mls_client.events import ClientEvent
+from mls_client.settings import KeyPackageSettings
+from tests.client.helpers import Clients
+from transports.base import RelayTransport
+from transports.bridged import BridgedTransport
+from transports.matrix.transport import MatrixDeliveryTransport
+from transports.xmpp.settings import XmppSettings
+from transports.xmpp.transport import XmppDeliveryTransport
+
+P = ParamSpec("P")
+PASSWORD = "bridge-test-pw"
+TEST_TIMEOUT = 240.0
+_ids = itertools.count(1)
+
+
+def bridge_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test with asyncio.run, failing (not hanging) after TEST_TIMEOUT."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        async def bounded() -> None:
+            async with asyncio.timeout(TEST_TIMEOUT):
+                await fn(*args, **kwargs)
+        asyncio.run(bounded())
+
+    return wrapper
+
+
+class BridgeProcess:
+    """The bridge service in its own process, with its own state directory."""
+
+    def __init__(self, root: Path, prosody: ProsodyServer, synapse: SynapseServer,
+                 tag: str) -> None:
+        self.root = root
+        self.prosody = prosody
+        self.synapse = synapse
+        self.xmpp_user = f"bridge{tag}"
+        self.jid = prosody.register(self.xmpp_user, PASSWORD)
+        self.matrix_user = synapse.register(f"bridge{tag}", PASSWORD)
+        self.config = root / "bridge.toml"
+        self.log = root / "bridge.log"
+        self.state = root / "bridge-state"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.config.write_text(
+            f'state_dir = "{self.state}"\nlog_file = "{self.log}"\n\n'
+            f'[xmpp]\njid = "{self.jid}/relay"\npassword = "{PASSWORD}"\n'
+            f'host = "127.0.0.1"\nport = {prosody.port}\nallow_plaintext = true\n'
+            f'muc_service = "{prosody.muc_domain}"\nsubmit_timeout = 20.0\n\n'
+            f'[matrix]\nhomeserver = "{synapse.url}"\nuser_id = "{self.matrix_user}"\n'
+            f'password = "{PASSWORD}"\nlong_poll_ms = 1000\n')
+
+    def identity(self, network: str) -> str:
+        return f"xmpp:{self.jid}" if network == "xmpp" else f"matrix:{self.matrix_user}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start and wait until it logged in to both networks."""
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        out = (self.root / "bridge.out").open("ab")
+        self._proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mls-bridge")), "bridge", "--config",
+             str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"the bridge exited: {self.output()}")
+            if self.log.exists() and b"bridge up" in self.log.read_bytes()[mark:]:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the bridge did not come up: {self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+        self._proc = None
+
+    def output(self) -> str:
+        texts = [p.read_text(errors="replace")[-3000:] for p in
+                 (self.root / "bridge.out", self.log) if p.exists()]
+        return "\n".join(texts)
+
+    def stored_bytes(self) -> bytes:
+        """Everything the bridge wrote: its log, output and every state file."""
+        files = [self.log, self.root / "bridge.out", *self.state.rglob("*")]
+        return b"".join(p.read_bytes() for p in files if p.is_file())
+
+
+class RealNet(Clients):
+    """Members (name -> MLSClient) on XMPP or Matrix, all bridged by one process."""
+
+    def __init__(self, prosody: ProsodyServer, synapse: SynapseServer, root: Path) -> None:
+        self.prosody = prosody
+        self.synapse = synapse
+        self.root = root
+        self.tag = f"b{next(_ids)}x{int(time.time() * 1000) % 100000}"
+        self.bridge = BridgeProcess(root, prosody, synapse, self.tag)
+        self.clients: dict[str, MLSClient] = {}
+        self.events: dict[str, list[ClientEvent]] = {}
+        self.inner: dict[str, RelayTransport] = {}
+        self.network: dict[str, str] = {}
+
+    def identity(self, name: str) -> str:
+        return self.inner[name].user_id
+
+    async def transport(self, network: str, name: str) -> RelayTransport:
+        user = f"{name}{self.tag}"
+        if network == "xmpp":
+            jid = await asyncio.to_thread(self.prosody.register, user, PASSWORD)
+            return await XmppDeliveryTransport.connect(XmppSettings(
+                jid=f"{jid}/dev", password=SecretStr(PASSWORD), host="127.0.0.1",
+                port=self.prosody.port, muc_service=self.prosody.muc_domain,
+                allow_plaintext=True, submit_timeout=20.0, bridge=self.bridge.jid))
+        user_id = await asyncio.to_thread(self.synapse.register, user, PASSWORD)
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        return await MatrixDeliveryTransport.connect(
+            self.synapse.url, user_id, password=PASSWORD,
+            journal_path=self.root / name / "journal.sqlite", long_poll_ms=500,
+            bridge=self.bridge.matrix_user)
+
+    async def add(self, network: str, *names: str) -> list[MLSClient]:
+        out = []
+        for name in names:
+            inner = await self.transport(network, name)
+            wrapped = BridgedTransport(inner, self.bridge.identity(network))
+            settings = Settings(state_dir=self.root / name,
+                                key_packages=KeyPackageSettings(pool_size=3, threshold=1),
+                                poll_interval=0.05)
+            client = await MLSClient.open(settings, wrapped)
+            await client.create_identity(inner.user_id, inner.client_id)
+            await client.publish_key_packages()
+            self.clients[name] = client
+            self.inner[name] = inner
+            self.events[name] = []
+            self.network[name] = network
+            out.append(client)
+        return out
+
+    async def until(self, check: Callable[[], Awaitable[bool]], what: str,
+                    timeout: float = 60.0, *names: str) -> None:
+        """Sync (the named clients, default all) until ``check`` holds."""
+        deadline = time.monotonic() + timeout
+        while not await check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for: {what}\n{self.bridge.output()}")
+            await self.sync(*names)
+            await asyncio.sleep(0.1)
+
+    async def at_epoch(self, group_id: bytes, epoch: int, names: list[str]) -> bytes:
+        """Wait until every named member is at ``epoch``; they agree on it."""
+        async def reached() -> bool:
+            for name in names:
+                try:
+                    if await self.clients[name].epoch(group_id) < epoch:
+                        return False
+                except NotFoundError:  # its Welcome has not been processed yet
+                    return False
+            return True
+        await self.until(reached, f"{names} at epoch {epoch}", 60.0, *names)
+        return await self.agree(group_id, names)
+
+    async def got(self, name: str, group_id: bytes, data: bytes) -> None:
+        async def arrived() -> bool:
+            return data in self.received(name, group_id)
+        await self.until(arrived, f"{name} receiving {data!r}", 60.0, name)
+
+    async def quiet(self, seconds: float = 2.0, *names: str) -> None:
+        """Keep syncing for ``seconds`` (to show that something does *not* arrive)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self.sync(*names)
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        await asyncio.to_thread(self.bridge.stop)
+
+
+async def enforce_bans(net: RealNet, name: str, group_id: bytes, banned: str) -> None:
+    """Run ``name``'s Matrix bot (room kicks and bans → MLS removals) until ``banned``
+    is no longer a member."""
+    from transports.matrix.bot import MatrixBot
+
+    bot = MatrixBot(net.clients[name], net.inner[name])  # type: ignore[arg-type]
+
+    async def removed() -> bool:
+        await bot.step()
+        members = await net.clients[name].members(group_id)
+        return banned.encode() not in [m.credential.identity for m in members]
+    await net.until(removed, f"{banned} removed after the room ban", 60.0, name)
