@@ -205,8 +205,9 @@ class RealNet(Clients):
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
-        for client in self.clients.values():
+        for name, client in self.clients.items():
             await client.close()
+            await self.inner[name].close()  # a client does not own a transport given to it
         await asyncio.to_thread(self.bridge.stop)
 
 
