@@ -32,6 +32,7 @@ from transports.base import (
     InvalidRequestError,
     MessageKind,
     RelayTransport,
+    StorageError,
     TransportError,
 )
 from transports.bridged import Bridged as BridgedAnswer
@@ -57,6 +58,8 @@ log = logging.getLogger("mls_bridge.bridge")
 
 #: the hub's cursor key for an account's whole stream (all its rooms)
 STREAM = "*"
+#: seconds before reading or publishing again after a network failure
+RETRY_DELAY = 1.0
 
 
 class Bridge:
@@ -100,10 +103,21 @@ class Bridge:
                     await task
 
     async def _read(self, network: str) -> None:
+        """Read ``network``'s account stream from the hub's cursor; a network failure
+        is retried (from the cursor: nothing is skipped), a database failure is not."""
         transport = self.networks[network]
-        after = await self.hub.cursor(network, STREAM)
-        async for item in transport.receive(transport.client_id, after):
-            await self.handle(network, item)
+        while True:
+            try:
+                after = await self.hub.cursor(network, STREAM)
+                async for item in transport.receive(transport.client_id, after):
+                    await self.handle(network, item)
+                return  # the transport was closed
+            except StorageError:
+                raise
+            except TransportError as exc:
+                log.warning("reading %s failed (%s); again in %g s", network, exc,
+                            RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
 
     async def step(self) -> int:
         """Process what every account has now and publish what is due (tests, the
@@ -129,10 +143,16 @@ class Bridge:
                 await self._offer(network, item)
             elif item.kind is MessageKind.CONTROL:
                 await self._control(network, item)
+        except StorageError:
+            raise  # the cursor stays: the item is handled again after a restart
         except (TransportError, MLSError) as exc:
             self.stats["rejected"] += 1
             log.warning("dropped a %s item from %s on %s: %s", item.kind.value,
                         item.sender_identity, network, exc)
+        except Exception:  # a bug: one bad item must not stop the bridge for good
+            self.stats["rejected"] += 1
+            log.exception("failed on a %s item from %s on %s", item.kind.value,
+                          item.sender_identity, network)
         await self.hub.set_cursor(network, STREAM, item.cursor)
 
     # ------------------------------------------------------------------ ordering
@@ -158,7 +178,15 @@ class Bridge:
 
     async def _publish_loop(self, network: str) -> None:
         while True:
-            await self.publish(network)
+            try:
+                await self.publish(network)
+            except StorageError:
+                raise
+            except TransportError as exc:  # the outbox keeps it: try again later
+                log.warning("publishing to %s failed (%s); again in %g s", network, exc,
+                            RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._wake[network].wait()

@@ -55,6 +55,9 @@ CONTROL_VERSION: Literal[1] = 1
 #: largest control body accepted (a Welcome of a very large group, base64 in JSON)
 MAX_CONTROL_BYTES = 24 * 1024 * 1024
 
+#: remembered runs of filtered-out items (see BridgedTransport.fetch)
+_MAX_SKIPS = 256
+
 _NETWORK = re.compile(r"^([a-z][a-z0-9-]{0,31}):")
 
 
@@ -254,6 +257,8 @@ class BridgedTransport:
             visible = [v for v in map(self._visible, items) if v is not None]
             if visible or not items:
                 return visible
+            if len(self._skip) >= _MAX_SKIPS:
+                self._skip.clear()  # only a shortcut: losing it costs a re-read
             start = self._skip[after] = items[-1].cursor
 
     def receive(self, client_id: str, after: str | None = None

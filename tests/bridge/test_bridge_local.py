@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from mls_core.errors import PolicyError
 from mls_core.room_policy import Role, RoomPolicy
 from tests.bridge.helpers import bridged_net, identity
 from tests.client.helpers import async_test
+from transports.base import TransportError
 
 
 @async_test
@@ -167,3 +169,32 @@ async def test_members_ignore_relays_not_from_the_bridge(tmp_path: Path) -> None
         await net.settle()
         assert b"still relayed" in net.received("alice", gid)
         assert net.bridge is not None and net.bridge.stats["rejected"] >= 1
+
+
+@async_test
+async def test_a_network_failure_while_publishing_is_retried(tmp_path: Path) -> None:
+    """The outbox keeps a hub item whose republication failed; the bridge retries."""
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice")
+        await net.add("matrix", "carol")
+        gid = await net.clients["alice"].create_group()
+        await net.clients["alice"].add_members(gid, [identity("matrix", "carol")])
+        await net.settle()
+        assert net.bridge is not None
+        matrix = net.bridge.networks["matrix"]
+        real = matrix.relay_group
+        failures = 0
+
+        async def flaky(*args: Any, **kwargs: Any) -> int | None:
+            nonlocal failures
+            if failures < 2:
+                failures += 1
+                raise TransportError("homeserver unreachable")
+            return await real(*args, **kwargs)
+        matrix.relay_group = flaky  # type: ignore[method-assign]
+        await net.clients["alice"].send(gid, b"through a flaky network")
+        deadline = asyncio.get_running_loop().time() + 20
+        while b"through a flaky network" not in net.received("carol", gid):
+            assert asyncio.get_running_loop().time() < deadline
+            await net.settle("carol")
+        assert failures == 2
