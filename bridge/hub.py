@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -78,6 +78,24 @@ SCHEMA = (
         network TEXT NOT NULL,
         room TEXT NOT NULL,
         PRIMARY KEY (group_id, network))""",
+    # the bridge's own signature keys (one per cipher suite): it signs the Remove
+    # proposals it sends as an external sender (RFC 9420 §12.1.8) after a room ban
+    """CREATE TABLE IF NOT EXISTS signers (
+        suite INTEGER PRIMARY KEY,
+        signature_priv BLOB NOT NULL,
+        signature_pub BLOB NOT NULL)""",
+    # the newest GroupInfo members published (public: it is published for joiners)
+    """CREATE TABLE IF NOT EXISTS group_infos (
+        group_id BLOB PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        group_info BLOB NOT NULL)""",
+    # users banned from a room whose removal from the group is still due
+    """CREATE TABLE IF NOT EXISTS bans (
+        group_id BLOB NOT NULL,
+        identity TEXT NOT NULL,
+        network TEXT NOT NULL,
+        proposed_epoch INTEGER,
+        PRIMARY KEY (group_id, identity))""",
     """CREATE TABLE IF NOT EXISTS cursors (
         network TEXT NOT NULL,
         room TEXT NOT NULL,
@@ -286,6 +304,50 @@ class OrderingHub:
         """Every bridged group."""
         rows = await self._query("SELECT DISTINCT group_id FROM rooms ORDER BY group_id")
         return [bytes(r[0]) for r in rows]
+
+    async def signer(self, suite: int, create: Callable[[], tuple[bytes, bytes]]
+                     ) -> tuple[bytes, bytes]:
+        """The bridge's (private, public) signature key for ``suite``, made by
+        ``create`` the first time."""
+        rows = await self._query("SELECT signature_priv, signature_pub FROM signers "
+                                 "WHERE suite = ?", (suite,))
+        if rows:
+            return bytes(rows[0][0]), bytes(rows[0][1])
+        priv, pub = create()
+        await self._query("INSERT OR IGNORE INTO signers (suite, signature_priv, "
+                          "signature_pub) VALUES (?, ?, ?)", (suite, priv, pub))
+        return await self.signer(suite, create)
+
+    async def set_group_info(self, group_id: bytes, epoch: int, group_info: bytes) -> None:
+        """Keep the newest GroupInfo of ``group_id`` (an older epoch never replaces)."""
+        await self._query(
+            "INSERT INTO group_infos (group_id, epoch, group_info) VALUES (?, ?, ?) "
+            "ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch, "
+            "group_info = excluded.group_info WHERE excluded.epoch >= epoch",
+            (group_id, epoch, group_info))
+
+    async def group_info(self, group_id: bytes) -> bytes | None:
+        rows = await self._query("SELECT group_info FROM group_infos WHERE group_id = ?",
+                                 (group_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def add_ban(self, group_id: bytes, identity: str, network: str) -> None:
+        await self._query("INSERT OR IGNORE INTO bans (group_id, identity, network) "
+                          "VALUES (?, ?, ?)", (group_id, identity, network))
+
+    async def bans(self, group_id: bytes) -> list[tuple[str, str, int | None]]:
+        """(identity, network, epoch a Remove was last proposed for) of due bans."""
+        rows = await self._query("SELECT identity, network, proposed_epoch FROM bans "
+                                 "WHERE group_id = ? ORDER BY identity", (group_id,))
+        return [(str(r[0]), str(r[1]), None if r[2] is None else int(r[2])) for r in rows]
+
+    async def ban_proposed(self, group_id: bytes, identity: str, epoch: int) -> None:
+        await self._query("UPDATE bans SET proposed_epoch = ? WHERE group_id = ? AND "
+                          "identity = ?", (epoch, group_id, identity))
+
+    async def ban_done(self, group_id: bytes, identity: str) -> None:
+        await self._query("DELETE FROM bans WHERE group_id = ? AND identity = ?",
+                          (group_id, identity))
 
     async def epoch(self, group_id: bytes) -> int | None:
         rows = await self._query("SELECT epoch FROM groups WHERE group_id = ?", (group_id,))

@@ -26,7 +26,14 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+from mls_core.ciphersuite import get_suite
+from mls_core.config import GroupConfig
+from mls_core.credentials import Credential
 from mls_core.errors import MLSError
+from mls_core.external import external_proposal
+from mls_core.join_flow import verified_group_info
+from mls_core.messages import ExternalSender, external_senders
+from mls_core.proposals import Proposal, Remove
 from transports.base import (
     IncomingMessage,
     InvalidRequestError,
@@ -43,6 +50,8 @@ from transports.bridged import (
     ClaimRequest,
     Failure,
     GroupInfoRelay,
+    Signer,
+    SignerRequest,
     WelcomeRelay,
     b64,
     decode_control,
@@ -52,12 +61,15 @@ from transports.bridged import (
     unb64,
 )
 
+from .bans import room_bans
 from .hub import OrderingHub, Verdict
 
 log = logging.getLogger("mls_bridge.bridge")
 
 #: the hub's cursor key for an account's whole stream (all its rooms)
 STREAM = "*"
+#: the hub's cursor key for the room bans a network reported (bridge/bans.py)
+BANS = "bans"
 #: seconds before reading or publishing again after a network failure
 RETRY_DELAY = 1.0
 
@@ -84,6 +96,8 @@ class Bridge:
         tasks = [asyncio.create_task(self._read(name), name=f"read-{name}")
                  for name in self.networks]
         tasks += [asyncio.create_task(self._publish_loop(name), name=f"publish-{name}")
+                  for name in self.networks]
+        tasks += [asyncio.create_task(self._watch_bans(name), name=f"bans-{name}")
                   for name in self.networks]
         try:
             if stop is None:
@@ -211,10 +225,11 @@ class Bridge:
             raise InvalidRequestError("a control message the network did not vouch for")
         body = decode_control(item.payload)
         self.stats["requests"] += 1
-        if isinstance(body, ClaimRequest | BridgeRequest):
-            answer: ClaimAnswer | BridgedAnswer | Failure
+        if isinstance(body, ClaimRequest | BridgeRequest | SignerRequest):
+            answer: ClaimAnswer | BridgedAnswer | Signer | Failure
             try:
                 answer = await (self._claim(body) if isinstance(body, ClaimRequest)
+                                else self._signer(body) if isinstance(body, SignerRequest)
                                 else self._bridge(network, body))
             except (TransportError, MLSError) as exc:
                 answer = Failure(id=body.id, error=str(exc)[:1000])
@@ -274,6 +289,83 @@ class Bridge:
         for network, transport in self.networks.items():
             if network != origin:
                 await transport.publish_group_info(group_id, body.epoch, info, tree)
+        if tree is None:
+            await self.hub.set_group_info(group_id, body.epoch, info)
+            await self.remove_banned(group_id)
+
+    # ------------------------------------------------------------------ room bans
+
+    async def _signer(self, body: SignerRequest) -> Signer:
+        """Our ExternalSender for a suite (the key is made once and kept in the hub)."""
+        suite = get_suite(body.suite)
+        _, pub = await self.hub.signer(body.suite, suite.generate_signature_key_pair)
+        sender = ExternalSender(pub, Credential.basic(self.credential_identity.encode()))
+        return Signer(id=body.id, external_sender=b64(sender.encode()))
+
+    @property
+    def credential_identity(self) -> str:
+        """The identity in our ExternalSender credential: our first network's account."""
+        return self.identity(next(iter(self.networks)))
+
+    async def ban(self, network: str, group_id: bytes, identity: str) -> None:
+        """``identity`` was banned (or kicked) from the group's room on ``network``:
+        propose its removal as the group's external sender (RFC 9420 §12.1.8) until a
+        GroupInfo shows it gone. A member commits the proposal (any member may, and
+        every client checks the room policy's external-sender rights)."""
+        if not await self.hub.rooms(group_id) or identity in (
+                self.identity(n) for n in self.networks):
+            return
+        await self.hub.add_ban(group_id, identity, network)
+        log.info("%s left the room of group %s on %s: its removal is due", identity,
+                 group_id.hex(), network)
+        await self.remove_banned(group_id)
+
+    async def _watch_bans(self, network: str) -> None:
+        mark = int(await self.hub.cursor(network, BANS) or 0)
+        async for position, group_id, identity in room_bans(self.networks[network],
+                                                            after=mark):
+            try:
+                await self.ban(network, group_id, identity)
+            except (TransportError, MLSError) as exc:
+                log.warning("could not act on a room ban on %s: %s", network, exc)
+            if position:
+                await self.hub.set_cursor(network, BANS, str(position))
+
+    async def remove_banned(self, group_id: bytes) -> None:
+        """Propose Remove for each due ban's leaves in the newest verified GroupInfo's
+        epoch (once per epoch); forget bans whose user is no longer in the tree."""
+        bans = await self.hub.bans(group_id)
+        data = await self.hub.group_info(group_id) if bans else None
+        if data is None:
+            return
+        try:
+            info, tree = verified_group_info(data, None, GroupConfig(), None)
+        except MLSError as exc:
+            log.warning("cannot use the GroupInfo of group %s: %s", group_id.hex(), exc)
+            return
+        gc = info.group_context
+        priv, pub = await self.hub.signer(gc.cipher_suite,
+                                          get_suite(gc.cipher_suite).generate_signature_key_pair)
+        index = next((i for i, s in enumerate(external_senders(gc.extensions))
+                      if s.signature_key == pub), None)
+        if index is None:
+            log.warning("group %s does not list the bridge as an external sender: room "
+                        "bans there are left to its members", group_id.hex())
+            return
+        for identity, network, proposed in bans:
+            leaves = [i for i, leaf in tree.leaves()
+                      if leaf.credential.identity == identity.encode()]
+            if not leaves:
+                await self.hub.ban_done(group_id, identity)
+            elif proposed is None or proposed < gc.epoch:
+                for leaf in leaves:
+                    proposal = external_proposal(gc.cipher_suite, group_id, gc.epoch, index,
+                                                 priv, Proposal.of(Remove(leaf)))
+                    await self.hub.offer(proposal, origin=network,
+                                         sender=self.identity(network))
+                await self.hub.ban_proposed(group_id, identity, gc.epoch)
+                for name in self.networks:
+                    self._wake[name].set()
 
 
 def _room_name(transport: RelayTransport, group_id: bytes) -> str:

@@ -10,16 +10,14 @@ from collections.abc import Iterable, Sequence
 from mls_core.ciphersuite import get_suite
 from mls_core.config import GroupConfig
 from mls_core.credentials import Credential
-from mls_core.extensions import Extension, ExtensionType
+from mls_core.extensions import Extension
 from mls_core.framing import ContentType, MLSMessage
 from mls_core.group import Group
 from mls_core.join_flow import _tree_of
 from mls_core.messages import (
-    ExternalSender,
     GroupInfo,
     KeyPackage,
-    external_senders_extension,
-    parse_external_senders,
+    external_senders,
 )
 from mls_core.proposals import PreSharedKey
 from mls_core.psk import ExternalPSK, PreSharedKeyID, PSKType, ResumptionPSK, ResumptionPSKUsage
@@ -82,27 +80,6 @@ def resumption_psk(group_id: bytes, epoch: int, hash_length: int,
     return PreSharedKey(PreSharedKeyID(PSKType.RESUMPTION,
                                        ResumptionPSK(usage, group_id, epoch),
                                        os.urandom(hash_length)))
-
-
-def external_senders(extensions: Sequence[Extension]) -> tuple[ExternalSender, ...]:
-    """The senders of an ``external_senders`` extension, or none (§12.1.8.1)."""
-    for ext in extensions:
-        if ext.extension_type == ExtensionType.EXTERNAL_SENDERS:
-            return parse_external_senders(ext.extension_data)
-    return ()
-
-
-def with_external_sender(extensions: Sequence[Extension], sender: ExternalSender,
-                         ) -> tuple[Extension, ...]:
-    """``extensions`` with ``sender`` appended to ``external_senders`` (added if absent),
-    other extensions kept in place."""
-    senders = (*external_senders(extensions), sender)
-    new = external_senders_extension(senders)
-    out = [new if e.extension_type == ExtensionType.EXTERNAL_SENDERS else e
-           for e in extensions]
-    if new not in out:
-        out.append(new)
-    return tuple(out)
 
 
 def external_sender_index(extensions: Sequence[Extension], signature_key: bytes,

@@ -26,7 +26,7 @@ from mls_core.framing import ContentType, MLSMessage
 from mls_core.group import Group
 from mls_core.key_package import create_key_package
 from mls_core.key_schedule import PROTOCOL_VERSION_MLS10
-from mls_core.messages import ExternalSender, KeyPackage
+from mls_core.messages import ExternalSender, KeyPackage, with_external_sender
 from mls_core.proposals import (
     Add,
     GroupContextExtensions,
@@ -50,7 +50,6 @@ from .mls_ops import (
     tree_after_pending,
     tree_member_of_identity,
     tree_of,
-    with_external_sender,
 )
 from .state import (
     MemberState,

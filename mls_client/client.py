@@ -33,8 +33,8 @@ from mls_core.extensions import Extension, ExtensionType
 from mls_core.framing import MLSMessage
 from mls_core.group import Group
 from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, validate_key_package
-from mls_core.messages import KeyPackage
-from mls_core.proposals import Add, GroupContextExtensions, Remove
+from mls_core.messages import ExternalSender, KeyPackage, external_senders, with_external_sender
+from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
 from mls_core.ratchet_tree import RatchetTree
 from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
 from transports.base import ClaimedKeyPackage, DeliveryTransport
@@ -247,13 +247,17 @@ class MLSClient:
                            extensions: Sequence[Extension] = (),
                            policy: RoomPolicy | None = None) -> bytes:
         """A new group with us as its only member (epoch 0); its GroupInfo is published.
-        ``policy``: the room policy every member enforces (:mod:`mls_core.room_policy`)."""
-        if policy is not None:
-            extensions = [*extensions, policy.extension()]
+        ``policy``: the room policy every member enforces (:mod:`mls_core.room_policy`).
+        A transport that names an external sender (a bridge: ``external_sender``) gets
+        it listed in ``external_senders``, allowed to propose Remove (§12.1.8)."""
         async with self._lock:
             if name is not None and any(r.name == name for r in await self._ctx.store.groups()):
                 raise UsageError(f"a group named {name!r} already exists")
             suite_id = suite_id or self._ctx.settings.cipher_suite
+            extensions, policy = await self._with_external_sender(suite_id, extensions,
+                                                                  policy)
+            if policy is not None:
+                extensions = [*extensions, policy.extension()]
             priv, _ = await self._ctx.signature_key(suite_id)
             types = {e.extension_type for e in extensions} - DEFAULT_EXTENSIONS
             caps = default_capabilities(extensions=sorted(types | {ROOM_POLICY_EXTENSION}))
@@ -270,6 +274,19 @@ class MLSClient:
                 await created(group.group_id)
             await self._ctx.publish_group_info(group)
             return group.group_id
+
+    async def _with_external_sender(self, suite_id: int, extensions: Sequence[Extension],
+                                    policy: RoomPolicy | None
+                                    ) -> tuple[Sequence[Extension], RoomPolicy | None]:
+        signer = getattr(self._ctx.transport, "external_sender", None)
+        if signer is None:
+            return extensions, policy
+        sender = ExternalSender.decode(await signer(suite_id))
+        extensions = with_external_sender(extensions, sender)
+        index = len(external_senders(extensions)) - 1
+        if policy is not None:
+            policy = policy.granting(index, [ProposalType.REMOVE])
+        return extensions, policy
 
     async def add_members(self, group_id: bytes, user_ids: Sequence[str]) -> AddResult:
         """Claim a KeyPackage of every client of each user, validate them (§10.1), commit

@@ -146,6 +146,22 @@ def _external_pub(info: GroupInfo) -> bytes:
     raise ValidationError("§12.4.3.2: GroupInfo has no external_pub extension")
 
 
+def verified_group_info(group_info: bytes, ratchet_tree: bytes | None, config: GroupConfig,
+                        now: int | None) -> tuple[GroupInfo, RatchetTree]:
+    """An MLSMessage(GroupInfo) and its tree (its ``ratchet_tree`` extension, else
+    ``ratchet_tree``), checked as §12.4.3.1 requires of a joiner: the signature by the
+    signer's leaf, the tree hash against the GroupContext, and the tree's validity.
+    Non-members use it too (a bridge finding a banned user's leaves)."""
+    info = MLSMessage.decode(group_info).group_info
+    if info is None:
+        raise ProtocolError("expected an MLSMessage(GroupInfo)")
+    suite = get_suite(info.group_context.cipher_suite)
+    with gc_paused():
+        tree = _tree_of(suite, info, ratchet_tree)
+        _verify_group(suite, info, tree, config, now)
+    return info, tree
+
+
 def join_external(group_info: bytes, credential: Credential, signature_priv: bytes,
                   ratchet_tree: bytes | None, remove_leaf: int | None, config: GroupConfig,
                   authenticated_data: bytes, now: int | None,
@@ -153,14 +169,9 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
     """Build an external Commit from a GroupInfo (§12.4.3.2) and the state it leads to.
     ``psk_ids`` adds one PreSharedKey proposal per external PSK (in
     ``config.external_psks``), as §12.2 allows in an external Commit."""
-    info = MLSMessage.decode(group_info).group_info
-    if info is None:
-        raise ProtocolError("expected an MLSMessage(GroupInfo)")
+    info, tree = verified_group_info(group_info, ratchet_tree, config, now)
     gc = info.group_context
     suite = get_suite(gc.cipher_suite)
-    with gc_paused():
-        tree = _tree_of(suite, info, ratchet_tree)
-        _verify_group(suite, info, tree, config, now)
     kem_output, hpke_ctx = suite.hpke.setup_base_s(_external_pub(info), b"")
     init_secret = hpke_ctx.export(EXTERNAL_INIT_LABEL, suite.hash_length)
     proposals = [Proposal.of(ExternalInit(kem_output))]

@@ -237,6 +237,27 @@ def parse_external_senders(extension_data: bytes) -> tuple[ExternalSender, ...]:
     return decode_value(EXTERNAL_SENDERS, extension_data, "external_senders")
 
 
+def external_senders(extensions: Sequence[Extension]) -> tuple[ExternalSender, ...]:
+    """The senders of a list's ``external_senders`` extension, or none (§12.1.8.1)."""
+    for ext in extensions:
+        if ext.extension_type == ExtensionType.EXTERNAL_SENDERS:
+            return parse_external_senders(ext.extension_data)
+    return ()
+
+
+def with_external_sender(extensions: Sequence[Extension], sender: ExternalSender,
+                         ) -> tuple[Extension, ...]:
+    """``extensions`` with ``sender`` appended to ``external_senders`` (added if absent),
+    other extensions kept in place."""
+    senders = (*external_senders(extensions), sender)
+    new = external_senders_extension(senders)
+    out = [new if e.extension_type == ExtensionType.EXTERNAL_SENDERS else e
+           for e in extensions]
+    if new not in out:
+        out.append(new)
+    return tuple(out)
+
+
 def external_pub_extension(external_pub: bytes) -> Extension:
     """An ``external_pub`` GroupInfo extension (§12.4.3.2)."""
     return Extension(ExtensionType.EXTERNAL_PUB, ExternalPub(external_pub).encode())

@@ -206,6 +206,16 @@ class RoomPolicy(Struct):
         return any(e.index == index and proposal_type in e.allowed
                    for e in self.external_senders)
 
+    def granting(self, index: int, proposal_types: Iterable[int]) -> RoomPolicy:
+        """This policy with ``external_senders[index]`` (§12.1.8.1) also allowed to
+        send ``proposal_types`` (e.g. a bridge proposing Remove after a room ban)."""
+        rights = {e.index: tuple(e.allowed) for e in self.external_senders}
+        rights[index] = tuple(sorted({*rights.get(index, ()), *proposal_types}))
+        return RoomPolicy.build({r.identity: Role(r.role) for r in self.roles},
+                                default_role=Role(self.default_role),
+                                rules={Action(r.action): Role(r.min_role) for r in self.rules},
+                                external_senders=rights)
+
 
 def _identity(credential: Credential | None) -> bytes | None:
     return None if credential is None else credential.identity

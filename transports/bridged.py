@@ -126,6 +126,20 @@ class Bridged(_Body):
     group: str = Field(max_length=512)
 
 
+class SignerRequest(_Request):
+    """The bridge's ``ExternalSender`` (§12.1.8.1) for ``suite``: a group lists it in
+    its ``external_senders`` so the bridge can propose removals after room bans."""
+
+    op: Literal["signer"] = "signer"
+    suite: int = Field(ge=1, le=0xFFFF)
+
+
+class Signer(_Body):
+    op: Literal["signer_is"] = "signer_is"
+    id: str = Field(max_length=64)
+    external_sender: str
+
+
 class Failure(_Body):
     op: Literal["error"] = "error"
     id: str = Field(max_length=64)
@@ -155,7 +169,8 @@ class GroupInfoRelay(_Body):
 
 
 ControlBody = Annotated[ClaimRequest | ClaimAnswer | BridgeRequest | Bridged | Failure
-                        | WelcomeRelay | GroupInfoRelay, Field(discriminator="op")]
+                        | WelcomeRelay | GroupInfoRelay | SignerRequest | Signer,
+                        Field(discriminator="op")]
 _CONTROL: TypeAdapter[ControlBody] = TypeAdapter(ControlBody)
 
 
@@ -246,7 +261,7 @@ class BridgedTransport:
             body = decode_control(item.payload)
         except InvalidRequestError:
             return
-        if isinstance(body, ClaimAnswer | Bridged | Failure):
+        if isinstance(body, ClaimAnswer | Bridged | Signer | Failure):
             self._answers[body.id] = body
 
     async def fetch(self, client_id: str, after: str | None = None,
@@ -291,6 +306,15 @@ class BridgedTransport:
         if isinstance(answer, Failure):
             raise TransportError(f"the bridge refused ({body.op}): {answer.error}")
         return answer
+
+    async def external_sender(self, suite_id: int) -> bytes:
+        """The bridge's encoded ``ExternalSender`` for ``suite_id``: MLSClient lists it
+        in a new group's ``external_senders``, and the room policy lets it propose
+        Remove, so a user banned from a room on any network leaves the group."""
+        answer = await self._request(SignerRequest(id=_request_id(), suite=suite_id))
+        if not isinstance(answer, Signer):
+            raise TransportError(f"unexpected answer {answer.op!r} to a signer request")
+        return unb64(answer.external_sender, "external_sender")
 
     async def group_created(self, group_id: bytes) -> None:
         """A group was created on this network: let the bridge into its room and have

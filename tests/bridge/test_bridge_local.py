@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from mls_client.events import MessageRejected
+from mls_client.events import MessageRejected, RemovedFromGroup
 from mls_core.errors import PolicyError
+from mls_core.proposals import ProposalType
 from mls_core.room_policy import Role, RoomPolicy
 from tests.bridge.helpers import bridged_net, identity
 from tests.client.helpers import async_test
@@ -198,3 +199,32 @@ async def test_a_network_failure_while_publishing_is_retried(tmp_path: Path) -> 
             assert asyncio.get_running_loop().time() < deadline
             await net.settle("carol")
         assert failures == 2
+
+
+@async_test
+async def test_a_room_ban_becomes_the_bridges_remove_proposal(tmp_path: Path) -> None:
+    """The bridge is the group's external sender (RFC 9420 §12.1.8), allowed by the room
+    policy to propose Remove; a ban on either network removes the user everywhere."""
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice")
+        await net.add("matrix", "carol", "dave")
+        c = net.clients
+        ids = {n: identity(net.network[n], n) for n in c}
+        gid = await c["alice"].create_group(policy=RoomPolicy.standard([ids["alice"].encode()]))
+        policy = await c["alice"].policy(gid)
+        assert policy is not None and policy.external_sender_may(0, ProposalType.REMOVE)
+        await c["alice"].add_members(gid, [ids["carol"], ids["dave"]])
+        await net.settle()
+        epoch = await c["carol"].epoch(gid)
+        assert net.bridge is not None
+        await net.bridge.ban("matrix", gid, ids["dave"])
+        events = await net.settle()
+        assert await c["carol"].epoch(gid) == epoch + 1
+        members = [m.credential.identity for m in await c["carol"].members(gid)]
+        assert ids["dave"].encode() not in members and ids["carol"].encode() in members
+        assert any(isinstance(e, RemovedFromGroup) for e in events["dave"])
+        await net.agree(gid, ["alice", "carol"])
+        # the ban is done: nothing more is proposed at later epochs
+        await c["alice"].update(gid)
+        await net.settle()
+        assert await net.hub.bans(gid) == []  # type: ignore[union-attr]

@@ -190,3 +190,14 @@ def test_external_join_follows_the_rule() -> None:
                                          erin.sig, config=erin.config, now=NOW)
     alice.g.process(commit, now=NOW)
     assert joined.epoch_authenticator == alice.g.epoch_authenticator
+
+
+def test_granting_an_external_sender_keeps_everything_else() -> None:
+    policy = RoomPolicy.build({b"alice": Role.ADMIN}, rules={Action.ADD: Role.MODERATOR},
+                              external_senders={1: [ProposalType.ADD]})
+    granted = policy.granting(0, [ProposalType.REMOVE]).granting(1, [ProposalType.REMOVE])
+    assert granted.external_sender_may(0, ProposalType.REMOVE)
+    assert granted.external_sender_may(1, ProposalType.ADD)
+    assert granted.external_sender_may(1, ProposalType.REMOVE)
+    assert not granted.external_sender_may(0, ProposalType.ADD)
+    assert granted.roles == policy.roles and granted.rules == policy.rules
