@@ -165,3 +165,53 @@ async def test_the_bridge_never_holds_plaintext_and_survives_sigkill(
         assert b"canary" not in net.bridge.stored_bytes()
     finally:
         await net.close()
+
+
+@bridge_test
+async def test_room_bans_on_both_networks_become_removals_through_the_bridge(
+        bridge_servers: Servers, tmp_path: Path) -> None:
+    """Nobody on the banning network may remove (the policy's admin is elsewhere), and no
+    member runs a bot: the bridge, the group's external sender, proposes the removal and
+    a member commits it; every client checks the proposal against the policy."""
+    net = RealNet(*bridge_servers, tmp_path)
+    try:
+        net.bridge.start()
+        await net.add("xmpp", "x1", "x2")
+        await net.add("matrix", "m1", "m2")
+        c, ident = net.clients, net.identity
+        # created on XMPP by x1 (MUC owner); only the admin may remove, and it is on Matrix
+        policy = RoomPolicy.build({ident("m1").encode(): Role.ADMIN},
+                                  rules={Action.ADD: Role.MEMBER, Action.REMOVE: Role.ADMIN})
+        gid = await c["x1"].create_group(policy=policy)
+        await c["x1"].add_members(gid, [ident("x2"), ident("m1"), ident("m2")])
+        names = ["x1", "x2", "m1", "m2"]
+        await net.at_epoch(gid, 1, names)
+        # x1 bans x2 in the MUC (affiliation outcast, XEP-0045 §9.1)
+        x1 = net.inner["x1"]
+        room = x1.room_jid(gid)  # type: ignore[attr-defined]
+        await x1.plugin.set_affiliation(room, ident("x2").removeprefix("xmpp:"),  # type: ignore[attr-defined]
+                                        "outcast")
+        await net.at_epoch(gid, 2, ["x1", "m1", "m2"])
+        members = [m.credential.identity for m in await c["m1"].members(gid)]
+        assert ident("x2").encode() not in members
+        await c["m2"].send(gid, b"x2 must not read this")
+        await net.got("x1", gid, b"x2 must not read this")
+        await net.quiet(1.0, "x2")
+        assert b"x2 must not read this" not in net.received("x2", gid)
+        # and the other way: a group created on Matrix by m1, its only admin on XMPP;
+        # m1 (the room's creator) bans m2 from the Matrix room
+        policy = RoomPolicy.build({ident("x1").encode(): Role.ADMIN},
+                                  rules={Action.ADD: Role.MEMBER, Action.REMOVE: Role.ADMIN})
+        gid2 = await c["m1"].create_group(policy=policy)
+        await c["m1"].add_members(gid2, [ident("m2"), ident("x1")])
+        await net.at_epoch(gid2, 1, ["m1", "m2", "x1"])
+        m1 = net.inner["m1"]
+        await m1.api.ban(m1.room_id(gid2),  # type: ignore[attr-defined]
+                         net.inner["m2"].matrix_user_id)  # type: ignore[attr-defined]
+        await net.at_epoch(gid2, 2, ["m1", "x1"])
+        await c["x1"].send(gid2, b"m2 must not read this")
+        await net.got("m1", gid2, b"m2 must not read this")
+        await net.quiet(1.0, "m2")
+        assert b"m2 must not read this" not in net.received("m2", gid2)
+    finally:
+        await net.close()
