@@ -27,6 +27,21 @@ def async_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
     return wrapper
 
 
+def async_test_within(seconds: float) -> Callable[[Callable[P, Coroutine[Any, Any, None]]],
+                                                  Callable[P, None]]:
+    """Like :func:`async_test`, failing (not hanging) after ``seconds``: for scenarios on
+    real servers, where a lost stanza or event would otherwise wait for ever."""
+    def decorate(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            async def bounded() -> None:
+                async with asyncio.timeout(seconds):
+                    await fn(*args, **kwargs)
+            asyncio.run(bounded())
+        return wrapper
+    return decorate
+
+
 def settings_for(root: Path, name: str, *, pool_size: int = 4, threshold: int = 2,
                  **overrides: Any) -> Settings:
     return Settings.model_validate({

@@ -4,15 +4,15 @@ process (``mls-bridge bridge --config bridge.toml``), as it is deployed."""
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import itertools
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 from pydantic import SecretStr
 
@@ -22,7 +22,8 @@ from mls_client import MLSClient, Settings
 from mls_client.errors import NotFoundError
 from mls_client.events import ClientEvent
 from mls_client.settings import KeyPackageSettings
-from tests.client.helpers import Clients
+from mls_core.room_policy import RoomPolicy
+from tests.client.helpers import Clients, async_test_within
 from transports.base import RelayTransport
 from transports.bridged import BridgedTransport
 from transports.matrix.transport import MatrixDeliveryTransport
@@ -35,17 +36,8 @@ TEST_TIMEOUT = 240.0
 _ids = itertools.count(1)
 
 
-def bridge_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test with asyncio.run, failing (not hanging) after TEST_TIMEOUT."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        async def bounded() -> None:
-            async with asyncio.timeout(TEST_TIMEOUT):
-                await fn(*args, **kwargs)
-        asyncio.run(bounded())
-
-    return wrapper
+#: runs an async test, failing after TEST_TIMEOUT
+bridge_test = async_test_within(TEST_TIMEOUT)
 
 
 class BridgeProcess:
@@ -169,6 +161,15 @@ class RealNet(Clients):
             out.append(client)
         return out
 
+    async def group(self, creator: str, members: list[str],
+                    policy: RoomPolicy | None = None) -> bytes:
+        """A group created by ``creator`` with ``members`` added; all at epoch 1."""
+        group_id = await self.clients[creator].create_group(policy=policy)
+        await self.clients[creator].add_members(group_id,
+                                                [self.identity(m) for m in members])
+        await self.at_epoch(group_id, 1, [creator, *members])
+        return group_id
+
     async def until(self, check: Callable[[], Awaitable[bool]], what: str,
                     timeout: float = 60.0, *names: str) -> None:
         """Sync (the named clients, default all) until ``check`` holds."""
@@ -209,6 +210,18 @@ class RealNet(Clients):
             await client.close()
             await self.inner[name].close()  # a client does not own a transport given to it
         await asyncio.to_thread(self.bridge.stop)
+
+
+@contextlib.asynccontextmanager
+async def running(servers: tuple[ProsodyServer, SynapseServer], root: Path
+                  ) -> AsyncIterator[RealNet]:
+    """A RealNet with its bridge process up; everything closed on exit."""
+    net = RealNet(*servers, root)
+    try:
+        await asyncio.to_thread(net.bridge.start)
+        yield net
+    finally:
+        await net.close()
 
 
 async def enforce_bans(net: RealNet, name: str, group_id: bytes, banned: str) -> None:

@@ -11,7 +11,7 @@ from devservers.synapse import SynapseServer
 from mls_client.events import MessageRejected
 from mls_core.room_policy import Action, Role, RoomPolicy
 
-from .helpers import RealNet, bridge_test, enforce_bans
+from .helpers import bridge_test, enforce_bans, running
 
 Servers = tuple[ProsodyServer, SynapseServer]
 
@@ -24,9 +24,7 @@ def _policy(admin: str, moderator: str) -> RoomPolicy:
 @bridge_test
 async def test_three_xmpp_and_three_matrix_members_in_one_group(
         bridge_servers: Servers, tmp_path: Path) -> None:
-    net = RealNet(*bridge_servers, tmp_path)
-    try:
-        net.bridge.start()
+    async with running(bridge_servers, tmp_path) as net:
         await net.add("xmpp", "x1", "x2", "x3")
         await net.add("matrix", "m1", "m2", "m3")
         c, ident = net.clients, net.identity
@@ -59,46 +57,33 @@ async def test_three_xmpp_and_three_matrix_members_in_one_group(
         await net.quiet(1.0, "x3", "m3")
         assert b"after the removals" not in net.received("x3", gid)
         assert b"after the removals" not in net.received("m3", gid)
-    finally:
-        await net.close()
 
 
 @bridge_test
 async def test_concurrent_commits_from_both_networks(bridge_servers: Servers,
                                                      tmp_path: Path) -> None:
-    net = RealNet(*bridge_servers, tmp_path)
-    try:
-        net.bridge.start()
+    async with running(bridge_servers, tmp_path) as net:
         await net.add("xmpp", "x1", "x2")
         await net.add("matrix", "m1", "m2")
-        c, ident = net.clients, net.identity
-        gid = await c["x1"].create_group()
-        await c["x1"].add_members(gid, [ident("x2"), ident("m1"), ident("m2")])
+        c = net.clients
         names = ["x1", "x2", "m1", "m2"]
-        await net.at_epoch(gid, 1, names)
+        gid = await net.group("x1", names[1:])
         for round_ in range(2):
             epoch = await c["x1"].epoch(gid)
             await asyncio.gather(c["x2"].update(gid), c["m2"].update(gid))
             await net.at_epoch(gid, epoch + 2, names)
             assert await c["x1"].epoch(gid) == epoch + 2, round_
         assert c["x2"].stats.commits_lost + c["m2"].stats.commits_lost >= 1
-    finally:
-        await net.close()
 
 
 @bridge_test
 async def test_policy_and_a_matrix_ban_across_the_bridge(bridge_servers: Servers,
                                                          tmp_path: Path) -> None:
-    net = RealNet(*bridge_servers, tmp_path)
-    try:
-        net.bridge.start()
+    async with running(bridge_servers, tmp_path) as net:
         await net.add("matrix", "m1", "m2")
         await net.add("xmpp", "x1", "x2")
         c, ident = net.clients, net.identity
-        gid = await c["m1"].create_group(policy=_policy(ident("m1"), ident("x1")))
-        await c["m1"].add_members(gid, [ident("m2"), ident("x1"), ident("x2")])
-        names = ["m1", "m2", "x1", "x2"]
-        await net.at_epoch(gid, 1, names)
+        gid = await net.group("m1", ["m2", "x1", "x2"], _policy(ident("m1"), ident("x1")))
         # x2 (member) forces a removal its own client would refuse: everyone rejects it
         c["x2"]._ctx.config.commit_policy = None
         await c["x2"].remove_members(gid, [ident("m2")])
@@ -125,23 +110,17 @@ async def test_policy_and_a_matrix_ban_across_the_bridge(bridge_servers: Servers
         await net.got("m1", gid, b"m2 must not read this")
         await net.quiet(1.0, "m2")
         assert b"m2 must not read this" not in net.received("m2", gid)
-    finally:
-        await net.close()
 
 
 @bridge_test
 async def test_the_bridge_never_holds_plaintext_and_survives_sigkill(
         bridge_servers: Servers, tmp_path: Path) -> None:
-    net = RealNet(*bridge_servers, tmp_path)
     canary = b"canary-5d0e1b: the bridge must never see this"
-    try:
-        net.bridge.start()
+    async with running(bridge_servers, tmp_path) as net:
         await net.add("xmpp", "x1")
         await net.add("matrix", "m1")
-        c, ident = net.clients, net.identity
-        gid = await c["x1"].create_group()
-        await c["x1"].add_members(gid, [ident("m1")])
-        await net.at_epoch(gid, 1, ["x1", "m1"])
+        c = net.clients
+        gid = await net.group("x1", ["m1"])
         sent: list[tuple[str, bytes]] = []
         for i in range(12):
             if i == 4:
@@ -163,8 +142,6 @@ async def test_the_bridge_never_holds_plaintext_and_survives_sigkill(
             assert net.received(name, gid) == expected, name  # all, once, in order
         assert canary not in net.bridge.stored_bytes()
         assert b"canary" not in net.bridge.stored_bytes()
-    finally:
-        await net.close()
 
 
 @bridge_test
@@ -173,19 +150,14 @@ async def test_room_bans_on_both_networks_become_removals_through_the_bridge(
     """Nobody on the banning network may remove (the policy's admin is elsewhere), and no
     member runs a bot: the bridge, the group's external sender, proposes the removal and
     a member commits it; every client checks the proposal against the policy."""
-    net = RealNet(*bridge_servers, tmp_path)
-    try:
-        net.bridge.start()
+    async with running(bridge_servers, tmp_path) as net:
         await net.add("xmpp", "x1", "x2")
         await net.add("matrix", "m1", "m2")
         c, ident = net.clients, net.identity
         # created on XMPP by x1 (MUC owner); only the admin may remove, and it is on Matrix
         policy = RoomPolicy.build({ident("m1").encode(): Role.ADMIN},
                                   rules={Action.ADD: Role.MEMBER, Action.REMOVE: Role.ADMIN})
-        gid = await c["x1"].create_group(policy=policy)
-        await c["x1"].add_members(gid, [ident("x2"), ident("m1"), ident("m2")])
-        names = ["x1", "x2", "m1", "m2"]
-        await net.at_epoch(gid, 1, names)
+        gid = await net.group("x1", ["x2", "m1", "m2"], policy)
         # x1 bans x2 in the MUC (affiliation outcast, XEP-0045 §9.1)
         x1 = net.inner["x1"]
         room = x1.room_jid(gid)  # type: ignore[attr-defined]
@@ -202,9 +174,7 @@ async def test_room_bans_on_both_networks_become_removals_through_the_bridge(
         # m1 (the room's creator) bans m2 from the Matrix room
         policy = RoomPolicy.build({ident("x1").encode(): Role.ADMIN},
                                   rules={Action.ADD: Role.MEMBER, Action.REMOVE: Role.ADMIN})
-        gid2 = await c["m1"].create_group(policy=policy)
-        await c["m1"].add_members(gid2, [ident("m2"), ident("x1")])
-        await net.at_epoch(gid2, 1, ["m1", "m2", "x1"])
+        gid2 = await net.group("m1", ["m2", "x1"], policy)
         m1 = net.inner["m1"]
         await m1.api.ban(m1.room_id(gid2),  # type: ignore[attr-defined]
                          net.inner["m2"].matrix_user_id)  # type: ignore[attr-defined]
@@ -213,5 +183,3 @@ async def test_room_bans_on_both_networks_become_removals_through_the_bridge(
         await net.got("m1", gid2, b"m2 must not read this")
         await net.quiet(1.0, "m2")
         assert b"m2 must not read this" not in net.received("m2", gid2)
-    finally:
-        await net.close()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ParamSpec
 
@@ -15,7 +14,7 @@ from pydantic import SecretStr
 from mls_client import MLSClient, Settings
 from mls_client.events import ClientEvent, GroupJoined
 from mls_client.settings import KeyPackageSettings
-from tests.client.helpers import Clients
+from tests.client.helpers import Clients, async_test_within
 from tests.servers.prosody import ProsodyServer
 from transports.xmpp.settings import XmppSettings
 from transports.xmpp.transport import XmppDeliveryTransport
@@ -26,18 +25,8 @@ P = ParamSpec("P")
 TEST_TIMEOUT = 150.0
 
 
-def xmpp_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test with asyncio.run, failing (not hanging) after TEST_TIMEOUT."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        async def bounded() -> None:
-            async with asyncio.timeout(TEST_TIMEOUT):
-                await fn(*args, **kwargs)
-
-        asyncio.run(bounded())
-
-    return wrapper
+#: runs an async test, failing after TEST_TIMEOUT
+xmpp_test = async_test_within(TEST_TIMEOUT)
 PASSWORD = "secret-pw"
 
 
