@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from mls_core.ciphersuite import get_suite
 from mls_core.config import GroupConfig
@@ -93,8 +94,8 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Relay until ``stop`` is set (or forever)."""
-        tasks = [asyncio.create_task(self._read(name), name=f"read-{name}")
-                 for name in self.networks]
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self._read(name), name=f"read-{name}") for name in self.networks]
         tasks += [asyncio.create_task(self._publish_loop(name), name=f"publish-{name}")
                   for name in self.networks]
         tasks += [asyncio.create_task(self._watch_bans(name), name=f"bans-{name}")
@@ -103,12 +104,12 @@ class Bridge:
             if stop is None:
                 await asyncio.gather(*tasks)
             else:
-                waiter = asyncio.create_task(stop.wait())
-                done, _ = await asyncio.wait([waiter, *tasks],
-                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+                tasks.append(waiter)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task is not waiter:
-                        task.result()  # a reader or publisher failed: raise it
+                        task.result()  # a reader, publisher or watcher failed: raise it
         finally:
             for task in tasks:
                 task.cancel()
@@ -132,23 +133,6 @@ class Bridge:
                 log.warning("reading %s failed (%s); again in %g s", network, exc,
                             RETRY_DELAY)
                 await asyncio.sleep(RETRY_DELAY)
-
-    async def step(self) -> int:
-        """Process what every account has now and publish what is due (tests, the
-        demo); returns how many items were read."""
-        count = 0
-        for network, transport in self.networks.items():
-            while True:
-                after = await self.hub.cursor(network, STREAM)
-                items = await transport.fetch(transport.client_id, after)
-                for item in items:
-                    await self.handle(network, item)
-                count += len(items)
-                if not items:
-                    break
-        for network in self.networks:
-            await self.publish(network)
-        return count
 
     async def handle(self, network: str, item: IncomingMessage) -> None:
         """One item of ``network``'s account stream; the cursor moves after it."""
