@@ -230,6 +230,8 @@ class BridgedTransport:
         self.network = inner.network
         self._timeout = request_timeout
         self._poll = poll_interval
+        #: ids of our requests waiting for an answer, and the answers that came
+        self._pending: set[str] = set()
         self._answers: dict[str, ControlBody] = {}
         #: the furthest cursor of the inner stream read (for finding answers)
         self._scan: str | None = None
@@ -261,7 +263,8 @@ class BridgedTransport:
             body = decode_control(item.payload)
         except InvalidRequestError:
             return
-        if isinstance(body, ClaimAnswer | Bridged | Signer | Failure):
+        if isinstance(body, ClaimAnswer | Bridged | Signer | Failure) \
+                and body.id in self._pending:  # not answers to an earlier process
             self._answers[body.id] = body
 
     async def fetch(self, client_id: str, after: str | None = None,
@@ -291,7 +294,18 @@ class BridgedTransport:
 
     async def _request(self, body: _Request) -> ControlBody:
         """Send ``body`` to the bridge and wait for its answer in our stream."""
-        await self.inner.send_control(self.bridge, encode_control(body))
+        self._pending.add(body.id)
+        try:
+            await self.inner.send_control(self.bridge, encode_control(body))
+            await self._await_answer(body)
+        finally:
+            self._pending.discard(body.id)
+        answer = self._answers.pop(body.id)
+        if isinstance(answer, Failure):
+            raise TransportError(f"the bridge refused ({body.op}): {answer.error}")
+        return answer
+
+    async def _await_answer(self, body: _Request) -> None:
         deadline = time.monotonic() + self._timeout
         while body.id not in self._answers:
             items = await self.inner.fetch(self.inner.client_id, self._scan, 1000)
@@ -302,10 +316,6 @@ class BridgedTransport:
                     raise TransportError(f"the bridge {self.bridge} did not answer "
                                          f"({body.op}) within {self._timeout:g} s")
                 await asyncio.sleep(self._poll)
-        answer = self._answers.pop(body.id)
-        if isinstance(answer, Failure):
-            raise TransportError(f"the bridge refused ({body.op}): {answer.error}")
-        return answer
 
     async def external_sender(self, suite_id: int) -> bytes:
         """The bridge's encoded ``ExternalSender`` for ``suite_id``: MLSClient lists it
