@@ -1,0 +1,56 @@
+"""bridge.toml (bridge/config.py) and ``mls-bridge bridge`` on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import BridgeConfig
+from mls_client.cli import main
+from transports.base import InvalidRequestError
+
+GOOD = """\
+state_dir = "{state}"
+[xmpp]
+jid = "bridge@example.org/relay"
+password = "pw"
+[matrix]
+homeserver = "https://matrix.example.org"
+user_id = "@bridge:example.org"
+password = "pw"
+[[pairs]]
+xmpp_room = "mls-0a1b2c@conference.example.org"
+matrix_room = "!abc:example.org"
+"""
+
+
+def test_a_valid_file(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(GOOD.format(state=tmp_path / "state"))
+    config = BridgeConfig.load(path)
+    assert config.pairs[0].group_id == bytes.fromhex("0a1b2c")
+    assert config.hub_path == tmp_path / "state" / "hub.sqlite"
+    assert config.journal_path == tmp_path / "state" / "matrix-journal.sqlite"
+    assert config.xmpp.bare_jid == "bridge@example.org"
+
+
+@pytest.mark.parametrize("change, message", [
+    (("mls-0a1b2c@conference", "general@conference"), "xmpp_room"),
+    (("!abc:example.org", "abc"), "matrix_room"),
+    (('password = "pw"\n[[pairs]]', 'password = "pw"\nunknown = 1\n[[pairs]]'), "unknown"),
+    (("[xmpp]", "[xmpp\n"), "cannot read"),
+])
+def test_bad_files_are_refused_with_the_place(tmp_path: Path, change: tuple[str, str],
+                                              message: str) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(GOOD.format(state=tmp_path).replace(*change))
+    with pytest.raises(InvalidRequestError, match=message):
+        BridgeConfig.load(path)
+
+
+def test_the_cli_reports_a_bad_config_in_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bridge", "--config", str(tmp_path / "missing.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mls-bridge: error: cannot read") and err.count("\n") == 1
