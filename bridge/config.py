@@ -4,6 +4,7 @@ Example::
 
     state_dir = "/var/lib/mls-bridge"        # the hub database and the Matrix journal
     log_file = "/var/log/mls-bridge.log"     # optional; default: stderr
+    ordering = "first_valid"                 # or "first_offered" (bridge/hub.py Rule)
 
     [xmpp]                                   # transports/xmpp/settings.py
     jid = "bridge@example.org/relay"
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.hub import Rule
 from transports.base import InvalidRequestError
 from transports.matrix.settings import MatrixSettings
 from transports.xmpp.settings import XmppSettings
@@ -63,6 +65,10 @@ class BridgeConfig(BaseModel):
     state_dir: Path
     log_file: Path | None = None
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    #: which Commit of an epoch the hub lets through (bridge/hub.py ``Rule``): every
+    #: one, members applying the first valid ("first_valid", the default), or only the
+    #: first offered ("first_offered": a later one is rejected at the hub)
+    ordering: Rule = Rule.FIRST_VALID
     xmpp: XmppSettings
     matrix: MatrixSettings
     pairs: list[Pair] = Field(default_factory=list)

@@ -64,7 +64,7 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None) -> None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with network_accounts(config) as accounts:
-        hub = await OrderingHub.open(config.hub_path, tuple(accounts))
+        hub = await OrderingHub.open(config.hub_path, tuple(accounts), rule=config.ordering)
         try:
             bridge = Bridge(hub, accounts)
             for pair in config.pairs:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bridge.hub import OrderingHub
+from bridge.hub import OrderingHub, Rule
 from bridge.service import Bridge
 from mls_client import MLSClient
 from tests.client.helpers import Clients, settings_for
@@ -30,8 +30,9 @@ def device(network: str, name: str) -> str:
 class BridgedNet(Clients):
     """Clients on two embedded "networks", bridged by an in-process :class:`Bridge`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, rule: Rule = Rule.FIRST_VALID) -> None:
         self.root = root
+        self.rule = rule
         self.services = {n: LocalDeliveryService(root / f"{n}.sqlite", ordering="room",
                                                  poll_interval=0.01) for n in NETWORKS}
         self.clients: dict[str, MLSClient] = {}
@@ -43,7 +44,7 @@ class BridgedNet(Clients):
         self._task: asyncio.Task[None] | None = None
 
     async def start_bridge(self) -> Bridge:
-        self.hub = await OrderingHub.open(self.root / "hub.sqlite", NETWORKS)
+        self.hub = await OrderingHub.open(self.root / "hub.sqlite", NETWORKS, rule=self.rule)
         accounts = {n: await self.services[n].account(device(n, "bridge"),
                                                       identity(n, "bridge"), network=n)
                     for n in NETWORKS}
@@ -101,8 +102,9 @@ class BridgedNet(Clients):
 
 
 @contextlib.asynccontextmanager
-async def bridged_net(root: Path) -> AsyncIterator[BridgedNet]:
-    net = BridgedNet(root)
+async def bridged_net(root: Path, rule: Rule = Rule.FIRST_VALID
+                      ) -> AsyncIterator[BridgedNet]:
+    net = BridgedNet(root, rule)
     try:
         await net.start_bridge()
         yield net

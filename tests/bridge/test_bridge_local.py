@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bridge.hub import Rule
 from mls_client.events import MessageRejected, RemovedFromGroup
 from mls_core.errors import PolicyError
 from mls_core.proposals import ProposalType
@@ -43,9 +44,12 @@ async def test_cross_network_group(tmp_path: Path) -> None:
         assert b"hello from xmpp" in net.received("dave", gid)
 
 
+@pytest.mark.parametrize("rule", list(Rule))
 @async_test
-async def test_crossing_commits_one_wins_everywhere(tmp_path: Path) -> None:
-    async with bridged_net(tmp_path) as net:
+async def test_crossing_commits_one_wins_everywhere(tmp_path: Path, rule: Rule) -> None:
+    """Under either hub rule: the hub lets through every Commit (members apply the
+    first valid one) or only the first one offered (the later one never comes back)."""
+    async with bridged_net(tmp_path, rule) as net:
         await net.add("xmpp", "alice", "bob")
         await net.add("matrix", "carol", "dave")
         c = net.clients

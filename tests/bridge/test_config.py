@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeConfig
+from bridge.hub import Rule
 from mls_client.cli import main
 from transports.base import InvalidRequestError
 
@@ -33,6 +34,10 @@ def test_a_valid_file(tmp_path: Path) -> None:
     assert config.hub_path == tmp_path / "state" / "hub.sqlite"
     assert config.journal_path == tmp_path / "state" / "matrix-journal.sqlite"
     assert config.xmpp.bare_jid == "bridge@example.org"
+    assert config.ordering is Rule.FIRST_VALID
+    path.write_text(GOOD.replace('state_dir = "{state}"', 'state_dir = "{state}"\n'
+                                 'ordering = "first_offered"').format(state=tmp_path))
+    assert BridgeConfig.load(path).ordering is Rule.FIRST_OFFERED
 
 
 @pytest.mark.parametrize("change, message", [
@@ -40,6 +45,7 @@ def test_a_valid_file(tmp_path: Path) -> None:
     (("!abc:example.org", "abc"), "matrix_room"),
     (('password = "pw"\n[[pairs]]', 'password = "pw"\nunknown = 1\n[[pairs]]'), "unknown"),
     (("[xmpp]", "[xmpp\n"), "cannot read"),
+    (('state_dir = "', 'ordering = "first"\nstate_dir = "'), "ordering"),
 ])
 def test_bad_files_are_refused_with_the_place(tmp_path: Path, change: tuple[str, str],
                                               message: str) -> None:
