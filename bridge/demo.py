@@ -229,20 +229,16 @@ def _canary_check(tour: Tour, root: Path) -> None:
 async def run(out: Out = print, *, connect: Connect | None = None,
               root: Path | None = None) -> int:
     """The tour in a temporary directory (or ``root``); 0 if every check held."""
-    with contextlib.ExitStack() as stack:
-        if root is None:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="mls-bridge-demo-")))
-        out("\nmls-bridge demo, cross-network: 2 XMPP and 2 Matrix members, one MLS group, "
-            "one bridge that cannot read it")
-        try:
-            ok = await run_bridge_tour(out, root, connect or embedded_accounts)
-        except (MLSError, sqlite3.Error) as exc:
-            out(f"    FAILED: {exc}")
-            ok = False
-        out("\n" + ("cross-network demo finished: every check held" if ok
-                    else "cross-network demo FAILED a check"))
-        return 0 if ok else 1
-    raise AssertionError("unreachable")
-
-
+    if root is None:
+        with tempfile.TemporaryDirectory(prefix="mls-bridge-demo-") as tmp:
+            return await run(out, connect=connect, root=Path(tmp))
+    out("\nmls-bridge demo, cross-network: 2 XMPP and 2 Matrix members, one MLS group, "
+        "one bridge that cannot read it")
+    try:
+        ok = await run_bridge_tour(out, root, connect or embedded_accounts)
+    except (MLSError, sqlite3.Error) as exc:
+        out(f"    FAILED: {exc}")
+        ok = False
+    out("\n" + ("cross-network demo finished: every check held" if ok
+                else "cross-network demo FAILED a check"))
+    return 0 if ok else 1
