@@ -35,6 +35,7 @@ from mls_core.external import external_proposal
 from mls_core.join_flow import verified_group_info
 from mls_core.messages import ExternalSender, external_senders
 from mls_core.proposals import Proposal, Remove
+from mls_core.room_policy import removal_label
 from transports.base import (
     IncomingMessage,
     InvalidRequestError,
@@ -344,7 +345,8 @@ class Bridge:
             elif proposed is None or proposed < gc.epoch:
                 for leaf in leaves:
                     proposal = external_proposal(gc.cipher_suite, group_id, gc.epoch, index,
-                                                 priv, Proposal.of(Remove(leaf)))
+                                                 priv, Proposal.of(Remove(leaf)),
+                                                 removal_label(identity.encode()))
                     await self.hub.offer(proposal, origin=network,
                                          sender=self.identity(network))
                 await self.hub.ban_proposed(group_id, identity, gc.epoch)

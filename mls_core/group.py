@@ -429,7 +429,9 @@ class Group:
         if proposal.proposal_type == ProposalType.UPDATE and \
                 sender.sender_type != SenderType.MEMBER:
             raise ValidationError("§12.1.2: Update proposals come from members")
-        check_policy(self._config, self._state, [CommittedProposal(proposal, sender)], None)
+        check_policy(self._config, self._state,
+                     [CommittedProposal(proposal, sender, content.content.authenticated_data)],
+                     None)
         ref = self.suite.make_proposal_ref(content.encode())
         self._store_raw_proposal(ref, proposal, sender)
         return ProposalReceived(ref, proposal, sender)

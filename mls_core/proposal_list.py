@@ -47,10 +47,12 @@ EXTERNAL_SENDER_TYPES = frozenset({ProposalType.ADD, ProposalType.REMOVE, Propos
 
 @dataclass(frozen=True)
 class CommittedProposal:
-    """A proposal covered by a Commit, with who proposed it (§12.4)."""
+    """A proposal covered by a Commit, with who proposed it (§12.4), and, while a
+    received proposal is being stored, its ``authenticated_data`` (§6.1)."""
 
     proposal: Proposal
     sender: Sender
+    authenticated_data: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,27 @@ class RoomPolicy(Struct):
                                 external_senders=rights)
 
 
+#: the authenticated_data of an external sender's Remove names the removed identity
+REMOVE_LABEL = b"remove:"
+
+
+def removal_label(identity: bytes) -> bytes:
+    """The ``authenticated_data`` an external sender puts on a Remove of ``identity``."""
+    return REMOVE_LABEL + identity
+
+
+def _check_named_removal(review: PolicyReview, index: int, removed: int,
+                         authenticated_data: bytes) -> None:
+    """An external sender (a bridge) that locates a member's leaf from information it
+    cannot fully verify must say whom it means to remove: a Remove whose leaf does not
+    hold that identity is refused by every member, so it cannot be steered at another."""
+    credential = review.credential_at(removed)
+    identity = None if credential is None else credential.identity
+    if identity is None or authenticated_data != removal_label(identity):
+        raise PolicyError(f"room policy: external sender {index}'s Remove of leaf "
+                          f"{removed} does not name that member")
+
+
 def _identity(credential: Credential | None) -> bytes | None:
     return None if credential is None else credential.identity
 
@@ -258,6 +279,9 @@ class RoomPolicyEnforcer:
             if not policy.external_sender_may(sender.index or 0, ptype):
                 raise PolicyError(f"room policy: external sender {sender.index} may not "
                                   f"send proposals of type {ptype}")
+            if isinstance(body, Remove) and cp.authenticated_data is not None:
+                _check_named_removal(review, sender.index or 0, body.removed,
+                                     cp.authenticated_data)
         elif sender.sender_type == SenderType.MEMBER:
             self._check_member_proposal(policy, review, sender, cp)
         if isinstance(body, Add):

@@ -19,6 +19,7 @@ from mls_core.room_policy import (
     Role,
     RoomPolicy,
     RoomPolicyEnforcer,
+    removal_label,
 )
 
 NOW = 1_800_000_000
@@ -162,8 +163,16 @@ def test_banned_identities_and_external_rights() -> None:
                             Proposal.of(Add(carol_kp)))
     with pytest.raises(PolicyError, match="external sender 0 may not"):
         alice.g.process(add, now=NOW)
+    # a Remove must name the member it removes (authenticated_data), so an external
+    # sender misled about the tree cannot remove someone else
+    for wrong in (b"", removal_label(b"alice")):
+        steered = external_proposal(1, alice.g.group_id, alice.g.epoch, 0, bridge_priv,
+                                    Proposal.of(Remove(bob.g.own_leaf_index)), wrong)
+        with pytest.raises(PolicyError, match="does not name that member"):
+            alice.g.process(steered, now=NOW)
     remove = external_proposal(1, alice.g.group_id, alice.g.epoch, 0, bridge_priv,
-                               Proposal.of(Remove(bob.g.own_leaf_index)))
+                               Proposal.of(Remove(bob.g.own_leaf_index)),
+                               removal_label(b"bob"))
     alice.g.process(remove, now=NOW)
     bob.g.process(remove, now=NOW)
     result = alice.g.commit(now=NOW)
