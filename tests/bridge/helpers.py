@@ -12,6 +12,7 @@ from typing import Any
 from bridge.hub import OrderingHub, Rule
 from bridge.service import Bridge
 from mls_client import MLSClient
+from mls_core.room_policy import RoomPolicy
 from tests.client.helpers import Clients, settings_for
 from transports.bridged import BridgedTransport
 from transports.local import LocalDeliveryService
@@ -78,6 +79,15 @@ class BridgedNet(Clients):
             self.network[name] = network
             out.append(client)
         return out
+
+    async def group(self, creator: str, members: list[str],
+                    policy: RoomPolicy | None = None) -> bytes:
+        """A group created by ``creator`` with ``members`` added, everyone caught up."""
+        group_id = await self.clients[creator].create_group(policy=policy)
+        await self.clients[creator].add_members(
+            group_id, [identity(self.network[m], m) for m in members])
+        await self.settle()
+        return group_id
 
     async def settle(self, *names: str, quiet_rounds: int = 3,
                      pause: float = 0.05) -> dict[str, list[Any]]:

@@ -53,10 +53,7 @@ async def test_crossing_commits_one_wins_everywhere(tmp_path: Path, rule: Rule) 
         await net.add("xmpp", "alice", "bob")
         await net.add("matrix", "carol", "dave")
         c = net.clients
-        gid = await c["alice"].create_group()
-        await c["alice"].add_members(gid, [identity("xmpp", "bob"), identity("matrix", "carol"),
-                                           identity("matrix", "dave")])
-        await net.settle()
+        gid = await net.group("alice", ["bob", "carol", "dave"])
         for round_ in range(3):
             epoch = await c["alice"].epoch(gid)
             results = await asyncio.gather(c["bob"].update(gid), c["carol"].update(gid))
@@ -74,9 +71,8 @@ async def test_policy_enforced_identically_on_both_networks(tmp_path: Path) -> N
         await net.add("matrix", "carol", "dave")
         c = net.clients
         ids = {n: identity(net.network[n], n) for n in c}
-        gid = await c["alice"].create_group(policy=RoomPolicy.standard([ids["alice"].encode()]))
-        await c["alice"].add_members(gid, [ids["bob"], ids["carol"]])
-        await net.settle()
+        gid = await net.group("alice", ["bob", "carol"],
+                              RoomPolicy.standard([ids["alice"].encode()]))
         epoch = await c["carol"].epoch(gid)
         with pytest.raises(PolicyError, match="may not add"):
             await c["carol"].add_members(gid, [ids["dave"]])
@@ -109,9 +105,7 @@ async def test_the_bridge_never_sees_plaintext(tmp_path: Path,
     async with bridged_net(tmp_path) as net:
         await net.add("xmpp", "alice")
         await net.add("matrix", "carol")
-        gid = await net.clients["alice"].create_group()
-        await net.clients["alice"].add_members(gid, [identity("matrix", "carol")])
-        await net.settle()
+        gid = await net.group("alice", ["carol"])
         await net.clients["carol"].send(gid, canary)
         await net.clients["alice"].send(gid, canary)
         await net.settle()
@@ -130,9 +124,7 @@ async def test_bridge_restart_loses_and_duplicates_nothing(tmp_path: Path) -> No
     async with bridged_net(tmp_path) as net:
         await net.add("xmpp", "alice")
         await net.add("matrix", "carol")
-        gid = await net.clients["alice"].create_group()
-        await net.clients["alice"].add_members(gid, [identity("matrix", "carol")])
-        await net.settle()
+        gid = await net.group("alice", ["carol"])
         sent = []
         for i in range(12):
             if i == 4:
@@ -156,10 +148,7 @@ async def test_members_ignore_relays_not_from_the_bridge(tmp_path: Path) -> None
         await net.add("xmpp", "alice", "mallory")
         await net.add("matrix", "carol")
         c = net.clients
-        gid = await c["alice"].create_group()
-        await c["alice"].add_members(gid, [identity("matrix", "carol"),
-                                           identity("xmpp", "mallory")])
-        await net.settle()
+        gid = await net.group("alice", ["carol", "mallory"])
         # mallory posts a hub item herself, claiming it is carol's: alice ignores it
         group = await c["mallory"].group(gid)
         forged = group.encrypt(b"forged ordering")
@@ -182,9 +171,7 @@ async def test_a_network_failure_while_publishing_is_retried(tmp_path: Path) -> 
     async with bridged_net(tmp_path) as net:
         await net.add("xmpp", "alice")
         await net.add("matrix", "carol")
-        gid = await net.clients["alice"].create_group()
-        await net.clients["alice"].add_members(gid, [identity("matrix", "carol")])
-        await net.settle()
+        gid = await net.group("alice", ["carol"])
         assert net.bridge is not None
         matrix = net.bridge.networks["matrix"]
         real = matrix.relay_group
