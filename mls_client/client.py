@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,12 +39,13 @@ from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
 from mls_core.ratchet_tree import RatchetTree
 from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
 from transports.base import ClaimedKeyPackage, DeliveryTransport
+from transports.defence import Drops
 
 from .context import ClientContext, ClientStats, reason
 from .errors import CommitConflictError, KeyPackageError, NotFoundError
 from .events import ClientEvent, ClientWarning, GroupJoined, member_name
 from .inbound import Inbound
-from .keypackages import KeyPackagePool, PoolReport, Progress
+from .keypackages import ClaimWatch, KeyPackagePool, PoolReport, Progress
 from .outbound import Outbound
 from .pinning import check_and_pin, fingerprint
 from .settings import Settings
@@ -84,6 +86,7 @@ class MLSClient:
         self._owns_transport = owns_transport
         self._lock = asyncio.Lock()
         self._next_maintenance = 0.0
+        self._claims = ClaimWatch(settings.key_packages.max_refill_per_hour, time.monotonic)
         self._closed = False
 
     @classmethod
@@ -136,7 +139,16 @@ class MLSClient:
 
     @property
     def stats(self) -> ClientStats:
-        return self._ctx.stats
+        """Counters; ``dropped`` merges the drops of the client and of its transports
+        (a bridged transport and the network transport it wraps)."""
+        stats = self._ctx.stats
+        stats.key_package_refills = self._claims.refills
+        stats.key_package_refills_refused = self._claims.refills_refused
+        merged: Counter[str] = Counter(self._ctx.drops.snapshot())
+        for drops in _transport_drops(self._ctx.transport):
+            merged.update(drops.snapshot())
+        stats.dropped = dict(merged)
+        return stats
 
     @property
     def transport(self) -> DeliveryTransport:
@@ -552,10 +564,15 @@ class MLSClient:
         if self._in.key_package_used:
             self._in.key_package_used = False
             self._next_maintenance = 0.0
+        claimed = self._ctx.identity is not None and self._claims.due(self._ctx.transport)
+        if claimed:
+            self._next_maintenance = 0.0
         if self._ctx.identity is not None and time.monotonic() >= self._next_maintenance:
             self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
             try:
-                await self._pool().maintain(self._ctx.now())
+                report = await self._pool().maintain(self._ctx.now())
+                if claimed:
+                    self._claims.spent(report.published)
                 async with self._ctx.store.transaction() as tx:
                     await tx.prune_processed()
                     await tx.prune_buffered(self._ctx.now() - BUFFER_TTL)
@@ -588,6 +605,19 @@ def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | 
     if given is not None and given != own:
         raise UsageError(f"this transport is bound to {name} {own!r}, not {given!r}")
     return own
+
+
+def _transport_drops(transport: object) -> list[Drops]:
+    """The :class:`~transports.defence.Drops` of a transport and of those it wraps."""
+    out: list[Drops] = []
+    seen: set[int] = set()
+    while transport is not None and id(transport) not in seen:
+        seen.add(id(transport))
+        drops = vars(transport).get("drops") if hasattr(transport, "__dict__") else None
+        if isinstance(drops, Drops):
+            out.append(drops)
+        transport = vars(transport).get("inner") if hasattr(transport, "__dict__") else None
+    return out
 
 
 def _designated(group: Group, removes: set[int]) -> bool:

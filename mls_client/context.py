@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mls_core.ciphersuite import get_suite
 from mls_core.config import GroupConfig
@@ -16,6 +16,7 @@ from mls_core.events import CommitApplied
 from mls_core.framing import MLSMessage, PublicMessage, SenderType
 from mls_core.group import Group
 from transports.base import DeliveryTransport
+from transports.defence import Drops
 
 from .errors import NotFoundError, StorageError
 from .events import ClientEvent, CommitProcessed, member_name
@@ -54,6 +55,13 @@ class ClientStats:
     commits_lost: int = 0
     messages_processed: int = 0
     messages_rejected: int = 0
+    #: refills of the KeyPackage pool that claims of our KeyPackages triggered, and
+    #: those refused by the refill budget (a possible depletion attack)
+    key_package_refills: int = 0
+    key_package_refills_refused: int = 0
+    #: inbound items dropped before use, per reason: the client's own drops and its
+    #: transports' (docs/security.md, "Inbound inventory"); filled when read
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def reason(exc: BaseException) -> str:
@@ -75,6 +83,9 @@ class ClientContext:
         self.queued: list[ClientEvent] = []
         self.identity: Identity | None = None
         self.stats = ClientStats()
+        #: inbound items the client refuses (Welcomes for none of our KeyPackages,
+        #: messages MLS rejects, network sender ≠ MLS sender): counted, WARNING logged
+        self.drops = Drops("client")
 
     def now(self) -> int:
         return int(self._clock())

@@ -122,6 +122,9 @@ class Inbound:
             stale = isinstance(exc, EpochError) and header.epoch < group.epoch
             await self._skip(h, cursor, gid, "stale" if stale else "rejected", buffered_id)
             ctx.stats.messages_rejected += 1
+            if not stale:
+                ctx.drops.drop(sender=sender_identity or sender, kind="group message",
+                               reason=_slug(exc), detail=f"group {gid.hex()[:16]}: {exc}")
             if not (stale and header.content_type != ContentType.APPLICATION):
                 ctx.emit(MessageRejected(gid, reason(exc)))
             return
@@ -225,6 +228,8 @@ class Inbound:
             group, stored = await self._join(item)
         except MLSError as exc:
             await self._skip(h, item.cursor, item.group_id, "rejected")
+            ctx.drops.drop(sender=item.sender_identity or item.sender, kind="welcome",
+                           reason=_slug(exc), detail=str(exc))
             ctx.emit(MessageRejected(item.group_id, reason(exc)))
             return
         gid = group.group_id
@@ -270,6 +275,13 @@ class Inbound:
                 await self._on_group_message(group.group_id, b.payload, b.sender, b.msg_hash,
                                              buffered_id=b.id,
                                              sender_identity=b.sender_identity)
+
+
+def _slug(exc: BaseException) -> str:
+    """A stable drop reason for an MLS rejection: ``mls-`` and the error's class,
+    kebab-cased (``mls-sender-mismatch-error``)."""
+    name = type(exc).__name__
+    return "mls-" + "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
 
 
 def _changed_members(group: Group, event: CommitApplied) -> list[Member]:

@@ -11,6 +11,8 @@ opened), deleted when the KeyPackage is used, and the last-resort one when rotat
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,8 @@ from .store import Store, StoredKeyPackage
 
 #: our leaves support the room policy extension, so groups may carry one (§7.2)
 CAPABILITIES = default_capabilities(extensions=[ROOM_POLICY_EXTENSION])
+
+log = logging.getLogger("mls_bridge.client")
 
 #: ``progress(done, total)`` for long operations (CLI output)
 Progress = Callable[[int, int], None]
@@ -155,3 +159,75 @@ class KeyPackagePool:
         if rotated:
             await self.rotate_last_resort(now)
         return PoolReport(published, remaining + published, rotated, len(expired))
+
+
+#: seconds between refills that claims of our KeyPackages trigger
+REFILL_MIN_INTERVAL = 5.0
+#: the window of the refill budget (``key_packages.max_refill_per_hour``)
+REFILL_WINDOW = 3600.0
+
+
+class ClaimWatch:
+    """Refill the pool as soon as the Delivery Service reports that our KeyPackages are
+    being claimed, within a budget (docs/security.md, "KeyPackage directories").
+
+    A transport that learns of claims (an XMPP claim notice it honoured, a fall of the
+    Matrix one-time key count) increments its ``key_package_claims`` counter. When it
+    moved, :meth:`due` says a refill is due (at most every ``REFILL_MIN_INTERVAL``
+    seconds). Refills are budgeted: a stranger who drains the directory as fast as the
+    server lets it must not make us generate and upload KeyPackages without bound, so
+    past ``max_refill_per_hour`` one-use KeyPackages in an hour we stop topping up
+    early, log a WARNING and count it; the periodic upkeep still runs, and the
+    last-resort KeyPackage, which only its owner replaces, keeps the device addable.
+    """
+
+    def __init__(self, budget_per_hour: int,
+                 clock: Callable[[], float]) -> None:
+        self._budget = budget_per_hour
+        self._clock = clock
+        self._seen: int | None = None
+        self._last_refill = float("-inf")
+        #: (time, count) of refills in the budget window
+        self._spent: deque[tuple[float, int]] = deque()
+        self._warned_at = float("-inf")
+        self.claims_seen = 0
+        self.refills = 0
+        self.refills_refused = 0
+
+    def _spent_now(self, now: float) -> int:
+        while self._spent and now - self._spent[0][0] >= REFILL_WINDOW:
+            self._spent.popleft()
+        return sum(n for _, n in self._spent)
+
+    def due(self, transport: object) -> bool:
+        """Whether the transport's claim counter moved since we last refilled and a
+        refill is allowed now."""
+        counter = getattr(transport, "key_package_claims", None)
+        if not isinstance(counter, int) or isinstance(counter, bool):
+            return False
+        if self._seen is None:
+            self._seen = counter
+            return False
+        if counter == self._seen:
+            return False
+        now = self._clock()
+        if now - self._last_refill < REFILL_MIN_INTERVAL:
+            return False
+        self.claims_seen += max(0, counter - self._seen)
+        self._seen = counter
+        if self._spent_now(now) >= self._budget:
+            self.refills_refused += 1
+            if now - self._warned_at >= REFILL_WINDOW / 6:
+                self._warned_at = now
+                log.warning("our KeyPackages are claimed faster than %d an hour: early "
+                            "refills paused (possible depletion attack); the last-resort "
+                            "KeyPackage keeps this device addable", self._budget)
+            return False
+        self._last_refill = now
+        return True
+
+    def spent(self, published: int) -> None:
+        """A claim-triggered refill published ``published`` one-use KeyPackages."""
+        if published:
+            self.refills += 1
+            self._spent.append((self._clock(), published))

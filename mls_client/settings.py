@@ -66,6 +66,10 @@ class KeyPackageSettings(_Section):
     #: transport claims atomically, 3600 where it cannot (``atomic_claims = False``,
     #: e.g. XMPP PEP, where two adders may fetch the same item before it is retracted)
     reuse_grace_seconds: int | None = Field(default=None, ge=0, le=30 * DAY)
+    #: one-use KeyPackages published per hour, at most, in refills that claims trigger
+    #: (the periodic upkeep is not limited): a stranger draining the directory cannot
+    #: make us generate and upload without bound (docs/security.md)
+    max_refill_per_hour: int = Field(default=200, ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> KeyPackageSettings:
