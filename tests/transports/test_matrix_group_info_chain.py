@@ -53,12 +53,17 @@ def test_older_and_removed_are_ignored() -> None:
     assert chain.head is not None and chain.head.event_id == "$a6"
 
 
-def test_a_relayer_is_trusted_whoever_signed() -> None:
+def test_a_relayer_anchors_a_chain_but_relays_only_what_members_signed() -> None:
     chain = Chain()
+    relayers = frozenset({BRIDGE})
     relayed = link("$r2", BRIDGE, 2, "xmpp:x@y", signer="xmpp:x@y")
-    assert offer(chain, relayed, relayers=frozenset({BRIDGE})) == ["$r2"]
+    assert offer(chain, relayed, relayers=relayers) == ["$r2"]  # e.g. it created the room
     # the relayed tree lists the next signer
     assert offer(chain, link("$x3", "xmpp:x@y", 3)) == ["$x3"]
+    # a stranger's fake group passed on by the bridge does not link
+    fake = link("$r4", BRIDGE, 1_000, "xmpp:z@y", signer="xmpp:z@y")
+    assert offer(chain, fake, relayers=relayers) == []
+    assert [p.event_id for p in chain.unreported()] == ["$r4"]
 
 
 def test_json_round_trip_and_bounds() -> None:

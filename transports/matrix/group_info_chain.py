@@ -13,17 +13,19 @@ I/O; the transport feeds it):
 
 * while no GroupInfo of the room is trusted yet, one written by an **anchor** is trusted:
   the room's creator (who bound the room to the group in the room's initial state, and
-  is the group's creator, who publishes the GroupInfo of epoch 0) or the reader's own
-  account;
-* one written by a **trusted relayer** (the configured bridge, which mirrors members'
-  GroupInfo from other networks) is always trusted;
-* otherwise a GroupInfo is trusted when its epoch is at least the *head*'s (the newest
+  is the group's creator, who publishes the GroupInfo of epoch 0), the reader's own
+  account, or a **trusted relayer** (the configured bridge, which mirrors members'
+  GroupInfo from other networks and creates the rooms of groups it opens);
+* afterwards a GroupInfo is trusted when its epoch is at least the *head*'s (the newest
   trusted one) and its signer is a member in the head's tree: the group itself listed
-  the signer. Valid GroupInfo that does not link yet waits (*pending*) and is linked as
-  soon as a new head lists its signer, so publications may arrive in any order.
+  the signer. This holds for what a relayer writes too (every member of a bridged group
+  is in the one tree), so a relayer cannot pass on a stranger's fake group either.
+  Valid GroupInfo that does not link yet waits (*pending*) and is linked as soon as a
+  new head lists its signer, so publications may arrive in any order.
 
 Older GroupInfo than the head is ignored (it cannot be the newest). A non-member can
 therefore never become head; see docs/matrix.md for what members can still do.
+Pending links that never link are reported once (:meth:`Chain.unreported`).
 """
 
 from __future__ import annotations
@@ -89,23 +91,21 @@ class Chain:
             self._keep([*self.pending, link][-MAX_PENDING:])
             return []
         self.head = link
-        return [link, *self._link_pending(relayers)]
+        return [link, *self._link_pending()]
 
     def _trusted(self, link: Link, anchors: Collection[str],
                  relayers: Collection[str]) -> bool:
-        if link.writer in relayers:
-            return True
         if self.head is None:
-            return link.writer in anchors
+            return link.writer in anchors or link.writer in relayers
         return link.signer is not None and link.signer in self.head.members
 
-    def _link_pending(self, relayers: Collection[str]) -> list[Link]:
+    def _link_pending(self) -> list[Link]:
         linked: list[Link] = []
         while self.head is not None:
             head = self.head
             self._keep([p for p in self.pending if p.epoch >= head.epoch])
             nxt = next((p for p in sorted(self.pending, key=lambda p: p.epoch)
-                        if self._trusted(p, (), relayers)), None)
+                        if self._trusted(p, (), ())), None)
             if nxt is None:
                 return linked
             self.pending.remove(nxt)
