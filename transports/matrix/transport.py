@@ -141,9 +141,10 @@ class MatrixDeliveryTransport:
         self._queried: set[str] = set()  # users looked up during the current sync
         #: every refused item, counted per reason, WARNING lines rate-limited per sender
         self.drops = Drops(self.network)
-        #: accounts (``matrix:<user id>``) whose published GroupInfo is taken whoever
-        #: signed it, as they mirror members' GroupInfo; the configured bridge is one
-        #: already (:attr:`group_info_relayers`)
+        #: accounts (``matrix:<user id>``) that may publish GroupInfo signed by someone
+        #: else, as they mirror members' GroupInfo (the signer must still be a member
+        #: the room's trusted GroupInfo lists); the configured bridge is one already
+        #: (:attr:`group_info_relayers`)
         self.trusted_relayers: set[str] = set()
         #: one-time KeyPackages of this device claimed by others so far (never decreases;
         #: counted from ``device_one_time_keys_count`` in ``/sync`` and the counts
