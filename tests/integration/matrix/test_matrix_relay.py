@@ -258,6 +258,7 @@ async def test_an_invite_naming_another_group_is_not_followed(
         assert bridge.room_id(target) not in (None, room)  # its own, new room
         assert bridge.room_id(bait) is None
         assert any(e == room and "invite named" in r for e, r in bridge.rejections())
+        assert bridge.drops.counts["invite-wrong-group"] == 1  # a WARNING naming mallory
         member = await mallory.api.request(
             "GET", f"{CLIENT}/rooms/{quote(room or '')}/state/m.room.member/"
             f"{quote(bridge.matrix_user_id)}")
