@@ -64,13 +64,18 @@ def test_derived_levels_follow_roles_and_rules() -> None:
                                ident(C): Role.BANNED, b"xmpp:z@x": Role.ADMIN},
                               rules={Action.ADD: Role.MEMBER, Action.REMOVE: Role.ADMIN})
     current = {"users": {"@old:hs": 100}, "redact": 50, "state_default": 50,
-               "events": {"m.room.name": 50, POWER_LEVELS: 50}}
+               "events": {"m.room.name": 50, POWER_LEVELS: 50, "m.room.tombstone": 150,
+                          ev.GROUP_STATE: 50}}
     out = derive_power_levels(policy, current)
     assert out["users"] == {A: 100, B: 50}
     assert (out["users_default"], out["invite"], out["kick"], out["ban"]) == (0, 0, 100, 100)
     assert out["redact"] == 50 and out["events"]["m.room.name"] == 50
     assert out["events"][POWER_LEVELS] == 100
     assert out["events"][ev.MESSAGE_EVENT] == out["events"][ev.GROUP_INFO_STATE] == 0
+    # the binding is migrated to 100; protected types get 100 only where missing
+    assert out["events"][ev.GROUP_STATE] == 100
+    assert out["events"]["m.room.tombstone"] == 150
+    assert out["events"]["m.room.history_visibility"] == 100
     assert banned_users(policy) == [C]
     assert current["users"] == {"@old:hs": 100}  # not modified in place
 

@@ -154,3 +154,62 @@ def test_bridge_setting_is_a_matrix_user_id(tmp_path: Path) -> None:
                                 bridge="matrix:@bridge:hs")
     assert t.bridge_user == "@bridge:hs"
     journal.close()
+
+
+def test_claims_are_what_disappears_and_a_drained_pool_warns(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    t = _transport(tmp_path)
+    now = [0.0]
+    t._clock = lambda: now[0]
+    t._observe_count(4, 4)  # the first count is only a baseline
+    t._observe_count(3)
+    assert (t.key_package_claims, t.one_time_key_count) == (1, 3)
+    t._observe_count(5, uploaded=2)  # our own upload is no negative claim
+    t._observe_count(7, trusted=False)  # may have raced with an upload: baseline only
+    assert t.key_package_claims == 1
+    with caplog.at_level(logging.WARNING):
+        t._observe_count(4)
+        assert t.depletion_warnings == 0  # 4 of a pool of up to 7 within the window
+        now[0] = 100.0
+        t._observe_count(0)  # 8 >= 7 within 300 s
+        t._observe_count(0)
+        now[0] = 200.0
+        t._observe_count(7, uploaded=7)
+        t._observe_count(0)  # still within the window of the last warning
+    assert (t.key_package_claims, t.depletion_warnings) == (15, 1)
+    assert t.drops.snapshot() == {"possible-key-package-depletion": 1}
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "possible KeyPackage depletion"]
+    now[0] = 600.0
+    t._observe_count(7, uploaded=7)
+    t._observe_count(0)
+    assert (t.key_package_claims, t.depletion_warnings) == (22, 2)
+    t._journal.close()
+
+
+def test_every_refused_item_is_a_counted_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from transports.matrix.journal import Bind, GroupEvent, Rejected, Subscribe
+
+    t = _transport(tmp_path)
+    gid = b"g" * 8
+    with caplog.at_level(logging.WARNING):
+        t._apply([Subscribe("!r:hs", gid),
+                  Bind("!r:hs", b"other", "matrix:@mallory:hs", "$bind"),
+                  GroupEvent("!r:hs", "$e1", b"other", 0, False, None, "matrix:@mallory:hs",
+                             b"x"),
+                  Rejected("$e2", "bad base64", "malformed", "room-event",
+                           "matrix:@mallory:hs")],
+                 flags=[Rejected("$e3", "unknown device", "unknown-device", "room-event",
+                                 "matrix:@eve:hs")])
+    assert t.drops.snapshot() == {"binding-conflict": 1, "wrong-group": 1, "malformed": 1,
+                                  "unknown-device": 1}
+    assert [e for e, _ in t.rejections()] == ["$bind", "$e1", "$e2"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and all(r.levelno == logging.WARNING for r in caplog.records)
+    assert sum("@mallory:hs" in line for line in lines) == 3
+    t._journal.close()

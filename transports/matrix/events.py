@@ -32,8 +32,16 @@ WELCOME_EVENT = f"{PREFIX}.welcome"
 CONTROL_EVENT = "org.mlsbridge.control"
 #: room state binding the room to one MLS group (state_key "")
 GROUP_STATE = f"{PREFIX}.group"
-#: room state holding the latest GroupInfo for external joins (state_key "")
+#: room state holding a writer's latest GroupInfo for external joins; the state key is
+#: the writer's own user id (the room auth rules refuse a state key that starts with
+#: ``@`` and is not the sender's), older clients wrote state key ``""``
 GROUP_INFO_STATE = f"{PREFIX}.group_info"
+#: the state key of GroupInfo written by clients before per-writer keys
+LEGACY_GROUP_INFO_KEY = ""
+#: power levels our event types need (``m.room.power_levels`` ``events``): every member
+#: sends messages and publishes its GroupInfo at level 0, the binding needs 100
+MLS_EVENT_LEVELS: Mapping[str, int] = {MESSAGE_EVENT: 0, GROUP_INFO_STATE: 0,
+                                       GROUP_STATE: 100}
 #: the ``algorithm`` field of our contents (our prefix instead of MSC4256's ``m.*`` names)
 ALGORITHM = "org.mlsbridge.mls.v1"
 #: what ordinary clients show instead of the ciphertext
@@ -462,3 +470,15 @@ def sync_filter(timeline_limit: int) -> dict[str, Any]:
 def room_event_filter() -> dict[str, Any]:
     """The RoomEventFilter for ``/messages`` backfill (same types as the timeline)."""
     return {"types": [MESSAGE_EVENT, GROUP_STATE, GROUP_INFO_STATE, "m.room.member"]}
+
+
+def group_info_filter() -> dict[str, Any]:
+    """The RoomEventFilter that reads a room's GroupInfo history with ``/messages``."""
+    return {"types": [GROUP_INFO_STATE]}
+
+
+def group_info_state_key(user_id: str) -> str:
+    """Where ``user_id`` publishes its GroupInfo: under its own user id, which no other
+    account may write (room versions spec, "Authorization rules": a state key starting
+    with ``@`` must be the sender's)."""
+    return user_id

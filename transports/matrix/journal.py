@@ -108,10 +108,13 @@ _SCHEMA = (
 
 @dataclass(frozen=True)
 class Bind:
-    """The room is bound to ``group_id`` (its :data:`GROUP_STATE`)."""
+    """The room is bound to ``group_id`` (its :data:`GROUP_STATE`), as ``sender`` wrote
+    it in event ``event_id`` (empty: our own doing)."""
 
     room_id: str
     group_id: bytes
+    sender: str = ""
+    event_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,15 @@ class Seen:
 
 @dataclass(frozen=True)
 class Rejected:
+    """An item refused for good: ``reason`` is kept (``rejections()``); ``slug`` (a stable
+    reason), ``kind`` and ``sender`` (the account the homeserver named, ``matrix:…``)
+    are what the transport reports through its drop counters."""
+
     event_id: str
     reason: str
+    slug: str = "malformed"
+    kind: str = "room-event"
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,7 @@ class Journal:
     """The journal file (see module docstring). Not thread-safe; one per transport."""
 
     def __init__(self, path: str | Path) -> None:
+        self._refused: list[Rejected] = []
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -266,6 +277,12 @@ class Journal:
         with self._tx():
             self._set_meta(key, value)
 
+    def set_metas(self, values: dict[str, str]) -> None:
+        """Several meta values in one transaction."""
+        with self._tx():
+            for key, value in values.items():
+                self._set_meta(key, value)
+
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
                          "DO UPDATE SET value = excluded.value", (key, value))
@@ -275,11 +292,14 @@ class Journal:
         with self._tx():
             self._db.execute("INSERT OR IGNORE INTO sent_txns (txn_id) VALUES (?)", (txn_id,))
 
-    def record_refs(self, refs: Iterable[bytes]) -> None:
-        """Remember the KeyPackageRefs this device published (a Welcome must name one)."""
+    def record_refs(self, refs: Iterable[bytes]) -> int:
+        """Remember the KeyPackageRefs this device published (a Welcome must name one);
+        returns how many were new."""
         with self._tx():
+            before = self._db.total_changes
             self._db.executemany("INSERT OR IGNORE INTO published_refs (ref) VALUES (?)",
                                  [(r,) for r in refs])
+            return self._db.total_changes - before
 
     def published_any(self, refs: Iterable[bytes]) -> bool:
         return any(self._db.execute("SELECT 1 FROM published_refs WHERE ref = ?",
@@ -339,6 +359,12 @@ class Journal:
         return [MembershipChange(int(i), str(room), None if g is None else bytes(g),
                                  str(u), str(m), str(s)) for i, room, g, u, m, s in rows]
 
+    def inviter(self, room_id: str) -> str | None:
+        """Who invited us to ``room_id`` (pending invites only)."""
+        row = self._db.execute("SELECT inviter FROM invites WHERE room_id = ?",
+                               (room_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def invited_rooms(self, group_id: bytes) -> list[str]:
         """Rooms we are invited to whose invite names ``group_id``, oldest first."""
         return [str(r[0]) for r in self._db.execute(
@@ -355,13 +381,17 @@ class Journal:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, ops: Iterable[Op], token: str | None = None) -> None:
-        """Apply one sync's operations and store its token, atomically."""
+    def apply(self, ops: Iterable[Op], token: str | None = None) -> list[Rejected]:
+        """Apply one sync's operations and store its token, atomically. Returns every
+        item refused meanwhile (the ``Rejected`` operations and what the journal itself
+        refused: messages naming another group, conflicting bindings)."""
+        self._refused = []
         with self._tx():
             for op in ops:
                 self._apply(op)
             if token is not None:
                 self._set_meta("sync_token", token)
+        return self._refused
 
     def _apply(self, op: Op) -> None:
         if isinstance(op, GroupEvent):
@@ -387,22 +417,33 @@ class Journal:
             self._db.execute("UPDATE rooms SET subscribed = 1 WHERE room_id = ?",
                              (op.room_id,))
         else:
-            self._reject(op.event_id, op.reason)
+            self._reject(op)
 
-    def _reject(self, event_id: str, reason: str) -> None:
+    def _reject(self, op: Rejected) -> None:
         self._db.execute("INSERT INTO rejected (event_id, reason) VALUES (?, ?)",
-                         (event_id, reason))
+                         (op.event_id, op.reason))
+        self._refused.append(op)
 
     def _ensure_room(self, room_id: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO rooms (room_id) VALUES (?)", (room_id,))
 
     def _bind(self, op: Bind) -> None:
-        """First binding wins: a later, different binding of the room is ignored, and a
+        """First binding wins: a later, different binding of the room is refused, and a
         group already bound to another room keeps that room."""
         self._ensure_room(op.room_id)
+        sender = op.sender or None
         other = self.room_for_group(op.group_id)
         if other is not None and other.room_id != op.room_id:
-            self._reject(op.room_id, "the group is already bound to another room")
+            self._reject(Rejected(op.event_id or op.room_id,
+                                  "the group is already bound to another room",
+                                  "binding-conflict", "binding", sender))
+            return
+        room = self.room(op.room_id)
+        if room is not None and room.group_id not in (None, op.group_id):
+            self._reject(Rejected(op.event_id or op.room_id,
+                                  "the room is already bound to group "
+                                  f"{(room.group_id or b'').hex()}",
+                                  "binding-conflict", "binding", sender))
             return
         self._db.execute("UPDATE rooms SET group_id = ? WHERE room_id = ? AND group_id IS "
                          "NULL", (op.group_id, op.room_id))
@@ -410,7 +451,8 @@ class Journal:
     def _group_event(self, op: GroupEvent) -> None:
         room = self.room(op.room_id)
         if room is None or room.group_id != op.group_id:
-            self._reject(op.event_id, "the message's group_id is not the room's group")
+            self._reject(Rejected(op.event_id, "the message's group_id is not the room's "
+                                  "group", "wrong-group", "room-event", op.sender_identity))
             return
         if self.event(op.event_id) is not None:
             return  # seen before (overlapping backfill)
@@ -437,7 +479,7 @@ class Journal:
         journal yet, it becomes the room's anchor: delivery starts after it."""
         self._db.execute("INSERT INTO mailbox (kind, group_id, payload, sender) "
                          "VALUES ('welcome', ?, ?, ?)", (op.group_id, op.payload, op.sender))
-        self._bind(Bind(op.room_id, op.group_id))
+        self._bind(Bind(op.room_id, op.group_id, f"matrix:{op.sender}"))
         room = self.room(op.room_id)
         if room is None or room.group_id != op.group_id or room.subscribed:
             return

@@ -17,8 +17,13 @@ banned            banned in the room
 ``invite`` takes the level of the policy's ``add`` rule, ``kick`` and ``ban`` the level
 of its ``remove`` rule; ``users_default`` is the level of the policy's default role. Our
 own event types keep working for every member: messages and GroupInfo need level 0,
-the room ↔ group binding and the power levels themselves need 100. Only identities
-``matrix:<user id>`` are mapped; other networks' identities in the policy are ignored.
+the room ↔ group binding and the power levels themselves need 100
+(:data:`~.events.MLS_EVENT_LEVELS`, the same levels a new room gets, so writing the
+power levels also migrates rooms created before). Event types the homeserver protects
+by default (history visibility, tombstone, server ACL, encryption) get level 100 when a
+room lacks them (rooms created before kept no ``events`` entry for them). Only
+identities ``matrix:<user id>`` are mapped; other networks' identities in the policy
+are ignored.
 
 The bridge account of bridged groups (``MatrixSettings.bridge``, docs/bridge.md) is not
 an MLS member and never named by the policy's rights: it always keeps level 100 and is
@@ -69,10 +74,16 @@ LEVEL_OF_ROLE: Mapping[Role, int] = {
 }
 #: event types whose required level we fix (the rest of ``events`` is kept)
 FIXED_EVENT_LEVELS: Mapping[str, int] = {
-    ev.MESSAGE_EVENT: 0,
-    ev.GROUP_INFO_STATE: 0,
-    ev.GROUP_STATE: ADMIN_LEVEL,
+    **ev.MLS_EVENT_LEVELS,
     POWER_LEVELS: ADMIN_LEVEL,
+}
+#: levels a room gets for these types only if its ``events`` has no entry (Synapse's
+#: defaults; rooms created with an ``events`` override before lost them)
+DEFAULT_EVENT_LEVELS: Mapping[str, int] = {
+    "m.room.history_visibility": ADMIN_LEVEL,
+    "m.room.tombstone": ADMIN_LEVEL,
+    "m.room.server_acl": ADMIN_LEVEL,
+    "m.room.encryption": ADMIN_LEVEL,
 }
 _MARK = "policy_sync."
 
@@ -123,7 +134,8 @@ def derive_power_levels(policy: RoomPolicy, current: Mapping[str, Any],
     out["invite"] = LEVEL_OF_ROLE[policy.min_role(Action.ADD)]
     out["kick"] = out["ban"] = LEVEL_OF_ROLE[policy.min_role(Action.REMOVE)]
     events = current.get("events")
-    out["events"] = {**(events if isinstance(events, dict) else {}), **FIXED_EVENT_LEVELS}
+    out["events"] = {**DEFAULT_EVENT_LEVELS, **(events if isinstance(events, dict) else {}),
+                     **FIXED_EVENT_LEVELS}
     return out
 
 

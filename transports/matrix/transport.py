@@ -8,9 +8,16 @@ One instance per Matrix device (the MLS client ``<user id>/<device id>`` of the 
   Commit is ``ACCEPTED`` when no earlier timeline event is a Commit for its epoch, else
   ``ORDERED``: the stream decides (first *valid* Commit wins, at every member);
 * KeyPackages are one-time keys of algorithm ``mls.v1.<suite>`` (MSC4256), claimed once
-  each through ``/keys/claim``; the fallback key is the last-resort KeyPackage;
-* Welcomes are to-device messages; GroupInfo lives in room state; payloads over the
+  each through ``/keys/claim``; the fallback key is the last-resort KeyPackage. The owner
+  cannot see claimants: it counts the one-time keys that disappear
+  (:attr:`MatrixDeliveryTransport.key_package_claims`) and warns of fast depletion;
+* Welcomes are to-device messages; each writer's GroupInfo lives in room state under its
+  own user id, and readers take the newest one that passes the joiner's checks and
+  continues the room's GroupInfo history (:mod:`.group_info_chain`); payloads over the
   event size limit go through the media repository (``mxc://`` URI + SHA-256);
+* every item the transport refuses is counted and logged at WARNING through
+  :attr:`MatrixDeliveryTransport.drops` (rate-limited per sender), as well as listed by
+  :meth:`MatrixDeliveryTransport.rejections` when it is an event it refused to deliver;
 * the incoming stream is a local :class:`~.journal.Journal` fed by ``/sync``; its ids
   are the durable cursors, and the sync token is stored with what each sync brought.
   Gaps (``limited`` timelines, newly joined rooms) are filled with ``/messages``;
@@ -27,7 +34,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +53,8 @@ from transports.base import (
     TransportError,
     UnknownGroupError,
 )
+from transports.defence import Drops
+from transports.group_info import CheckedGroupInfo, GroupInfoRejected, check_group_info
 from transports.header import check_header, read_header
 from transports.validation import (
     parse_cursor,
@@ -57,6 +67,7 @@ from transports.validation import (
 
 from . import events as ev
 from .api import CLIENT, MatrixApi, MatrixApiError, quote
+from .group_info_chain import Chain, Link
 from .journal import (
     Bind,
     Control,
@@ -87,6 +98,12 @@ POWER_LEVELS = "m.room.power_levels"
 #: the bridge account's power level: it invites, kicks, bans and sends state whatever
 #: the room policy's levels are (room versions spec, "Authorization rules")
 BRIDGE_LEVEL = 100
+#: GroupInfo events read per ``/messages`` page (each may hold ~64 kB)
+_GROUP_INFO_PAGE = 50
+#: seconds over which claims of our one-time KeyPackages are summed for the warning
+DEPLETION_WINDOW = 300.0
+#: fewest claims within the window that may warn (one claim is an ordinary add)
+_MIN_DEPLETION = 2
 
 
 class MatrixDeliveryTransport:
@@ -122,6 +139,32 @@ class MatrixDeliveryTransport:
         #: devices of other users that advertise our algorithm (``/keys/query``)
         self._devices: dict[str, frozenset[str]] = {}
         self._queried: set[str] = set()  # users looked up during the current sync
+        #: every refused item, counted per reason, WARNING lines rate-limited per sender
+        self.drops = Drops(self.network)
+        #: accounts (``matrix:<user id>``) that may publish GroupInfo signed by someone
+        #: else, as they mirror members' GroupInfo (the signer must still be a member
+        #: the room's trusted GroupInfo lists); the configured bridge is one already
+        #: (:attr:`group_info_relayers`)
+        self.trusted_relayers: set[str] = set()
+        #: one-time KeyPackages of this device claimed by others so far (never decreases;
+        #: counted from ``device_one_time_keys_count`` in ``/sync`` and the counts
+        #: ``/keys/upload`` returns, our own uploads left out)
+        self.key_package_claims = 0
+        #: the device's one-time KeyPackage count as last seen (None: not yet)
+        self.one_time_key_count: int | None = None
+        #: "possible KeyPackage depletion" warnings so far
+        self.depletion_warnings = 0
+        self.depletion_window = DEPLETION_WINDOW
+        self._clock: Callable[[], float] = time.monotonic
+        self._count_high_water = 0
+        self._claim_log: deque[tuple[float, int]] = deque()
+        self._last_depletion_warning: float | None = None
+        self._upload_gen = 0  # changes whenever one of our uploads starts or ends
+        self._uploading = 0
+        #: items delivered with a doubt (forged own echo, unknown device), reported
+        #: through ``drops`` once the sync that found them is applied
+        self._flags: list[Rejected] = []
+        self._group_info_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, homeserver: str, user_id: str, *, journal_path: str | Path,
@@ -182,6 +225,13 @@ class MatrixDeliveryTransport:
     def api(self) -> MatrixApi:
         return self._api
 
+    @property
+    def group_info_relayers(self) -> frozenset[str]:
+        """Writers whose GroupInfo need not be signed by themselves: the configured bridge
+        (``matrix:<bridge>``) and :attr:`trusted_relayers`."""
+        bridge = set() if self.bridge_user is None else {ev.identity_of(self.bridge_user)}
+        return frozenset(self.trusted_relayers | bridge)
+
     def _check(self, client_id: object) -> None:
         if self._closed:
             raise TransportClosedError("the Matrix transport is closed")
@@ -228,7 +278,9 @@ class MatrixDeliveryTransport:
         one_time: dict[str, Any] = {}
         fallback: dict[str, Any] = {}
         entries = require_entries(entries)
-        self._journal.record_refs(e.ref for e in entries)
+        # keys uploaded before (a retry) do not raise the count again
+        fresh = self._journal.record_refs(e.ref for e in entries if not e.last_resort)
+        self._journal.record_refs(e.ref for e in entries if e.last_resort)
         for entry in entries:
             suite = ev.key_package_suite(entry.key_package)
             target = fallback if entry.last_resort else one_time
@@ -237,14 +289,78 @@ class MatrixDeliveryTransport:
         body: dict[str, Any] = {"one_time_keys": one_time}
         if fallback:
             body["fallback_keys"] = fallback
-        await self._api.request("POST", f"{CLIENT}/keys/upload", body)
+        await self._upload(body, fresh)
 
     async def key_package_count(self, client_id: str) -> int:
         self._check(client_id)
-        out = await self._api.request("POST", f"{CLIENT}/keys/upload", {})
-        counts = out.get("one_time_key_counts")
-        count = counts.get(self._algorithm, 0) if isinstance(counts, dict) else 0
-        return count if isinstance(count, int) else 0
+        count = await self._upload({}, 0)
+        return 0 if count is None else count
+
+    async def _upload(self, body: dict[str, Any], fresh: int) -> int | None:
+        """``POST /keys/upload`` adding ``fresh`` new one-time keys; the count it
+        returns is a KeyPackage count observation (:meth:`_observe_count`), unless
+        another upload of ours overlapped it."""
+        self._uploading += 1
+        self._upload_gen += 1
+        gen = self._upload_gen
+        try:
+            out = await self._api.request("POST", f"{CLIENT}/keys/upload", body)
+        finally:
+            overlapped = self._upload_gen != gen
+            self._uploading -= 1
+            self._upload_gen += 1
+        count = self._count_of(out.get("one_time_key_counts"))
+        if count is not None:
+            self._observe_count(count, fresh, trusted=not overlapped)
+        return count
+
+    def _count_of(self, counts: object) -> int | None:
+        """Our algorithm's entry of a one-time key count map (absent: 0)."""
+        if not isinstance(counts, dict):
+            return None
+        value = counts.get(self._algorithm, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None
+        return value
+
+    def _observe_count(self, count: int, uploaded: int = 0, *, trusted: bool = True) -> None:
+        """A new one-time KeyPackage count: keys that disappeared since the last count
+        (our ``uploaded`` ones aside) were claimed by someone (client-server API "Claim
+        one-time encryption keys": the homeserver hands each out once and deletes it).
+        An observation that may have raced with one of our uploads only resets the
+        baseline, so claims are never over-counted."""
+        before, self.one_time_key_count = self.one_time_key_count, count
+        self._count_high_water = max(self._count_high_water, count)
+        if before is None or not trusted:
+            return
+        claimed = before + uploaded - count
+        if claimed > 0:
+            self._record_claims(claimed)
+
+    def _record_claims(self, claimed: int) -> None:
+        """Add ``claimed`` to :attr:`key_package_claims`; warn (at most once per window)
+        when the whole pool — as many KeyPackages as the highest count seen, and at
+        least :data:`_MIN_DEPLETION` — was claimed within :attr:`depletion_window`
+        seconds."""
+        now = self._clock()
+        self.key_package_claims += claimed
+        self._claim_log.append((now, claimed))
+        while self._claim_log and now - self._claim_log[0][0] > self.depletion_window:
+            self._claim_log.popleft()
+        recent = sum(n for _, n in self._claim_log)
+        if recent < max(_MIN_DEPLETION, self._count_high_water):
+            return
+        last = self._last_depletion_warning
+        if last is not None and now - last < self.depletion_window:
+            return
+        self._last_depletion_warning = now
+        self.depletion_warnings += 1
+        self.drops.counts["possible-key-package-depletion"] += 1
+        log.warning("possible KeyPackage depletion: %d one-time KeyPackages of %s claimed "
+                    "within %g s (pool of up to %d, %d left); the homeserver does not say "
+                    "by whom, the last-resort KeyPackage keeps the device addable",
+                    recent, self.client_id, self.depletion_window, self._count_high_water,
+                    self.one_time_key_count or 0)
 
     async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
         user, device = ev.split_client_id(client_id)
@@ -277,8 +393,9 @@ class MatrixDeliveryTransport:
                     suite, ref = ev.parse_key_id(kid)
                     kp, last_resort = ev.parse_key_object(obj)
                 except InvalidRequestError as exc:
-                    log.warning("ignoring a malformed KeyPackage of %s/%s: %s", user, device,
-                                exc)
+                    self.drops.drop(sender=ev.identity_of(user), kind="key-package",
+                                    reason="malformed-key-package",
+                                    detail=f"device {device}: {exc}")
                     continue
                 if suite == self.cipher_suite:
                     claimed.append(ClaimedKeyPackage(ev.client_id_of(user, device), ref, kp,
@@ -311,7 +428,7 @@ class MatrixDeliveryTransport:
             room_id = room.room_id
             if self._journal.membership(room_id, self.matrix_user_id) != "join":
                 await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
-        self._journal.apply([Subscribe(room_id, group_id)])
+        self._apply([Subscribe(room_id, group_id)])
 
     async def _join_invited(self, group_id: bytes) -> str | None:
         """Join the room we were invited to for ``group_id`` (e.g. by :meth:`admit`),
@@ -324,12 +441,14 @@ class MatrixDeliveryTransport:
         for room_id in self._journal.invited_rooms(group_id):
             self._preempt()
             async with self._lock:  # no sync may journal the room before it is bound
+                inviter = self._journal.inviter(room_id)
                 if await self._joined_bound(room_id, group_id):
-                    self._journal.apply([Invite(room_id, None),
-                                         Subscribe(room_id, group_id)])
+                    self._apply([Invite(room_id, None), Subscribe(room_id, group_id)])
                     return room_id
-                self._journal.apply([Invite(room_id, None), Rejected(
-                    room_id, f"the invite named group {group_id.hex()}, the room not")])
+                self._apply([Invite(room_id, None), Rejected(
+                    room_id, f"the invite named group {group_id.hex()}, the room not",
+                    "invite-wrong-group", "invite",
+                    ev.identity_of(inviter) if inviter else None)])
         return None
 
     async def _joined_bound(self, room_id: str, group_id: bytes) -> bool:
@@ -349,21 +468,36 @@ class MatrixDeliveryTransport:
         return False
 
     async def _create_room(self, group_id: bytes) -> str:
-        """A private room whose state binds it to the group. Any member may invite and
-        publish GroupInfo (power level 0); the binding itself needs level 50 (default).
-        A group with a room policy gets power levels derived from it (policy_sync)."""
+        """A private room whose state binds it to the group. Any member may invite,
+        send group messages and publish its GroupInfo (power level 0); the binding needs
+        level 100 (:data:`~.events.MLS_EVENT_LEVELS`, set right after creation so that
+        the homeserver's default levels of the other event types stay). A group with a
+        room policy gets power levels derived from it (policy_sync)."""
         out = await self._api.request("POST", f"{CLIENT}/createRoom", {
             "preset": "private_chat",
             "topic": ev.group_hint(group_id),
             "initial_state": [{"type": ev.GROUP_STATE, "state_key": "",
                                "content": ev.group_state_content(group_id)}],
-            "power_level_content_override": {
-                "invite": 0, "events": {ev.GROUP_INFO_STATE: 0, ev.MESSAGE_EVENT: 0}},
+            "power_level_content_override": {"invite": 0},
         })
         room_id = out.get("room_id")
         if not isinstance(room_id, str):
             raise TransportError("createRoom returned no room_id")
+        await self._set_event_levels(room_id)
         return room_id
+
+    async def _set_event_levels(self, room_id: str) -> None:
+        """Merge :data:`~.events.MLS_EVENT_LEVELS` into the room's ``events`` levels
+        (``power_level_content_override`` would replace the whole ``events`` map, and
+        with it the homeserver's levels for ``m.room.power_levels``, history visibility,
+        tombstone...)."""
+        path = f"{CLIENT}/rooms/{quote(room_id)}/state/{POWER_LEVELS}/"
+        levels = await self._api.request("GET", path)
+        events = levels.get("events")
+        events = dict(events) if isinstance(events, dict) else {}
+        wanted = {**events, **ev.MLS_EVENT_LEVELS}
+        if wanted != events:
+            await self._api.request("PUT", path, {**levels, "events": wanted})
 
     async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
         """Stop delivering the group's messages to this device. The room is not left:
@@ -402,7 +536,7 @@ class MatrixDeliveryTransport:
         check_header(payload, group_id, epoch, is_commit)
         room = self._room(group_id)
         if not room.subscribed:
-            self._journal.apply([Subscribe(room.room_id, group_id)])
+            self._apply([Subscribe(room.room_id, group_id)])
         content = ev.message_content(await self._carry(payload, ev.INLINE_LIMIT),
                                      self.device_id)
         # the same bytes get the same transaction id: a resubmission is idempotent
@@ -502,7 +636,7 @@ class MatrixDeliveryTransport:
             raise InvalidRequestError("payload group_id differs from the given group_id")
         room = self._room(group_id)
         if not room.subscribed:
-            self._journal.apply([Subscribe(room.room_id, group_id)])
+            self._apply([Subscribe(room.room_id, group_id)])
         content = ev.message_content(await self._carry(payload, ev.INLINE_LIMIT),
                                      self.device_id, relay)
         # a relay of the same item after a crash is the same transaction (idempotent)
@@ -562,30 +696,33 @@ class MatrixDeliveryTransport:
 
     # ------------------------------------------------------------------ GroupInfo
 
-    def _group_info_path(self, room_id: str) -> str:
-        return f"{CLIENT}/rooms/{quote(room_id)}/state/{ev.GROUP_INFO_STATE}/"
+    def _group_info_path(self, room_id: str, state_key: str) -> str:
+        return (f"{CLIENT}/rooms/{quote(room_id)}/state/{ev.GROUP_INFO_STATE}/"
+                f"{quote(state_key)}")
 
     async def publish_group_info(self, group_id: bytes, epoch: int, group_info: bytes,
                                  ratchet_tree: bytes | None = None) -> None:
-        """Room state :data:`~.events.GROUP_INFO_STATE`; an older epoch never replaces a
-        newer one; large GroupInfo/tree go through the media repository."""
+        """Room state :data:`~.events.GROUP_INFO_STATE` under our own user id (nobody
+        else may write that state key); an older epoch never replaces a newer one of
+        ours; large GroupInfo/tree go through the media repository."""
         group_id = require_bytes("group_id", group_id)
         epoch = require_epoch(epoch)
         group_info = require_bytes("group_info", group_info)
         room = self._room(group_id)
-        current = await self._current_group_info(room.room_id)
+        path = self._group_info_path(room.room_id,
+                                     ev.group_info_state_key(self.matrix_user_id))
+        current = await self._own_group_info(path)
         if current is not None and current.epoch > epoch:
             return
         half = ev.INLINE_LIMIT // 2
         info = await self._carry(group_info, half)
         tree = None if ratchet_tree is None else await self._carry(
             require_bytes("ratchet_tree", ratchet_tree), half)
-        await self._api.request("PUT", self._group_info_path(room.room_id),
-                                ev.group_info_content(epoch, info, tree))
+        await self._api.request("PUT", path, ev.group_info_content(epoch, info, tree))
 
-    async def _current_group_info(self, room_id: str) -> ev.ParsedGroupInfo | None:
+    async def _own_group_info(self, path: str) -> ev.ParsedGroupInfo | None:
         try:
-            content = await self._api.request("GET", self._group_info_path(room_id))
+            content = await self._api.request("GET", path)
         except MatrixApiError as exc:
             if exc.status == 404:
                 return None
@@ -593,15 +730,45 @@ class MatrixDeliveryTransport:
         try:
             return ev.parse_group_info_content(content, self._max_media)
         except InvalidRequestError:
-            return None  # garbage in the state: a new GroupInfo replaces it
+            return None  # not ours to worry about: a new GroupInfo replaces it
 
     async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
-        room = self._room(require_bytes("group_id", group_id))
-        current = await self._current_group_info(room.room_id)
-        if current is None:
-            raise UnknownGroupError(f"no GroupInfo published for group {group_id.hex()}")
-        tree = None if current.tree is None else await self._resolve(current.tree)
-        return await self._resolve(current.info), tree
+        """The newest GroupInfo of the group that a joiner can trust: every
+        :data:`~.events.GROUP_INFO_STATE` event of the room (its history since the last
+        read, then the current state of every state key, the legacy ``""`` included)
+        is checked as a joiner would with ``writer = matrix:<event sender>``
+        (:func:`~transports.group_info.check_group_info`; the configured bridge and
+        :attr:`trusted_relayers` may publish others' GroupInfo) and must continue the
+        room's GroupInfo history (:mod:`.group_info_chain`). Every candidate that fails
+        is reported through :attr:`drops` with its writer as sender; raises
+        :class:`~transports.base.UnknownGroupError` only when none is left."""
+        group_id = require_bytes("group_id", group_id)
+        room_id = self._room(group_id).room_id
+        chain_key, head_key = f"group_info_chain.{room_id}", f"group_info_head.{room_id}"
+        async with self._group_info_lock:
+            chain = Chain.from_json(self._journal.meta(chain_key))
+            head = _decode_head(self._journal.meta(head_key))
+            reader = _GroupInfoReader(self, room_id, group_id, chain)
+            await reader.read()
+            if chain.head is None:
+                raise UnknownGroupError(f"no valid GroupInfo published for group "
+                                        f"{group_id.hex()}")
+            if head is None or head[0] != chain.head.event_id:
+                payload = reader.payloads.get(chain.head.event_id) \
+                    or await reader.payload_of(chain.head.event_id)
+                head = (chain.head.event_id, *payload)
+            self._journal.set_metas({chain_key: chain.to_json(),
+                                     head_key: _encode_head(*head)})
+            return head[1], head[2]
+
+    async def _room_state(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's current state events (client-server API ``GET /state``)."""
+        raw = await self._api.raw("GET", f"{CLIENT}/rooms/{quote(room_id)}/state")
+        try:
+            events = json.loads(raw)
+        except ValueError:
+            raise TransportError("room state: invalid JSON") from None
+        return [_dict(e) for e in _list(events)]
 
     # ------------------------------------------------------------------ receiving
 
@@ -657,8 +824,22 @@ class MatrixDeliveryTransport:
         return self._journal.member_changes(after)
 
     def rejections(self) -> list[tuple[str, str]]:
-        """(event id, reason) of every event the transport refused to deliver."""
+        """(event id, reason) of every event the transport refused to deliver (each was
+        also reported through :attr:`drops`)."""
         return self._journal.rejections()
+
+    def _apply(self, ops: Sequence[Op], token: str | None = None,
+               flags: Sequence[Rejected] = ()) -> None:
+        """Journal ``ops`` (and the sync token), then report through :attr:`drops`
+        whatever was refused and the ``flags`` (items delivered with a doubt)."""
+        refused = self._journal.apply(ops, token)
+        for item in [*refused, *flags]:
+            self.drops.drop(sender=item.sender, kind=item.kind, reason=item.slug,
+                            detail=f"{item.event_id}: {item.reason}")
+
+    def _flag(self, event_id: str, reason: str, slug: str, kind: str, sender: str) -> None:
+        """Report (after this sync is applied) an item delivered with a doubt."""
+        self._flags.append(Rejected(event_id, reason, slug, kind, ev.identity_of(sender)))
 
     # ------------------------------------------------------------------ sync
 
@@ -676,12 +857,18 @@ class MatrixDeliveryTransport:
                 raise TransportClosedError("the Matrix transport is closed")
             if preemptible:
                 self._poller = asyncio.current_task()
+            gen = self._upload_gen
             try:
-                ops, token = await self._pull(timeout_ms)
+                ops, token, count = await self._pull(timeout_ms)
             finally:
                 if preemptible:
                     self._poller = None
-            self._journal.apply(ops, token)
+            flags, self._flags = self._flags, []
+            self._apply(ops, token, flags)
+            if count is not None:
+                # a count the server computed while one of our uploads ran may predate it
+                self._observe_count(count, trusted=gen == self._upload_gen
+                                    and not self._uploading)
 
     async def _filter(self) -> str:
         if self._filter_id is None:
@@ -694,8 +881,12 @@ class MatrixDeliveryTransport:
             self._filter_id = filter_id
         return self._filter_id
 
-    async def _pull(self, timeout_ms: int) -> tuple[list[Op], str]:
+    async def _pull(self, timeout_ms: int) -> tuple[list[Op], str, int | None]:
+        """One ``/sync`` response as journal operations, its ``next_batch`` and our
+        algorithm's ``device_one_time_keys_count`` (client-server API "Extensions to
+        /sync" of end-to-end encryption; None if absent)."""
         self._queried.clear()
+        self._flags = []
         query = {"filter": await self._filter(), "timeout": str(timeout_ms)}
         token = self._journal.meta("sync_token")
         if token is not None:
@@ -719,7 +910,7 @@ class MatrixDeliveryTransport:
             timeline = _list(_dict(_dict(left).get("timeline")).get("events"))
             for event in timeline:
                 ops.extend(await self._room_event(room_id, _dict(event)))
-        return ops, next_batch
+        return ops, next_batch, self._count_of(resp.get("device_one_time_keys_count"))
 
     def _invited(self, room_id: str, invited: Mapping[str, Any]) -> list[Op]:
         """An invite to a room not yet known as bound: remember the group its invite
@@ -794,7 +985,8 @@ class MatrixDeliveryTransport:
         state_key = event.get("state_key")
         try:
             if etype == ev.GROUP_STATE and state_key == "":
-                return [Bind(room_id, ev.parse_group_state(content))]
+                return [Bind(room_id, ev.parse_group_state(content), ev.identity_of(sender),
+                             event_id)]
             if etype == "m.room.member" and isinstance(state_key, str):
                 membership = _dict(content).get("membership")
                 if isinstance(membership, str):
@@ -805,8 +997,8 @@ class MatrixDeliveryTransport:
         except (TransportError, DecodeError) as exc:
             if not self._give_up(event_id, exc):
                 raise  # e.g. the media download failed: retry with this sync
-            log.info("rejected event %s in %s: %s", event_id, room_id, exc)
-            return [Rejected(event_id, str(exc))]
+            kind = "binding" if etype == ev.GROUP_STATE else "room-event"
+            return [Rejected(event_id, str(exc), _slug(exc), kind, ev.identity_of(sender))]
         return []
 
     async def _group_event(self, room_id: str, event_id: str, sender: str,
@@ -830,8 +1022,14 @@ class MatrixDeliveryTransport:
         if client_id == self.client_id:
             if not self._own_echo(event):
                 client_id = None  # claims to come from this device, which did not send it
+                self._flag(event_id, "claims to come from this device, which did not send "
+                           "it; delivered without a client id", "forged-own-echo",
+                           "room-event", sender)
         elif not await self._known_device(sender, parsed.device_id):
             client_id = None  # a device the sender does not (or no longer) have
+            self._flag(event_id, f"device {parsed.device_id!r} is not one of the sender's; "
+                       "delivered without a client id", "unknown-device", "room-event",
+                       sender)
         return [GroupEvent(room_id, event_id, header.group_id, header.epoch,
                            header.content_type == ContentType.COMMIT, client_id,
                            ev.identity_of(sender), payload)]
@@ -877,17 +1075,18 @@ class MatrixDeliveryTransport:
             return await self._control(sender, message.get("content"))
         if message.get("type") != ev.WELCOME_EVENT or not isinstance(sender, str):
             return []
+        key = f"to-device from {sender}"
         try:
             parsed = ev.parse_welcome_content(message.get("content"), self._max_media)
             payload = await self._resolve(parsed.carried)
         except TransportError as exc:
-            if not self._give_up(f"to-device from {sender}", exc):
+            if not self._give_up(key, exc):
                 raise
-            return [Rejected(f"to-device from {sender}", str(exc))]
+            return [Rejected(key, str(exc), _slug(exc), "welcome", ev.identity_of(sender))]
         if not self._for_us(payload):
             # never join a room on the word of a Welcome that cannot be ours
-            return [Rejected(f"to-device from {sender}",
-                             "not an MLSMessage(Welcome) for one of our KeyPackages")]
+            return [Rejected(key, "not an MLSMessage(Welcome) for one of our KeyPackages",
+                             "welcome-not-for-us", "welcome", ev.identity_of(sender))]
         if self._journal.membership(parsed.room_id, self.matrix_user_id) != "join":
             try:
                 await self._api.request("POST", f"{CLIENT}/join/{quote(parsed.room_id)}", {})
@@ -895,7 +1094,6 @@ class MatrixDeliveryTransport:
                 log.warning("cannot join %s for a Welcome: %s", parsed.room_id, exc)
         return [Welcome(parsed.group_id, parsed.room_id, parsed.after_event, payload,
                         sender)]
-
 
     async def _control(self, sender: str, content: object) -> list[Op]:
         """A CONTROL item: the homeserver vouches for the sending user, the device named
@@ -907,9 +1105,12 @@ class MatrixDeliveryTransport:
         except TransportError as exc:
             if not self._give_up(key, exc):
                 raise
-            return [Rejected(key, str(exc))]
+            return [Rejected(key, str(exc), _slug(exc), "control", ev.identity_of(sender))]
         known = (sender == self.matrix_user_id and parsed.device_id == self.device_id) \
             or await self._known_device(sender, parsed.device_id)
+        if not known:
+            self._flag(key, f"device {parsed.device_id!r} is not one of the sender's; "
+                       "delivered without a client id", "unknown-device", "control", sender)
         client = ev.client_id_of(sender, parsed.device_id) if known else None
         return [Control(payload, client, ev.identity_of(sender))]
 
@@ -921,6 +1122,155 @@ class MatrixDeliveryTransport:
             return False
         return welcome is not None and self._journal.published_any(
             s.new_member for s in welcome.secrets)
+
+
+class _GroupInfoReader:
+    """One read of a room's published GroupInfo (:meth:`MatrixDeliveryTransport
+    .fetch_group_info`): offers each GroupInfo event, in timeline order, to the room's
+    :class:`~.group_info_chain.Chain` and reports every one that fails."""
+
+    def __init__(self, transport: MatrixDeliveryTransport, room_id: str, group_id: bytes,
+                 chain: Chain) -> None:
+        self.t = transport
+        self.room_id = room_id
+        self.group_id = group_id
+        self.chain = chain
+        self.relayers = transport.group_info_relayers
+        #: trusted while the room has no trusted GroupInfo yet: ourselves and the room's
+        #: creator (set below)
+        self.anchors = {transport.identity}
+        #: bytes of the head, if it was read during this read
+        self.payloads: dict[str, tuple[bytes, bytes | None]] = {}
+
+    async def read(self) -> None:
+        """History since the chain's token, then current-state events not seen yet."""
+        state = await self.t._room_state(self.room_id)
+        creator = next((e.get("sender") for e in state if e.get("type") == "m.room.create"
+                        and e.get("state_key") == ""), None)
+        if isinstance(creator, str):
+            self.anchors.add(ev.identity_of(creator))
+        current = {e["event_id"]: e for e in state if e.get("type") == ev.GROUP_INFO_STATE
+                   and isinstance(e.get("event_id"), str)}
+        offered = set(self.chain.offered_state) & current.keys()
+        async for event in self._history():
+            if event.get("event_id") in current:
+                offered.add(event["event_id"])
+            await self._offer(event)
+        for event_id, event in current.items():
+            if event_id not in offered:
+                offered.add(event_id)
+                await self._offer(event)
+        self.chain.offered_state = sorted(offered)
+        for link in self.chain.unreported():
+            self.t.drops.drop(sender=link.writer, kind="group-info",
+                              reason="group-info-unlinked",
+                              detail=f"{link.event_id}: epoch {link.epoch} signed by "
+                                     f"{link.signer}, whom no trusted GroupInfo lists")
+
+    async def _history(self) -> AsyncIterator[dict[str, Any]]:
+        """The room's GroupInfo events after the chain's token, oldest first
+        (``/messages`` forwards; without a token from the room's creation)."""
+        flt = json.dumps(ev.group_info_filter(), separators=(",", ":"))
+        token = self.chain.token
+        while True:
+            query = {"dir": "f", "limit": str(_GROUP_INFO_PAGE), "filter": flt}
+            if token is not None:
+                query["from"] = token
+            out = await self.t.api.request(
+                "GET", f"{CLIENT}/rooms/{quote(self.room_id)}/messages", query=query)
+            for event in _list(out.get("chunk")):
+                yield _dict(event)
+            end = out.get("end")
+            if not isinstance(end, str) or end == token:
+                return
+            token = self.chain.token = end
+
+    async def _offer(self, event: Mapping[str, Any]) -> None:
+        event_id, sender = event.get("event_id"), event.get("sender")
+        if not isinstance(event_id, str) or not isinstance(sender, str) \
+                or event.get("type") != ev.GROUP_INFO_STATE \
+                or not isinstance(event.get("state_key"), str):
+            return
+        writer = ev.identity_of(sender)
+        try:
+            checked = await self._check(event_id, event.get("content"), writer)
+        except GroupInfoRejected as exc:
+            self.t.drops.drop(sender=writer, kind="group-info", reason=exc.reason,
+                              detail=f"{event_id}: {exc.detail}")
+            return
+        self.chain.offer(Link(event_id, writer, checked.epoch, checked.signer,
+                              checked.members), anchors=self.anchors, relayers=self.relayers)
+        if self.chain.head is not None and self.chain.head.event_id == event_id:
+            self.payloads = {event_id: (checked.group_info, checked.ratchet_tree)}
+
+    async def _check(self, event_id: str, content: object, writer: str) -> CheckedGroupInfo:
+        """Parse, download and check one GroupInfo event; every fault of the event
+        (malformed content, media over the limit or failing its hash, an invalid
+        GroupInfo) is a :class:`~transports.group_info.GroupInfoRejected`."""
+        try:
+            parsed = ev.parse_group_info_content(content, self.t._max_media)
+            info = await self.t._resolve(parsed.info)
+            tree = None if parsed.tree is None else await self.t._resolve(parsed.tree)
+        except (TransportError, DecodeError) as exc:
+            if not self.t._give_up(event_id, exc):
+                raise  # a passing failure: the caller may try again
+            raise GroupInfoRejected(f"group-info-{_slug(exc)}", str(exc)) from None
+        try:
+            checked = check_group_info(self.group_id, info, tree, writer=writer,
+                                       relayers=self.relayers)
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+            # garbage the decoder did not anticipate: never the caller's problem
+            raise GroupInfoRejected("group-info-invalid", repr(exc)) from None
+        if checked.epoch != parsed.epoch:
+            raise GroupInfoRejected("group-info-malformed",
+                                    f"its content says epoch {parsed.epoch}, its GroupInfo "
+                                    f"{checked.epoch}")
+        return checked
+
+    async def payload_of(self, event_id: str) -> tuple[bytes, bytes | None]:
+        """The bytes of a GroupInfo event that became the head after it was read."""
+        event = await self.t.api.request(
+            "GET", f"{CLIENT}/rooms/{quote(self.room_id)}/event/{quote(event_id)}")
+        sender = event.get("sender")
+        if not isinstance(sender, str):
+            raise TransportError(f"the homeserver returned {event_id} without a sender")
+        try:
+            checked = await self._check(event_id, event.get("content"),
+                                        ev.identity_of(sender))
+        except GroupInfoRejected as exc:
+            raise TransportError(f"GroupInfo event {event_id} no longer checks: {exc}") \
+                from None
+        return checked.group_info, checked.ratchet_tree
+
+
+def _encode_head(event_id: str, info: bytes, tree: bytes | None) -> str:
+    return json.dumps({"event_id": event_id, "group_info": ev.b64encode(info),
+                       "ratchet_tree": None if tree is None else ev.b64encode(tree)},
+                      separators=(",", ":"))
+
+
+def _decode_head(text: str | None) -> tuple[str, bytes, bytes | None] | None:
+    """(event id, GroupInfo, tree) of the stored head (None: none or unreadable)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+        tree = value.get("ratchet_tree")
+        return (str(value["event_id"]), ev.b64decode(value["group_info"]),
+                None if tree is None else ev.b64decode(tree))
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidRequestError):
+        return None
+
+
+def _slug(exc: Exception) -> str:
+    """The stable drop reason of an item's failure."""
+    if isinstance(exc, ev.PayloadTooLargeError):
+        return "payload-too-large"
+    if isinstance(exc, ev.MediaIntegrityError):
+        return "media-integrity"
+    if isinstance(exc, InvalidRequestError | DecodeError):
+        return "malformed"
+    return "media-unavailable"  # the media repository refused, or kept failing
 
 
 def _permanent(exc: Exception) -> bool:

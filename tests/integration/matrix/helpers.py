@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 from mls_client import MLSClient, Settings
 from mls_client.events import ClientEvent
 from mls_client.settings import KeyPackageSettings
+from mls_core.ciphersuite import get_suite
+from mls_core.credentials import Credential
+from mls_core.framing import MLSMessage
+from mls_core.group import Group
+from mls_core.welcome import sign_group_info
 from tests.client.helpers import Clients
 from transports.matrix.transport import MatrixDeliveryTransport
 
@@ -76,3 +83,26 @@ class MatrixNet(Clients):
         for name, client in self.clients.items():
             await client.close()
             await self.transports[name].close()
+
+
+def fake_group_info(identity: str, group_id: bytes, epoch: int) -> bytes:
+    """What a room occupant who is not a member can publish: a self-consistent,
+    self-signed MLSMessage(GroupInfo) of a group of its own with the real group's id, at
+    any epoch it likes (it signs the GroupContext itself, §12.4.3)."""
+    suite = get_suite(1)
+    priv, _ = suite.generate_signature_key_pair()
+    group = Group.create(1, Credential.basic(identity.encode()), priv, group_id=group_id,
+                         now=int(time.time()))
+    info = MLSMessage.decode(group.group_info()).group_info
+    assert info is not None
+    tbs = info.to_be_signed()
+    tbs = dataclasses.replace(tbs, group_context=dataclasses.replace(tbs.group_context,
+                                                                     epoch=epoch))
+    return MLSMessage.of(sign_group_info(suite, priv, tbs)).encode()
+
+
+def epoch_of(group_info: bytes) -> int:
+    """The epoch of an MLSMessage(GroupInfo)."""
+    info = MLSMessage.decode(group_info).group_info
+    assert info is not None
+    return info.group_context.epoch

@@ -82,6 +82,7 @@ async def test_bridge_relays_hub_items_controls_and_welcomes(
         assert isinstance(bridge, RelayTransport) and bridge.network == "matrix"
         group = _group(alice.identity)
         gid = group.group_id
+        info_at_0 = group.group_info()
         await alice.subscribe(alice.client_id, gid)
         room = alice.room_id(gid)
         # bob is invited the plain way (no reason): his subscribe finds the room by topic
@@ -184,10 +185,15 @@ async def test_bridge_relays_hub_items_controls_and_welcomes(
         joined = Group.join(items[0].payload, kp, kp_priv, now=NOW)
         assert joined.epoch_authenticator == group.epoch_authenticator
 
-        # GroupInfo from the bridge (not an MLS member): readers take it, newest wins
-        await bridge.publish_group_info(gid, 1, b"info of epoch 1", b"tree")
-        await alice.publish_group_info(gid, 0, b"stale info")
-        assert await alice.fetch_group_info(gid) == (b"info of epoch 1", b"tree")
+        # GroupInfo mirrored by the bridge (not an MLS member, signed by alice): taken
+        # by readers that trust the bridge as a relayer, newest valid wins; a reader
+        # that does not (bob) drops it and takes alice's own
+        await bridge.publish_group_info(gid, 1, group.group_info())
+        await alice.publish_group_info(gid, 0, info_at_0)
+        alice.trusted_relayers.add(bridge.identity)
+        assert await alice.fetch_group_info(gid) == (group.group_info(), None)
+        assert await bob.fetch_group_info(gid) == (info_at_0, None)
+        assert bob.drops.counts["group-info-wrong-signer"] == 1
     finally:
         for t in ts.values():
             await t.close()
@@ -252,6 +258,7 @@ async def test_an_invite_naming_another_group_is_not_followed(
         assert bridge.room_id(target) not in (None, room)  # its own, new room
         assert bridge.room_id(bait) is None
         assert any(e == room and "invite named" in r for e, r in bridge.rejections())
+        assert bridge.drops.counts["invite-wrong-group"] == 1  # a WARNING naming mallory
         member = await mallory.api.request(
             "GET", f"{CLIENT}/rooms/{quote(room or '')}/state/m.room.member/"
             f"{quote(bridge.matrix_user_id)}")
