@@ -77,7 +77,7 @@ class Client:
             spec = rpc_table()[rpc]
             stub = self._channel.unary_unary(
                 spec.path,
-                request_serializer=spec.request.SerializeToString,
+                request_serializer=_serialize,
                 response_deserializer=spec.response.FromString,
             )
             self._stubs[rpc] = stub
@@ -229,3 +229,8 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
 def _tail_text(tail: str) -> str:
     return f"\n--- client log (tail) ---\n{tail}" if tail.strip() else ""
 
+
+
+def _serialize(message: Message) -> bytes:
+    """The wire form of a request (the generated class's own serializer)."""
+    return message.SerializeToString()

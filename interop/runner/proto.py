@@ -9,7 +9,7 @@ results JSON the way Go's plain JSON encoder renders the generated structs (RUNN
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -31,7 +31,9 @@ class Rpc:
 
     name: str
     path: str
-    request: type[Message]
+    #: called with the request's fields as keywords (the generated classes accept them;
+    #: ``Message`` itself is typed without them in newer types-protobuf)
+    request: Callable[..., Message]
     response: type[Message]
 
 
