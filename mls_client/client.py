@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -38,18 +40,32 @@ from mls_core.messages import ExternalSender, KeyPackage, external_senders, with
 from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
 from mls_core.ratchet_tree import RatchetTree
 from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
-from transports.base import ClaimedKeyPackage, DeliveryTransport
+from transports.base import (
+    ClaimedKeyPackage,
+    DeliveryTransport,
+    TransportClosedError,
+    TransportError,
+)
 from transports.defence import Drops
 
 from .context import ClientContext, ClientStats, reason
 from .errors import CommitConflictError, KeyPackageError, NotFoundError
-from .events import ClientEvent, ClientWarning, GroupJoined, member_name
+from .events import (
+    ClientEvent,
+    ClientWarning,
+    ConnectionLost,
+    ConnectionRestored,
+    GroupJoined,
+    member_name,
+)
 from .inbound import Inbound
 from .keypackages import ClaimWatch, KeyPackagePool, PoolReport, Progress
 from .outbound import Outbound
 from .pinning import check_and_pin, fingerprint
 from .settings import Settings
 from .store import GroupRecord, Identity, InboxMessage, Store
+
+log = logging.getLogger("mls_bridge.client")
 
 #: how long messages of a group we never joined are kept (seconds)
 BUFFER_TTL = 24 * 3600
@@ -502,24 +518,40 @@ class MLSClient:
             events, self._ctx.queued = self._ctx.queued, []
             return events
 
-    async def events(self) -> AsyncIterator[ClientEvent]:
-        """Process the incoming stream until :meth:`close`, yielding the events."""
-        while not self._closed:
-            for event in await self.sync():
+    async def events(self, stop: asyncio.Event | None = None) -> AsyncIterator[ClientEvent]:
+        """Process the incoming stream until :meth:`close` (or ``stop`` is set),
+        yielding the events. Transport failures never end it: they are reported once
+        per outage (:class:`ConnectionLost`, then :class:`ConnectionRestored`) and
+        retried with capped exponential backoff and jitter."""
+        outage = _Outage(self._ctx.stats)
+        while not self._closed and not (stop is not None and stop.is_set()):
+            try:
+                events = await self.sync()
+            except TransportError as exc:
+                if self._closed or isinstance(exc, TransportClosedError):
+                    return
+                lost = outage.failed(exc)
+                if lost is not None:
+                    yield lost
+                await _sleep_or_stop(outage.delay(), stop)
+                continue
+            restored = outage.ended()
+            if restored is not None:
+                yield restored
+            for event in events:
                 yield event
             if not self._closed:
-                await self._wait_for_items()
+                with contextlib.suppress(TransportError):  # the next sync reports it
+                    await self._wait_for_items(stop)
 
     async def run(self, handler: Callable[[ClientEvent], Awaitable[None]] | None = None,
                   stop: asyncio.Event | None = None) -> None:
         """Process the stream until ``stop`` is set (or :meth:`close`), passing each
-        event to ``handler``."""
-        while not self._closed and not (stop is not None and stop.is_set()):
-            for event in await self.sync():
-                if handler is not None:
-                    await handler(event)
-            if not self._closed:
-                await self._wait_for_items(stop)
+        event to ``handler``. A transient transport failure never ends it (see
+        :meth:`events`)."""
+        async for event in self.events(stop):
+            if handler is not None:
+                await handler(event)
 
     async def _wait_for_items(self, stop: asyncio.Event | None = None) -> None:
         """Until the transport has something after our cursor, ``stop`` is set or a poll
@@ -605,6 +637,51 @@ def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | 
     if given is not None and given != own:
         raise UsageError(f"this transport is bound to {name} {own!r}, not {given!r}")
     return own
+
+
+#: backoff of :meth:`MLSClient.events` after a transport failure (seconds)
+RETRY_INITIAL = 0.5
+RETRY_CAP = 30.0
+
+
+class _Outage:
+    """One outage of the Delivery Service as :meth:`MLSClient.events` sees it: capped
+    exponential backoff with full jitter, and the events that frame it."""
+
+    def __init__(self, stats: ClientStats) -> None:
+        self._stats = stats
+        self._since: float | None = None
+        self._attempt = 0
+
+    def failed(self, exc: BaseException) -> ConnectionLost | None:
+        self._attempt += 1
+        self._stats.reconnect_attempts += 1
+        if self._since is not None:
+            return None
+        self._since = time.monotonic()
+        self._stats.disconnects += 1
+        log.warning("the delivery service failed (%s); retrying", reason(exc))
+        return ConnectionLost(reason(exc))
+
+    def delay(self) -> float:
+        ceiling = min(RETRY_CAP, RETRY_INITIAL * 2 ** min(self._attempt - 1, 16))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def ended(self) -> ConnectionRestored | None:
+        if self._since is None:
+            return None
+        outage, self._since, self._attempt = time.monotonic() - self._since, None, 0
+        log.warning("the delivery service answers again after %.1f s", outage)
+        return ConnectionRestored(outage)
+
+
+async def _sleep_or_stop(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 def _transport_drops(transport: object) -> list[Drops]:

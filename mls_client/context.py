@@ -57,6 +57,9 @@ class ClientStats:
     messages_rejected: int = 0
     #: refills of the KeyPackage pool that claims of our KeyPackages triggered, and
     #: those refused by the refill budget (a possible depletion attack)
+    #: outages :meth:`MLSClient.run` rode out, and the retries it took
+    disconnects: int = 0
+    reconnect_attempts: int = 0
     key_package_refills: int = 0
     key_package_refills_refused: int = 0
     #: inbound items dropped before use, per reason: the client's own drops and its

@@ -104,5 +104,22 @@ class SignatureKeyChanged:
     known_keys: int
 
 
+@dataclass(frozen=True)
+class ConnectionLost:
+    """The Delivery Service could not be reached (``cause``); :meth:`MLSClient.run` and
+    :meth:`MLSClient.events` keep trying, with capped exponential backoff and jitter.
+    Reported once per outage."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
+class ConnectionRestored:
+    """The Delivery Service answered again after ``outage`` seconds."""
+
+    outage: float
+
+
 ClientEvent = (MessageReceived | GroupJoined | CommitProcessed | RemovedFromGroup
-               | ProposalQueued | MessageRejected | ClientWarning | SignatureKeyChanged)
+               | ProposalQueued | MessageRejected | ClientWarning | SignatureKeyChanged
+               | ConnectionLost | ConnectionRestored)

@@ -1,0 +1,74 @@
+"""MLSClient.run() rides out Delivery Service outages (issue: resilience): a transport
+failure is reported once (ConnectionLost / ConnectionRestored), retried with backoff,
+and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mls_client import client as client_module
+from mls_client.events import ClientEvent, ConnectionLost, ConnectionRestored, MessageReceived
+from transports.base import IncomingMessage, TransportError
+from transports.local import LocalDeliveryService
+
+from .helpers import Net, async_test_within
+
+
+class _Flaky:
+    """The embedded service whose reads fail while ``down`` is set."""
+
+    def __init__(self, inner: LocalDeliveryService) -> None:
+        self._inner = inner
+        self.down = False
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        if self.down:
+            self.failures += 1
+            raise TransportError("connection refused (simulated outage)")
+        return await self._inner.fetch(client_id, after, limit)
+
+
+@async_test_within(60)
+async def test_run_survives_an_outage_and_delivers_everything_once(
+        tmp_path: Path, monkeypatch: object) -> None:
+    monkeypatch.setattr(client_module, "RETRY_INITIAL", 0.02)  # type: ignore[attr-defined]
+    net = Net(tmp_path)
+    try:
+        alice, bob = await net.add("alice", "bob")
+        gid = await alice.create_group()
+        await alice.add_members(gid, ["bob"])
+        await net.sync("bob")
+        flaky = _Flaky(net.ds)
+        bob._ctx.transport = flaky  # type: ignore[attr-defined,assignment]
+        seen: list[ClientEvent] = []
+        stop = asyncio.Event()
+
+        async def handler(event: ClientEvent) -> None:
+            seen.append(event)
+            if sum(isinstance(e, MessageReceived) for e in seen) == 3:
+                stop.set()
+
+        flaky.down = True
+        runner = asyncio.create_task(bob.run(handler, stop))
+        while flaky.failures < 5:
+            await asyncio.sleep(0.01)
+        for text in (b"one", b"two"):
+            await alice.send(gid, text)
+        assert not runner.done()
+        flaky.down = False
+        await alice.send(gid, b"three")
+        await asyncio.wait_for(runner, 30)
+        kinds = [type(e) for e in seen]
+        assert kinds.count(ConnectionLost) == 1 and kinds.count(ConnectionRestored) == 1
+        assert kinds.index(ConnectionLost) < kinds.index(ConnectionRestored)
+        assert [e.data for e in seen if isinstance(e, MessageReceived)] == [
+            b"one", b"two", b"three"]
+        assert bob.stats.disconnects == 1 and bob.stats.reconnect_attempts >= 5
+    finally:
+        await net.close()
