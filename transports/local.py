@@ -540,6 +540,12 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
         await db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         raise StorageError(f"cannot start a transaction: {exc}") from exc
+    except BaseException:
+        # cancelled while the connection's thread runs BEGIN: it still opens the
+        # transaction, which the next writer on this connection would find open
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
     try:
         yield
     except BaseException as exc:
