@@ -270,8 +270,9 @@ class MLSClient:
                 await self._ctx.save(tx, group, name=name)
             await self._ctx.transport.subscribe(self.client_id, group.group_id)
             created = getattr(self._ctx.transport, "group_created", None)
-            if created is not None:  # e.g. transports.bridged: the bridge opens its rooms
-                await created(group.group_id)
+            if created is not None:  # e.g. transports.bridged: the bridge opens its rooms,
+                # taking our GroupInfo (§12.4.3) as its first verified view of the group
+                await created(group.group_id, group.group_info())
             await self._ctx.publish_group_info(group)
             return group.group_id
 
@@ -298,7 +299,8 @@ class MLSClient:
             claimed: list[tuple[ClaimedKeyPackage, KeyPackage]] = []
             missing = []
             for user in dict.fromkeys(user_ids):
-                offers = await self._ctx.transport.claim_user_key_packages(user)
+                offers = await self._ctx.transport.claim_user_key_packages(
+                    user, group_id=group_id)
                 valid = [(c, kp) for c in offers if c.client_id != self.client_id
                          if (kp := self._validated(c, user, group)) is not None]
                 valid = await self._trusted(group.group_id, valid)
