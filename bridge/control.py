@@ -78,6 +78,8 @@ CONTROL_RATE, CONTROL_BURST = 20.0, 200.0
 CLAIM_RATE, CLAIM_BURST = 2.0, 64.0
 #: signer requests per second (and burst) per account: the key is public
 SIGNER_RATE, SIGNER_BURST = 0.5, 10.0
+#: ``bridge`` requests (each may open rooms on every network) per second and burst
+BRIDGE_RATE, BRIDGE_BURST = 1 / 60, 10.0
 #: how long a Welcome relay may wait for the bridge to note where a room carries the
 #: hub item of its Commit (a member may see the item before the publisher noted it)
 POSITION_WAIT = 10.0
@@ -97,6 +99,7 @@ class ControlDesk:
         self.control = RateLimiter(CONTROL_RATE, CONTROL_BURST)
         self.claims = RateLimiter(CLAIM_RATE, CLAIM_BURST)
         self.signers = RateLimiter(SIGNER_RATE, SIGNER_BURST)
+        self.bridges = RateLimiter(BRIDGE_RATE, BRIDGE_BURST)
         #: one view change at a time (each network's reader runs concurrently)
         self.view_lock = asyncio.Lock()
 
@@ -173,6 +176,8 @@ class ControlDesk:
         verify with the requester as signer; it becomes the first view, or, when the
         group has one, the requester must hold a leaf in it."""
         group_id = group_hex(body.group)
+        if not self.bridges.allow(requester):
+            raise Refused("rate-limited", "too many bridge requests")
         async with self.view_lock:
             view = await self.hub.view(group_id)
             if view is not None:

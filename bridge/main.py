@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -84,9 +85,9 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None) -> None
                      ", ".join(accounts), ", ".join(a.user_id for a in accounts.values()),
                      len(config.pairs))
             await bridge.run(stop)
+            log.info("bridge stopped; stats %s", json.dumps(bridge.stats, sort_keys=True))
         finally:
             await hub.close()
-    log.info("bridge stopped")
 
 
 def main(config_path: Path) -> int:
