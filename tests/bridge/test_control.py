@@ -25,7 +25,8 @@ from tests.bridge.helpers import (
     until,
 )
 from tests.client.helpers import async_test
-from transports.base import MessageKind, RelayTransport, TransportError
+from transports.base import IncomingMessage, MessageKind, RelayTransport, TransportError
+from transports.bridged import Bridged as BridgedAnswer
 from transports.bridged import (
     BridgeRequest,
     ClaimAnswer,
@@ -442,3 +443,40 @@ async def test_malformed_unexpected_and_flooding_control_messages(
         assert any("unsupported-version" in line for line in lines), lines
         # one WARNING line per (sender, reason) and minute
         assert len([line for line in lines if "rate-limited" in line]) == 1, lines
+
+
+@async_test
+async def test_the_remaining_refusals(tmp_path: Path) -> None:
+    async with bridged_net(tmp_path) as net:
+        gid = await _setup(net)
+        bridge = net.bridge
+        assert bridge is not None
+        # a control item the network does not vouch for, or from another network
+        for sender in (None, identity("matrix", "carol")):
+            await bridge.handle("xmpp", IncomingMessage(
+                MessageKind.CONTROL, encode_control(SignerRequest(id="abcdefgh", suite=1)),
+                "0", sender_identity=sender))
+        assert net.dropped("unauthenticated") == 2
+        alice = net.transport("alice").inner
+        await _send(alice, ClaimRequest(id="alice-claim-1", group=gid.hex(),
+                                        user=identity("matrix", "dave"),
+                                        client="@carol:m.test/DEV"))
+        assert (await _failure(alice, "alice-claim-1")).error.startswith("malformed")
+        await _send(alice, ClaimRequest(id="alice-claim-2", group=gid.hex(), user="irc:dave"))
+        assert (await _failure(alice, "alice-claim-2")).error.startswith(
+            "claim-unknown-network")
+        await _send(alice, WelcomeRelay(group=gid.hex(), after=0, welcome=b64(b"\x00\x01")))
+        await net.until_dropped("welcome-malformed")
+        await _send(alice, WelcomeRelay(group=gid.hex(), after=0, welcome="not base64!"))
+        await net.until_dropped("malformed", 2)
+        bridge.desk.bridges = RateLimiter(0, 1)
+        own = (await net.clients["alice"].group(gid)).group_info()
+        for n in range(2):
+            await _send(alice, BridgeRequest(id=f"alice-bridge-{n}", group=gid.hex(),
+                                             group_info=b64(own)))
+        assert (await _failure(alice, "alice-bridge-1")).error.startswith("rate-limited")
+        assert [type(a) for a in await answers(alice, BRIDGE_X)
+                if getattr(a, "id", None) == "alice-bridge-0"] == [BridgedAnswer]
+        assert bridge.stats["dropped"] == {
+            "unauthenticated": 2, "malformed": 2, "claim-unknown-network": 1,
+            "welcome-malformed": 1, "rate-limited": 1}
