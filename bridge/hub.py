@@ -22,6 +22,12 @@ Everything is in one SQLite file and each offer is one transaction, so a hub kil
 any point and restarted neither loses nor duplicates: a message offered twice (the
 bridge re-reads a room from an older cursor) is recognised by its SHA-256, and an
 accepted message whose republication was interrupted is still in the outbox.
+
+The same file keeps what the bridge authorizes members' requests with (bridge/views.py,
+bridge/control.py): each group's verified view (a GroupInfo, RFC 9420 §12.4.3) and the
+account that anchored it, and the KeyPackages the bridge claimed for members. Its
+schema version is ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`); an older file is
+migrated when opened, a newer one refused.
 """
 
 from __future__ import annotations

@@ -10,14 +10,19 @@ that the member's client sees exactly the hub order:
 * a group message counts only if the network itself says the configured bridge account
   posted it and it carries relay fields; its ``sender_identity`` becomes the identity
   the bridge relays it for, which the client then checks against the MLS credential as
-  always (``SenderMismatchError``). Offers, and relay fields posted by anyone else, are
-  dropped: the order is the hub's, never a room's;
+  always (``SenderMismatchError``). Offers are skipped; relay fields posted by anyone
+  else are dropped (a WARNING naming the sender, counted in :attr:`BridgedTransport.drops`):
+  the order is the hub's, never a room's;
 * ``submit`` posts the offer and answers ``ORDERED``: the client processes the hub
   order up to its own message, and the first *valid* Commit of each epoch wins at every
   member on every network (:class:`bridge.hub.Rule`);
 * KeyPackage claims, Welcomes and GroupInfo that concern another network go to the
-  bridge as CONTROL messages (:class:`ControlBody`), and claim answers come back the
-  same way. Foreign client ids carry their network: ``matrix:@bob:example.org/DEVICE``.
+  bridge as CONTROL messages (:class:`ControlBody`, format version 2), and claim answers
+  come back the same way; only the bridge's answers to our own pending requests count,
+  anything else is dropped like a forged relay. A claim names the group it is for, and a
+  new group's ``bridge`` request carries the creator's GroupInfo: the bridge acts only
+  for members of its verified view of the group (bridge/views.py). Foreign client ids
+  carry their network: ``matrix:@bob:example.org/DEVICE``.
 
 The bridge relays what it cannot read or forge: MLS signatures and trust on first use of
 signature keys (mls_client/pinning.py) catch a bridge that swaps a KeyPackage.
