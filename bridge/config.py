@@ -18,6 +18,7 @@ Example::
     [[pairs]]                                # optional: groups bridged from the start
     xmpp_room = "mls-0a1b...@conference.example.org"
     matrix_room = "!abc:example.org"         # optional: checked, or the bridge opens it
+    creator = "xmpp:alice@example.org"       # optional: who may give its first view
 
 Groups are also bridged at run time, when a member's client asks (transports/bridged.py).
 """
@@ -45,6 +46,12 @@ class Pair(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     xmpp_room: str
     matrix_room: str | None = Field(default=None, pattern=r"^![^:]+:.+$")
+    #: the member (``xmpp:<bare JID>`` / ``matrix:<user id>``) whose own GroupInfo, sent
+    #: with a ``bridge`` request, becomes the bridge's first verified view of the group
+    #: (docs/bridge.md, "Who may ask"); without it and without a view, the bridge
+    #: answers no request about the group
+    creator: str | None = Field(default=None, pattern=r"^(xmpp|matrix):\S+$",
+                                max_length=512)
 
     @field_validator("xmpp_room")
     @classmethod

@@ -22,6 +22,12 @@ Everything is in one SQLite file and each offer is one transaction, so a hub kil
 any point and restarted neither loses nor duplicates: a message offered twice (the
 bridge re-reads a room from an older cursor) is recognised by its SHA-256, and an
 accepted message whose republication was interrupted is still in the outbox.
+
+The same file keeps what the bridge authorizes members' requests with (bridge/views.py,
+bridge/control.py): each group's verified view (a GroupInfo, RFC 9420 §12.4.3) and the
+account that anchored it, and the KeyPackages the bridge claimed for members. Its
+schema version is ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`); an older file is
+migrated when opened, a newer one refused.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,6 +49,7 @@ import aiosqlite
 
 from mls_core.framing import ContentType
 from transports.base import InvalidRequestError, StorageError, SubmitStatus
+from transports.group_info import GroupInfoRejected, check_group_info
 from transports.header import ordering_status, read_header
 from transports.sqlite_log import no_sql_parameters_in_logs
 
@@ -84,11 +94,33 @@ SCHEMA = (
         suite INTEGER PRIMARY KEY,
         signature_priv BLOB NOT NULL,
         signature_pub BLOB NOT NULL)""",
-    # the newest GroupInfo members published (public: it is published for joiners)
-    """CREATE TABLE IF NOT EXISTS group_infos (
+    # the bridge's verified view of each group (docs/bridge.md, "Who may ask"): the
+    # newest GroupInfo that passed check_group_info and the continuity rules (public:
+    # it is published for joiners); members: JSON list of the leaves' identities
+    """CREATE TABLE IF NOT EXISTS views (
         group_id BLOB PRIMARY KEY,
         epoch INTEGER NOT NULL,
-        group_info BLOB NOT NULL)""",
+        signer TEXT NOT NULL,
+        members TEXT NOT NULL,
+        group_info BLOB NOT NULL,
+        ratchet_tree BLOB)""",
+    # the account that asked to bridge the group (or the creator bridge.toml names):
+    # the only one whose GroupInfo may become the first view
+    """CREATE TABLE IF NOT EXISTS anchors (
+        group_id BLOB PRIMARY KEY,
+        requester TEXT NOT NULL)""",
+    # KeyPackages the bridge claimed on a member's request: a Welcome relay may name
+    # only these (ref: MakeKeyPackageRef of the KeyPackage, RFC 9420 §5.2)
+    """CREATE TABLE IF NOT EXISTS claims (
+        group_id BLOB NOT NULL,
+        ref BLOB NOT NULL,
+        network TEXT NOT NULL,
+        client TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        last_resort INTEGER NOT NULL,
+        relayed INTEGER NOT NULL DEFAULT 0,
+        claimed_at REAL NOT NULL,
+        PRIMARY KEY (group_id, ref))""",
     # users banned from a room whose removal from the group is still due
     """CREATE TABLE IF NOT EXISTS bans (
         group_id BLOB NOT NULL,
@@ -103,7 +135,12 @@ SCHEMA = (
         PRIMARY KEY (network, room))""",
 )
 
+#: PRAGMA user_version of the schema above (0: before verified views and claims)
+SCHEMA_VERSION = 1
+
 no_sql_parameters_in_logs()
+
+log = logging.getLogger("mls_bridge.hub")
 
 
 class Rule(StrEnum):
@@ -139,6 +176,36 @@ class Sequenced:
     origin: str
     sender: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class View:
+    """The bridge's verified view of a bridged group: a GroupInfo (RFC 9420 §12.4.3)
+    that passed :func:`transports.group_info.check_group_info` and the continuity rules
+    of :mod:`bridge.views`."""
+
+    group_id: bytes
+    epoch: int
+    #: the credential identity of the GroupInfo's signer
+    signer: str
+    #: credential identities of every leaf of its tree
+    members: frozenset[str]
+    group_info: bytes
+    ratchet_tree: bytes | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A KeyPackage the bridge claimed for a group at a member's request."""
+
+    #: MakeKeyPackageRef of the KeyPackage (RFC 9420 §5.2), as the bridge computed it
+    ref: bytes
+    network: str
+    #: the client (device) of ``network`` that published it, as that network names it
+    client: str
+    requester: str = ""
+    last_resort: bool = False
+    relayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,12 +245,31 @@ class OrderingHub:
         try:
             await hub._db.execute("PRAGMA journal_mode=WAL")
             await hub._db.execute("PRAGMA synchronous=FULL")
-            for statement in SCHEMA:
-                await hub._db.execute(statement)
+            await hub._migrate()
+        except StorageError:
+            await hub._db.close()
+            raise
         except Exception as exc:
             await hub._db.close()
             raise StorageError(f"cannot use the hub database {path}: {exc}") from exc
         return hub
+
+    async def _migrate(self) -> None:
+        """Create the schema, or bring an older one to :data:`SCHEMA_VERSION` (in one
+        transaction). Version 0 kept the newest GroupInfo *any* member sent, unchecked;
+        version 1 keeps only verified views: an old row becomes the view only if it
+        still verifies (:func:`legacy_view`), else the group waits for its creator."""
+        async with self._transaction() as db:
+            row = await (await db.execute("PRAGMA user_version")).fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StorageError(f"the hub database has schema {version}, newer than "
+                                   f"this code ({SCHEMA_VERSION})")
+            for statement in SCHEMA:
+                await db.execute(statement)
+            if version < 1:
+                await _views_from_group_infos(db)
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
         await self._db.close()
@@ -193,7 +279,12 @@ class OrderingHub:
         """One transaction; the lock keeps the bridge's concurrent tasks (a reader and
         a publisher per network) from interleaving statements on the one connection."""
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:  # BEGIN still runs in the connection's thread
+                with contextlib.suppress(Exception):
+                    await self._db.execute("ROLLBACK")
+                raise
             try:
                 yield self._db
             except BaseException:
@@ -318,18 +409,124 @@ class OrderingHub:
                           "signature_pub) VALUES (?, ?, ?)", (suite, priv, pub))
         return await self.signer(suite, create)
 
-    async def set_group_info(self, group_id: bytes, epoch: int, group_info: bytes) -> None:
-        """Keep the newest GroupInfo of ``group_id`` (an older epoch never replaces)."""
-        await self._query(
-            "INSERT INTO group_infos (group_id, epoch, group_info) VALUES (?, ?, ?) "
-            "ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch, "
-            "group_info = excluded.group_info WHERE excluded.epoch >= epoch",
-            (group_id, epoch, group_info))
+    # ------------------------------------------------------------------ verified views
 
-    async def group_info(self, group_id: bytes) -> bytes | None:
-        rows = await self._query("SELECT group_info FROM group_infos WHERE group_id = ?",
+    async def view(self, group_id: bytes) -> View | None:
+        """The bridge's verified view of ``group_id`` (None before the first one)."""
+        rows = await self._query("SELECT epoch, signer, members, group_info, ratchet_tree "
+                                 "FROM views WHERE group_id = ?", (group_id,))
+        return None if not rows else _view(group_id, rows[0])
+
+    async def set_view(self, view: View) -> bool:
+        """Store ``view`` if it is newer than the stored one; False if it is not."""
+        async with self._transaction() as db:
+            return await _put_view(db, view)
+
+    async def set_first_view(self, view: View, anchor: str) -> bool:
+        """Store the group's first view (and its anchor, if none is set); False if the
+        group already has a view."""
+        async with self._transaction() as db:
+            await db.execute("INSERT OR IGNORE INTO anchors (group_id, requester) "
+                             "VALUES (?, ?)", (view.group_id, anchor))
+            return await _put_view(db, view, first=True)
+
+    async def anchor(self, group_id: bytes) -> str | None:
+        """The account whose GroupInfo may become the group's first view."""
+        rows = await self._query("SELECT requester FROM anchors WHERE group_id = ?",
                                  (group_id,))
-        return bytes(rows[0][0]) if rows else None
+        return str(rows[0][0]) if rows else None
+
+    async def set_anchor(self, group_id: bytes, requester: str) -> None:
+        """``requester`` asked to bridge ``group_id`` (or bridge.toml names it)."""
+        await self._query("INSERT INTO anchors (group_id, requester) VALUES (?, ?) "
+                          "ON CONFLICT (group_id) DO UPDATE SET requester = "
+                          "excluded.requester", (group_id, requester))
+
+    async def commit_epoch(self, group_id: bytes, since: int | None = None) -> int | None:
+        """The epoch after the newest sequenced Commit of the unbroken run of sequenced
+        Commits (one or more per epoch) that starts at epoch ``since`` (default: the
+        oldest sequenced Commit's epoch); ``since`` itself if there is none at
+        ``since``, None if ``since`` is None and the hub sequenced no Commit of the group.
+
+        A group reaches epoch *n* only through a Commit of epoch *n - 1* (RFC 9420
+        §12.4), and members apply only hub items, so no genuine GroupInfo is newer than
+        this. Unlike :meth:`epoch` (the ordering state), it does not move with the clear
+        epoch of an application message or proposal, nor jump with one Commit that
+        claims a far epoch."""
+        low = -1 if since is None else since
+        rows = await self._query("SELECT DISTINCT epoch FROM sequenced WHERE group_id = ? "
+                                 "AND is_commit = 1 AND epoch >= ? ORDER BY epoch",
+                                 (group_id, low))
+        epochs = [int(r[0]) for r in rows]
+        if since is None and not epochs:
+            return None
+        epoch = epochs[0] if since is None else since
+        for committed in epochs:
+            if committed != epoch:
+                break
+            epoch += 1
+        return epoch
+
+    # ------------------------------------------------------------------ claims
+
+    async def record_claims(self, group_id: bytes, requester: str,
+                            claims: Sequence[Claim]) -> None:
+        """The bridge claimed ``claims`` for ``group_id`` at ``requester``'s request (a
+        last-resort KeyPackage claimed again becomes relayable again)."""
+        now = time.time()
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO claims (group_id, ref, network, client, requester, "
+                "last_resort, relayed, claimed_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?) "
+                "ON CONFLICT (group_id, ref) DO UPDATE SET network = excluded.network, "
+                "client = excluded.client, requester = excluded.requester, "
+                "last_resort = excluded.last_resort, relayed = 0, "
+                "claimed_at = excluded.claimed_at",
+                [(group_id, c.ref, c.network, c.client, requester, int(c.last_resort), now)
+                 for c in claims])
+
+    async def claims(self, group_id: bytes, refs: Sequence[bytes]) -> dict[bytes, Claim]:
+        """The recorded claims among ``refs`` for ``group_id``."""
+        out: dict[bytes, Claim] = {}
+        for start in range(0, len(refs), 500):
+            chunk = tuple(refs[start:start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._query(
+                "SELECT ref, network, client, requester, last_resort, relayed FROM claims "
+                f"WHERE group_id = ? AND ref IN ({marks})", (group_id, *chunk))
+            for r in rows:
+                out[bytes(r[0])] = Claim(bytes(r[0]), str(r[1]), str(r[2]), str(r[3]),
+                                         bool(r[4]), bool(r[5]))
+        return out
+
+    async def mark_relayed(self, group_id: bytes, refs: Sequence[bytes]) -> None:
+        """A Welcome to these claimed KeyPackages was delivered."""
+        async with self._transaction() as db:
+            await db.executemany("UPDATE claims SET relayed = 1 WHERE group_id = ? AND "
+                                 "ref = ?", [(group_id, r) for r in refs])
+
+    # ------------------------------------------------------------------ positions
+
+    async def commit_at(self, group_id: bytes, network: str, position: int) -> int | None:
+        """The hub sequence number of the Commit that ``network``'s room carries at
+        ``position`` (None if that position holds no hub item, or not a Commit)."""
+        rows = await self._query(
+            "SELECT p.seq FROM positions p JOIN sequenced s ON s.group_id = p.group_id AND "
+            "s.seq = p.seq WHERE p.group_id = ? AND p.network = ? AND p.position = ? AND "
+            "s.is_commit = 1", (group_id, network, position))
+        return int(rows[0][0]) if rows else None
+
+    async def position(self, group_id: bytes, seq: int, network: str) -> int | None:
+        """Where ``network``'s room carries hub item ``seq`` of ``group_id``, if known."""
+        rows = await self._query("SELECT position FROM positions WHERE group_id = ? AND "
+                                 "seq = ? AND network = ?", (group_id, seq, network))
+        return int(rows[0][0]) if rows else None
+
+    async def unpublished(self, group_id: bytes, network: str) -> int:
+        """How many hub items of ``group_id`` still wait for ``network``'s room."""
+        rows = await self._query("SELECT count(*) FROM outbox WHERE group_id = ? AND "
+                                 "network = ?", (group_id, network))
+        return int(rows[0][0])
 
     async def add_ban(self, group_id: bytes, identity: str, network: str) -> None:
         await self._query("INSERT OR IGNORE INTO bans (group_id, identity, network) "
@@ -364,3 +561,69 @@ class OrderingHub:
             "INSERT INTO cursors (network, room, cursor) VALUES (?, ?, ?) "
             "ON CONFLICT (network, room) DO UPDATE SET cursor = excluded.cursor",
             (network, room, cursor))
+
+
+def _view(group_id: bytes, row: Sequence[Any]) -> View:
+    return View(group_id, int(row[0]), str(row[1]), frozenset(json.loads(row[2])),
+                bytes(row[3]), None if row[4] is None else bytes(row[4]))
+
+
+async def _put_view(db: aiosqlite.Connection, view: View, *, first: bool = False) -> bool:
+    row = await (await db.execute("SELECT epoch FROM views WHERE group_id = ?",
+                                  (view.group_id,))).fetchone()
+    if row is not None and (first or int(row[0]) >= view.epoch):
+        return False
+    await db.execute(
+        "INSERT OR REPLACE INTO views (group_id, epoch, signer, members, group_info, "
+        "ratchet_tree) VALUES (?, ?, ?, ?, ?, ?)",
+        (view.group_id, view.epoch, view.signer, json.dumps(sorted(view.members)),
+         view.group_info, view.ratchet_tree))
+    return True
+
+
+async def _views_from_group_infos(db: aiosqlite.Connection) -> None:
+    """Schema 0 -> 1: each stored GroupInfo becomes the group's view only if it still
+    verifies as a joiner would (signature, tree hash, tree, group) and its epoch is not
+    beyond the hub's sequenced Commits; the old table goes."""
+    if await (await db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'group_infos'")).fetchone() is None:
+        return
+    rows = list(await (await db.execute("SELECT group_id, group_info FROM group_infos"
+                                        )).fetchall())
+    for group_id, data in rows:
+        view = legacy_view(bytes(group_id), bytes(data), await _commit_epochs(db, group_id))
+        if view is None:
+            log.warning("group %s: its stored GroupInfo does not verify; it has no view "
+                        "until its creator (bridge.toml pairs.creator) asks again",
+                        bytes(group_id).hex())
+            continue
+        await _put_view(db, view)
+        log.warning("group %s: adopted its stored GroupInfo (epoch %d, signed by %s) as "
+                    "the verified view", view.group_id.hex(), view.epoch, view.signer)
+    await db.execute("DROP TABLE group_infos")
+
+
+async def _commit_epochs(db: aiosqlite.Connection, group_id: bytes) -> list[int]:
+    rows = await (await db.execute("SELECT DISTINCT epoch FROM sequenced WHERE group_id = ? "
+                                   "AND is_commit = 1 ORDER BY epoch", (group_id,))
+                  ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def legacy_view(group_id: bytes, group_info: bytes, commit_epochs: Sequence[int]
+                ) -> View | None:
+    """A view from a GroupInfo stored before views existed (its writer is not known):
+    it must verify (§12.4.3.1) and be no newer than the unbroken run of sequenced
+    Commits (:meth:`OrderingHub.commit_epoch`)."""
+    try:
+        checked = check_group_info(group_id, group_info, None, writer=None)
+    except GroupInfoRejected:
+        return None
+    bound = commit_epochs[0] if commit_epochs else 0
+    for epoch in commit_epochs:
+        if epoch != bound:
+            break
+        bound += 1
+    if checked.signer is None or checked.epoch > bound:
+        return None
+    return View(group_id, checked.epoch, checked.signer, checked.members, group_info, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -68,18 +69,25 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None) -> None
         try:
             bridge = Bridge(hub, accounts)
             for pair in config.pairs:
+                if pair.creator is not None:
+                    await hub.set_anchor(pair.group_id, pair.creator)
                 rooms = await bridge.open_group(pair.group_id)
                 if pair.matrix_room is not None and rooms.get("matrix") != pair.matrix_room:
                     raise InvalidRequestError(f"{pair.xmpp_room}: the group's Matrix room "
                                               f"is {rooms.get('matrix')}, not "
                                               f"{pair.matrix_room}")
+            for group_id in await hub.groups():
+                if await hub.view(group_id) is None:
+                    log.warning("group %s has no verified view: the bridge answers no "
+                                "request about it until %s asks to bridge it", group_id.hex(),
+                                await hub.anchor(group_id) or "a creator named in bridge.toml")
             log.info("bridge up: %s as %s, %d configured pairs",
                      ", ".join(accounts), ", ".join(a.user_id for a in accounts.values()),
                      len(config.pairs))
             await bridge.run(stop)
+            log.info("bridge stopped; stats %s", json.dumps(bridge.stats, sort_keys=True))
         finally:
             await hub.close()
-    log.info("bridge stopped")
 
 
 def main(config_path: Path) -> int:

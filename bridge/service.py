@@ -11,7 +11,9 @@
   as a hub item (seq, origin identity), which is all members apply;
 * answers members' CONTROL requests: KeyPackage claims on another network, Welcomes
   for devices of another network, GroupInfo for the other rooms, and opening the rooms
-  of a new group.
+  of a new group, each authenticated by the network and authorized against its verified
+  view of the group (bridge/control.py, bridge/views.py); a refused one is a WARNING
+  and a count in :attr:`Bridge.stats`.
 
 It is not a group member and holds no group secret: it sees MLSMessages, KeyPackages,
 Welcomes and GroupInfo, all public or encrypted to members. A restart resumes from the
@@ -24,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from mls_core.ciphersuite import get_suite
 from mls_core.config import GroupConfig
@@ -44,27 +47,13 @@ from transports.base import (
     StorageError,
     TransportError,
 )
-from transports.bridged import Bridged as BridgedAnswer
-from transports.bridged import (
-    BridgeRequest,
-    ClaimAnswer,
-    ClaimedPackage,
-    ClaimRequest,
-    Failure,
-    GroupInfoRelay,
-    Signer,
-    SignerRequest,
-    WelcomeRelay,
-    b64,
-    decode_control,
-    encode_control,
-    group_hex,
-    network_of,
-    unb64,
-)
+from transports.bridged import Signer, SignerRequest, b64, network_of
+from transports.defence import Drops
 
 from .bans import room_bans
-from .hub import OrderingHub, Verdict
+from .control import ControlDesk
+from .hub import OrderingHub, Verdict, View
+from .views import Refused
 
 log = logging.getLogger("mls_bridge.bridge")
 
@@ -74,6 +63,21 @@ STREAM = "*"
 BANS = "bans"
 #: seconds before reading or publishing again after a network failure
 RETRY_DELAY = 1.0
+
+
+class BridgeStats(TypedDict):
+    """What :attr:`Bridge.stats` reports."""
+
+    #: offers the hub sequenced (or recognised as repeats)
+    offers: int
+    #: hub items published into rooms
+    relayed: int
+    #: items not acted on: refused (see ``dropped``), rejected by the hub, or failed
+    rejected: int
+    #: well-formed control requests received
+    requests: int
+    #: refused items per reason slug (``not-a-member``, ``welcome-unclaimed-ref``...)
+    dropped: dict[str, int]
 
 
 class Bridge:
@@ -86,7 +90,19 @@ class Bridge:
         self.hub = hub
         self.networks = dict(networks)
         self._wake = {name: asyncio.Event() for name in networks}
-        self.stats = {"offers": 0, "relayed": 0, "rejected": 0, "requests": 0}
+        self._counts: Counter[str] = Counter()
+        #: every refused item: a WARNING per (sender, reason) and a count per reason
+        self.drops = Drops("bridge")
+        self.desk = ControlDesk(self)
+
+    @property
+    def stats(self) -> BridgeStats:
+        c = self._counts
+        return BridgeStats(offers=c["offers"], relayed=c["relayed"], rejected=c["rejected"],
+                           requests=c["requests"], dropped=self.drops.snapshot())
+
+    def count(self, what: str) -> None:
+        self._counts[what] += 1
 
     def identity(self, network: str) -> str:
         return self.networks[network].user_id
@@ -141,38 +157,45 @@ class Bridge:
             if item.kind is MessageKind.GROUP:
                 await self._offer(network, item)
             elif item.kind is MessageKind.CONTROL:
-                await self._control(network, item)
+                await self.desk.handle(network, item)
         except StorageError:
             raise  # the cursor stays: the item is handled again after a restart
+        except Refused as exc:
+            self.refuse(item, exc)
         except (TransportError, MLSError) as exc:
-            self.stats["rejected"] += 1
-            log.warning("dropped a %s item from %s on %s: %s", item.kind.value,
-                        item.sender_identity, network, exc)
+            self.refuse(item, Refused("malformed" if isinstance(exc, InvalidRequestError)
+                                      else "failed", f"{type(exc).__name__}: {exc}"))
         except Exception:  # a bug: one bad item must not stop the bridge for good
-            self.stats["rejected"] += 1
+            self.count("rejected")
             log.exception("failed on a %s item from %s on %s", item.kind.value,
                           item.sender_identity, network)
         await self.hub.set_cursor(network, STREAM, item.cursor)
+
+    def refuse(self, item: IncomingMessage, refusal: Refused) -> None:
+        """Count ``item`` as refused and log it (WARNING, rate-limited per sender)."""
+        self.count("rejected")
+        self.drops.drop(sender=item.sender_identity, kind=refusal.kind or item.kind.value,
+                        reason=refusal.reason, detail=refusal.detail)
 
     # ------------------------------------------------------------------ ordering
 
     async def _offer(self, network: str, item: IncomingMessage) -> None:
         if item.sender_identity == self.identity(network) or item.group_id is None:
             return  # our own hub items coming back
-        if item.relay_seq is not None:
-            raise InvalidRequestError("relay fields from an account that is not the bridge")
+        if item.relay_seq is not None or item.relayed_for is not None:
+            raise Refused("relay-not-from-bridge", "relay fields from another account")
         if not await self.hub.rooms(item.group_id):
             return  # a room we are in whose group is not bridged (yet)
         if item.sender_identity is None or network_of(item.sender_identity) != network:
-            raise InvalidRequestError("the network did not vouch for the sender")
+            raise Refused("unauthenticated", "the network did not vouch for the sender")
         decision = await self.hub.offer(item.payload, origin=network,
                                         sender=item.sender_identity)
-        self.stats["offers"] += 1
+        self.count("offers")
         if decision.verdict is Verdict.ACCEPTED:
             for name in self.networks:
                 self._wake[name].set()
         elif decision.verdict is not Verdict.DUPLICATE:
-            self.stats["rejected"] += 1
+            self.count("rejected")
             log.info("hub rejected an offer on %s: %s", network, decision.verdict.value)
 
     async def _publish_loop(self, network: str) -> None:
@@ -199,52 +222,10 @@ class Bridge:
                                                    seq=message.seq,
                                                    sender_identity=message.sender)
             await self.hub.published(network, message.group_id, message.seq, position)
-            self.stats["relayed"] += 1
+            self.count("relayed")
 
     # ------------------------------------------------------------------ requests
-
-    async def _control(self, network: str, item: IncomingMessage) -> None:
-        requester = item.sender_identity
-        if requester is None or network_of(requester) != network \
-                or requester == self.identity(network):
-            raise InvalidRequestError("a control message the network did not vouch for")
-        body = decode_control(item.payload)
-        self.stats["requests"] += 1
-        if isinstance(body, ClaimRequest | BridgeRequest | SignerRequest):
-            answer: ClaimAnswer | BridgedAnswer | Signer | Failure
-            try:
-                answer = await (self._claim(body) if isinstance(body, ClaimRequest)
-                                else self._signer(body) if isinstance(body, SignerRequest)
-                                else self._bridge(network, body))
-            except (TransportError, MLSError) as exc:
-                answer = Failure(id=body.id, error=str(exc)[:1000])
-            await self.networks[network].send_control(requester, encode_control(answer))
-        elif isinstance(body, WelcomeRelay):
-            await self._welcome(network, body)
-        elif isinstance(body, GroupInfoRelay):
-            await self._group_info(network, body)
-
-    def _target(self, identity: str) -> RelayTransport:
-        network = network_of(identity)
-        if network is None or network not in self.networks:
-            raise InvalidRequestError(f"{identity!r} is on no bridged network")
-        return self.networks[network]
-
-    async def _claim(self, body: ClaimRequest) -> ClaimAnswer:
-        target = self._target(body.user)
-        if body.client is not None:
-            claimed = [await target.claim_key_package(body.client)]
-        else:
-            claimed = await target.claim_user_key_packages(body.user)
-        return ClaimAnswer(id=body.id, packages=[
-            ClaimedPackage(client=c.client_id, ref=b64(c.ref), key_package=b64(c.key_package),
-                           last_resort=c.last_resort) for c in claimed])
-
-    async def _bridge(self, origin: str, body: BridgeRequest) -> BridgedAnswer:
-        """A member of ``origin`` asks: it let us into the group's room there."""
-        await self.open_group(group_hex(body.group))
-        log.info("bridging group %s (requested on %s)", body.group, origin)
-        return BridgedAnswer(id=body.id, group=body.group)
+    # (authorized in bridge/control.py)
 
     async def open_group(self, group_id: bytes) -> dict[str, str]:
         """Bridge ``group_id``: join its room on every network (opening the rooms that
@@ -254,33 +235,24 @@ class Bridge:
             await self.hub.bind(group_id, network, _room_name(transport, group_id))
         return await self.hub.rooms(group_id)
 
-    async def _welcome(self, origin: str, body: WelcomeRelay) -> None:
-        group_id = group_hex(body.group)
-        if body.network not in self.networks or body.network == origin:
-            raise InvalidRequestError(f"no bridged network {body.network!r}")
-        if not await self.hub.rooms(group_id):
-            raise InvalidRequestError("a Welcome for a group that is not bridged")
-        after = None if body.after is None else await self.hub.translate(
-            group_id, body.after, origin, body.network)
-        await self.networks[body.network].send_welcome(
-            body.clients, unb64(body.welcome, "welcome"), group_id, after)
-
-    async def _group_info(self, origin: str, body: GroupInfoRelay) -> None:
-        group_id = group_hex(body.group)
-        if not await self.hub.rooms(group_id):
-            return  # published before the group was bridged; the next one follows
-        info = unb64(body.group_info, "group_info")
-        tree = None if body.tree is None else unb64(body.tree, "tree")
+    async def view_changed(self, view: View, origin: str) -> None:
+        """``view`` is the group's new verified view (it came from ``origin``): mirror its
+        GroupInfo into the group's rooms on the other networks, then enforce room bans
+        against it."""
         for network, transport in self.networks.items():
-            if network != origin:
-                await transport.publish_group_info(group_id, body.epoch, info, tree)
-        if tree is None:
-            await self.hub.set_group_info(group_id, body.epoch, info)
-            await self.remove_banned(group_id)
+            if network == origin:
+                continue
+            try:
+                await transport.publish_group_info(view.group_id, view.epoch,
+                                                   view.group_info, view.ratchet_tree)
+            except TransportError as exc:  # the next view is mirrored again
+                log.warning("could not mirror the GroupInfo of group %s to %s: %s",
+                            view.group_id.hex(), network, exc)
+        await self.remove_banned(view.group_id)
 
     # ------------------------------------------------------------------ room bans
 
-    async def _signer(self, body: SignerRequest) -> Signer:
+    async def signer_answer(self, body: SignerRequest) -> Signer:
         """Our ExternalSender for a suite (the key is made once and kept in the hub)."""
         suite = get_suite(body.suite)
         _, pub = await self.hub.signer(body.suite, suite.generate_signature_key_pair)
@@ -317,16 +289,21 @@ class Bridge:
                 await self.hub.set_cursor(network, BANS, str(position))
 
     async def remove_banned(self, group_id: bytes) -> None:
-        """Propose Remove for each due ban's leaves in the newest verified GroupInfo's
-        epoch (once per epoch); forget bans whose user is no longer in the tree."""
+        """Propose Remove for each due ban's leaves at the epoch of the group's verified
+        view (once per epoch); forget bans whose user is no longer in its tree. Only the
+        view counts (bridge/views.py): nothing a stranger sends can change it."""
         bans = await self.hub.bans(group_id)
-        data = await self.hub.group_info(group_id) if bans else None
-        if data is None:
+        view = await self.hub.view(group_id) if bans else None
+        if view is None:
+            if bans:
+                log.warning("group %s has no verified view yet: its room bans wait",
+                            group_id.hex())
             return
         try:
-            info, tree = verified_group_info(data, None, GroupConfig(), None)
-        except MLSError as exc:
-            log.warning("cannot use the GroupInfo of group %s: %s", group_id.hex(), exc)
+            info, tree = verified_group_info(view.group_info, view.ratchet_tree,
+                                             GroupConfig(), None)
+        except MLSError as exc:  # it verified when stored: only a bug gets here
+            log.error("the view of group %s no longer verifies: %s", group_id.hex(), exc)
             return
         gc = info.group_context
         priv, pub = await self.hub.signer(gc.cipher_suite,

@@ -33,7 +33,7 @@ from mls_core.ciphersuite import get_suite
 from mls_core.errors import MLSError, ProtocolError, UsageError
 from mls_core.events import CommitApplied, Member
 from mls_core.extensions import Extension, ExtensionType
-from mls_core.framing import MLSMessage
+from mls_core.framing import ContentType, MLSMessage
 from mls_core.group import Group
 from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, validate_key_package
 from mls_core.messages import ExternalSender, KeyPackage, external_senders, with_external_sender
@@ -43,12 +43,13 @@ from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
     DeliveryTransport,
+    MessageKind,
     TransportClosedError,
     TransportError,
 )
 from transports.defence import Drops
 
-from .context import ClientContext, ClientStats, reason
+from .context import ClientContext, ClientStats, read_header, reason
 from .errors import CommitConflictError, KeyPackageError, NotFoundError
 from .events import (
     ClientEvent,
@@ -60,7 +61,7 @@ from .events import (
 )
 from .inbound import Inbound
 from .keypackages import ClaimWatch, KeyPackagePool, PoolReport, Progress
-from .outbound import Outbound
+from .outbound import SETTLE_TIMEOUT, Outbound
 from .pinning import check_and_pin, fingerprint
 from .settings import Settings
 from .store import GroupRecord, Identity, InboxMessage, Store
@@ -298,8 +299,9 @@ class MLSClient:
                 await self._ctx.save(tx, group, name=name)
             await self._ctx.transport.subscribe(self.client_id, group.group_id)
             created = getattr(self._ctx.transport, "group_created", None)
-            if created is not None:  # e.g. transports.bridged: the bridge opens its rooms
-                await created(group.group_id)
+            if created is not None:  # e.g. transports.bridged: the bridge opens its rooms,
+                # taking our GroupInfo (§12.4.3) as its first verified view of the group
+                await created(group.group_id, group.group_info())
             await self._ctx.publish_group_info(group)
             return group.group_id
 
@@ -326,7 +328,8 @@ class MLSClient:
             claimed: list[tuple[ClaimedKeyPackage, KeyPackage]] = []
             missing = []
             for user in dict.fromkeys(user_ids):
-                offers = await self._ctx.transport.claim_user_key_packages(user)
+                offers = await self._ctx.transport.claim_user_key_packages(
+                    user, group_id=group_id)
                 valid = [(c, kp) for c in offers if c.client_id != self.client_id
                          if (kp := self._validated(c, user, group)) is not None]
                 valid = await self._trusted(group.group_id, valid)
@@ -471,12 +474,40 @@ class MLSClient:
                 group, commit, epoch = await self._external_commit(info, tree, stale_leaf)
                 outcome = await self._ctx.transport.submit(
                     group_id, epoch, commit, is_commit=True, sender=self.client_id)
-                if outcome.accepted:
+                if outcome.accepted or (outcome.ordered and await self._first_commit_of(
+                        group_id, epoch, commit)):
                     await self._install_recovered(group)
                     return group.epoch
                 await self._catch_up()
             raise CommitConflictError("could not rejoin: the published GroupInfo kept "
                                       "being outdated")
+
+    async def _first_commit_of(self, group_id: bytes, epoch: int, commit: bytes) -> bool:
+        """After SubmitStatus.ORDERED (e.g. through a bridge, whose hub orders every
+        Commit): whether our external Commit is the first Commit of ``epoch`` in the
+        group's order, read ahead of our cursor without processing anything. Without
+        the group's state we cannot tell a valid Commit from an invalid one, so an
+        earlier one counts as the winner: we then rejoin again, and that external
+        Commit removes the leaf with our key (RFC 9420 §12.4.3.2)."""
+        transport = self._ctx.transport
+        deadline = time.monotonic() + float(getattr(transport, "settle_timeout",
+                                                    SETTLE_TIMEOUT))
+        after = await self._ctx.store.cursor()
+        while True:
+            items = await transport.fetch(self.client_id, after, 1000)
+            for item in items:
+                if item.kind is not MessageKind.GROUP or item.group_id != group_id:
+                    continue
+                with contextlib.suppress(MLSError):
+                    header = read_header(item.payload)
+                    if header.content_type == ContentType.COMMIT and header.epoch == epoch:
+                        return item.payload == commit
+            if items:
+                after = items[-1].cursor
+            elif time.monotonic() > deadline:
+                return False
+            else:
+                await asyncio.sleep(self._ctx.settings.poll_interval)
 
     async def _external_commit(self, info_bytes: bytes, tree: bytes | None,
                                stale: int | None) -> tuple[Group, bytes, int]:

@@ -64,11 +64,13 @@ class CrossingCommits:
     async def key_package_count(self, client_id: str) -> int:
         return await self._inner.key_package_count(client_id)
 
-    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
-        return await self._inner.claim_key_package(client_id)
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
+        return await self._inner.claim_key_package(client_id, group_id=group_id)
 
-    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
-        return await self._inner.claim_user_key_packages(user_id)
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
+        return await self._inner.claim_user_key_packages(user_id, group_id=group_id)
 
     async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
                            group_id: bytes, after_position: int | None = None) -> None:

@@ -153,17 +153,23 @@ class DeliveryTransport(Protocol):
         """How many one-use (not last-resort) KeyPackages of ``client_id`` remain."""
         ...
 
-    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
         """Claim one KeyPackage of ``client_id`` (one-use; last-resort only when none is
-        left). Raises NoKeyPackageError if there is nothing."""
+        left). Raises NoKeyPackageError if there is nothing. ``group_id``: the group
+        the KeyPackage is claimed for, when the caller knows it (a bridge authorizes
+        and records claims per group, docs/bridge.md); transports that do not need it
+        ignore it."""
         ...
 
     # A transport whose claims are not atomic (two claimers may get the same KeyPackage)
     # says so with a class attribute ``atomic_claims = False``; clients then keep a used
     # KeyPackage joinable for a grace period (mls_client KeyPackageSettings).
 
-    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
-        """Claim one KeyPackage for each client of ``user_id`` (empty if none)."""
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
+        """Claim one KeyPackage for each client of ``user_id`` (empty if none);
+        ``group_id`` as for :meth:`claim_key_package`."""
         ...
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,

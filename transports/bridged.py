@@ -10,14 +10,19 @@ that the member's client sees exactly the hub order:
 * a group message counts only if the network itself says the configured bridge account
   posted it and it carries relay fields; its ``sender_identity`` becomes the identity
   the bridge relays it for, which the client then checks against the MLS credential as
-  always (``SenderMismatchError``). Offers, and relay fields posted by anyone else, are
-  dropped: the order is the hub's, never a room's;
+  always (``SenderMismatchError``). Offers are skipped; relay fields posted by anyone
+  else are dropped (a WARNING naming the sender, counted in :attr:`BridgedTransport.drops`):
+  the order is the hub's, never a room's;
 * ``submit`` posts the offer and answers ``ORDERED``: the client processes the hub
   order up to its own message, and the first *valid* Commit of each epoch wins at every
   member on every network (:class:`bridge.hub.Rule`);
 * KeyPackage claims, Welcomes and GroupInfo that concern another network go to the
-  bridge as CONTROL messages (:class:`ControlBody`), and claim answers come back the
-  same way. Foreign client ids carry their network: ``matrix:@bob:example.org/DEVICE``.
+  bridge as CONTROL messages (:class:`ControlBody`, format version 2), and claim answers
+  come back the same way; only the bridge's answers to our own pending requests count,
+  anything else is dropped like a forged relay. A claim names the group it is for, and a
+  new group's ``bridge`` request carries the creator's GroupInfo: the bridge acts only
+  for members of its verified view of the group (bridge/views.py). Foreign client ids
+  carry their network: ``matrix:@bob:example.org/DEVICE``.
 
 The bridge relays what it cannot read or forge: MLS signatures and trust on first use of
 signature keys (mls_client/pinning.py) catch a bridge that swaps a KeyPackage.
@@ -28,14 +33,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from mls_core.errors import MLSError
+from mls_core.framing import MLSMessage
+from mls_core.messages import Welcome
 
 from .base import (
     ClaimedKeyPackage,
@@ -49,14 +61,24 @@ from .base import (
     SubmitStatus,
     TransportError,
 )
+from .defence import Drops
 
-#: the version of the control-message format
-CONTROL_VERSION: Literal[1] = 1
+#: the version of the control-message format (docs/bridge.md, "Control messages"):
+#: 2 added ``claim.group``, ``bridge.group_info``/``tree``, and made a Welcome relay
+#: name no clients (the bridge takes them from its own claim record) but require
+#: ``after``; a body of another version is refused as a whole
+CONTROL_VERSION: Literal[2] = 2
 #: largest control body accepted (a Welcome of a very large group, base64 in JSON)
 MAX_CONTROL_BYTES = 24 * 1024 * 1024
 
 #: remembered runs of filtered-out items (see BridgedTransport.fetch)
 _MAX_SKIPS = 256
+#: remembered judged items, taken answers and claimed foreign KeyPackageRefs
+_MAX_REMEMBERED = 4096
+
+K = TypeVar("K")
+V = TypeVar("V")
+log = logging.getLogger("mls_bridge.bridged")
 
 _NETWORK = re.compile(r"^([a-z][a-z0-9-]{0,31}):")
 
@@ -78,9 +100,13 @@ def split_client(client_id: str) -> tuple[str | None, str]:
 # ---------------------------------------------------------------------- control bodies
 
 
+#: a group id in hex
+GroupHex = Annotated[str, Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    v: Literal[1] = CONTROL_VERSION
+    v: Literal[2] = CONTROL_VERSION
 
 
 class _Request(_Body):
@@ -91,9 +117,10 @@ class _Request(_Body):
 
 class ClaimRequest(_Request):
     """Claim one KeyPackage per device of ``user`` (or of the device ``client``) on the
-    user's network."""
+    user's network, to add them to ``group`` (hex; the requester must be a member)."""
 
     op: Literal["claim"] = "claim"
+    group: GroupHex
     user: str = Field(min_length=3, max_length=512)
     client: str | None = Field(default=None, max_length=512)
 
@@ -117,7 +144,11 @@ class BridgeRequest(_Request):
     on every other network, and relay from now on."""
 
     op: Literal["bridge"] = "bridge"
-    group: str = Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")
+    group: GroupHex
+    #: the requester's GroupInfo (RFC 9420 §12.4.3; base64 MLSMessage), signed by its
+    #: own leaf: epoch 0 of a new group, or the group's current epoch
+    group_info: str
+    tree: str | None = None
 
 
 class Bridged(_Body):
@@ -147,22 +178,22 @@ class Failure(_Body):
 
 
 class WelcomeRelay(_Body):
-    """Deliver ``welcome`` to ``clients`` (raw ids of ``network``). ``after``: the
-    position, in the sender's room, of the Commit that added them."""
+    """Deliver ``welcome`` to the clients whose KeyPackages its
+    ``EncryptedGroupSecrets.new_member`` refs name (RFC 9420 §12.4.3.1): each one the
+    bridge claimed for this group at the sender's request. ``after``: the position, in
+    the sender's room, of the hub item of the Commit that added them."""
 
     op: Literal["welcome"] = "welcome"
-    group: str = Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")
-    network: str = Field(min_length=1, max_length=32)
-    clients: list[str] = Field(min_length=1, max_length=10_000)
+    group: GroupHex
     welcome: str
-    after: int | None = Field(default=None, ge=0)
+    after: int = Field(ge=0)
 
 
 class GroupInfoRelay(_Body):
     """Publish this GroupInfo (and tree) in the group's rooms on the other networks."""
 
     op: Literal["group_info"] = "group_info"
-    group: str = Field(min_length=2, max_length=512, pattern=r"^[0-9a-f]+$")
+    group: GroupHex
     epoch: int = Field(ge=0)
     group_info: str
     tree: str | None = None
@@ -174,19 +205,37 @@ ControlBody = Annotated[ClaimRequest | ClaimAnswer | BridgeRequest | Bridged | F
 _CONTROL: TypeAdapter[ControlBody] = TypeAdapter(ControlBody)
 
 
-def encode_control(body: _Body) -> bytes:
+def encode_control(body: BaseModel) -> bytes:
     return body.model_dump_json().encode()
 
 
+class UnsupportedControlVersion(InvalidRequestError):
+    """A control body of another format version than :data:`CONTROL_VERSION`."""
+
+
 def decode_control(data: bytes) -> ControlBody:
-    """Parse a control body; a malformed one raises InvalidRequestError."""
+    """Parse a control body; a malformed one raises InvalidRequestError
+    (:class:`UnsupportedControlVersion` for another version)."""
     if len(data) > MAX_CONTROL_BYTES:
         raise InvalidRequestError("control message too large")
     try:
         return _CONTROL.validate_json(data)
     except ValidationError as exc:
+        version = _version(data)
+        if version is not None and version != CONTROL_VERSION:
+            raise UnsupportedControlVersion(f"control format version {version!r}, this "
+                                            f"side speaks {CONTROL_VERSION}") from None
         raise InvalidRequestError(f"malformed control message: {exc.errors()[0]['msg']}"
                                   ) from None
+
+
+def _version(data: bytes) -> object:
+    """The ``v`` of a control body that failed validation (None if it has none)."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return body.get("v") if isinstance(body, dict) else None
 
 
 def b64(data: bytes) -> str:
@@ -237,6 +286,19 @@ class BridgedTransport:
         self._scan: str | None = None
         #: cursor -> a later cursor, when everything between them was filtered out
         self._skip: dict[str | None, str] = {}
+        #: unsolicited, malformed or forged items this member dropped (WARNING lines
+        #: naming the sender; counts per reason)
+        self.drops = Drops(inner.network)
+        #: cursors of items already dropped, ids of answers already taken: a scan for
+        #: answers and the client's own reading both see each item
+        self._judged: OrderedDict[str, None] = OrderedDict()
+        self._taken: OrderedDict[str, None] = OrderedDict()
+        #: KeyPackageRef -> (network, raw client id) of KeyPackages claimed through the
+        #: bridge: a Welcome relay carries only their EncryptedGroupSecrets
+        self._foreign: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        relayers = getattr(inner, "trusted_relayers", None)
+        if isinstance(relayers, set):  # GroupInfo the bridge mirrors is accepted
+            relayers.add(bridge)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -251,21 +313,44 @@ class BridgedTransport:
             return None
         if item.kind is not MessageKind.GROUP:
             return item
-        if item.sender_identity != self.bridge or item.relay_seq is None \
-                or item.relayed_for is None:
-            return None  # an offer (the hub will relay it) or relay fields we do not trust
-        return replace(item, sender_identity=item.relayed_for)
+        relayed = item.relay_seq is not None or item.relayed_for is not None
+        if item.sender_identity == self.bridge and item.relay_seq is not None \
+                and item.relayed_for is not None:
+            return replace(item, sender_identity=item.relayed_for)
+        if item.sender_identity != self.bridge and relayed:
+            self._drop(item, "relay-not-from-bridge")
+        elif item.sender_identity == self.bridge:
+            self._drop(item, "hub-item-without-relay")
+        return None  # an offer: the hub relays it
 
     def _take_answer(self, item: IncomingMessage) -> None:
+        """Keep the bridge's answer to one of our pending requests; drop the rest."""
         if item.sender_identity != self.bridge:
+            self._drop(item, "control-not-from-bridge")
             return
         try:
             body = decode_control(item.payload)
-        except InvalidRequestError:
+        except UnsupportedControlVersion as exc:
+            self._drop(item, "unsupported-version", str(exc))
             return
-        if isinstance(body, ClaimAnswer | Bridged | Signer | Failure) \
-                and body.id in self._pending:  # not answers to an earlier process
+        except InvalidRequestError as exc:
+            self._drop(item, "malformed", str(exc))
+            return
+        if not isinstance(body, ClaimAnswer | Bridged | Signer | Failure):
+            self._drop(item, "unexpected-op", body.op)
+        elif body.id in self._pending:
             self._answers[body.id] = body
+            _remember(self._taken, body.id, None)
+        elif body.id not in self._taken:  # e.g. for an earlier process or another device
+            self._drop(item, "unsolicited-answer", body.op)
+
+    def _drop(self, item: IncomingMessage, reason: str, detail: str = "") -> None:
+        """Count and log (once per item) a dropped ``item``."""
+        if item.cursor in self._judged:
+            return
+        _remember(self._judged, item.cursor, None)
+        self.drops.drop(sender=item.sender_identity, kind=item.kind.value, reason=reason,
+                        detail=detail)
 
     async def fetch(self, client_id: str, after: str | None = None,
                     limit: int = 1000) -> list[IncomingMessage]:
@@ -326,11 +411,16 @@ class BridgedTransport:
             raise TransportError(f"unexpected answer {answer.op!r} to a signer request")
         return unb64(answer.external_sender, "external_sender")
 
-    async def group_created(self, group_id: bytes) -> None:
+    async def group_created(self, group_id: bytes, group_info: bytes,
+                            ratchet_tree: bytes | None = None) -> None:
         """A group was created on this network: let the bridge into its room and have
-        it open the group's rooms on the other networks (mls_client calls this)."""
+        it open the group's rooms on the other networks (mls_client calls this).
+        ``group_info``: the creator's GroupInfo of epoch 0 (RFC 9420 §12.4.3), which
+        becomes the bridge's first verified view of the group."""
         await self.inner.admit(group_id, self.bridge)
-        await self._request(BridgeRequest(id=_request_id(), group=group_id.hex()))
+        await self._request(BridgeRequest(
+            id=_request_id(), group=group_id.hex(), group_info=b64(group_info),
+            tree=None if ratchet_tree is None else b64(ratchet_tree)))
 
     # ------------------------------------------------------------------ KeyPackages
 
@@ -341,32 +431,42 @@ class BridgedTransport:
     async def key_package_count(self, client_id: str) -> int:
         return await self.inner.key_package_count(client_id)
 
-    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
+        """A device of our network directly; another network's through the bridge, for
+        ``group_id`` (which the bridge requires: only members may claim)."""
         network, raw = split_client(client_id)
         if network is None or network == self.network:
-            return await self.inner.claim_key_package(raw)
-        claimed = await self._claim(f"{network}:{raw.split('/', 1)[0]}", raw)
+            return await self.inner.claim_key_package(raw, group_id=group_id)
+        claimed = await self._claim(f"{network}:{raw.split('/', 1)[0]}", raw, group_id)
         if not claimed:
             raise NoKeyPackageError(f"no KeyPackage available for client {client_id!r}")
         return claimed[0]
 
-    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
         network = network_of(user_id)
         if network is None or network == self.network:
-            return await self.inner.claim_user_key_packages(user_id)
-        return await self._claim(user_id, None)
+            return await self.inner.claim_user_key_packages(user_id, group_id=group_id)
+        return await self._claim(user_id, None, group_id)
 
-    async def _claim(self, user_id: str, client: str | None) -> list[ClaimedKeyPackage]:
+    async def _claim(self, user_id: str, client: str | None,
+                     group_id: bytes | None) -> list[ClaimedKeyPackage]:
         network = network_of(user_id)
-        answer = await self._request(ClaimRequest(id=_request_id(), user=user_id,
-                                                  client=client))
+        if group_id is None or network is None:
+            raise InvalidRequestError("a claim through the bridge names the group it is for")
+        answer = await self._request(ClaimRequest(id=_request_id(), group=group_id.hex(),
+                                                  user=user_id, client=client))
         if not isinstance(answer, ClaimAnswer):
             raise TransportError(f"unexpected answer {answer.op!r} to a claim")
-        return [ClaimedKeyPackage(client_id=f"{network}:{p.client}",
-                                  ref=unb64(p.ref, "ref"),
-                                  key_package=unb64(p.key_package, "key_package"),
-                                  last_resort=p.last_resort)
-                for p in answer.packages]
+        out = [ClaimedKeyPackage(client_id=f"{network}:{p.client}",
+                                 ref=unb64(p.ref, "ref"),
+                                 key_package=unb64(p.key_package, "key_package"),
+                                 last_resort=p.last_resort)
+               for p in answer.packages]
+        for package in answer.packages:
+            _remember(self._foreign, unb64(package.ref, "ref"), (network, package.client))
+        return out
 
     # ------------------------------------------------------------------ group messages
 
@@ -392,10 +492,34 @@ class BridgedTransport:
                 foreign.setdefault(network, []).append(raw)
         if own:
             await self.inner.send_welcome(own, welcome, group_id, after_position)
+        if not foreign:
+            return
+        if after_position is None:
+            log.warning("a Welcome for group %s not relayed: the bridge relays one only "
+                        "after the hub item of its Commit", group_id.hex())
+            return
         for network, raws in foreign.items():
-            body = WelcomeRelay(group=group_id.hex(), network=network, clients=raws,
-                                welcome=b64(welcome), after=after_position)
+            body = WelcomeRelay(group=group_id.hex(), after=after_position,
+                                welcome=b64(self._welcome_for(welcome, network, raws)))
             await self.inner.send_control(self.bridge, encode_control(body))
+
+    def _welcome_for(self, welcome: bytes, network: str, raws: Sequence[str]) -> bytes:
+        """``welcome`` with only the EncryptedGroupSecrets of the KeyPackages we claimed
+        through the bridge for ``raws`` of ``network`` (each joiner needs only its own,
+        RFC 9420 §12.4.3.1); unchanged when we do not know them (e.g. after a restart)."""
+        wanted = {ref for ref, (net, raw) in self._foreign.items()
+                  if net == network and raw in raws}
+        try:
+            message = MLSMessage.decode(welcome).welcome
+        except MLSError:
+            return welcome
+        if message is None:
+            return welcome
+        kept = tuple(s for s in message.secrets if s.new_member in wanted)
+        if not kept or len(kept) == len(message.secrets):
+            return welcome
+        return MLSMessage.of(Welcome(message.cipher_suite, kept,
+                                     message.encrypted_group_info)).encode()
 
     async def subscribe(self, client_id: str, group_id: bytes) -> None:
         await self.inner.subscribe(client_id, group_id)
@@ -420,3 +544,11 @@ class BridgedTransport:
 
 def _request_id() -> str:
     return secrets.token_urlsafe(12)
+
+
+def _remember(memory: OrderedDict[K, V], key: K, value: V) -> None:
+    """Put ``key`` in a bounded memory (the oldest entries go first)."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > _MAX_REMEMBERED:
+        memory.popitem(last=False)

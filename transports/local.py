@@ -333,7 +333,9 @@ class LocalDeliveryService:
                                  "WHERE client_id = ? AND last_resort = 0", (client_id,))
         return 0 if row is None else int(row[0])
 
-    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
+        """``group_id`` is not needed here (one service, no bridge): ignored."""
         client_id = require_id("client_id", client_id)
         async with self._write() as db:
             claimed = await _claim(db, client_id)
@@ -341,9 +343,11 @@ class LocalDeliveryService:
             raise NoKeyPackageError(f"no KeyPackage available for client {client_id!r}")
         return claimed
 
-    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
         """One KeyPackage per client of ``user_id``, claimed in one transaction; a client
-        with nothing left (not even a last-resort KeyPackage) is left out."""
+        with nothing left (not even a last-resort KeyPackage) is left out. ``group_id``
+        is ignored."""
         user_id = require_id("user_id", user_id)
         claimed: list[ClaimedKeyPackage] = []
         async with self._write() as db:
@@ -540,6 +544,12 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
         await db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         raise StorageError(f"cannot start a transaction: {exc}") from exc
+    except BaseException:
+        # cancelled while the connection's thread runs BEGIN: it still opens the
+        # transaction, which the next writer on this connection would find open
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
     try:
         yield
     except BaseException as exc:
@@ -668,11 +678,13 @@ class LocalAccount:
     async def key_package_count(self, client_id: str) -> int:
         return await self.service.key_package_count(client_id)
 
-    async def claim_key_package(self, client_id: str) -> ClaimedKeyPackage:
-        return await self.service.claim_key_package(client_id)
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
+        return await self.service.claim_key_package(client_id, group_id=group_id)
 
-    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
-        return await self.service.claim_user_key_packages(user_id)
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
+        return await self.service.claim_user_key_packages(user_id, group_id=group_id)
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
                      is_commit: bool, sender: str) -> SubmitResult:

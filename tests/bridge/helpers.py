@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bridge.hub import OrderingHub, Rule
 from bridge.service import Bridge
 from mls_client import MLSClient
+from mls_core.ciphersuite import get_suite
+from mls_core.credentials import Credential
+from mls_core.framing import MLSMessage
+from mls_core.group import Group
 from mls_core.room_policy import RoomPolicy
+from mls_core.welcome import sign_group_info
 from tests.client.helpers import Clients, settings_for
-from transports.bridged import BridgedTransport
-from transports.local import LocalDeliveryService
+from transports.base import IncomingMessage, MessageKind, RelayTransport
+from transports.bridged import BridgedTransport, ControlBody, decode_control
+from transports.local import LocalAccount, LocalDeliveryService
 
 NETWORKS = ("xmpp", "matrix")
 
@@ -89,6 +97,26 @@ class BridgedNet(Clients):
         await self.settle()
         return group_id
 
+    async def account(self, network: str, name: str) -> LocalAccount:
+        """A bare network account (no MLS client): a stranger, or raw requests."""
+        return await self.services[network].account(device(network, name),
+                                                     identity(network, name), network=network)
+
+    def transport(self, name: str) -> BridgedTransport:
+        transport = self.clients[name]._ctx.transport
+        assert isinstance(transport, BridgedTransport)
+        return transport
+
+    def dropped(self, reason: str) -> int:
+        assert self.bridge is not None
+        return self.bridge.stats["dropped"].get(reason, 0)
+
+    async def until_dropped(self, reason: str, count: int = 1, timeout: float = 15.0) -> None:
+        """Wait until the bridge has refused ``count`` items for ``reason``."""
+        async def done() -> bool:
+            return self.dropped(reason) >= count
+        await until(done, f"{count} drop(s) for {reason}", timeout)
+
     async def settle(self, *names: str, quiet_rounds: int = 3,
                      pause: float = 0.05) -> dict[str, list[Any]]:
         """Sync the named clients (all by default) until nothing new arrives for
@@ -120,3 +148,41 @@ async def bridged_net(root: Path, rule: Rule = Rule.FIRST_VALID
         yield net
     finally:
         await net.close()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0,
+                pause: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(pause)
+
+
+async def answers(account: RelayTransport, sender: str) -> list[ControlBody]:
+    """Every control body ``sender`` sent to ``account`` so far."""
+    items: list[IncomingMessage] = await account.fetch(account.client_id)
+    return [decode_control(i.payload) for i in items
+            if i.kind is MessageKind.CONTROL and i.sender_identity == sender]
+
+
+NOW = 1_800_000_000
+
+
+def own_group(name: str, group_id: bytes | None = None) -> tuple[Group, bytes]:
+    """A group of one, ``name`` (an identity), optionally with a chosen group id; and the
+    signature key."""
+    priv, _ = get_suite(1).generate_signature_key_pair()
+    return Group.create(1, Credential.basic(name.encode()), priv, group_id=group_id,
+                        now=NOW), priv
+
+
+def reepoched(group_info: bytes, signature_priv: bytes, epoch: int) -> bytes:
+    """``group_info`` claiming ``epoch``, signed again (valid signature, tree hash and
+    tree: what a signer can make of its own GroupInfo)."""
+    info = MLSMessage.decode(group_info).group_info
+    assert info is not None
+    tbs = dataclasses.replace(info.to_be_signed(), group_context=dataclasses.replace(
+        info.group_context, epoch=epoch))
+    suite = get_suite(info.group_context.cipher_suite)
+    return MLSMessage.of(sign_group_info(suite, signature_priv, tbs)).encode()

@@ -162,7 +162,10 @@ async def test_members_ignore_relays_not_from_the_bridge(tmp_path: Path) -> None
         await c["carol"].send(gid, b"still relayed")
         await net.settle()
         assert b"still relayed" in net.received("alice", gid)
-        assert net.bridge is not None and net.bridge.stats["rejected"] >= 1
+        assert net.bridge is not None and net.bridge.stats["rejected"] >= 2
+        assert net.bridge.stats["dropped"] == {"relay-not-from-bridge": 1, "malformed": 1}
+        # alice's and mallory's own transports dropped the forged hub item, with a count
+        assert net.transport("alice").drops.snapshot() == {"relay-not-from-bridge": 1}
 
 
 @async_test

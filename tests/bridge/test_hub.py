@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
-from bridge.hub import OrderingHub, Rule, Verdict
+from bridge.hub import Claim, OrderingHub, Rule, Verdict, View
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
+from mls_core.framing import MLSMessage
 from mls_core.group import Group
 from mls_core.key_package import create_key_package
 from mls_core.proposals import Add
-from transports.base import InvalidRequestError
+from transports.base import InvalidRequestError, StorageError
 
 NOW = 1_800_000_000
 NETS = ("xmpp", "matrix")
@@ -143,3 +146,102 @@ def test_bad_input(tmp_path: Path) -> None:
     run(body, tmp_path / "hub.sqlite", Rule.FIRST_OFFERED)
     with pytest.raises(InvalidRequestError):
         OrderingHub(None, ("x", "x"))  # type: ignore[arg-type]
+
+
+def test_commit_epoch_follows_the_unbroken_run_of_commits(tmp_path: Path) -> None:
+    """The bound of the bridge's view (bridge/views.py): a Commit or application
+    message claiming a far epoch does not move it, unlike the ordering epoch."""
+    async def body(hub: OrderingHub) -> None:
+        a, b = _pair()
+        gid = a.group_id
+        assert await hub.commit_epoch(gid) is None and await hub.commit_epoch(gid, 1) == 1
+        first = a.commit(now=NOW)
+        await hub.offer(first.commit, origin="xmpp", sender="xmpp:a@x")  # epoch 1
+        a.merge_pending_commit()
+        assert await hub.commit_epoch(gid) == 2 and await hub.commit_epoch(gid, 1) == 2
+        assert await hub.commit_epoch(gid, 2) == 2 and await hub.commit_epoch(gid, 0) == 0
+        # b's Commit for the same epoch 1 (first valid wins at members): still 2
+        await hub.offer(b.commit(now=NOW).commit, origin="matrix", sender="matrix:@b:m")
+        assert await hub.commit_epoch(gid, 1) == 2
+        # a Commit of a far epoch (a member's junk) and an application message of
+        # epoch 10^9 move the ordering epoch, not the commit epoch
+        commit = MLSMessage.decode(a.commit(now=NOW).commit).private_message
+        a.discard_pending_commit()
+        assert commit is not None
+        far = MLSMessage.of(dataclasses.replace(commit, epoch=10**9 - 1)).encode()
+        assert (await hub.offer(far, origin="xmpp", sender="xmpp:a@x")).verdict \
+            is Verdict.ACCEPTED
+        assert await hub.epoch(gid) == 10**9
+        assert await hub.commit_epoch(gid, 1) == 2 and await hub.commit_epoch(gid) == 2
+    run(body, tmp_path / "hub.sqlite")
+
+
+def test_views_anchors_and_claims_are_durable(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite"
+    a, _ = _pair()
+    gid = a.group_id
+    view = View(gid, 1, "xmpp:a@x", frozenset({"xmpp:a@x", "matrix:@b:m"}),
+                a.group_info(), None)
+
+    async def before(hub: OrderingHub) -> None:
+        assert await hub.view(gid) is None and await hub.anchor(gid) is None
+        assert await hub.set_first_view(view, "xmpp:a@x")
+        assert not await hub.set_first_view(view, "xmpp:eve@x")  # only once
+        assert not await hub.set_view(view)  # not newer
+        newer = View(gid, 2, "matrix:@b:m", frozenset({"matrix:@b:m"}), b"info", b"tree")
+        assert await hub.set_view(newer)
+        await hub.record_claims(gid, "xmpp:a@x", [Claim(b"ref1", "matrix", "@b:m/D"),
+                                                  Claim(b"ref2", "matrix", "@b:m/E",
+                                                        last_resort=True)])
+        await hub.mark_relayed(gid, [b"ref1"])
+
+    async def after(hub: OrderingHub) -> None:
+        stored = await hub.view(gid)
+        assert stored is not None and stored.epoch == 2 and stored.ratchet_tree == b"tree"
+        assert stored.members == {"matrix:@b:m"} and stored.signer == "matrix:@b:m"
+        assert await hub.anchor(gid) == "xmpp:a@x"
+        claims = await hub.claims(gid, [b"ref1", b"ref2", b"ref3"])
+        assert claims == {
+            b"ref1": Claim(b"ref1", "matrix", "@b:m/D", "xmpp:a@x", False, True),
+            b"ref2": Claim(b"ref2", "matrix", "@b:m/E", "xmpp:a@x", True, False)}
+        assert await hub.claims(b"other", [b"ref1"]) == {}
+
+    run(before, path)
+    run(after, path)
+
+
+def test_schema_0_keeps_only_group_infos_that_still_verify(tmp_path: Path) -> None:
+    """A hub of schema 0 stored whatever GroupInfo any member sent; on opening, only one
+    that verifies and is not beyond the sequenced Commits becomes the view."""
+    path = tmp_path / "hub.sqlite"
+    a, _ = _pair()
+    forged = Group.create(1, Credential.basic(b"xmpp:eve@x"),
+                          get_suite(1).generate_signature_key_pair()[0], now=NOW)
+
+    async def old_schema() -> None:
+        async with aiosqlite.connect(path) as db:
+            await db.execute("CREATE TABLE group_infos (group_id BLOB PRIMARY KEY, "
+                             "epoch INTEGER NOT NULL, group_info BLOB NOT NULL)")
+            await db.executemany("INSERT INTO group_infos VALUES (?, ?, ?)", [
+                (a.group_id, 1, a.group_info()),  # epoch 1: no Commit sequenced
+                (forged.group_id, 0, forged.group_info()),
+                (b"garbage", 5, b"\x00\x01not a group info")])
+            await db.commit()
+    asyncio.run(old_schema())
+
+    async def body(hub: OrderingHub) -> None:
+        assert await hub.view(a.group_id) is None  # beyond the hub's Commits
+        view = await hub.view(forged.group_id)
+        assert view is not None and view.signer == "xmpp:eve@x" and view.epoch == 0
+        assert await hub.view(b"garbage") is None
+        rows = await hub._query("SELECT name FROM sqlite_master WHERE name = 'group_infos'")
+        assert rows == []
+    run(body, path)
+
+    async def newer() -> None:
+        async with aiosqlite.connect(path) as db:
+            await db.execute("PRAGMA user_version = 99")
+            await db.commit()
+    asyncio.run(newer())
+    with pytest.raises(StorageError, match="newer than this code"):
+        run(body, path)

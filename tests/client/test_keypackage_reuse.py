@@ -26,10 +26,11 @@ class _DoubleClaim:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    async def claim_user_key_packages(self, user_id: str) -> list[ClaimedKeyPackage]:
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
         if user_id in self._last:
             return self._last.pop(user_id)
-        claimed = await self._inner.claim_user_key_packages(user_id)
+        claimed = await self._inner.claim_user_key_packages(user_id, group_id=group_id)
         self._last[user_id] = claimed
         return claimed
 

@@ -112,6 +112,24 @@ def test_is_a_delivery_transport(tmp_path: Path) -> None:
     assert isinstance(LocalDeliveryService(tmp_path / "ds.db"), DeliveryTransport)
 
 
+def test_a_write_cancelled_while_it_begins_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """A task cancelled while the connection's thread runs BEGIN (the bridge stopping
+    mid-publish in tests/bridge) must not leave the shared connection in a transaction:
+    the next writer would fail with "cannot start a transaction within a transaction"."""
+    async def scenario() -> None:
+        async with LocalDeliveryService(tmp_path / "ds.db") as ds:
+            await ds.publish_key_packages("bob/1", "bob", [kp("a")])  # connected
+            task = asyncio.create_task(ds.publish_key_packages("bob/1", "bob", [kp("b")]))
+            await asyncio.sleep(0)  # it now waits for BEGIN IMMEDIATE
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await ds.publish_key_packages("bob/1", "bob", [kp("c")])
+            assert await ds.key_package_count("bob/1") == 2
+
+    run(scenario())
+
+
 # ------------------------------------------------------------------------ KeyPackages
 
 
