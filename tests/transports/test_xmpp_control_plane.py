@@ -197,6 +197,24 @@ def test_claims_refill_with_time_and_our_own_devices_are_not_limited(
     assert transport.drops.counts["claim-last-resort"] == 1
 
 
+def test_a_failed_retraction_is_retried_and_counted_once_done(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    transport, server = served
+    refs = publish(transport, loop, 3)
+
+    async def offline(node: str, item_ids: list[str]) -> None:
+        raise XmppError("retracting failed: not connected", "disconnected")
+
+    monkeypatch.setattr(transport.plugin, "pep_retract", offline)
+    flood(transport, loop, refs[:2], "bob@example.org/tab", "f")
+    assert transport.key_package_claims == 0 and transport._retract == set(refs[:2])
+    monkeypatch.setattr(transport.plugin, "pep_retract", server.pep_retract)
+    loop.run_until_complete(transport._process_claims())
+    assert transport.key_package_claims == 2 and server.one_use() == [refs[2]]
+    assert transport.rejected == 0
+
+
 def test_the_device_wide_bucket_holds_against_many_claimants(
         loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     transport, server = make(loop, monkeypatch, claim_global_burst=5)

@@ -260,9 +260,9 @@ class XmppDeliveryTransport:
         self._retract: set[str] = set()
         #: dropped hostile/malformed inbound items, per reason (docs/xmpp.md)
         self.drops = Drops("xmpp")
-        #: +1 for each one-use KeyPackage of ours retracted because it was used: an
-        #: accepted claim notice, our own claim, or a Welcome the client joined with
-        #: (``DeliveryTransport``: the client refills its pool when it changes)
+        #: +1 for each one-use KeyPackage of ours retracted (once it is gone) because it
+        #: was used: an accepted claim notice, our own claim, or a Welcome the client
+        #: joined with (``DeliveryTransport``: the client refills its pool when it changes)
         self.key_package_claims = 0
         #: accounts (``xmpp:<bare JID>``) whose GroupInfo items may be signed by someone
         #: else (they relay members' GroupInfo); the configured bridge always is one
@@ -1359,7 +1359,6 @@ class XmppDeliveryTransport:
                 if reason is None:
                     del items[ref]
                     retract.add(ref)
-                    self.key_package_claims += 1
                 else:
                     self.drops.drop(sender=f"xmpp:{claimant}", kind="claim", reason=reason,
                                     detail=f"KeyPackageRef {ref[:16]}…; {self.client_id}")
@@ -1387,13 +1386,18 @@ class XmppDeliveryTransport:
         return None
 
     async def _retract_items(self, refs: set[str]) -> None:
-        """Retract items of our node; what fails is retried after the next read."""
-        if refs:
+        """Retract used one-use items of our node, counting each in
+        :attr:`key_package_claims` once it is gone; what fails is retried after the
+        next read of our archive."""
+        ordered = sorted(refs)
+        for n, ref in enumerate(ordered):
             try:
-                await self.plugin.pep_retract(self._kp_node(self.device), sorted(refs))
+                await self.plugin.pep_retract(self._kp_node(self.device), [ref])
             except XmppError as exc:
-                log.warning("retracting claimed KeyPackages failed: %s", exc)
-                self._retract.update(refs)
+                log.warning("retracting used KeyPackages failed: %s", exc)
+                self._retract.update(ordered[n:])
+                return
+            self.key_package_claims += 1
 
     async def _consume(self, refs: set[str]) -> None:
         """The client joined from a Welcome naming ``refs``: retract those still on our
@@ -1402,9 +1406,8 @@ class XmppDeliveryTransport:
             async with self._claim_lock:
                 await self._process_claims_locked()  # an accepted claim counts once
                 items = await self._items(None, self.device)
-                used = {ref for ref in refs if ref in items and not items[ref][1]}
-                self.key_package_claims += len(used)
-                await self._retract_items(used)
+                await self._retract_items({ref for ref in refs
+                                           if ref in items and not items[ref][1]})
         except XmppError as exc:
             log.warning("retracting the KeyPackage a Welcome used failed: %s", exc)
 
