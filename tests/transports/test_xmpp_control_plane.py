@@ -269,6 +269,23 @@ def test_unknown_and_malformed_claims_are_dropped(
     assert transport.drops.counts["claim-unknown-ref"] == 1
 
 
+def test_an_unparsable_attribute_is_dropped_and_reading_goes_on(
+        served: tuple[XmppDeliveryTransport, FakeServer]) -> None:
+    """A group attribute of 5 base64url characters decodes to nothing: it used to raise
+    out of the reader (binascii.Error), silently losing the rest of the page."""
+    transport, _ = served
+    own = transport._sources[OWN]
+    bad = direct(Envelope(Kind.CONTROL, b"{}", "main"), f"{STRANGER}/x", "b1")
+    el = bad.message.find("{https://mlsbridge.org/protocol/xmpp/0}mls")
+    assert el is not None
+    el.set("group", "AAAAA")
+    transport._ingest(own, bad)
+    transport._ingest(own, direct(Envelope(Kind.CONTROL, b"{}", "main"),
+                                  "bridge@example.org/main", "b2"))
+    assert transport.drops.snapshot() == {"malformed-element": 1}
+    assert [i.kind for i in transport._stream] == [MessageKind.CONTROL]
+
+
 def test_welcomes_reach_the_client_only_for_our_key_packages(
         served: tuple[XmppDeliveryTransport, FakeServer],
         loop: asyncio.AbstractEventLoop) -> None:

@@ -645,6 +645,12 @@ class XmppDeliveryTransport:
             if not replay:  # judged before the resume already
                 self._drop(exc, source.key or "our archive")
             return
+        except Exception as exc:  # a parser bug on hostile input never stops a reader
+            if not replay:
+                self._drop(_Rejected(entry.message.get("from"), _kind_of(el), "malformed-item",
+                                     f"{type(exc).__name__}: {exc}"),
+                           source.key or "our archive")
+            return
         if item is not None and not replay:
             self._append(item)
 
@@ -895,7 +901,7 @@ class XmppDeliveryTransport:
         for key, (base, _) in pending.items():
             # a Welcome's room: from its ``after`` if we follow it since, else only
             # remembered for a later subscribe (a Welcome alone never makes us read a room)
-            with contextlib.suppress(StanzaError):
+            with contextlib.suppress(StanzaError, ValueError):
                 gid = unb64url(key[len(PENDING):])
                 room = self.room_jid(gid)
                 if room in old and room not in self._sources:
