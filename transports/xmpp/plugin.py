@@ -45,6 +45,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from mls_core.events import Member
 from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
+from transports.defence import Drops
 
 from .stanza import (
     EME_NS,
@@ -164,6 +165,11 @@ class MLSBridgePlugin(BasePlugin):
         self.occupants: dict[str, dict[str, str]] = {}
         #: bare JID of the bridge account (never demoted by sync_affiliations)
         self.bridge: str | None = None
+        #: the MUC service our rooms are on (set by the transport): only it may tell us
+        #: about occupants; a MUC presence from anywhere else is forged
+        self.muc_service: str | None = None
+        #: where dropped hostile input is counted (the transport's ``drops``)
+        self.drops = Drops("xmpp")
         self._query_ids = itertools.count(1)
         register_stanza_plugin(Message, MLSElement)
         self.xmpp.register_handler(Callback(
@@ -200,9 +206,20 @@ class MLSBridgePlugin(BasePlugin):
             self.xmpp.event("mls_payload", msg)
 
     def _on_room_presence(self, pres: StanzaBase) -> None:
+        """Occupant presence of a room (XEP-0045 §7.2.3): who is who (non-anonymous
+        rooms), and involuntary exits. Only a room of our MUC service can send it; the
+        same element from any other JID (e.g. an account named like a room) is forged
+        and dropped."""
         x = pres.xml.find(f"{{{MUC_USER_NS}}}x")
         item = x.find(f"{{{MUC_USER_NS}}}item") if x is not None else None
         frm = JID(pres["from"])
+        if self.muc_service is not None and (frm.domain != self.muc_service
+                                             or not frm.user):
+            if pres["type"] != "error":
+                self.drops.drop(sender=f"xmpp:{frm.bare}" if frm.user else str(frm),
+                                kind="presence", reason="muc-presence-forged",
+                                detail=f"a MUC occupant presence not from {self.muc_service}")
+            return
         room = self.occupants.setdefault(str(frm.bare), {})
         if pres["type"] == "unavailable":
             room.pop(frm.resource, None)
@@ -496,6 +513,8 @@ class MLSBridgePlugin(BasePlugin):
         user = f"xmpp:{exit_.user}"
         if group_id is None or user == client.user_id:
             return
+        if JID(exit_.room).bare != f"{room_localpart(group_id)}@{self._muc_service(client)}":
+            return  # not the group's room (a forged exit: _on_room_presence drops those)
         try:
             members = await client.members(group_id)
             policy = await client.policy(group_id)

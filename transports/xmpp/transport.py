@@ -287,8 +287,11 @@ class XmppDeliveryTransport:
         xmpp.add_event_handler("mls_error", self._on_error)
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
-        if settings.bridge and "mls_bridge" in xmpp.plugin:
-            self.plugin.bridge = str(JID(settings.bridge).bare)
+        if "mls_bridge" in xmpp.plugin:
+            if settings.bridge:
+                self.plugin.bridge = str(JID(settings.bridge).bare)
+            self.plugin.muc_service = self.muc_service
+            self.plugin.drops = self.drops
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -18,17 +18,17 @@ import pytest
 from slixmpp import JID
 
 from mls_client import Settings
-from mls_client.events import MessageRejected
+from mls_client.events import ClientEvent, MessageRejected, RemovedFromGroup
 from mls_client.settings import KeyPackageSettings
 from mls_core.framing import MLSMessage
 from tests.servers.prosody import ProsodyServer
 from tests.transports.xmpp_mls import at_epoch, mls_group, naming, throwaway_welcome
 from transports.group_info import check_group_info
-from transports.xmpp.plugin import PUBSUB_NS, XmppError
-from transports.xmpp.stanza import NS, Envelope, Kind, encode_group_info
+from transports.xmpp.plugin import MUC_USER_NS, PUBSUB_NS, XmppError
+from transports.xmpp.stanza import NS, Envelope, Kind, encode_group_info, room_localpart
 from transports.xmpp.transport import OWN, XmppDeliveryTransport
 
-from .helpers import XNet, xmpp_test
+from .helpers import PASSWORD, XNet, xmpp_settings, xmpp_test
 
 DEFENCE = "mls_bridge.defence"
 
@@ -363,4 +363,58 @@ async def test_a_member_cannot_spoil_the_group_info(
         assert b"welcome back" in net.received("bob", gid)
         await net.agree(gid, ["alice", "bob", "mallory"])
     finally:
+        await net.close()
+
+
+@xmpp_test
+async def test_a_forged_room_kick_removes_nobody(
+        prosody: ProsodyServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An account named like the room (``mls-<hex group id>@<domain>``, not on the MUC
+    service) sends bob the occupant presence of a kick of alice (XEP-0045 §9.1, status
+    307). Taken as the room's word, bob (the lowest-index member left) would remove
+    alice from the MLS group."""
+    net = XNet(prosody, tmp_path)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await net.add("alice", "bob")
+        bob_t = net.transports["bob"]
+        gid = await add_and_talk(net, "alice", "bob")
+        seen: dict[str, list[ClientEvent]] = {"alice": [], "bob": []}
+        for name in ("alice", "bob"):
+            async def record(event: ClientEvent, name: str = name) -> None:
+                seen[name].append(event)
+
+            tasks.append(asyncio.ensure_future(net.transports[name].plugin.run_client(
+                net[name], stop, record)))
+        local = room_localpart(gid)
+        await asyncio.to_thread(prosody.register, local, PASSWORD)
+        fake_room = await XmppDeliveryTransport.connect(
+            xmpp_settings(prosody, f"{local}@{prosody.domain}/{net.jid('alice')}"))
+        net.transports["fake-room"] = fake_room
+        with caplog.at_level(logging.WARNING, logger=DEFENCE):
+            for kind in ("available", "unavailable"):
+                pres = fake_room.xmpp.make_presence(pto=JID(bob_t.client_id))
+                if kind == "unavailable":
+                    pres["type"] = "unavailable"
+                x = ET.SubElement(pres.xml, f"{{{MUC_USER_NS}}}x")
+                ET.SubElement(x, f"{{{MUC_USER_NS}}}item", {
+                    "jid": net.jid("alice"), "affiliation": "none", "role": "none"})
+                ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": "307"})
+                pres.send()
+            await until(lambda: bob_t.drops.counts["muc-presence-forged"] == 2)
+        assert len(warnings_from(caplog, fake_room.user_id)) == 1
+        await asyncio.sleep(0.5)
+        assert not any(isinstance(e, RemovedFromGroup) for e in seen["alice"])
+        assert len(await net["bob"].members(gid)) == 2
+        assert local + "@" + prosody.domain not in bob_t.plugin.occupants
+        await net["alice"].send(gid, b"still here")
+
+        async def delivered() -> bool:
+            return any(getattr(e, "data", b"") == b"still here" for e in seen["bob"])
+
+        await net.wait_for(delivered)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await net.close()
