@@ -436,3 +436,57 @@ def test_the_configured_bridge_is_a_trusted_relayer(
         assert transport._relayers() == {"xmpp:bridge@example.org", "xmpp:relay@example.org"}
     finally:
         loop.run_until_complete(transport.close())
+
+
+def mam_result(transport: XmppDeliveryTransport, frm: str, qid: str, inner_from: str
+               ) -> Any:
+    """A ``<result/>`` message (XEP-0313 §4.2) carrying a control item "from"
+    ``inner_from``, as anyone can send it to us."""
+    msg = transport.xmpp.make_message(mto=JID(transport.client_id), mfrom=JID(frm))
+    result = ET.SubElement(msg.xml, "{urn:xmpp:mam:2}result", {"queryid": qid, "id": "a1"})
+    forwarded = ET.SubElement(result, "{urn:xmpp:forward:0}forwarded")
+    inner = ET.SubElement(forwarded, "{jabber:client}message",
+                          {"from": inner_from, "to": ME, "type": "chat"})
+    inner.append(Envelope(Kind.CONTROL, b"{}", "main").chunks()[0])
+    return msg
+
+
+def test_mam_results_count_only_from_the_archive_queried(
+        served: tuple[XmppDeliveryTransport, FakeServer]) -> None:
+    transport, _ = served
+    plugin = transport.plugin
+    own: list[ArchivedMessage] = []
+    room: list[ArchivedMessage] = []
+    plugin._queries["q-own"] = ("", own)
+    plugin._queries["q-room"] = (ROOM, room)
+    bridge = "bridge@example.org/main"
+    for frm, qid in ((f"{STRANGER}/x", "q-own"), (f"{STRANGER}/x", "q-room"),
+                     (ROOM, "q-own"), (f"{ME}/laptop", "q-room"),
+                     (f"{STRANGER}/x", "mls1")):
+        plugin._on_mam_result(mam_result(transport, frm, qid, bridge))
+    assert own == [] and room == []
+    assert transport.drops.snapshot() == {"mam-result-forged": 5}
+    plugin._on_mam_result(mam_result(transport, ME, "q-own", bridge))
+    plugin._on_mam_result(mam_result(transport, ROOM, "q-room", bridge))
+    plugin._on_mam_result(mam_result(transport, ROOM, "q-over", bridge))  # late: ignored
+    assert len(own) == 1 and len(room) == 1
+    assert transport.drops.total == 5
+
+
+def test_muc_presence_counts_only_from_our_muc_service(
+        served: tuple[XmppDeliveryTransport, FakeServer]) -> None:
+    transport, _ = served
+    plugin = transport.plugin
+    exits: list[object] = []
+    transport.xmpp.add_event_handler("mls_room_exit", exits.append)
+    named_like_the_room = f"{ROOM.split('@')[0]}@example.org"
+    for frm in (f"{named_like_the_room}/nick", f"{ROOM}/nick"):
+        pres = transport.xmpp.make_presence(pto=JID(transport.client_id), pfrom=JID(frm),
+                                            ptype="unavailable")
+        x = ET.SubElement(pres.xml, f"{{{MUC_USER_NS}}}x")
+        ET.SubElement(x, f"{{{MUC_USER_NS}}}item", {"jid": "bob@example.org/tab"})
+        ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": "307"})
+        plugin._on_room_presence(pres)
+    assert transport.drops.snapshot() == {"muc-presence-forged": 1}
+    assert named_like_the_room not in plugin.occupants
+    assert [getattr(e, "room", None) for e in exits] == [ROOM]

@@ -418,3 +418,49 @@ async def test_a_forged_room_kick_removes_nobody(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await net.close()
+
+
+@xmpp_test
+async def test_forged_archive_results_reach_nobody(
+        prosody: ProsodyServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """eve sends bob MAM ``<result/>`` messages (XEP-0313 §4.2) carrying a control body
+    "from the bridge" and a Welcome, guessing query ids, while bob reads his archive:
+    a result counts only from the archive queried."""
+    net = XNet(prosody, tmp_path)
+    try:
+        await net.add("alice", "bob")
+        bob_t = net.transports["bob"]
+        eve = await net.transport("eve")
+        net.transports["eve"] = eve
+        welcome, _ = throwaway_welcome(bob_t.user_id)
+        forged = [Envelope(Kind.CONTROL, b'{"op": "forged"}', "main"),
+                  Envelope(Kind.WELCOME, welcome, bob_t.device, os.urandom(16))]
+
+        def inject(n: int) -> None:
+            msg = eve.xmpp.make_message(mto=JID(bob_t.client_id))
+            result = ET.SubElement(msg.xml, "{urn:xmpp:mam:2}result",
+                                   {"queryid": f"mls{n % 300}", "id": f"forged-{n}"})
+            fwd = ET.SubElement(result, "{urn:xmpp:forward:0}forwarded")
+            inner = ET.SubElement(fwd, "{jabber:client}message", {
+                "from": net.jid("bridge"), "to": bob_t.bare, "type": "chat"})
+            inner.append(forged[n % 2].chunks()[0])
+            msg.send()
+
+        async def read_own_archive() -> None:
+            for _ in range(100):
+                await bob_t.key_package_count(bob_t.client_id)
+
+        with caplog.at_level(logging.WARNING, logger=DEFENCE):
+            reader = asyncio.ensure_future(read_own_archive())
+            for n in range(900):
+                inject(n)
+                if n % 50 == 0:
+                    await asyncio.sleep(0.01)
+            await reader
+            await until(lambda: bob_t.drops.counts["mam-result-forged"] == 900)
+        assert len(warnings_from(caplog, eve.user_id)) == 1
+        assert await bob_t.fetch(bob_t.client_id) == []
+        assert all(not aid.startswith("forged-") for aid in bob_t._sources[OWN].ids)
+        await add_and_talk(net, "alice", "bob")
+    finally:
+        await net.close()
