@@ -490,3 +490,20 @@ def test_muc_presence_counts_only_from_our_muc_service(
     assert transport.drops.snapshot() == {"muc-presence-forged": 1}
     assert named_like_the_room not in plugin.occupants
     assert [getattr(e, "room", None) for e in exits] == [ROOM]
+
+
+def test_a_room_start_the_archive_lacks_reads_it_from_its_start(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Welcome's ``after`` the room's archive does not hold (Prosody answers
+    ``item-not-found``) must not leave the room unread for ever."""
+    transport, server = served
+    server.archive = [room_item("r1", Envelope(Kind.GROUP, MLSMessage.of(PrivateMessage(
+        GID, 2, ContentType.APPLICATION, b"", b"sd", b"ct")).encode(), "tab", GID, 2),
+        "bob@example.org")]
+    source = transport._sources[ROOM] = _Source(ROOM, GID, "no-such-id")
+    with caplog.at_level(logging.WARNING):
+        loop.run_until_complete(transport._sync(source))
+    assert source.base is None and source.ids == ["r1"]
+    assert [i.kind for i in transport._stream] == [MessageKind.GROUP]
+    assert "reading it from its start" in caplog.text
