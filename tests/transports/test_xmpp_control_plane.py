@@ -21,7 +21,7 @@ from transports.base import KeyPackageEntry, MessageKind, UnknownGroupError
 from transports.defence import RateLimiter
 from transports.xmpp.plugin import MUC_USER_NS, PUBSUB_NS, ArchivedMessage, MamPage, XmppError
 from transports.xmpp.settings import XmppSettings
-from transports.xmpp.stanza import Envelope, Kind, encode_group_info
+from transports.xmpp.stanza import NS, Envelope, Kind, encode_group_info
 from transports.xmpp.transport import (
     KP_NODE_PREFIX,
     OWN,
@@ -507,3 +507,26 @@ def test_a_room_start_the_archive_lacks_reads_it_from_its_start(
     assert source.base is None and source.ids == ["r1"]
     assert [i.kind for i in transport._stream] == [MessageKind.GROUP]
     assert "reading it from its start" in caplog.text
+
+
+def test_malformed_pep_items_of_another_user_are_dropped(
+        served: tuple[XmppDeliveryTransport, FakeServer],
+        loop: asyncio.AbstractEventLoop) -> None:
+    """bob's own nodes (only bob can write them) hold items the mapping never publishes:
+    skipped and counted, the good one is claimed."""
+    transport, server = served
+    kp_node = f"{KP_NODE_PREFIX}tab"
+
+    def kp(text: str | None) -> ET.Element:
+        el = ET.Element(f"{{{NS}}}key-package", {"last-resort": "false"})
+        el.text = text
+        return el
+
+    server.nodes[kp_node] = {"NOT-HEX": kp("AAAA"), "aa" * 32: ET.Element("other"),
+                             "bb" * 32: kp("***"), "cc" * 32: kp(""), "dd" * 32: kp("AAAA")}
+    server.nodes[f"{NS}:devices"] = {"tab": ET.Element(f"{{{NS}}}device"),
+                                     "a/b": ET.Element(f"{{{NS}}}device")}
+    claimed = loop.run_until_complete(
+        transport.claim_user_key_packages("xmpp:bob@example.org"))
+    assert [(c.client_id, c.ref) for c in claimed] == [("bob@example.org/tab", b"\xdd" * 32)]
+    assert transport.drops.snapshot() == {"key-package-malformed": 4, "device-malformed": 1}
