@@ -141,7 +141,19 @@ class IncomingMessage:
 
 @runtime_checkable
 class DeliveryTransport(Protocol):
-    """The async Delivery Service interface (see module docstring)."""
+    """The async Delivery Service interface (see module docstring).
+
+    Optional attributes (read with ``getattr``; a transport without them behaves as the
+    defaults say):
+
+    * ``atomic_claims: bool`` (default True): False when two claimers may get the same
+      one-use KeyPackage (clients then keep a used one joinable for a grace period).
+    * ``key_package_claims: int``: a counter that only grows, by one for each one-use
+      KeyPackage of this client the transport saw consumed (XMPP: an accepted claim
+      notice, our own claim, or a Welcome the client joined with, after which the item
+      is retracted; RFC 9750 "KeyPackage reuse"). A client that sees it change refills
+      its pool at once instead of waiting for its next pool check.
+    """
 
     async def publish_key_packages(self, client_id: str, user_id: str,
                                    entries: Sequence[KeyPackageEntry]) -> None:

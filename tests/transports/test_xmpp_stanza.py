@@ -174,6 +174,13 @@ def test_b64url() -> None:
     assert unb64url(b64url(GID)) == GID
     with pytest.raises(StanzaError):
         unb64url("a+b")
+    for n in range(1, 9):  # every length; 1 mod 4 encodes no byte string
+        text = "A" * n
+        if n % 4 == 1:
+            with pytest.raises(StanzaError):
+                unb64url(text)
+        else:
+            assert b64url(unb64url(text)) == text
 
 
 def test_cursor_roundtrip_and_rejection() -> None:

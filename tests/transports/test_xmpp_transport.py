@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from mls_core.framing import ContentType, MLSMessage, PrivateMessage
+from tests.transports.xmpp_mls import throwaway_welcome
 from transports.base import (
     InvalidRequestError,
     KeyPackageEntry,
@@ -177,25 +178,30 @@ def test_own_archive_takes_welcomes_for_this_device_only(
         transport: XmppDeliveryTransport) -> None:
     source = transport._sources[OWN]
     del transport._sources[ROOM]
+    welcome, entry = throwaway_welcome("xmpp:alice@example.org")
+    ref = entry.ref.hex()
+    transport._published.add(ref)
 
-    def direct(device: str, to: str, kind: Kind = Kind.WELCOME) -> ArchivedMessage:
-        env = Envelope(kind, b"welcome", device, GID, after="c1",
-                       ref="ab" if kind is Kind.CLAIM else None)
+    def direct(device: str, to: str, env: Envelope | None = None) -> ArchivedMessage:
+        env = env or Envelope(Kind.WELCOME, welcome, device, GID, after="c1")
         msg = ET.Element("{jabber:client}message", {"from": "bob@example.org/tab",
                                                     "to": to, "type": "chat"})
         msg.append(env.chunks()[0])
-        return ArchivedMessage(f"id-{device}-{to}-{kind}", msg)
+        return ArchivedMessage(f"id-{device}-{to}-{env.kind}", msg)
 
     transport._ingest(source, direct("laptop", "alice@example.org/laptop"))
     transport._ingest(source, direct("phone", "carol@example.org/phone"))  # sent by us
     transport._ingest(source, direct("phone", "alice@example.org/phone"))
-    transport._ingest(source, direct("phone", "alice@example.org", Kind.CLAIM))
+    transport._ingest(source, direct("phone", "alice@example.org",
+                                     Envelope(Kind.CLAIM, b"", "phone", ref="ab")))
     [item] = transport._stream
     assert item.kind is MessageKind.WELCOME and item.group_id == GID
     assert item.sender_identity == "xmpp:bob@example.org"
-    assert transport._retract == {"ab"}
-    # the Welcome subscribes the room from the Commit that added us
-    assert transport._sources[ROOM].base == "c1"
+    assert transport._pending_claims == [("bob@example.org", "ab")]
+    # a Welcome alone follows no room: subscribe does, from the Commit that added us
+    assert ROOM not in transport._sources
+    assert transport._welcomed[GID].after == "c1" and transport._welcomed[GID].refs == {ref}
+    assert transport.rejected == 0
 
 
 def test_stream_memory_is_bounded(transport: XmppDeliveryTransport) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from mls_core.events import Member
 from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
+from transports.defence import Drops
 
 from .stanza import (
     EME_NS,
@@ -159,11 +161,17 @@ class MLSBridgePlugin(BasePlugin):
         self._gone = asyncio.Event()
         self.xmpp.add_event_handler("disconnected", self._on_disconnected)
         self.xmpp.add_event_handler("session_start", self._on_session_start)
-        self._queries: dict[str, list[ArchivedMessage]] = {}
+        #: query id -> (bare JID of the archive queried, "" for ours; its results)
+        self._queries: dict[str, tuple[str, list[ArchivedMessage]]] = {}
         #: room bare JID -> occupant nick -> real bare JID (non-anonymous rooms)
         self.occupants: dict[str, dict[str, str]] = {}
         #: bare JID of the bridge account (never demoted by sync_affiliations)
         self.bridge: str | None = None
+        #: the MUC service our rooms are on (set by the transport): only it may tell us
+        #: about occupants; a MUC presence from anywhere else is forged
+        self.muc_service: str | None = None
+        #: where dropped hostile input is counted (the transport's ``drops``)
+        self.drops = Drops("xmpp")
         self._query_ids = itertools.count(1)
         register_stanza_plugin(Message, MLSElement)
         self.xmpp.register_handler(Callback(
@@ -200,9 +208,20 @@ class MLSBridgePlugin(BasePlugin):
             self.xmpp.event("mls_payload", msg)
 
     def _on_room_presence(self, pres: StanzaBase) -> None:
+        """Occupant presence of a room (XEP-0045 §7.2.3): who is who (non-anonymous
+        rooms), and involuntary exits. Only a room of our MUC service can send it; the
+        same element from any other JID (e.g. an account named like a room) is forged
+        and dropped."""
         x = pres.xml.find(f"{{{MUC_USER_NS}}}x")
         item = x.find(f"{{{MUC_USER_NS}}}item") if x is not None else None
         frm = JID(pres["from"])
+        if self.muc_service is not None and (frm.domain != self.muc_service
+                                             or not frm.user):
+            if pres["type"] != "error":
+                self.drops.drop(sender=f"xmpp:{frm.bare}" if frm.user else str(frm),
+                                kind="presence", reason="muc-presence-forged",
+                                detail=f"a MUC occupant presence not from {self.muc_service}")
+            return
         room = self.occupants.setdefault(str(frm.bare), {})
         if pres["type"] == "unavailable":
             room.pop(frm.resource, None)
@@ -217,14 +236,35 @@ class MLSBridgePlugin(BasePlugin):
                                                   str(JID(item.get("jid", "")).bare), codes))
 
     def _on_mam_result(self, msg: StanzaBase) -> None:
+        """A result of one of our MAM queries (XEP-0313 §4.2): only from the archive we
+        queried (a room's bare JID; our own archive's results come from our bare JID or
+        without ``from``). Anyone can send us a ``<result/>``: one from elsewhere would
+        pass forged archive entries (any sender, e.g. the bridge) as real, so it is
+        dropped; query ids are random, too."""
         result = msg.xml.find(f"{{{MAM_NS}}}result")
         if result is None:
             return
-        sink = self._queries.get(result.get("queryid", ""))
-        inner = result.find(f"{{{FORWARD_NS}}}forwarded/{{{CLIENT_NS}}}message")
-        archive_id = result.get("id")
-        if sink is not None and inner is not None and archive_id:
-            sink.append(ArchivedMessage(archive_id, inner))
+        frm = JID(msg["from"])
+        query = self._queries.get(result.get("queryid", ""))
+        if query is not None and self._from_archive(frm, query[0]):
+            inner = result.find(f"{{{FORWARD_NS}}}forwarded/{{{CLIENT_NS}}}message")
+            archive_id = result.get("id")
+            if inner is not None and archive_id:
+                query[1].append(ArchivedMessage(archive_id, inner))
+            return
+        if query is None and (self._from_archive(frm, "")
+                              or self.muc_service in (None, frm.domain)):
+            return  # a late result of a query that is over
+        self.drops.drop(sender=f"xmpp:{frm.bare}", kind="mam-result",
+                        reason="mam-result-forged",
+                        detail="a MAM result not from the archive we queried")
+
+    def _from_archive(self, frm: JID, archive: str) -> bool:
+        """Whether ``frm`` is the archive ``archive`` (a bare JID; "" for ours, whose
+        results come from our bare JID or without ``from``)."""
+        if archive == "":
+            return str(frm.bare) in ("", str(self.xmpp.boundjid.bare))
+        return str(frm.bare) == archive
 
     # ------------------------------------------------------------------ requests
 
@@ -260,7 +300,7 @@ class MLSBridgePlugin(BasePlugin):
         """One page of an archive (``None``: our account's) after ``after`` (from the
         start if None), the page before ``before``, or the newest page (``last_page``)
         (XEP-0313 §4, XEP-0059 §2.5)."""
-        qid = f"mls{next(self._query_ids)}"
+        qid = f"mls{secrets.token_hex(8)}"
         iq = self.xmpp.make_iq_set(ito=archive)
         query = ET.Element(f"{{{MAM_NS}}}query", {"queryid": qid})
         rsm = ET.SubElement(query, f"{{{RSM_NS}}}set")
@@ -273,7 +313,7 @@ class MLSBridgePlugin(BasePlugin):
             ET.SubElement(rsm, f"{{{RSM_NS}}}before")
         iq.xml.append(query)
         sink: list[ArchivedMessage] = []
-        self._queries[qid] = sink
+        self._queries[qid] = ("" if archive is None else str(JID(archive).bare), sink)
         try:
             result = await self._send_iq(iq, f"MAM query of {archive or 'our archive'}")
         finally:
@@ -496,6 +536,8 @@ class MLSBridgePlugin(BasePlugin):
         user = f"xmpp:{exit_.user}"
         if group_id is None or user == client.user_id:
             return
+        if JID(exit_.room).bare != f"{room_localpart(group_id)}@{self._muc_service(client)}":
+            return  # not the group's room (a forged exit: _on_room_presence drops those)
         try:
             members = await client.members(group_id)
             policy = await client.policy(group_id)

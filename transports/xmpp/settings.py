@@ -42,6 +42,20 @@ class XmppSettings(BaseModel):
     #: bare JID of the bridge account of bridged groups (docs/bridge.md): it keeps the
     #: ``admin`` affiliation whatever the room policy says
     bridge: str | None = Field(default=None, min_length=3, max_length=1024)
+    #: KeyPackage claim notices (docs/xmpp.md "KeyPackages"): anyone may claim one of
+    #: our one-use KeyPackages, so a notice is acted on only within two token buckets,
+    #: one per claimant account and one for the whole device. A legitimate adder claims
+    #: one KeyPackage per device per Add: 3 at once and 6 per hour per account cover
+    #: adding us to a few groups in a row. The device-wide bucket (10 at once, 30 per
+    #: hour) stays below the default pool of 20 (KeyPackageSettings.pool_size), so
+    #: strangers with many accounts cannot empty it faster than the client refills it.
+    #: A notice over a limit is dropped: the item stays published and may be handed out
+    #: again, which non-atomic claims allow anyway (reuse grace, then a self-update);
+    #: the Welcome that uses it retracts it. Our own account's devices are not limited.
+    claim_burst: int = Field(default=3, ge=1, le=1000)
+    claims_per_hour: float = Field(default=6.0, ge=0, le=100_000)
+    claim_global_burst: int = Field(default=10, ge=1, le=1000)
+    claims_global_per_hour: float = Field(default=30.0, ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _jid_shape(self) -> XmppSettings:

@@ -112,9 +112,14 @@ def b64url(data: bytes) -> str:
 
 
 def unb64url(text: str) -> bytes:
-    if not _B64URL.fullmatch(text):
+    """Decode a base64url attribute (RFC 4648 §5, no padding); StanzaError when it is
+    not one (e.g. a length of 1 mod 4, which no byte string encodes to)."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise StanzaError("bad base64url attribute")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise StanzaError("bad base64url attribute") from None
 
 
 @dataclass(frozen=True)

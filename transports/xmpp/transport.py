@@ -15,10 +15,17 @@ One instance per device account. Its ``client_id`` is the device's full JID
   makes a resume restart before its first chunk).
 * KeyPackages are PEP items (XEP-0163) of a per-device node, ``access_model=open``;
   a device list node names the devices of a user. Claiming fetches an item and tells
-  the owner (a direct ``claim`` notice) to retract it; a last-resort item stays.
-* Welcomes are direct ``chat`` messages to the device's full JID; GroupInfo items are
-  ``group-info`` messages in the room (only members can read them; the newest epoch
-  wins when fetched).
+  the owner (a direct ``claim`` notice) to retract it. The owner retracts only a
+  one-use item currently on its node, within per-claimant and per-device token buckets;
+  a last-resort item stays.
+* Welcomes are direct ``chat`` messages to the device's full JID. One reaches the
+  client only if it decodes and names a KeyPackageRef this device published; its room
+  is followed only once the client joined (``subscribe``).
+* GroupInfo items are ``group-info`` messages in the room (only members can post or
+  read them); a fetch returns the newest one that verifies as a joiner would and was
+  posted by its signer's account (or a trusted relayer such as the bridge).
+* Every hostile or malformed inbound item is dropped through :attr:`drops`
+  (:class:`~transports.defence.Drops`: counted per reason, logged at WARNING).
 * Bridge support (:class:`~transports.base.RelayTransport`, docs/bridge.md): a bridge
   account relays hub items as group messages with ``relay-*`` attributes and exchanges
   ``control`` bodies with members' accounts as direct ``chat`` messages; it holds the
@@ -35,16 +42,18 @@ import copy
 import hashlib
 import json
 import logging
+import re
 import secrets
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import slixmpp
 from slixmpp import JID, Message
 
-from mls_core.errors import DecodeError
-from mls_core.framing import ContentType
+from mls_core.errors import MLSError
+from mls_core.framing import ContentType, MLSMessage
 from transports.base import (
     ClaimedKeyPackage,
     IncomingMessage,
@@ -58,6 +67,8 @@ from transports.base import (
     TransportError,
     UnknownGroupError,
 )
+from transports.defence import Drops, RateLimiter
+from transports.group_info import CheckedGroupInfo, GroupInfoRejected, newest_valid
 from transports.header import check_header, read_header
 from transports.validation import require_bytes, require_client_ids, require_entries
 
@@ -84,12 +95,20 @@ from .stanza import (
 log = logging.getLogger(__name__)
 
 OWN = ""  # source key of our account's archive
+#: cursor key prefix of a Welcome's room not followed yet (then the b64url group id):
+#: where to start reading it if the client joins after a resume; never followed by it
+PENDING = "?"
+#: pending rooms a cursor names at most (the newest; others are read from their start)
+MAX_PENDING_IN_CURSOR = 16
 DEVICES_NODE = f"{NS}:devices"
 ROOMS_NODE_PREFIX = f"{NS}:rooms:"
 #: the device's room list is private (XEP-0223): only the account reads it
 PRIVATE_OPTIONS = {"pubsub#access_model": "whitelist", "pubsub#max_items": "256",
                    "pubsub#persist_items": "true"}
 KP_NODE_PREFIX = f"{NS}:key-packages:"
+#: the KeyPackageRefs a device published (private, one item per publication), so that
+#: a Welcome can be matched against them after a restart (docs/xmpp.md "Welcomes")
+PUBLISHED_NODE_PREFIX = f"{NS}:published:"
 #: PEP nodes: open access (others fetch KeyPackages), Prosody's max_items cap (servers.md)
 PEP_OPTIONS = {"pubsub#access_model": "open", "pubsub#max_items": "256",
                "pubsub#persist_items": "true"}
@@ -97,6 +116,12 @@ MAX_KEY_PACKAGES = 256
 MAM_PAGE = 100
 GROUP_INFO_PAGES = 20
 _CURSOR_PREFIX = "x1."
+#: claim notices read but not yet judged (more are dropped as rate-limited)
+MAX_PENDING_CLAIMS = 1024
+#: groups whose Welcome we delivered but the client did not join yet
+MAX_WELCOMED = 256
+#: archive ids of claim notices already judged (a re-read never judges one twice)
+MAX_SEEN_CLAIMS = 4096
 
 
 def _position(room: str, archive_id: str) -> int:
@@ -133,6 +158,34 @@ def decode_cursor(cursor: str) -> dict[str, tuple[str | None, int]]:
             raise bad
         out[str(key)] = (value[0], value[1])
     return out
+
+
+class _Rejected(Exception):
+    """An inbound item to drop: who sent it (``xmpp:<bare JID>`` or what the network
+    named), its kind, a stable reason slug and a detail for the log line."""
+
+    def __init__(self, sender: str | None, kind: str, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.sender = sender
+        self.kind = kind
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _Welcomed:
+    """A group a Welcome for this device named: where to start reading its room (None:
+    from the start, e.g. when two Welcomes disagree) and which of our KeyPackageRefs
+    they name (retracted once the client joined)."""
+
+    after: str | None
+    refs: set[str]
+
+
+def _kind_of(el: ET.Element) -> str:
+    """The ``kind`` attribute for a log line (anything unknown is an ``item``)."""
+    kind = el.get("kind", "")
+    return kind if kind in {k.value for k in Kind} else "item"
 
 
 @dataclass
@@ -205,20 +258,40 @@ class XmppDeliveryTransport:
         self._positions: dict[int, tuple[str, str]] = {}
         self._claimed: set[str] = set()
         self._retract: set[str] = set()
+        #: dropped hostile/malformed inbound items, per reason (docs/xmpp.md)
+        self.drops = Drops("xmpp")
+        #: +1 for each one-use KeyPackage of ours retracted (once it is gone) because it
+        #: was used: an accepted claim notice, our own claim, or a Welcome the client
+        #: joined with (``DeliveryTransport``: the client refills its pool when it changes)
+        self.key_package_claims = 0
+        #: accounts (``xmpp:<bare JID>``) whose GroupInfo items may be signed by someone
+        #: else (they relay members' GroupInfo); the configured bridge always is one
+        self.trusted_relayers: set[str] = set()
+        self._claims_per = RateLimiter(settings.claims_per_hour / 3600, settings.claim_burst)
+        self._claims_all = RateLimiter(settings.claims_global_per_hour / 3600,
+                                       settings.claim_global_burst)
+        #: (claimant bare JID, ref hex) read from our archive, judged after the read
+        self._pending_claims: list[tuple[str, str]] = []
+        self._claims_seen: OrderedDict[str, None] = OrderedDict()
+        self._claim_lock = asyncio.Lock()
+        #: KeyPackageRefs (hex) this device published (PUBLISHED_NODE_PREFIX + its node)
+        self._published: set[str] = set()
+        self._welcomed: OrderedDict[bytes, _Welcomed] = OrderedDict()
         self._errors: dict[str, str] = {}
         self._published_device = False
         self._closed = False
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
         self._rebase_lock = asyncio.Lock()
-        #: counters of dropped hostile/malformed input, for tests and tools
-        self.rejected = 0
         xmpp.add_event_handler("mls_payload", self._on_payload)
         xmpp.add_event_handler("mls_error", self._on_error)
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
-        if settings.bridge and "mls_bridge" in xmpp.plugin:
-            self.plugin.bridge = str(JID(settings.bridge).bare)
+        if "mls_bridge" in xmpp.plugin:
+            if settings.bridge:
+                self.plugin.bridge = str(JID(settings.bridge).bare)
+            self.plugin.muc_service = self.muc_service
+            self.plugin.drops = self.drops
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,6 +302,11 @@ class XmppDeliveryTransport:
     @property
     def user_id(self) -> str:
         return f"xmpp:{self.bare}"
+
+    @property
+    def rejected(self) -> int:
+        """How many inbound items were dropped so far (all reasons of :attr:`drops`)."""
+        return self.drops.total
 
     @property
     def plugin(self) -> MLSBridgePlugin:
@@ -305,6 +383,7 @@ class XmppDeliveryTransport:
 
     async def _start_sources(self) -> None:
         if OWN not in self._sources:
+            await self._load_published()
             # without a cursor, our account's archive is read from its start: a Welcome
             # may have been archived before this process connected
             self._sources[OWN] = _Source(OWN, None, None)
@@ -330,6 +409,20 @@ class XmppDeliveryTransport:
     @property
     def _rooms_node(self) -> str:
         return f"{ROOMS_NODE_PREFIX}{self.device}"
+
+    @property
+    def _published_node(self) -> str:
+        return f"{PUBLISHED_NODE_PREFIX}{self.device}"
+
+    async def _load_published(self) -> None:
+        """The KeyPackageRefs this device published: its private record (written before
+        each publication) and whatever its KeyPackage node holds."""
+        for item in await self.plugin.pep_items(None, self._published_node):
+            record = item.find(f"{{{NS}}}published")
+            if record is not None:
+                self._published.update(ref for ref in (record.text or "").split()
+                                       if _is_ref(ref))
+        self._published.update(await self._items(None, self.device))
 
     async def _on_session_start(self, _event: object) -> None:
         self.xmpp.send_presence()
@@ -504,8 +597,18 @@ class XmppDeliveryTransport:
             # live reflections continue the archive only if we were an occupant all along
             present = source.key in self._present
             while True:
-                page = await self.plugin.mam_page(archive, after=source.last_id(),
-                                                  max_items=MAM_PAGE)
+                try:
+                    page = await self.plugin.mam_page(archive, after=source.last_id(),
+                                                      max_items=MAM_PAGE)
+                except XmppError as exc:
+                    if exc.condition != "item-not-found" or source.ids or source.base is None:
+                        raise
+                    # a start the archive does not hold (expired, or a Welcome's wrong
+                    # ``after``): read it from its start (the client drops old epochs)
+                    log.warning("%s: %s has no entry %s; reading it from its start",
+                                self.client_id, source.key or "our archive", source.base)
+                    source.base, source.skip = None, 0
+                    continue
                 for entry in page.messages:
                     if entry.archive_id not in source.id_set:
                         self._ingest(source, entry)
@@ -516,8 +619,8 @@ class XmppDeliveryTransport:
                     break
             source.live = present and source.key in self._present
             source.progress.set()
-        if source.key == OWN and self._retract:
-            await self._retract_claimed()
+        if source.key == OWN and (self._pending_claims or self._retract):
+            await self._process_claims()
 
     async def _settle(self) -> None:
         """Wait for reads in progress (so a fetch sees what already reached us)."""
@@ -539,15 +642,24 @@ class XmppDeliveryTransport:
         if el is None:
             return
         try:
-            item = (self._own_entry(source, entry, el, index) if source.key == OWN
+            item = (self._own_entry(source, entry, el, index, replay) if source.key == OWN
                     else self._room_entry(source, entry, el, index))
-        except (StanzaError, InvalidRequestError, DecodeError) as exc:
-            self.rejected += 1
-            log.warning("%s dropped an <mls/> item in %s: %s", self.client_id,
-                        source.key or "its archive", exc)
+        except _Rejected as exc:
+            if not replay:  # judged before the resume already
+                self._drop(exc, source.key or "our archive")
+            return
+        except Exception as exc:  # a parser bug on hostile input never stops a reader
+            if not replay:
+                self._drop(_Rejected(entry.message.get("from"), _kind_of(el), "malformed-item",
+                                     f"{type(exc).__name__}: {exc}"),
+                           source.key or "our archive")
             return
         if item is not None and not replay:
             self._append(item)
+
+    def _drop(self, exc: _Rejected, where: str) -> None:
+        self.drops.drop(sender=exc.sender, kind=exc.kind, reason=exc.reason,
+                        detail=f"{exc.detail}; {self.client_id}, {where}")
 
     def _sent_by_us(self, source: _Source, entry: ArchivedMessage) -> bool:
         if source.key == OWN:
@@ -555,30 +667,55 @@ class XmppDeliveryTransport:
         item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
         return item is not None and str(JID(item.get("jid", "")).bare) == self.bare
 
-    def _complete(self, source: _Source, sender: str, el: ET.Element,
+    def _complete(self, assembler: Reassembler, key: str, who: str | None, el: ET.Element,
                   index: int) -> Envelope | None:
-        chunk = parse_element(el, max(self.settings.chunk_size * 2, 2 * 96 * 1024))
-        source.assembler.max_payload = self.settings.max_payload
-        return source.assembler.add(sender, chunk, index)
+        """Parse one ``<mls/>`` element and add it to ``assembler`` under ``key`` (the
+        authenticated sender); the whole item once complete. ``who`` names the sender
+        when it is dropped."""
+        try:
+            chunk = parse_element(el, max(self.settings.chunk_size * 2, 2 * 96 * 1024))
+        except StanzaError as exc:
+            raise _Rejected(who, _kind_of(el), "malformed-element", str(exc)) from None
+        assembler.max_payload = self.settings.max_payload
+        try:
+            return assembler.add(key, chunk, index)
+        except StanzaError as exc:
+            raise _Rejected(who, _kind_of(el), "chunking-error", str(exc)) from None
+
+    @staticmethod
+    def _real_jid(entry: ArchivedMessage, el: ET.Element) -> str:
+        """The bare real JID a non-anonymous room recorded for a room entry's sender
+        (``<x xmlns=muc#user><item jid=/>``)."""
+        item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+        real = item.get("jid") if item is not None else None
+        if not real or not JID(real).bare:
+            raise _Rejected(entry.message.get("from"), _kind_of(el), "room-no-real-jid",
+                            "room entry without the sender's real JID (is the room "
+                            "non-anonymous?)")
+        return str(JID(real).bare)
 
     def _room_entry(self, source: _Source, entry: ArchivedMessage, el: ET.Element,
                     index: int) -> IncomingMessage | None:
         """A room entry: the sender's bare JID is the one the non-anonymous room recorded
         (``<x xmlns=muc#user><item jid=/>`` in the archived stanza)."""
-        item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
-        real = item.get("jid") if item is not None else None
-        if not real:
-            raise StanzaError("room entry without the sender's real JID (is the room "
-                              "non-anonymous?)")
-        bare = str(JID(real).bare)
-        env = self._complete(source, bare, el, index)
-        if env is None or env.kind is not Kind.GROUP:
+        bare = self._real_jid(entry, el)
+        who = f"xmpp:{bare}"
+        env = self._complete(source.assembler, bare, who, el, index)
+        if env is None or env.kind is Kind.GROUP_INFO:
             return None  # a chunk, or a GroupInfo item (read by fetch_group_info)
+        if env.kind is not Kind.GROUP:
+            raise _Rejected(who, env.kind.value, "room-wrong-kind",
+                            f"a {env.kind.value!r} item belongs in a direct message")
         if env.group_id != source.group_id:
-            raise StanzaError("<mls/> names another group than the room's")
-        header = read_header(env.payload)
+            raise _Rejected(who, "group", "room-wrong-group",
+                            "<mls/> names another group than the room's")
+        try:
+            header = read_header(env.payload)
+        except InvalidRequestError as exc:
+            raise _Rejected(who, "group", "room-bad-header", str(exc)) from None
         if header.group_id != source.group_id or header.epoch != env.epoch:
-            raise StanzaError("the MLSMessage header disagrees with its <mls/> element")
+            raise _Rejected(who, "group", "room-header-mismatch",
+                            "the MLSMessage header disagrees with its <mls/> element")
         source.order[index] = (header.epoch, header.content_type == ContentType.COMMIT)
         position = _position(source.key, entry.archive_id)
         self._positions[position] = (source.key, entry.archive_id)
@@ -593,9 +730,9 @@ class XmppDeliveryTransport:
                                relayed_for=None if relay is None else relay.relayed_for)
 
     def _own_entry(self, source: _Source, entry: ArchivedMessage, el: ET.Element,
-                   index: int) -> IncomingMessage | None:
+                   index: int, replay: bool = False) -> IncomingMessage | None:
         """An entry of our archive: Welcomes and claim notices for this device, control
-        bodies for our account."""
+        bodies for our account. ``replay``: consumed before a resume (no side effects)."""
         to, frm = JID(entry.message.get("to", "")), JID(entry.message.get("from", ""))
         if str(to.bare) != self.bare:
             return None  # sent by us
@@ -603,17 +740,72 @@ class XmppDeliveryTransport:
             return self._control_entry(source, frm, el, index)
         if el.get("device") != self.device:
             return None  # for another device of ours
-        env = self._complete(source, str(frm), el, index)
+        who = f"xmpp:{frm.bare}" if frm.bare else None
+        env = self._complete(source.assembler, str(frm), who, el, index)
         if env is None:
             return None
-        if env.kind is Kind.CLAIM and str(frm.bare):
-            self._retract.add(env.ref or "")
+        if env.kind is Kind.CLAIM:
+            if not replay:
+                self._claim_notice(entry.archive_id, frm, env)
             return None
-        if env.kind is not Kind.WELCOME or env.group_id is None:
-            return None
-        self._add_room(env.group_id, base=env.after)
+        if env.kind is Kind.WELCOME:
+            return self._welcome_entry(frm, env, replay)
+        raise _Rejected(who, env.kind.value, "direct-wrong-kind",
+                        f"a {env.kind.value!r} item belongs in the group's room")
+
+    def _claim_notice(self, archive_id: str, frm: JID, env: Envelope) -> None:
+        """A KeyPackage claim notice (docs/xmpp.md "KeyPackages"): well-formed ones wait
+        to be judged against our node after the read (:meth:`_process_claims`)."""
+        if archive_id in self._claims_seen:
+            return  # judged before a rebase
+        self._claims_seen[archive_id] = None
+        while len(self._claims_seen) > MAX_SEEN_CLAIMS:
+            self._claims_seen.popitem(last=False)
+        who = f"xmpp:{frm.bare}" if frm.bare else None
+        if not frm.bare or env.payload or env.group_id is not None or env.epoch is not None \
+                or env.after is not None or not _is_ref(env.ref or ""):
+            raise _Rejected(who, "claim", "claim-malformed",
+                            "a claim names one KeyPackageRef and carries nothing else")
+        if len(self._pending_claims) >= MAX_PENDING_CLAIMS:
+            raise _Rejected(who, "claim", "claim-rate-limited", "too many notices waiting")
+        self._pending_claims.append((str(frm.bare), env.ref or ""))
+
+    def _welcome_entry(self, frm: JID, env: Envelope, replay: bool) -> IncomingMessage:
+        """A Welcome for this device: delivered only if it is an MLSMessage(Welcome)
+        naming a KeyPackageRef we published (RFC 9420 §12.4.3.1: ``new_member``). Its
+        room is not followed here: :meth:`subscribe` does, once the client joined."""
+        who = f"xmpp:{frm.bare}" if frm.bare else None
+        if env.group_id is None:
+            raise _Rejected(who, "welcome", "welcome-malformed", "it names no group")
+        try:
+            welcome = MLSMessage.decode(env.payload).welcome
+        except MLSError as exc:
+            raise _Rejected(who, "welcome", "welcome-undecodable",
+                            f"{type(exc).__name__}: {exc}") from None
+        if welcome is None:
+            raise _Rejected(who, "welcome", "welcome-undecodable",
+                            "not an MLSMessage(Welcome)")
+        refs = {secrets_.new_member.hex() for secrets_ in welcome.secrets}
+        ours = refs & self._published
+        if not ours:
+            raise _Rejected(who, "welcome", "welcome-not-for-us",
+                            f"it names {len(refs)} KeyPackageRef(s), none this device "
+                            "published")
+        if not replay:
+            self._remember_welcome(env.group_id, env.after, ours)
         return IncomingMessage(MessageKind.WELCOME, env.payload, "", group_id=env.group_id,
-                               sender=str(frm), sender_identity=f"xmpp:{frm.bare}")
+                               sender=str(frm), sender_identity=who)
+
+    def _remember_welcome(self, group_id: bytes, after: str | None, refs: set[str]) -> None:
+        known = self._welcomed.get(group_id)
+        if known is None:
+            self._welcomed[group_id] = _Welcomed(after, set(refs))
+            while len(self._welcomed) > MAX_WELCOMED:
+                self._welcomed.popitem(last=False)
+            return
+        if known.after != after:
+            known.after = None  # Welcomes disagree: read the room from its start
+        known.refs |= refs
 
     def _control_entry(self, source: _Source, frm: JID, el: ET.Element,
                        index: int) -> IncomingMessage | None:
@@ -621,16 +813,23 @@ class XmppDeliveryTransport:
         sender is the full JID the server stamped on the direct message."""
         if str(frm) == self.client_id or not frm.bare:
             return None  # our own, sent to another device of ours
-        env = self._complete(source, str(frm), el, index)
+        who = f"xmpp:{frm.bare}"
+        env = self._complete(source.assembler, str(frm), who, el, index)
         if env is None:
             return None
-        if env.kind is not Kind.CONTROL or env.group_id is not None:
-            raise StanzaError("a control item names a group")
+        if env.kind is not Kind.CONTROL or env.group_id is not None or env.epoch is not None:
+            raise _Rejected(who, "control", "control-malformed",
+                            "a control item names no group or epoch")
         return IncomingMessage(MessageKind.CONTROL, env.payload, "", group_id=None,
                                sender=str(frm), sender_identity=f"xmpp:{frm.bare}")
 
     def _append(self, item: IncomingMessage) -> None:
-        cursor = encode_cursor({k: s.safe_point() for k, s in self._sources.items()})
+        vector = {k: s.safe_point() for k, s in self._sources.items()}
+        pending = [(gid, w) for gid, w in self._welcomed.items()
+                   if w.after is not None and self.room_jid(gid) not in self._sources]
+        for gid, welcomed in pending[-MAX_PENDING_IN_CURSOR:]:
+            vector[PENDING + b64url(gid)] = (welcomed.after, 0)
+        cursor = encode_cursor(vector)
         n = 1
         unique = cursor
         while unique in self._cursor_at:  # same safe points: make the cursor unique
@@ -658,6 +857,7 @@ class XmppDeliveryTransport:
         changed.set()
 
     def _add_room(self, group_id: bytes, base: str | None = None) -> _Source:
+        """The group's room as a source (read from after ``base`` if it is new)."""
         key = self.room_jid(group_id)
         source = self._sources.get(key)
         if source is None:
@@ -695,11 +895,22 @@ class XmppDeliveryTransport:
         old = self._sources
         self._sources = {}
         vector.pop("#", None)
+        pending = {k: vector.pop(k) for k in list(vector) if k.startswith(PENDING)}
         for key, (base, skip) in vector.items():
             gid = old[key].group_id if key in old else group_of_room(JID(key).user)
             if key != OWN and gid is None:
                 continue
             self._sources[key] = _Source(key, gid, base, skip)
+        for key, (base, _) in pending.items():
+            # a Welcome's room: from its ``after`` if we follow it since, else only
+            # remembered for a later subscribe (a Welcome alone never makes us read a room)
+            with contextlib.suppress(StanzaError, ValueError):
+                gid = unb64url(key[len(PENDING):])
+                room = self.room_jid(gid)
+                if room in old and room not in self._sources:
+                    self._sources[room] = _Source(room, gid, base)
+                elif room not in old:
+                    self._welcomed.setdefault(gid, _Welcomed(base, set()))
         for key, source in old.items():  # subscribed since: from the archive start
             if key not in self._sources:
                 self._sources[key] = _Source(key, source.group_id,
@@ -761,11 +972,13 @@ class XmppDeliveryTransport:
 
     # ------------------------------------------------------------------ groups
 
-    async def _ensure_joined(self, group_id: bytes, *, remember: bool = True) -> _Source:
+    async def _ensure_joined(self, group_id: bytes, *, remember: bool = True,
+                             base: str | None = None) -> _Source:
         """Join the group's room (once) and, unless it came from there, add it to the
-        device's private room list so later runs rejoin it."""
+        device's private room list so later runs rejoin it. ``base``: a new source
+        starts reading the room after this archive id."""
         await self._wait_online()
-        source = self._add_room(group_id)
+        source = self._add_room(group_id, base)
         if source.key not in self._joined:
             await self.plugin.join_room(JID(source.key), self._nick)
             self._joined.add(source.key)
@@ -778,8 +991,15 @@ class XmppDeliveryTransport:
         return source
 
     async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        """Follow the group's room. After a join from a Welcome (the only way a
+        Welcome's room is ever followed), the room is read from the Commit that added
+        us and the one-use KeyPackages the Welcome named are retracted."""
         self._own("client_id", client_id)
-        await self._ensure_joined(require_bytes("group_id", group_id))
+        group_id = require_bytes("group_id", group_id)
+        welcomed = self._welcomed.pop(group_id, None)
+        await self._ensure_joined(group_id, base=None if welcomed is None else welcomed.after)
+        if welcomed is not None:
+            await self._consume(welcomed.refs)
 
     async def unsubscribe(self, client_id: str, group_id: bytes) -> None:
         self._own("client_id", client_id)
@@ -962,14 +1182,27 @@ class XmppDeliveryTransport:
         await self._send_and_wait(source, env)
 
     async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
-        """The GroupInfo of the highest epoch among the newest ``group-info`` items of
-        the room's archive."""
+        """The newest valid GroupInfo in the room's archive, read backwards page by page
+        (newest first, at most ``GROUP_INFO_PAGES``): each ``group-info`` item is a
+        candidate written by the room occupant's real account and is checked as a joiner
+        would (:func:`~transports.group_info.newest_valid`: signature, tree hash, tree,
+        group, signed by the account that posted it unless that account is a trusted
+        relayer). Rejected items are dropped through :attr:`drops`; paging stops at the
+        first page holding a valid one, whose highest epoch wins. UnknownGroupError
+        when none is valid."""
         group_id = require_bytes("group_id", group_id)
         await self._wait_online()
         room = JID(self.room_jid(group_id))
+        relayers = self._relayers()
+
+        def reject(writer: str | None, exc: GroupInfoRejected) -> None:
+            self.drops.drop(sender=writer, kind="group-info", reason=exc.reason,
+                            detail=f"{exc.detail}; {self.client_id}, {room}")
+
         entries: list[ArchivedMessage] = []
+        judged: set[str] = set()
         before: str | None = None
-        found: tuple[int, bytes] | None = None
+        found: CheckedGroupInfo | None = None
         for _ in range(GROUP_INFO_PAGES):
             try:
                 page = await self._page_before(room, before)
@@ -980,12 +1213,20 @@ class XmppDeliveryTransport:
                 break
             entries = page + entries
             before = page[0].archive_id
-            found = self._best_group_info(room, group_id, entries)
+            candidates = self._group_info_candidates(room, group_id, entries, judged)
+            found = newest_valid(group_id, candidates, relayers=relayers, on_reject=reject)
             if found is not None:
                 break
         if found is None:
-            raise UnknownGroupError(f"no GroupInfo published for group {group_id.hex()}")
-        return decode_group_info(found[1])
+            raise UnknownGroupError(f"no valid GroupInfo published for group "
+                                    f"{group_id.hex()}")
+        return found.group_info, found.ratchet_tree
+
+    def _relayers(self) -> set[str]:
+        """Accounts trusted to post GroupInfo signed by others: the configured bridge
+        and :attr:`trusted_relayers`."""
+        bridge = self.settings.bridge
+        return self.trusted_relayers | ({f"xmpp:{JID(bridge).bare}"} if bridge else set())
 
     async def _page_before(self, room: JID, before: str | None) -> list[ArchivedMessage]:
         if before is None:
@@ -993,25 +1234,43 @@ class XmppDeliveryTransport:
                                                max_items=MAM_PAGE)).messages
         return (await self.plugin.mam_page(room, before=before, max_items=MAM_PAGE)).messages
 
-    def _best_group_info(self, room: JID, group_id: bytes,
-                         entries: list[ArchivedMessage]) -> tuple[int, bytes] | None:
+    def _group_info_candidates(self, room: JID, group_id: bytes,
+                               entries: list[ArchivedMessage], judged: set[str]
+                               ) -> list[tuple[str | None, bytes, bytes | None]]:
+        """``(writer, GroupInfo, tree)`` of each ``group-info`` item of ``entries`` (in
+        archive order) completed at an entry not in ``judged``, which it joins; malformed
+        ones are dropped. ``writer`` is ``xmpp:<real bare JID>`` of the poster."""
         asm = Reassembler(self.settings.max_payload)
-        best: tuple[int, bytes] | None = None
+        out: list[tuple[str | None, bytes, bytes | None]] = []
         for index, entry in enumerate(entries):
             el = entry.message.find(TAG)
-            item = entry.message.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
-            if el is None or item is None or not item.get("jid"):
+            if el is None or el.get("kind") != Kind.GROUP_INFO.value:
                 continue
+            aid = entry.archive_id
             try:
-                env = asm.add(str(JID(item.get("jid", "")).bare), parse_element(el), index)
-                if (env is not None and env.kind is Kind.GROUP_INFO
-                        and env.group_id == group_id and env.epoch is not None
-                        and (best is None or env.epoch >= best[0])):
-                    decode_group_info(env.payload)
-                    best = (env.epoch, env.payload)
-            except StanzaError as exc:
-                log.warning("dropped a group-info item in %s: %s", room, exc)
-        return best
+                bare = self._real_jid(entry, el)
+                writer = f"xmpp:{bare}"
+                env = self._complete(asm, bare, writer, el, index)
+                if env is None:
+                    continue  # a chunk of an item not complete yet
+                if env.group_id != group_id:
+                    raise _Rejected(writer, "group-info", "room-wrong-group",
+                                    "<mls/> names another group than the room's")
+                try:
+                    info, tree = decode_group_info(env.payload)
+                except StanzaError as exc:
+                    raise _Rejected(writer, "group-info", "group-info-malformed",
+                                    str(exc)) from None
+            except _Rejected as exc:
+                if aid not in judged:
+                    judged.add(aid)
+                    self._drop(exc, str(room))
+                continue
+            if aid in judged:
+                continue
+            judged.add(aid)
+            out.append((writer, info, tree))
+        return out
 
     # ------------------------------------------------------------------ KeyPackages
 
@@ -1037,6 +1296,12 @@ class XmppDeliveryTransport:
             raise InvalidRequestError(f"a device holds at most {MAX_KEY_PACKAGES} "
                                       "KeyPackages (PEP max_items)")
         await self._publish_device()
+        # first our private record, so a Welcome to any of them is recognised as ours
+        refs = [entry.ref.hex() for entry in items]
+        self._published.update(refs)
+        record = ET.Element(f"{{{NS}}}published")
+        record.text = " ".join(refs)
+        await self.plugin.pep_publish(self._published_node, refs[0], record, PRIVATE_OPTIONS)
         node = self._kp_node(self.device)
         for entry in items:
             payload = ET.Element(f"{{{NS}}}key-package",
@@ -1054,37 +1319,106 @@ class XmppDeliveryTransport:
         self._published_device = True
 
     async def _items(self, owner: str | None, device: str) -> dict[str, tuple[bytes, bool]]:
-        """ref hex -> (KeyPackage, last_resort) of a device's node."""
+        """ref hex -> (KeyPackage, last_resort) of a device's node (``owner`` None: ours);
+        malformed items are dropped."""
         out: dict[str, tuple[bytes, bool]] = {}
+        who = f"xmpp:{owner or self.bare}"
         for item in await self.plugin.pep_items(owner, self._kp_node(device)):
             kp = item.find(f"{{{NS}}}key-package")
             ref = item.get("id", "")
-            if kp is None or not ref:
-                continue
             try:
+                if kp is None or not _HEX_ID.fullmatch(ref):
+                    raise ValueError("an item needs a hex KeyPackageRef id and a "
+                                     "<key-package/>")
                 data = base64.b64decode((kp.text or "").strip(), validate=True)
-            except (binascii.Error, ValueError):
-                self.rejected += 1
+                if not data:
+                    raise ValueError("an empty KeyPackage")
+            except (binascii.Error, ValueError) as exc:
+                self.drops.drop(sender=who, kind="key-package", reason="key-package-malformed",
+                                detail=f"{exc}; {self._kp_node(device)}")
                 continue
-            if data:
-                out[ref] = (data, kp.get("last-resort") == "true")
+            out[ref] = (data, kp.get("last-resort") == "true")
         return out
 
     async def _own_items(self) -> dict[str, tuple[bytes, bool]]:
         own = self._sources.get(OWN)
         if own is not None:
             await self._sync(own)  # claim notices first
-        await self._retract_claimed()
+        await self._process_claims()
         return await self._items(None, self.device)
 
-    async def _retract_claimed(self) -> None:
-        refs, self._retract = sorted(self._retract), set()
-        if refs:
+    async def _process_claims(self) -> None:
+        """Judge the claim notices read so far and retract what they consumed."""
+        async with self._claim_lock:
+            await self._process_claims_locked()
+
+    async def _process_claims_locked(self) -> None:
+        claims, self._pending_claims = self._pending_claims, []
+        retract = set(self._retract)
+        self._retract = set()
+        if claims:
             try:
-                await self.plugin.pep_retract(self._kp_node(self.device), refs)
+                items = await self._items(None, self.device)
+            except XmppError:
+                self._pending_claims[:0] = claims
+                self._retract |= retract
+                raise
+            for claimant, ref in claims:
+                reason = self._judge_claim(claimant, ref, items)
+                if reason is None:
+                    del items[ref]
+                    retract.add(ref)
+                else:
+                    self.drops.drop(sender=f"xmpp:{claimant}", kind="claim", reason=reason,
+                                    detail=f"KeyPackageRef {ref[:16]}…; {self.client_id}")
+        await self._retract_items(retract)
+
+    def _judge_claim(self, claimant: str, ref: str,
+                     items: dict[str, tuple[bytes, bool]]) -> str | None:
+        """None if a claim notice from ``claimant`` (bare JID) may retract ``ref``, else
+        the reason to drop it: only a one-use item now on our node, within the
+        claimant's and the device's token buckets. Our own account is not limited; a
+        trusted relayer (the bridge claims for every user of the other network) only by
+        the device's bucket."""
+        item = items.get(ref)
+        if item is None:
+            # ours but gone (another claimer was first, or a re-read): nothing to do
+            return "claim-stale-ref" if ref in self._published else "claim-unknown-ref"
+        if item[1]:
+            return "claim-last-resort"  # only its owner replaces it
+        if claimant == self.bare:
+            return None
+        relayer = f"xmpp:{claimant}" in self._relayers()
+        if not (relayer or self._claims_per.allow(claimant)) \
+                or not self._claims_all.allow(self.device):
+            return "claim-rate-limited"
+        return None
+
+    async def _retract_items(self, refs: set[str]) -> None:
+        """Retract used one-use items of our node, counting each in
+        :attr:`key_package_claims` once it is gone; what fails is retried after the
+        next read of our archive."""
+        ordered = sorted(refs)
+        for n, ref in enumerate(ordered):
+            try:
+                await self.plugin.pep_retract(self._kp_node(self.device), [ref])
             except XmppError as exc:
-                log.warning("retracting claimed KeyPackages failed: %s", exc)
-                self._retract.update(refs)
+                log.warning("retracting used KeyPackages failed: %s", exc)
+                self._retract.update(ordered[n:])
+                return
+            self.key_package_claims += 1
+
+    async def _consume(self, refs: set[str]) -> None:
+        """The client joined from a Welcome naming ``refs``: retract those still on our
+        node as one-use items (their claim notice may have been dropped or lost)."""
+        try:
+            async with self._claim_lock:
+                await self._process_claims_locked()  # an accepted claim counts once
+                items = await self._items(None, self.device)
+                await self._retract_items({ref for ref in refs
+                                           if ref in items and not items[ref][1]})
+        except XmppError as exc:
+            log.warning("retracting the KeyPackage a Welcome used failed: %s", exc)
 
     async def key_package_count(self, client_id: str) -> int:
         self._own("client_id", client_id)
@@ -1111,6 +1445,7 @@ class XmppDeliveryTransport:
             self._claimed.add(ref)
             if bare == self.bare and device == self.device:
                 await self.plugin.pep_retract(self._kp_node(device), [ref])
+                self.key_package_claims += 1
             else:
                 env = Envelope(Kind.CLAIM, b"", device, ref=ref)
                 self.plugin.send_envelope(JID(bare), "chat", env, chunk_size=1024,
@@ -1128,6 +1463,8 @@ class XmppDeliveryTransport:
         for item in await self.plugin.pep_items(bare, DEVICES_NODE):
             device = item.get("id", "")
             if not device or "/" in device:
+                self.drops.drop(sender=user_id, kind="device", reason="device-malformed",
+                                detail=f"device item {device[:64]!r}; {self.client_id}")
                 continue
             with contextlib.suppress(NoKeyPackageError):
                 out.append(await self._claim(bare, device))
@@ -1135,6 +1472,15 @@ class XmppDeliveryTransport:
 
 
 # ---------------------------------------------------------------------- validation
+
+#: a PEP item id naming a KeyPackageRef (lower-case hex, as published)
+_HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,128}")
+
+
+def _is_ref(text: str) -> bool:
+    """Whether ``text`` looks like a KeyPackageRef as published: lower-case hex of 1 to
+    128 bytes (RFC 9420 §5.2: the suite's hash output; the contract allows any bytes)."""
+    return _HEX_ID.fullmatch(text) is not None
 
 
 def _bare_of_user(user_id: object) -> str:

@@ -16,6 +16,7 @@ from mls_client.events import ClientEvent, GroupJoined
 from mls_client.settings import KeyPackageSettings
 from tests.client.helpers import Clients, async_test_within
 from tests.servers.prosody import ProsodyServer
+from tests.transports.xmpp_mls import mls_group, throwaway_welcome
 from transports.xmpp.settings import XmppSettings
 from transports.xmpp.transport import XmppDeliveryTransport
 
@@ -27,6 +28,8 @@ TEST_TIMEOUT = 150.0
 
 #: runs an async test, failing after TEST_TIMEOUT
 xmpp_test = async_test_within(TEST_TIMEOUT)
+__all__ = ["XNet", "mls_group", "throwaway_welcome", "welcome_to", "xmpp_settings",
+           "xmpp_test"]
 PASSWORD = "secret-pw"
 
 
@@ -34,6 +37,14 @@ def xmpp_settings(server: ProsodyServer, jid: str, **overrides: Any) -> XmppSett
     return XmppSettings(jid=jid, password=SecretStr(PASSWORD), host="127.0.0.1", port=server.port,
                         muc_service=server.muc_domain, allow_plaintext=True,
                         submit_timeout=20.0, **overrides)
+
+
+async def welcome_to(device: XmppDeliveryTransport) -> bytes:
+    """A real Welcome to a KeyPackage ``device`` publishes now (so its transport takes
+    it as one of its own)."""
+    welcome, entry = throwaway_welcome(device.user_id)
+    await device.publish_key_packages(device.client_id, device.user_id, [entry])
+    return welcome
 
 
 class XNet(Clients):

@@ -21,7 +21,7 @@ from transports.base import (
     UnknownGroupError,
 )
 
-from .helpers import XNet, xmpp_test
+from .helpers import XNet, mls_group, welcome_to, xmpp_test
 
 
 def message(group_id: bytes, epoch: int, content_type: int, tag: bytes = b"-") -> bytes:
@@ -124,9 +124,10 @@ async def test_submit_order_fetch_and_resume(prosody: ProsodyServer, tmp_path: P
         with pytest.raises(InvalidRequestError):
             await alice.fetch(bob.client_id)
 
-        # bob joins through a Welcome after c1: he gets the Welcome, then c2 onwards
-        await alice.send_welcome([bob.client_id], b"welcome-bytes", gid,
-                                 after_position=c1.position)
+        # bob joins through a Welcome after c1: he gets the Welcome, and once he joined
+        # (subscribe), c2 onwards
+        welcome = await welcome_to(bob)
+        await alice.send_welcome([bob.client_id], welcome, gid, after_position=c1.position)
         big = message(gid, 0, ContentType.APPLICATION, os.urandom(5000))
 
         async def bob_items(n: int) -> list[bytes]:
@@ -137,8 +138,11 @@ async def test_submit_order_fetch_and_resume(prosody: ProsodyServer, tmp_path: P
                 await asyncio.sleep(0.05)
             raise AssertionError(f"bob got {len(got)} items")
 
-        assert (await bob_items(2))[:2] == [b"welcome-bytes", items[2].payload]
+        assert await bob_items(1) == [welcome]
+        await asyncio.sleep(0.2)
+        assert await bob_items(1) == [welcome]  # the Welcome alone follows no room
         await bob.subscribe(bob.client_id, gid)
+        assert (await bob_items(2))[:2] == [welcome, items[2].payload]
         await bob.submit(gid, 0, big, is_commit=False, sender=bob.client_id)  # 6 chunks
         await alice.submit(gid, 0, message(gid, 0, ContentType.APPLICATION, b"m2"),
                            is_commit=False, sender=alice.client_id)
@@ -146,9 +150,11 @@ async def test_submit_order_fetch_and_resume(prosody: ProsodyServer, tmp_path: P
         assert seen[2:] == [big, message(gid, 0, ContentType.APPLICATION, b"m2")]
         cursors = [i.cursor for i in await bob.fetch(bob.client_id)]
 
-        # a new instance (a restart) resumes exactly after any cursor
+        # a new instance (a restart) resumes exactly after any cursor (the old one is
+        # closed first: two sessions of one full JID keep kicking each other out)
+        await net.transports.pop("b").close()
         again = await net.transport("bob")
-        net.transports["b2"] = again
+        net.transports["b"] = again
         for k, cursor in enumerate(cursors):
             rest = await again.fetch(again.client_id, after=cursor)
             assert [i.payload for i in rest] == seen[k + 1:], k
@@ -176,11 +182,21 @@ async def test_group_info_newest_epoch_wins(prosody: ProsodyServer, tmp_path: Pa
         await alice.subscribe(alice.client_id, gid)
         with pytest.raises(UnknownGroupError):
             await alice.fetch_group_info(gid)
-        await alice.publish_group_info(gid, 3, b"gi-3", b"tree-3")
-        await alice.publish_group_info(gid, 2, b"gi-2")  # late, older: ignored
-        assert await alice.fetch_group_info(gid) == (b"gi-3", b"tree-3")
-        await alice.publish_group_info(gid, 4, b"gi-4")
-        assert await alice.fetch_group_info(gid) == (b"gi-4", None)
+        group, _ = mls_group(alice.user_id, gid, epochs=2)
+        gi2 = group.group_info()
+        group.commit([])
+        group.merge_pending_commit()
+        gi3 = group.group_info(with_ratchet_tree=False)
+        tree3 = group.ratchet_tree_bytes()
+        await alice.publish_group_info(gid, 3, gi3, tree3)
+        await alice.publish_group_info(gid, 2, gi2)  # late, older: ignored
+        assert await alice.fetch_group_info(gid) == (gi3, tree3)
+        group.commit([])
+        group.merge_pending_commit()
+        gi4 = group.group_info()
+        await alice.publish_group_info(gid, 4, gi4)
+        assert await alice.fetch_group_info(gid) == (gi4, None)
+        assert alice.rejected == 0
         # GroupInfo items are not group messages: the stream holds none
         assert all(i.kind is not MessageKind.GROUP for i in
                    await alice.fetch(alice.client_id))
@@ -202,7 +218,8 @@ async def test_nothing_is_lost_between_welcome_and_join(prosody: ProsodyServer,
     try:
         gid = os.urandom(16)
         await alice.subscribe(alice.client_id, gid)
-        await alice.send_welcome([bob.client_id], b"welcome", gid)
+        welcome = await welcome_to(bob)
+        await alice.send_welcome([bob.client_id], welcome, gid)
 
         async def bob_items(n: int) -> list[bytes]:
             for _ in range(200):
@@ -212,13 +229,13 @@ async def test_nothing_is_lost_between_welcome_and_join(prosody: ProsodyServer,
                 await asyncio.sleep(0.05)
             raise AssertionError(f"bob has {got}")
 
-        assert await bob_items(1) == [b"welcome"]
+        assert await bob_items(1) == [welcome]
         await asyncio.sleep(0.2)  # bob's read of the room is complete
         m1, m2, m3 = (message(gid, 0, ContentType.APPLICATION, t) for t in (b"1", b"2", b"3"))
         await alice.submit(gid, 0, m1, is_commit=False, sender=alice.client_id)
         await bob.subscribe(bob.client_id, gid)
         await alice.submit(gid, 0, m2, is_commit=False, sender=alice.client_id)
         await alice.submit(gid, 0, m3, is_commit=False, sender=alice.client_id)
-        assert await bob_items(4) == [b"welcome", m1, m2, m3]
+        assert await bob_items(4) == [welcome, m1, m2, m3]
     finally:
         await net.close()
