@@ -43,6 +43,7 @@ from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
     DeliveryTransport,
+    InvalidRequestError,
     MessageKind,
     TransportClosedError,
     TransportError,
@@ -103,6 +104,8 @@ class MLSClient:
         self._owns_transport = owns_transport
         self._lock = asyncio.Lock()
         self._next_maintenance = 0.0
+        #: active groups not yet subscribed again in this process (None: not listed yet)
+        self._to_follow: dict[bytes, int] | None = None
         self._claims = ClaimWatch(settings.key_packages.max_refill_per_hour, time.monotonic)
         self._closed = False
 
@@ -608,9 +611,29 @@ class MLSClient:
         await self._in.catch_up()
 
     async def _prepare(self) -> None:
-        """Catch up with the stream, then finish what the outbox still holds."""
+        """Catch up with the stream, then finish what the outbox still holds. First,
+        follow every active group again (a crash between storing a join and
+        subscribing would otherwise leave its room unread; subscribing is idempotent)."""
+        await self._resubscribe()
         await self._in.catch_up()
         await self._out.resume()
+
+    async def _resubscribe(self) -> None:
+        """Subscribe each active group once per process; a failure is a warning and is
+        tried again on the next passes, at most ``RESUBSCRIBE_TRIES`` times."""
+        if self._to_follow is None:
+            self._to_follow = {rec.group_id: 0 for rec in await self._ctx.store.groups()
+                               if rec.active}
+        for gid, tries in list(self._to_follow.items()):
+            try:
+                await self._ctx.transport.subscribe(self.client_id, gid)
+            except TransportError as exc:
+                if tries + 1 < RESUBSCRIBE_TRIES and not isinstance(exc, InvalidRequestError):
+                    self._to_follow[gid] = tries + 1
+                    continue
+                self._ctx.emit(ClientWarning(gid, f"cannot follow the group's room: "
+                                                  f"{reason(exc)}"))
+            del self._to_follow[gid]
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -670,6 +693,8 @@ def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | 
     return own
 
 
+#: passes that try to follow an active group again after opening
+RESUBSCRIBE_TRIES = 3
 #: backoff of :meth:`MLSClient.events` after a transport failure (seconds)
 RETRY_INITIAL = 0.5
 RETRY_CAP = 30.0

@@ -72,3 +72,48 @@ async def test_run_survives_an_outage_and_delivers_everything_once(
         assert bob.stats.disconnects == 1 and bob.stats.reconnect_attempts >= 5
     finally:
         await net.close()
+
+
+class _Follows:
+    """The embedded service, recording subscriptions; ``refuse`` makes them fail."""
+
+    def __init__(self, inner: LocalDeliveryService) -> None:
+        self._inner = inner
+        self.followed: list[bytes] = []
+        self.refuse = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def subscribe(self, client_id: str, group_id: bytes) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise TransportError("the room is not reachable now")
+        self.followed.append(group_id)
+        await self._inner.subscribe(client_id, group_id)
+
+
+@async_test_within(60)
+async def test_a_reopened_client_follows_its_groups_again(tmp_path: Path) -> None:
+    """A crash between storing a join and subscribing must not leave the room unread:
+    the first sync after opening subscribes every active group (retrying a failure)."""
+    net = Net(tmp_path)
+    try:
+        alice, _ = await net.add("alice", "bob")
+        g1 = await alice.create_group()
+        g2 = await alice.create_group()
+        await alice.add_members(g1, ["bob"])
+        await net.sync("bob")
+        follows = _Follows(net.ds)
+        net.transport = follows  # type: ignore[assignment]
+        follows.refuse = 1
+        bob = await net.reopen("bob")
+        await bob.sync()
+        assert follows.followed == []  # the first try failed: kept for the next pass
+        await bob.sync()
+        assert follows.followed == [g1]  # bob is in g1 only
+        await bob.sync()
+        assert follows.followed == [g1]  # once per process
+        assert g2 not in follows.followed
+    finally:
+        await net.close()
