@@ -362,14 +362,16 @@ class MatrixDeliveryTransport:
                     recent, self.client_id, self.depletion_window, self._count_high_water,
                     self.one_time_key_count or 0)
 
-    async def claim_key_package(self, client_id: str, *, group_id: bytes | None = None) -> ClaimedKeyPackage:  # noqa: E501
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
         user, device = ev.split_client_id(client_id)
         claimed = await self._claim(user, [device])
         if not claimed:
             raise NoKeyPackageError(f"no KeyPackage published for {client_id}")
         return claimed[0]
 
-    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None) -> list[ClaimedKeyPackage]:  # noqa: E501
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
         """One KeyPackage per device of the user that advertises our algorithm in
         ``/keys/query`` (devices without any KeyPackage left are skipped)."""
         user = ev.user_of_identity(user_id)

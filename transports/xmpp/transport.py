@@ -1425,7 +1425,8 @@ class XmppDeliveryTransport:
         await self._wait_online()
         return sum(not last for _, last in (await self._own_items()).values())
 
-    async def claim_key_package(self, client_id: str, *, group_id: bytes | None = None) -> ClaimedKeyPackage:  # noqa: E501
+    async def claim_key_package(self, client_id: str, *,
+                                group_id: bytes | None = None) -> ClaimedKeyPackage:
         """A random unclaimed one-use KeyPackage of the device (its owner is told to
         retract it), else its last-resort one."""
         if not isinstance(client_id, str) or not client_id:
@@ -1456,7 +1457,8 @@ class XmppDeliveryTransport:
                 return ClaimedKeyPackage(client_id, bytes.fromhex(ref), data, True)
         raise NoKeyPackageError(f"no KeyPackage available for client {client_id!r}")
 
-    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None) -> list[ClaimedKeyPackage]:  # noqa: E501
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
         bare = _bare_of_user(user_id)
         await self._wait_online()
         out = []

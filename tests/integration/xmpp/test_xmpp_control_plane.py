@@ -79,9 +79,11 @@ async def until(check: object, timeout: float = 20.0) -> None:
 
 
 def warnings_from(caplog: pytest.LogCaptureFixture, user: str) -> list[str]:
+    """The XMPP transport's WARNING drop lines naming ``user`` (the client's own drop
+    lines, ``client: dropped ...``, are not the transport's)."""
     return [r.getMessage() for r in caplog.records
             if r.name == DEFENCE and r.levelno == logging.WARNING
-            and f"from {user}:" in r.getMessage()]
+            and r.getMessage().startswith("xmpp: ") and f"from {user}:" in r.getMessage()]
 
 
 async def add_and_talk(net: XNet, adder: str, name: str) -> bytes:
@@ -226,7 +228,11 @@ async def test_welcomes_from_a_stranger_follow_no_room(
         assert bob_t.drops.snapshot() == {"welcome-undecodable": 1, "welcome-not-for-us": 1}
         assert len(warnings_from(caplog, eve.user_id)) == 2
         # the one naming bob's KeyPackage reached his client, which could not open it
+        # and says so itself
         assert sum(isinstance(e, MessageRejected) for e in net.events["bob"]) == 1
+        assert net["bob"].stats.dropped.get("mls-decryption-error") == 1
+        assert any(r.getMessage().startswith(f"client: dropped welcome from {eve.user_id}")
+                   for r in caplog.records)
         await net.settle("bob")
         # bob follows no room, remembers none, and his KeyPackages are all there
         assert list(bob_t._sources) == [OWN] and not bob_t._joined
