@@ -499,6 +499,35 @@ def test_the_chain_starts_at_epoch_zero_or_an_owner(
         loop.run_until_complete(again.close())
 
 
+def test_an_owner_starts_again_a_chain_rooted_at_a_fake_epoch_zero(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop
+) -> None:
+    """Once the archive's start expired, a room member's fake group at epoch 0 can be its
+    first GroupInfo: an owner's GroupInfo that chain does not list starts it again."""
+    transport, server = served
+    fake, _ = mls_group(f"xmpp:{STRANGER}", GID)
+    zero = fake.group_info()
+    fake.commit([])
+    fake.merge_pending_commit()
+    real, _ = mls_group("xmpp:bob@example.org", GID, epochs=5)
+    server.archive = [
+        gi_item("f0", encode_group_info(zero, None), STRANGER, epoch=0),
+        gi_item("f1", encode_group_info(fake.group_info(), None), STRANGER),
+        gi_item("g5", encode_group_info(real.group_info(), None), "bob@example.org",
+                epoch=5)]
+    assert loop.run_until_complete(transport.fetch_group_info(GID)) == (
+        real.group_info(), None)
+    assert transport.drops.snapshot() == {"group-info-unlinked": 1}  # f1, the fake head
+    for _ in range(6):
+        fake.commit([])
+        fake.merge_pending_commit()
+    server.archive.append(gi_item("f7", encode_group_info(fake.group_info(), None),
+                                  STRANGER, epoch=7))
+    assert loop.run_until_complete(transport.fetch_group_info(GID)) == (
+        real.group_info(), None)
+    assert transport.drops.snapshot() == {"group-info-unlinked": 2}
+
+
 def test_a_first_group_info_past_epoch_zero_anchors_nobody(
         served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop
 ) -> None:

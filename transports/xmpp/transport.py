@@ -203,6 +203,9 @@ class _GroupInfoRoom:
     chain: Chain = field(default_factory=Chain)
     index: int = 0  # archive entries read
     first_seen: bool = False  # the archive's first group-info item was judged
+    #: the chain starts at the first epoch-0 writer, who was no other anchor: an owner's
+    #: GroupInfo it does not list starts it again
+    weak_root: bool = False
     payloads: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -1245,9 +1248,10 @@ class XmppDeliveryTransport:
     async def _group_info_anchors(self, room: JID, state: _GroupInfoRoom) -> set[str]:
         """Who may start the room's chain: our account, the trusted relayers and, while
         nothing is trusted yet, the room's owners (the group's creator, then the policy's
-        admins; members may read the list, XEP-0045 §9.5)."""
+        admins; members may read the list, XEP-0045 §9.5), also while the chain starts
+        at a first epoch-0 writer who is none of these."""
         anchors = {self.user_id, *self._relayers()}
-        if state.chain.head is None:
+        if state.chain.head is None or state.weak_root:
             anchors |= {f"xmpp:{o}" for o in await self.plugin.affiliations(room, "owner")}
         return anchors
 
@@ -1311,12 +1315,32 @@ class XmppDeliveryTransport:
                                  f"{type(exc).__name__}: {exc}"), str(room))
             return
         link = Link(entry.archive_id, writer, checked.epoch, checked.signer, checked.members)
+        chain = state.chain
+        if state.weak_root and chain.head is not None and writer in anchors \
+                and link.signer not in chain.head.members:
+            self._reanchor(state, room, link)
+        weak = first and checked.epoch == 0 and writer not in anchors
         if first and checked.epoch == 0:
             # the creator publishes epoch 0 before adding anyone to a members-only room
             anchors = {*anchors, writer}
+        rooted = chain.head is None
         state.payloads[link.event_id] = (info, tree)
-        state.chain.offer(link, anchors=anchors, relayers=relayers)
+        if chain.offer(link, anchors=anchors, relayers=relayers) and rooted:
+            state.weak_root = weak
         self._keep_group_info(state)
+
+    def _reanchor(self, state: _GroupInfoRoom, room: JID, link: Link) -> None:
+        """An owner's (or our, or a relayer's) GroupInfo that the chain, started at the
+        first epoch-0 writer who was no such anchor, does not list: that start was a fake
+        (e.g. everything before it expired from the archive); start again at ``link``."""
+        old = state.chain.head
+        assert old is not None
+        self.drops.drop(sender=old.writer, kind="group-info", reason="group-info-unlinked",
+                        detail=f"{room} {old.event_id}: epoch {old.epoch} signed by "
+                               f"{old.signer}, whom {link.writer}'s GroupInfo does not "
+                               f"list; {self.client_id}")
+        state.chain.head = None
+        state.weak_root = False
 
     def _keep_group_info(self, state: _GroupInfoRoom) -> None:
         """Keep the bytes of the head and of the pending links only, within
