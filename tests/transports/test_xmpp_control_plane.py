@@ -425,12 +425,16 @@ def test_group_info_nobody_can_spoil(served: tuple[XmppDeliveryTransport, FakeSe
                                   "bridge@example.org"))
     assert loop.run_until_complete(transport.fetch_group_info(GID))[0] != real.group_info()
     assert transport.drops.counts["group-info-wrong-signer"] == 3
+    # trusting it reads the archive again: g4 is taken now
     transport.trusted_relayers.add("xmpp:bridge@example.org")
+    assert loop.run_until_complete(transport.fetch_group_info(GID))[0] == real.group_info()
+    assert server.afters[-2:] == [None, "m91"]
     real.commit([])
     real.merge_pending_commit()
     server.archive.append(gi_item("g5", encode_group_info(real.group_info(), None),
                                   "bridge@example.org"))
     assert loop.run_until_complete(transport.fetch_group_info(GID))[0] == real.group_info()
+    assert server.afters[-1] == "g4"
 
 
 def test_a_member_signing_its_own_fake_group_is_unlinked(

@@ -200,6 +200,8 @@ class _GroupInfoRoom:
     and of the pending links."""
 
     assembler: Reassembler
+    #: the trusted relayers this state was read with (other ones: read it again)
+    relayers: frozenset[str]
     chain: Chain = field(default_factory=Chain)
     index: int = 0  # archive entries read
     first_seen: bool = False  # the archive's first group-info item was judged
@@ -1217,14 +1219,17 @@ class XmppDeliveryTransport:
         the archive's first GroupInfo if it is at epoch 0. Every candidate that fails is
         dropped through :attr:`drops` with its writer as sender (``group-info-unlinked``
         for a valid one that never linked). UnknownGroupError only when nothing is
-        trusted."""
+        trusted. The archive is read again from its start when :attr:`trusted_relayers`
+        changed since the last read."""
         group_id = require_bytes("group_id", group_id)
         await self._wait_online()
         room = JID(self.room_jid(group_id))
+        relayers = frozenset(self._relayers())
         state = self._group_info.get(str(room))
-        if state is None:
+        if state is None or state.relayers != relayers:
+            # first read, or other relayers: what they posted reads differently now
             state = self._group_info[str(room)] = _GroupInfoRoom(
-                Reassembler(self.settings.max_payload))
+                Reassembler(self.settings.max_payload), relayers)
         async with state.lock:
             try:
                 await self._read_group_info(room, group_id, state)
@@ -1250,7 +1255,7 @@ class XmppDeliveryTransport:
         nothing is trusted yet, the room's owners (the group's creator, then the policy's
         admins; members may read the list, XEP-0045 §9.5), also while the chain starts
         at a first epoch-0 writer who is none of these."""
-        anchors = {self.user_id, *self._relayers()}
+        anchors = {self.user_id, *state.relayers}
         if state.chain.head is None or state.weak_root:
             anchors |= {f"xmpp:{o}" for o in await self.plugin.affiliations(room, "owner")}
         return anchors
@@ -1286,7 +1291,7 @@ class XmppDeliveryTransport:
         el = entry.message.find(TAG)
         if el is None or el.get("kind") != Kind.GROUP_INFO.value:
             return
-        relayers = self._relayers()
+        relayers = state.relayers
         try:
             bare = self._real_jid(entry, el)
             writer = f"xmpp:{bare}"
