@@ -47,6 +47,13 @@ class FakeServer:
         self.retracted: list[str] = []
         self.joined: list[str] = []
         self.archive: list[ArchivedMessage] = []
+        #: the room's owner list (bare JIDs) and every ``after`` asked of its archive
+        self.owners: list[str] = ["bob@example.org"]
+        self.afters: list[str | None] = []
+
+    async def affiliations(self, room: JID, affiliation: str) -> list[str]:
+        assert (str(room), affiliation) == (ROOM, "owner")
+        return list(self.owners)
 
     async def pep_items(self, owner: object, node: str) -> list[ET.Element]:
         out = []
@@ -74,6 +81,8 @@ class FakeServer:
                        max_items: int = 100) -> MamPage:
         if archive is None or str(archive) != ROOM:
             return MamPage([], True)
+        if before is None and not last_page:
+            self.afters.append(after)
         ids = [e.archive_id for e in self.archive]
         for known in (after, before):
             if known is not None and known not in ids:
@@ -113,7 +122,8 @@ def make(loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch,
     transport = XmppDeliveryTransport(XmppDeliveryTransport.make_client(config), config)
     transport._sources[OWN] = _Source(OWN, None, None)
     server = FakeServer()
-    for name in ("pep_items", "pep_publish", "pep_retract", "join_room", "mam_page"):
+    for name in ("pep_items", "pep_publish", "pep_retract", "join_room", "mam_page",
+                 "affiliations"):
         monkeypatch.setattr(transport.plugin, name, getattr(server, name))
     transport._online.set()
     return transport, server
@@ -366,7 +376,7 @@ def test_group_info_nobody_can_spoil(served: tuple[XmppDeliveryTransport, FakeSe
                                      loop: asyncio.AbstractEventLoop,
                                      caplog: pytest.LogCaptureFixture) -> None:
     transport, server = served
-    bob = "xmpp:bob@example.org"
+    bob = "xmpp:bob@example.org"  # a room owner
     real, _ = mls_group(bob, GID, epochs=2)
     fake, fake_key = mls_group(bob, GID)  # a self-made group with the same id, "bob's"
     forged = at_epoch(fake.group_info(), 1_000_000, fake_key)
@@ -387,7 +397,8 @@ def test_group_info_nobody_can_spoil(served: tuple[XmppDeliveryTransport, FakeSe
                               "bob@example.org"), *garbage, *group_messages]
     with caplog.at_level(logging.WARNING, logger="mls_bridge.defence"):
         got = loop.run_until_complete(transport.fetch_group_info(GID))
-    assert got == (real.group_info(), None)  # found two pages back, past the newest
+    assert got == (real.group_info(), None)  # the whole archive read, in two pages
+    assert server.afters == [None, "m91"]
     assert transport.drops.snapshot() == {
         "group-info-wrong-signer": 2, "group-info-malformed": 1, "group-info-invalid": 1,
         "room-no-real-jid": 1, "room-wrong-group": 1, "group-info-wrong-group": 1}
@@ -396,7 +407,7 @@ def test_group_info_nobody_can_spoil(served: tuple[XmppDeliveryTransport, FakeSe
     assert len(lines) == 6
     assert all(f"from xmpp:{STRANGER}:" in line for line in lines
                if "room-no-real-jid" not in line)
-    # a newer real GroupInfo wins (found in the newest page: older items are not read)
+    # a newer real GroupInfo wins; a second fetch reads only the new entries
     real.commit([])
     real.merge_pending_commit()
     server.archive.append(gi_item("g3", encode_group_info(
@@ -406,14 +417,137 @@ def test_group_info_nobody_can_spoil(served: tuple[XmppDeliveryTransport, FakeSe
     assert loop.run_until_complete(transport.fetch_group_info(GID)) == (
         real.group_info(with_ratchet_tree=False), real.ratchet_tree_bytes())
     assert transport.drops.total == before
-    # a relayer the reader trusts may post someone else's GroupInfo
+    assert server.afters[2:] == ["m149"]
+    # a relayer the reader trusts may post someone else's GroupInfo; an untrusted one not
     real.commit([])
     real.merge_pending_commit()
     server.archive.append(gi_item("g4", encode_group_info(real.group_info(), None),
                                   "bridge@example.org"))
     assert loop.run_until_complete(transport.fetch_group_info(GID))[0] != real.group_info()
+    assert transport.drops.counts["group-info-wrong-signer"] == 3
+    # trusting it reads the archive again: g4 is taken now
     transport.trusted_relayers.add("xmpp:bridge@example.org")
     assert loop.run_until_complete(transport.fetch_group_info(GID))[0] == real.group_info()
+    assert server.afters[-2:] == [None, "m91"]
+    real.commit([])
+    real.merge_pending_commit()
+    server.archive.append(gi_item("g5", encode_group_info(real.group_info(), None),
+                                  "bridge@example.org"))
+    assert loop.run_until_complete(transport.fetch_group_info(GID))[0] == real.group_info()
+    assert server.afters[-1] == "g4"
+
+
+def test_a_member_signing_its_own_fake_group_is_unlinked(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A room member that is no MLS member (or an old one) signs, as itself, a GroupInfo
+    of a self-made group with the real group's id at epoch 1,000,000: it passes every
+    check of its own, but no trusted GroupInfo lists its signer."""
+    transport, server = served
+    bob = "xmpp:bob@example.org"
+    real, _ = mls_group(bob, GID)
+    zero = real.group_info()
+    real.commit([])
+    real.merge_pending_commit()
+    fake, _ = mls_group(f"xmpp:{STRANGER}", GID)
+    for _ in range(3):
+        fake.commit([])
+        fake.merge_pending_commit()
+    fake_info = fake.group_info()
+    server.archive = [gi_item("g0", encode_group_info(zero, None), "bob@example.org", epoch=0),
+                      gi_item("f1", encode_group_info(fake_info, None), STRANGER, epoch=3),
+                      gi_item("g1", encode_group_info(real.group_info(), None),
+                              "bob@example.org")]
+    with caplog.at_level(logging.WARNING, logger="mls_bridge.defence"):
+        got = loop.run_until_complete(transport.fetch_group_info(GID))
+    assert got == (real.group_info(), None)
+    assert transport.drops.snapshot() == {"group-info-unlinked": 1}
+    [line] = [r.getMessage() for r in caplog.records]
+    assert f"from xmpp:{STRANGER}: group-info-unlinked" in line and "epoch 3" in line
+    # reported once; it never links later either
+    server.archive.append(gi_item("f2", encode_group_info(fake_info, None), STRANGER))
+    assert loop.run_until_complete(transport.fetch_group_info(GID)) == got
+    assert transport.drops.snapshot() == {"group-info-unlinked": 2}
+
+
+@pytest.mark.parametrize("owners", [[], ["bob@example.org"]])
+def test_the_chain_starts_at_epoch_zero_or_an_owner(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop,
+        owners: list[str]) -> None:
+    """The archive's first GroupInfo at epoch 0 anchors its writer (the creator, who may
+    no longer own the room); owners anchor too (e.g. when that entry expired)."""
+    transport, server = served
+    server.owners = owners
+    bob = "xmpp:bob@example.org"
+    real, _ = mls_group(bob, GID)
+    zero = gi_item("g0", encode_group_info(real.group_info(), None), "bob@example.org",
+                   epoch=0)
+    real.commit([])
+    real.merge_pending_commit()
+    one = gi_item("g1", encode_group_info(real.group_info(), None), "bob@example.org")
+    server.archive = [zero, one]
+    assert loop.run_until_complete(transport.fetch_group_info(GID)) == (
+        real.group_info(), None)
+    # a fresh reader of an archive that no longer holds epoch 0: only an owner anchors
+    again, other = make(loop, pytest.MonkeyPatch())
+    try:
+        other.owners, other.archive = owners, [one]
+        if owners:
+            assert loop.run_until_complete(again.fetch_group_info(GID)) == (
+                real.group_info(), None)
+        else:
+            with pytest.raises(UnknownGroupError):
+                loop.run_until_complete(again.fetch_group_info(GID))
+            assert again.drops.snapshot() == {"group-info-unlinked": 1}
+    finally:
+        loop.run_until_complete(again.close())
+
+
+def test_an_owner_starts_again_a_chain_rooted_at_a_fake_epoch_zero(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop
+) -> None:
+    """Once the archive's start expired, a room member's fake group at epoch 0 can be its
+    first GroupInfo: an owner's GroupInfo that chain does not list starts it again."""
+    transport, server = served
+    fake, _ = mls_group(f"xmpp:{STRANGER}", GID)
+    zero = fake.group_info()
+    fake.commit([])
+    fake.merge_pending_commit()
+    real, _ = mls_group("xmpp:bob@example.org", GID, epochs=5)
+    server.archive = [
+        gi_item("f0", encode_group_info(zero, None), STRANGER, epoch=0),
+        gi_item("f1", encode_group_info(fake.group_info(), None), STRANGER),
+        gi_item("g5", encode_group_info(real.group_info(), None), "bob@example.org",
+                epoch=5)]
+    assert loop.run_until_complete(transport.fetch_group_info(GID)) == (
+        real.group_info(), None)
+    assert transport.drops.snapshot() == {"group-info-unlinked": 1}  # f1, the fake head
+    for _ in range(6):
+        fake.commit([])
+        fake.merge_pending_commit()
+    server.archive.append(gi_item("f7", encode_group_info(fake.group_info(), None),
+                                  STRANGER, epoch=7))
+    assert loop.run_until_complete(transport.fetch_group_info(GID)) == (
+        real.group_info(), None)
+    assert transport.drops.snapshot() == {"group-info-unlinked": 2}
+
+
+def test_a_first_group_info_past_epoch_zero_anchors_nobody(
+        served: tuple[XmppDeliveryTransport, FakeServer], loop: asyncio.AbstractEventLoop
+) -> None:
+    """A stranger's fake group at epoch 0 after the real first GroupInfo anchors nothing,
+    nor does a first GroupInfo past epoch 0 by a non-owner."""
+    transport, server = served
+    server.owners = []
+    fake, _ = mls_group(f"xmpp:{STRANGER}", GID)
+    zero = fake.group_info()
+    fake.commit([])
+    fake.merge_pending_commit()
+    server.archive = [gi_item("f1", encode_group_info(fake.group_info(), None), STRANGER),
+                      gi_item("f0", encode_group_info(zero, None), STRANGER, epoch=0)]
+    with pytest.raises(UnknownGroupError):
+        loop.run_until_complete(transport.fetch_group_info(GID))
+    assert transport.drops.snapshot() == {"group-info-unlinked": 2}
 
 
 def test_garbage_alone_is_no_group_info(served: tuple[XmppDeliveryTransport, FakeServer],

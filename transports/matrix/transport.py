@@ -13,8 +13,8 @@ One instance per Matrix device (the MLS client ``<user id>/<device id>`` of the 
   (:attr:`MatrixDeliveryTransport.key_package_claims`) and warns of fast depletion;
 * Welcomes are to-device messages; each writer's GroupInfo lives in room state under its
   own user id, and readers take the newest one that passes the joiner's checks and
-  continues the room's GroupInfo history (:mod:`.group_info_chain`); payloads over the
-  event size limit go through the media repository (``mxc://`` URI + SHA-256);
+  continues the room's GroupInfo history (:mod:`transports.group_info_chain`); payloads
+  over the event size limit go through the media repository (``mxc://`` URI + SHA-256);
 * every item the transport refuses is counted and logged at WARNING through
   :attr:`MatrixDeliveryTransport.drops` (rate-limited per sender), as well as listed by
   :meth:`MatrixDeliveryTransport.rejections` when it is an event it refused to deliver;
@@ -55,6 +55,7 @@ from transports.base import (
 )
 from transports.defence import Drops
 from transports.group_info import CheckedGroupInfo, GroupInfoRejected, check_group_info
+from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
 from transports.validation import (
     parse_cursor,
@@ -67,7 +68,6 @@ from transports.validation import (
 
 from . import events as ev
 from .api import CLIENT, MatrixApi, MatrixApiError, quote
-from .group_info_chain import Chain, Link
 from .journal import (
     Bind,
     Control,
@@ -741,8 +741,8 @@ class MatrixDeliveryTransport:
         is checked as a joiner would with ``writer = matrix:<event sender>``
         (:func:`~transports.group_info.check_group_info`; the configured bridge and
         :attr:`trusted_relayers` may publish others' GroupInfo) and must continue the
-        room's GroupInfo history (:mod:`.group_info_chain`). Every candidate that fails
-        is reported through :attr:`drops` with its writer as sender; raises
+        room's GroupInfo history (:mod:`transports.group_info_chain`). Every candidate that
+        fails is reported through :attr:`drops` with its writer as sender; raises
         :class:`~transports.base.UnknownGroupError` only when none is left."""
         group_id = require_bytes("group_id", group_id)
         room_id = self._room(group_id).room_id
@@ -1129,7 +1129,7 @@ class MatrixDeliveryTransport:
 class _GroupInfoReader:
     """One read of a room's published GroupInfo (:meth:`MatrixDeliveryTransport
     .fetch_group_info`): offers each GroupInfo event, in timeline order, to the room's
-    :class:`~.group_info_chain.Chain` and reports every one that fails."""
+    :class:`~transports.group_info_chain.Chain` and reports every one that fails."""
 
     def __init__(self, transport: MatrixDeliveryTransport, room_id: str, group_id: bytes,
                  chain: Chain) -> None:

@@ -22,8 +22,9 @@ One instance per device account. Its ``client_id`` is the device's full JID
   client only if it decodes and names a KeyPackageRef this device published; its room
   is followed only once the client joined (``subscribe``).
 * GroupInfo items are ``group-info`` messages in the room (only members can post or
-  read them); a fetch returns the newest one that verifies as a joiner would and was
-  posted by its signer's account (or a trusted relayer such as the bridge).
+  read them); a fetch returns the newest one that verifies as a joiner would, was
+  posted by its signer's account (or a trusted relayer such as the bridge) and continues
+  the room's GroupInfo history from an anchor (:mod:`transports.group_info_chain`).
 * Every hostile or malformed inbound item is dropped through :attr:`drops`
   (:class:`~transports.defence.Drops`: counted per reason, logged at WARNING).
 * Bridge support (:class:`~transports.base.RelayTransport`, docs/bridge.md): a bridge
@@ -68,7 +69,8 @@ from transports.base import (
     UnknownGroupError,
 )
 from transports.defence import Drops, RateLimiter
-from transports.group_info import CheckedGroupInfo, GroupInfoRejected, newest_valid
+from transports.group_info import GroupInfoRejected, check_group_info
+from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
 from transports.validation import require_bytes, require_client_ids, require_entries
 
@@ -114,7 +116,9 @@ PEP_OPTIONS = {"pubsub#access_model": "open", "pubsub#max_items": "256",
                "pubsub#persist_items": "true"}
 MAX_KEY_PACKAGES = 256
 MAM_PAGE = 100
-GROUP_INFO_PAGES = 20
+#: payloads of a room's trusted and pending GroupInfo kept in memory, in units of
+#: ``max_payload`` (the oldest pending ones are given up beyond it)
+GROUP_INFO_HELD = 4
 _CURSOR_PREFIX = "x1."
 #: claim notices read but not yet judged (more are dropped as rate-limited)
 MAX_PENDING_CLAIMS = 1024
@@ -186,6 +190,26 @@ def _kind_of(el: ET.Element) -> str:
     """The ``kind`` attribute for a log line (anything unknown is an ``item``)."""
     kind = el.get("kind", "")
     return kind if kind in {k.value for k in Kind} else "item"
+
+
+@dataclass
+class _GroupInfoRoom:
+    """What :meth:`XmppDeliveryTransport.fetch_group_info` learnt of one room's archive
+    (in memory; docs/xmpp.md "GroupInfo"): the continuity chain (its ``token`` is the
+    last archive id read), chunks of items not complete yet, and the bytes of the head
+    and of the pending links."""
+
+    assembler: Reassembler
+    #: the trusted relayers this state was read with (other ones: read it again)
+    relayers: frozenset[str]
+    chain: Chain = field(default_factory=Chain)
+    index: int = 0  # archive entries read
+    first_seen: bool = False  # the archive's first group-info item was judged
+    #: the chain starts at the first epoch-0 writer, who was no other anchor: an owner's
+    #: GroupInfo it does not list starts it again
+    weak_root: bool = False
+    payloads: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -267,6 +291,8 @@ class XmppDeliveryTransport:
         #: accounts (``xmpp:<bare JID>``) whose GroupInfo items may be signed by someone
         #: else (they relay members' GroupInfo); the configured bridge always is one
         self.trusted_relayers: set[str] = set()
+        #: room bare JID -> what fetch_group_info read of its archive so far
+        self._group_info: dict[str, _GroupInfoRoom] = {}
         self._claims_per = RateLimiter(settings.claims_per_hour / 3600, settings.claim_burst)
         self._claims_all = RateLimiter(settings.claims_global_per_hour / 3600,
                                        settings.claim_global_burst)
@@ -1182,45 +1208,41 @@ class XmppDeliveryTransport:
         await self._send_and_wait(source, env)
 
     async def fetch_group_info(self, group_id: bytes) -> tuple[bytes, bytes | None]:
-        """The newest valid GroupInfo in the room's archive, read backwards page by page
-        (newest first, at most ``GROUP_INFO_PAGES``): each ``group-info`` item is a
-        candidate written by the room occupant's real account and is checked as a joiner
-        would (:func:`~transports.group_info.newest_valid`: signature, tree hash, tree,
-        group, signed by the account that posted it unless that account is a trusted
-        relayer). Rejected items are dropped through :attr:`drops`; paging stops at the
-        first page holding a valid one, whose highest epoch wins. UnknownGroupError
-        when none is valid."""
+        """The newest GroupInfo of the group a joiner can trust (docs/xmpp.md
+        "GroupInfo"). The room's archive is read in order, from its start the first time
+        and then after the last entry read (RSM paging): each ``group-info`` item is
+        checked as a joiner would with ``writer = xmpp:<real bare JID>`` of its poster
+        (:func:`~transports.group_info.check_group_info`, RFC 9420 §12.4.3.1; the
+        configured bridge and :attr:`trusted_relayers` may post others' GroupInfo) and
+        must continue the room's GroupInfo history (:mod:`transports.group_info_chain`):
+        the chain starts at our own account, a relayer, a room owner, or the writer of
+        the archive's first GroupInfo if it is at epoch 0. Every candidate that fails is
+        dropped through :attr:`drops` with its writer as sender (``group-info-unlinked``
+        for a valid one that never linked). UnknownGroupError only when nothing is
+        trusted. The archive is read again from its start when :attr:`trusted_relayers`
+        changed since the last read."""
         group_id = require_bytes("group_id", group_id)
         await self._wait_online()
         room = JID(self.room_jid(group_id))
-        relayers = self._relayers()
-
-        def reject(writer: str | None, exc: GroupInfoRejected) -> None:
-            self.drops.drop(sender=writer, kind="group-info", reason=exc.reason,
-                            detail=f"{exc.detail}; {self.client_id}, {room}")
-
-        entries: list[ArchivedMessage] = []
-        judged: set[str] = set()
-        before: str | None = None
-        found: CheckedGroupInfo | None = None
-        for _ in range(GROUP_INFO_PAGES):
+        relayers = frozenset(self._relayers())
+        state = self._group_info.get(str(room))
+        if state is None or state.relayers != relayers:
+            # first read, or other relayers: what they posted reads differently now
+            state = self._group_info[str(room)] = _GroupInfoRoom(
+                Reassembler(self.settings.max_payload), relayers)
+        async with state.lock:
             try:
-                page = await self._page_before(room, before)
+                await self._read_group_info(room, group_id, state)
             except XmppError as exc:
                 raise UnknownGroupError(f"no GroupInfo for group {group_id.hex()}: "
                                         f"{exc}") from None
-            if not page:
-                break
-            entries = page + entries
-            before = page[0].archive_id
-            candidates = self._group_info_candidates(room, group_id, entries, judged)
-            found = newest_valid(group_id, candidates, relayers=relayers, on_reject=reject)
-            if found is not None:
-                break
-        if found is None:
-            raise UnknownGroupError(f"no valid GroupInfo published for group "
-                                    f"{group_id.hex()}")
-        return found.group_info, found.ratchet_tree
+            finally:
+                self._report_unlinked(state, room)
+            head = state.chain.head
+            if head is None:
+                raise UnknownGroupError(f"no valid GroupInfo published for group "
+                                        f"{group_id.hex()}")
+            return state.payloads[head.event_id]
 
     def _relayers(self) -> set[str]:
         """Accounts trusted to post GroupInfo signed by others: the configured bridge
@@ -1228,49 +1250,128 @@ class XmppDeliveryTransport:
         bridge = self.settings.bridge
         return self.trusted_relayers | ({f"xmpp:{JID(bridge).bare}"} if bridge else set())
 
-    async def _page_before(self, room: JID, before: str | None) -> list[ArchivedMessage]:
-        if before is None:
-            return (await self.plugin.mam_page(room, last_page=True,
-                                               max_items=MAM_PAGE)).messages
-        return (await self.plugin.mam_page(room, before=before, max_items=MAM_PAGE)).messages
+    async def _group_info_anchors(self, room: JID, state: _GroupInfoRoom) -> set[str]:
+        """Who may start the room's chain: our account, the trusted relayers and, while
+        nothing is trusted yet, the room's owners (the group's creator, then the policy's
+        admins; members may read the list, XEP-0045 §9.5), also while the chain starts
+        at a first epoch-0 writer who is none of these."""
+        anchors = {self.user_id, *state.relayers}
+        if state.chain.head is None or state.weak_root:
+            anchors |= {f"xmpp:{o}" for o in await self.plugin.affiliations(room, "owner")}
+        return anchors
 
-    def _group_info_candidates(self, room: JID, group_id: bytes,
-                               entries: list[ArchivedMessage], judged: set[str]
-                               ) -> list[tuple[str | None, bytes, bytes | None]]:
-        """``(writer, GroupInfo, tree)`` of each ``group-info`` item of ``entries`` (in
-        archive order) completed at an entry not in ``judged``, which it joins; malformed
-        ones are dropped. ``writer`` is ``xmpp:<real bare JID>`` of the poster."""
-        asm = Reassembler(self.settings.max_payload)
-        out: list[tuple[str | None, bytes, bytes | None]] = []
-        for index, entry in enumerate(entries):
-            el = entry.message.find(TAG)
-            if el is None or el.get("kind") != Kind.GROUP_INFO.value:
-                continue
-            aid = entry.archive_id
+    async def _read_group_info(self, room: JID, group_id: bytes,
+                               state: _GroupInfoRoom) -> None:
+        """Offer every archive entry after the chain's token to the chain, in order."""
+        anchors = await self._group_info_anchors(room, state)
+        while True:
             try:
-                bare = self._real_jid(entry, el)
-                writer = f"xmpp:{bare}"
-                env = self._complete(asm, bare, writer, el, index)
-                if env is None:
-                    continue  # a chunk of an item not complete yet
-                if env.group_id != group_id:
-                    raise _Rejected(writer, "group-info", "room-wrong-group",
-                                    "<mls/> names another group than the room's")
-                try:
-                    info, tree = decode_group_info(env.payload)
-                except StanzaError as exc:
-                    raise _Rejected(writer, "group-info", "group-info-malformed",
-                                    str(exc)) from None
-            except _Rejected as exc:
-                if aid not in judged:
-                    judged.add(aid)
-                    self._drop(exc, str(room))
+                page = await self.plugin.mam_page(room, after=state.chain.token,
+                                                  max_items=MAM_PAGE)
+            except XmppError as exc:
+                if exc.condition != "item-not-found" or state.chain.token is None:
+                    raise
+                # the last entry read expired: what is left is newer; the chain stays
+                log.warning("%s: %s has no entry %s any more; reading its GroupInfo from "
+                            "its start", self.client_id, room, state.chain.token)
+                state.chain.token = None
                 continue
-            if aid in judged:
-                continue
-            judged.add(aid)
-            out.append((writer, info, tree))
-        return out
+            for entry in page.messages:
+                self._offer_group_info(room, group_id, state, entry, anchors)
+                state.chain.token = entry.archive_id
+            if page.complete or not page.messages:
+                return
+
+    def _offer_group_info(self, room: JID, group_id: bytes, state: _GroupInfoRoom,
+                          entry: ArchivedMessage, anchors: set[str]) -> None:
+        """Judge one archive entry: a complete ``group-info`` item that passes the
+        joiner's checks is offered to the chain; anything else is dropped."""
+        index = state.index
+        state.index += 1
+        el = entry.message.find(TAG)
+        if el is None or el.get("kind") != Kind.GROUP_INFO.value:
+            return
+        relayers = state.relayers
+        try:
+            bare = self._real_jid(entry, el)
+            writer = f"xmpp:{bare}"
+            env = self._complete(state.assembler, bare, writer, el, index)
+            if env is None:
+                return  # a chunk of an item not complete yet
+            first, state.first_seen = not state.first_seen, True
+            if env.group_id != group_id:
+                raise _Rejected(writer, "group-info", "room-wrong-group",
+                                "<mls/> names another group than the room's")
+            try:
+                info, tree = decode_group_info(env.payload)
+            except StanzaError as exc:
+                raise _Rejected(writer, "group-info", "group-info-malformed",
+                                str(exc)) from None
+            try:
+                checked = check_group_info(group_id, info, tree, writer=writer,
+                                           relayers=relayers)
+            except GroupInfoRejected as exc:
+                raise _Rejected(writer, "group-info", exc.reason, exc.detail) from None
+        except _Rejected as exc:
+            self._drop(exc, f"{room} {entry.archive_id}")
+            return
+        except Exception as exc:  # a parser bug on hostile input never stops a reader
+            self._drop(_Rejected(entry.message.get("from"), "group-info", "malformed-item",
+                                 f"{type(exc).__name__}: {exc}"), str(room))
+            return
+        link = Link(entry.archive_id, writer, checked.epoch, checked.signer, checked.members)
+        chain = state.chain
+        if state.weak_root and chain.head is not None and writer in anchors \
+                and link.signer not in chain.head.members:
+            self._reanchor(state, room, link)
+        weak = first and checked.epoch == 0 and writer not in anchors
+        if first and checked.epoch == 0:
+            # the creator publishes epoch 0 before adding anyone to a members-only room
+            anchors = {*anchors, writer}
+        rooted = chain.head is None
+        state.payloads[link.event_id] = (info, tree)
+        if chain.offer(link, anchors=anchors, relayers=relayers) and rooted:
+            state.weak_root = weak
+        self._keep_group_info(state)
+
+    def _reanchor(self, state: _GroupInfoRoom, room: JID, link: Link) -> None:
+        """An owner's (or our, or a relayer's) GroupInfo that the chain, started at the
+        first epoch-0 writer who was no such anchor, does not list: that start was a fake
+        (e.g. everything before it expired from the archive); start again at ``link``."""
+        old = state.chain.head
+        assert old is not None
+        self.drops.drop(sender=old.writer, kind="group-info", reason="group-info-unlinked",
+                        detail=f"{room} {old.event_id}: epoch {old.epoch} signed by "
+                               f"{old.signer}, whom {link.writer}'s GroupInfo does not "
+                               f"list; {self.client_id}")
+        state.chain.head = None
+        state.weak_root = False
+
+    def _keep_group_info(self, state: _GroupInfoRoom) -> None:
+        """Keep the bytes of the head and of the pending links only, within
+        ``GROUP_INFO_HELD * max_payload`` (the oldest pending links are given up)."""
+        chain = state.chain
+        keep = {p.event_id for p in chain.pending}
+        if chain.head is not None:
+            keep.add(chain.head.event_id)
+        for event_id in [k for k in state.payloads if k not in keep]:
+            del state.payloads[event_id]
+
+        def held() -> int:
+            return sum(len(i) + len(t or b"") for i, t in state.payloads.values())
+
+        while chain.pending and held() > GROUP_INFO_HELD * self.settings.max_payload:
+            oldest = chain.pending[0].event_id
+            chain.give_up(oldest)
+            state.payloads.pop(oldest, None)
+
+    def _report_unlinked(self, state: _GroupInfoRoom, room: JID) -> None:
+        for link in state.chain.unreported():
+            self.drops.drop(sender=link.writer, kind="group-info",
+                            reason="group-info-unlinked",
+                            detail=f"{room} {link.event_id}: epoch {link.epoch} signed by "
+                                   f"{link.signer}, whom no trusted GroupInfo lists; "
+                                   f"{self.client_id}")
 
     # ------------------------------------------------------------------ KeyPackages
 

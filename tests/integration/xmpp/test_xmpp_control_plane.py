@@ -317,6 +317,17 @@ async def test_a_member_cannot_spoil_the_group_info(
         await net.joined("mallory", gid)
         await net.settle()
         epoch = await net["alice"].epoch(gid)
+        room = JID(mallory_t.room_jid(gid))
+
+        # eve is a room member (any member may grant that) but no MLS member: she posts,
+        # as herself, a GroupInfo of a self-made group with the same id at epoch 1,000,000
+        eve = await net.transport("eve")
+        net.transports["eve"] = eve
+        await alice_t.plugin.set_affiliation(room, eve.bare, "member")
+        own_fake, own_key = mls_group(eve.user_id, gid)
+        eves = at_epoch(own_fake.group_info(), 1_000_000, own_key)
+        assert check_group_info(gid, eves, None, writer=eve.user_id).epoch == 1_000_000
+        await eve.publish_group_info(gid, 1_000_000, eves)
 
         # mallory, a member, posts a GroupInfo of a self-made group with the same id,
         # at epoch 1,000,000, "signed" by alice's identity with mallory's key ...
@@ -324,14 +335,13 @@ async def test_a_member_cannot_spoil_the_group_info(
         forged = at_epoch(fake.group_info(), 1_000_000, fake_key)
         assert check_group_info(gid, forged, None, writer=None).epoch == 1_000_000
         other, _ = mls_group(mallory_t.user_id, b"another group")
-        room = JID(mallory_t.room_jid(gid))
 
         def post(payload: bytes, epoch: int = 1) -> None:
             mallory_t.plugin.send_envelope(room, "groupchat", Envelope(
                 Kind.GROUP_INFO, payload, mallory_t.device, gid, epoch),
                 chunk_size=96 * 1024, max_payload=1 << 20)
 
-        # ... and garbage: enough to push the real one out of the newest archive page
+        # ... and garbage: more than a page of the archive
         post(encode_group_info(forged, None), 1_000_000)
         post(b"\x00\x00")
         post(encode_group_info(b"\x00\x01garbage", None))
@@ -347,17 +357,26 @@ async def test_a_member_cannot_spoil_the_group_info(
         assert drops["group-info-wrong-signer"] == 2 and drops["group-info-malformed"] == 1
         assert drops["group-info-wrong-group"] == 1
         assert drops["group-info-invalid"] == 111
+        assert drops["group-info-unlinked"] == 1  # eve's, and no real one
         lines = warnings_from(caplog, mallory_t.user_id)
         assert {line.split(": ")[2].split(" ")[0] for line in lines} == {
             "group-info-wrong-signer", "group-info-malformed", "group-info-wrong-group",
             "group-info-invalid"}
+        [eve_line] = warnings_from(caplog, eve.user_id)
+        assert "group-info-unlinked" in eve_line and "epoch 1000000" in eve_line
+        # a reader with no state at all (a new device) reads the archive from its start
+        # and reaches the same GroupInfo
+        fresh = await net.transport("bob.fresh")
+        net.transports["bob.fresh"] = fresh
+        assert await fresh.fetch_group_info(gid) == (info, tree)
+        assert fresh.drops.snapshot()["group-info-unlinked"] == 1
 
         # a real Commit: its GroupInfo is the newest valid one
         await net["alice"].update(gid)
         await net.settle()
         info, tree = await bob_t.fetch_group_info(gid)
         assert check_group_info(gid, info, tree, writer=alice_t.user_id).epoch == epoch + 1
-        # recovery by external Commit from the published GroupInfo still works
+        # recovery by external Commit from the published GroupInfo lands in the real group
         new_epoch = await net["bob"].recover_group(gid)
         assert new_epoch == epoch + 2
         await net.settle()
@@ -368,6 +387,7 @@ async def test_a_member_cannot_spoil_the_group_info(
         assert b"bob is back" in net.received("mallory", gid)
         assert b"welcome back" in net.received("bob", gid)
         await net.agree(gid, ["alice", "bob", "mallory"])
+        assert bob_t.drops.snapshot()["group-info-unlinked"] == 1
     finally:
         await net.close()
 
