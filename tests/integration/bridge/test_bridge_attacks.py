@@ -81,6 +81,13 @@ def _hub_rooms(net: RealNet, group_id: bytes) -> int:
                               (group_id,)).fetchone()[0])
 
 
+def _view_epoch(net: RealNet, group_id: bytes) -> int:
+    """The epoch of the bridge's verified view of the group (-1: none)."""
+    with sqlite3.connect(f"file:{net.bridge.state / 'hub.sqlite'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT epoch FROM views WHERE group_id = ?", (group_id,)).fetchone()
+    return -1 if row is None else int(row[0])
+
+
 async def _bridge_matrix_rooms(net: RealNet) -> set[str]:
     """The rooms the bridge's Matrix account is in (asked as that account)."""
     api = await MatrixApi.login(net.synapse.url, net.bridge.matrix_user, password=PASSWORD,
@@ -220,11 +227,37 @@ async def test_a_stranger_changes_nothing_and_a_matrix_kick_is_enforced(
         await net.quiet(1.0, "m2")
         assert b"after the kick, from xmpp" not in net.received("m2", gid)
 
+        # (e) the removed member m2 asks as it did while a member: once the bridge's
+        # view is past the removal, m2 holds no leaf there and gets nothing
+        async def view_past_removal() -> bool:
+            return _view_epoch(net, gid) >= 2
+        await net.until(view_past_removal, "the bridge's view at the removal's epoch", 30.0)
+        m2 = net.inner["m2"]
+        bridge_m = net.bridge.identity("matrix")
+        x2_count = await net.inner["x2"].key_package_count(net.inner["x2"].client_id)
+        await m2.send_control(bridge_m, encode_control(
+            ClaimRequest(id="m2-claim-after-removal", group=gid.hex(), user=ident("x2"))))
+        old_info, old_tree = fetched_before
+        await m2.send_control(bridge_m, encode_control(GroupInfoRelay(
+            group=gid.hex(), epoch=1, group_info=b64(old_info),
+            tree=None if old_tree is None else b64(old_tree))))
+
+        async def m2_answered() -> bool:
+            return "m2-claim-after-removal" in await _answers(m2, bridge_m)
+        await net.until(m2_answered, "the bridge's answer to the removed member", 30.0)
+        answer = (await _answers(m2, bridge_m))["m2-claim-after-removal"]
+        assert isinstance(answer, Failure) and answer.error.startswith("not-a-member"), answer
+        await _logged(net, re.escape(f"WARNING mls_bridge.defence bridge: dropped claim from "
+                                     f"{ident('m2')}: not-a-member"))
+        assert await net.inner["x2"].key_package_count(net.inner["x2"].client_id) == x2_count
+        assert _view_epoch(net, gid) >= 2  # the stale GroupInfo did not replace the view
+
         # the counters, as the bridge reports them when it stops
         await asyncio.to_thread(net.bridge.stop)
         [stats] = re.findall(r"bridge stopped; stats (\{.*\})", _log(net))
         dropped = json.loads(stats)["dropped"]
-        assert dropped["not-a-member"] >= 5, dropped  # 2 group_info, welcome, bridge, claim
+        # eve: 2 group_info, welcome, bridge, claim; the removed m2: claim, group_info
+        assert dropped["not-a-member"] >= 6, dropped
         assert dropped["unsupported-version"] == 2 and dropped["group-info-wrong-group"] == 1
         await eve.close()
         await evem.close()
