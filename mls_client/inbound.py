@@ -179,10 +179,15 @@ class Inbound:
         return ctx.commit_event(group, event, own=False)
 
     async def _is_outgoing(self, gid: bytes, h: bytes) -> bool:
-        """Whether the message is one of our unfinished sends (a transport that cannot
-        name the sending device still lets us recognise our own echo)."""
-        return any(e.group_id == gid and digest(e.payload) == h
-                   for e in await self._ctx.store.outbox())
+        """Whether the message is ours: an unfinished send, or an application message
+        we sent (its outgoing inbox row). A transport that cannot name the sending
+        device (a bridge's hub items) still lets us recognise our own echo, which we
+        could not decrypt again (§9.2: its key was used and deleted)."""
+        if any(e.group_id == gid and digest(e.payload) == h
+               for e in await self._ctx.store.outbox()):
+            return True
+        sent = await self._ctx.store.inbox_entry(h)
+        return sent is not None and sent.outgoing and sent.group_id == gid
 
     async def _on_own_message(self, group: Group, header: Header, h: bytes,
                               cursor: str | None, buffered_id: int | None,

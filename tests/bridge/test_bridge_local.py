@@ -222,3 +222,24 @@ async def test_a_room_ban_becomes_the_bridges_remove_proposal(tmp_path: Path) ->
         await c["alice"].update(gid)
         await net.settle()
         assert await net.hub.bans(gid) == []  # type: ignore[union-attr]
+
+
+@async_test
+async def test_own_messages_coming_back_are_no_false_alarm(tmp_path: Path) -> None:
+    """Hub items of our own messages come back without naming our device: the client
+    recognises them by their hash (its outgoing inbox row) instead of rejecting them."""
+    async with bridged_net(tmp_path) as net:
+        await net.add("xmpp", "alice")
+        await net.add("matrix", "carol")
+        alice, carol = net.clients["alice"], net.clients["carol"]
+        gid = await alice.create_group()
+        await alice.add_members(gid, [identity("matrix", "carol")])
+        await net.settle()
+        for i in range(3):
+            await alice.send(gid, f"from alice {i}".encode())
+            await carol.send(gid, f"from carol {i}".encode())
+        await net.settle()
+        assert net.received("carol", gid) == [f"from alice {i}".encode() for i in range(3)]
+        for name in ("alice", "carol"):
+            rejected = [e for e in net.events[name] if isinstance(e, MessageRejected)]
+            assert rejected == [], (name, rejected)
