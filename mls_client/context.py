@@ -62,6 +62,10 @@ class ClientStats:
     reconnect_attempts: int = 0
     key_package_refills: int = 0
     key_package_refills_refused: int = 0
+    #: submissions retried after a transient transport failure (Settings.submit_wait)
+    submit_retries: int = 0
+    #: application messages delivered before under the same (sender, message id)
+    duplicates_dropped: int = 0
     #: inbound items dropped before use, per reason: the client's own drops and its
     #: transports' (docs/security.md, "Inbound inventory"); filled when read
     dropped: dict[str, int] = field(default_factory=dict)

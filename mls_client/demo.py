@@ -47,7 +47,8 @@ class CrossingCommits:
         self._barrier, self._held = asyncio.Barrier(n), n
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         if is_commit and self._barrier is not None and self._held > 0:
             self._held -= 1
             barrier = self._barrier
@@ -55,7 +56,7 @@ class CrossingCommits:
                 self._barrier = None
             await asyncio.wait_for(barrier.wait(), timeout=30)
         return await self._inner.submit(group_id, epoch, payload, is_commit=is_commit,
-                                         sender=sender)
+                                         sender=sender, message_id=message_id)
 
     async def publish_key_packages(self, client_id: str, user_id: str,
                                    entries: Sequence[KeyPackageEntry]) -> None:

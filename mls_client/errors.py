@@ -8,11 +8,14 @@ caller can catch everything MLS-related with one ``except``.
     ``KeyPackageError``      a claimed KeyPackage is missing or fails validation.
     ``CommitConflictError``  our Commit kept losing the race for its epoch (RFC 9750).
     ``SenderMismatchError``  the network's sender of a message is not its MLS sender.
+    ``DeliveryPendingError`` the transport stayed unavailable for ``submit_wait``
+                             seconds; the message stays queued (also a TransportError).
 """
 
 from __future__ import annotations
 
 from mls_core.errors import MLSError
+from transports.base import TransportError
 
 
 class ClientError(MLSError):
@@ -43,3 +46,10 @@ class SenderMismatchError(ClientError):
     """The sender the network authenticated (e.g. the XMPP JID or Matrix user of the
     stanza/event) is not the identity in the MLS sender's credential (RFC 9750
     "Authentication Service": the messaging layer's and MLS's identities must agree)."""
+
+
+class DeliveryPendingError(ClientError, TransportError):
+    """The transport kept failing transiently for ``Settings.submit_wait`` seconds. The
+    message (or Commit) stays in the outbox under its message id and is submitted again
+    by the next :meth:`~mls_client.client.MLSClient.sync`; it is delivered at most once,
+    so the application must not send it again (docs/resilience.md)."""

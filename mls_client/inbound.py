@@ -88,7 +88,7 @@ class Inbound:
             return
         await self._on_group_message(gid, item.payload, item.sender, h, cursor=item.cursor,
                                      sender_identity=item.sender_identity,
-                                     position=item.position)
+                                     position=item.position, message_id=item.message_id)
 
     async def _skip(self, h: bytes, cursor: str | None, gid: bytes | None, outcome: str,
                     buffered_id: int | None = None) -> None:
@@ -101,7 +101,8 @@ class Inbound:
                                 h: bytes, *, cursor: str | None = None,
                                 buffered_id: int | None = None,
                                 sender_identity: str | None = None,
-                                position: int | None = None) -> None:
+                                position: int | None = None,
+                                message_id: str | None = None) -> None:
         ctx = self._ctx
         try:
             header = read_header(payload)
@@ -129,6 +130,9 @@ class Inbound:
                 ctx.emit(MessageRejected(gid, reason(exc)))
             return
         removed = isinstance(event, CommitApplied) and event.removed_self
+        duplicate = (isinstance(event, ApplicationMessage) and message_id is not None
+                     and await ctx.store.delivered(gid, ctx.leaf_name(group, event.sender),
+                                                   message_id))
         inbox_id = 0
         warnings: list[SignatureKeyChanged] = []
         async with ctx.transaction(gid) as tx:
@@ -141,12 +145,15 @@ class Inbound:
                 if not removed:
                     warnings = await check_and_pin(ctx.store, tx, gid,
                                                    _changed_members(group, event))
-            if isinstance(event, ApplicationMessage):
+            if isinstance(event, ApplicationMessage) and not duplicate:
                 inbox_id = await tx.deliver(gid, ctx.leaf_name(group, event.sender),
                                             event.sender, event.epoch, event.data,
-                                            msg_hash=h)
-            await _finish(tx, h, cursor, gid, "ok", buffered_id)
+                                            msg_hash=h, message_id=message_id)
+            await _finish(tx, h, cursor, gid, "duplicate" if duplicate else "ok", buffered_id)
         ctx.stats.messages_processed += 1
+        if duplicate:  # its sender encrypted it again: delivered once (docs/resilience.md)
+            ctx.stats.duplicates_dropped += 1
+            return
         ctx.emit(self._event_of(group, event, inbox_id))
         for warning in warnings:
             ctx.emit(warning)
@@ -203,7 +210,14 @@ class Inbound:
             if pending:
                 await self._out.merge(group, pending[-1].id, cursor, h, position=position)
                 return
-        await self._skip(h, cursor, group.group_id, "own", buffered_id)
+        # the echo proves the message is in the group's order: its outbox entry (an
+        # unfinished send) goes in the transaction that logs the echo (docs/resilience.md)
+        done = [e.id for e in await self._ctx.store.outbox()
+                if e.group_id == group.group_id and e.kind != "commit" and digest(e.payload) == h]
+        async with self._ctx.store.transaction() as tx:
+            for entry_id in done:
+                await tx.delete_outbox(entry_id)
+            await _finish(tx, h, cursor, group.group_id, "own", buffered_id)
 
     # ------------------------------------------------------------------ Welcome
 

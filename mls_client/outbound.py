@@ -6,23 +6,33 @@ the sending generation, or holds the pending Commit) and an outbox row with the 
 one transaction. A crash after that leaves the row behind and :meth:`Outbound.resume`
 finishes the job: an accepted Commit still owes its Welcome and GroupInfo; a pending one
 is resubmitted (merged if accepted, discarded if it lost); a proposal or application
-message is resubmitted (a duplicate is harmless: receivers drop repeated ciphertexts).
+message is resubmitted.
+
+Every outbox entry has one *message id*, passed to every submission of it (also after a
+crash), so a transport stores it once (:meth:`DeliveryTransport.submit`). A transient
+transport failure is retried with capped backoff for ``Settings.submit_wait`` seconds
+(:class:`DeliveryPendingError` after that; the entry stays queued). The own echo of a
+message in the group's order deletes its entry, in the transaction that logs it. A stored
+plaintext is encrypted again in a later epoch only when the transport vouches that a
+refused resubmission means it never stored that message id (``idempotent_submit``); the
+new ciphertext keeps the message id, so receivers deliver it once (docs/resilience.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from mls_core.errors import MLSError, UsageError
 from mls_core.events import CommitApplied
 from mls_core.group import Group
 from mls_core.proposals import Add, Proposal, ProposalBody, Remove
-from transports.base import TransportError
+from transports.base import SubmitResult, TransportError, is_transient
 
 from .context import ClientContext, digest, reason
-from .errors import CommitConflictError
+from .errors import CommitConflictError, DeliveryPendingError
 from .events import ClientWarning
 from .store import OutboxEntry
 
@@ -32,6 +42,9 @@ from .store import OutboxEntry
 SETTLE_TIMEOUT = 3.0
 SETTLE_DELAY = 0.05
 SETTLE_MAX_DELAY = 0.5
+#: retries of a transient transport failure: the first delay and the cap (seconds)
+RETRY_DELAY = 0.2
+RETRY_MAX_DELAY = 5.0
 
 #: makes a Commit's proposals from the current state; None when nothing is left to do
 Build = Callable[[Group], Sequence[Proposal | ProposalBody] | None]
@@ -67,13 +80,15 @@ class Outbound:
             result = group.commit(proposals, now=ctx.now())
             epoch = group.epoch
             welcome_to = _recipients(proposals, joiners or {})
+            message_id = new_message_id()
             async with ctx.transaction(group_id) as tx:
                 await ctx.save(tx, group)
                 entry = await tx.add_outbox(group_id, epoch, "commit", result.commit,
                                             welcome=result.welcome,
-                                            welcome_to=welcome_to if result.welcome else ())
-            outcome = await ctx.transport.submit(group_id, epoch, result.commit,
-                                                 is_commit=True, sender=ctx.client_id)
+                                            welcome_to=welcome_to if result.welcome else (),
+                                            message_id=message_id)
+            outcome = await self._submit(group_id, epoch, result.commit, is_commit=True,
+                                         message_id=message_id)
             if outcome.accepted:
                 return await self.merge(group, entry, position=outcome.position)
             if outcome.ordered:
@@ -86,6 +101,34 @@ class Outbound:
             ctx.stats.commits_lost += 1
         raise CommitConflictError(f"gave up after {self._retries + 1} Commits lost their "
                                   "epoch to other members' Commits")
+
+    async def _submit(self, group_id: bytes, epoch: int, payload: bytes, *,
+                      is_commit: bool, message_id: str | None,
+                      wait: bool = True) -> SubmitResult:
+        """Submit under ``message_id``; with ``wait``, retry transient failures with
+        capped exponential backoff for ``submit_wait`` seconds, then raise
+        :class:`DeliveryPendingError` (the outbox entry stays: the next sync resubmits
+        it under the same id). Without ``wait``, one attempt."""
+        ctx = self._ctx
+        deadline = time.monotonic() + ctx.settings.submit_wait
+        delay = RETRY_DELAY
+        while True:
+            try:
+                return await ctx.transport.submit(group_id, epoch, payload,
+                                                  is_commit=is_commit, sender=ctx.client_id,
+                                                  message_id=message_id)
+            except TransportError as exc:
+                if not wait or not is_transient(exc):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeliveryPendingError(
+                        f"the transport kept failing for {ctx.settings.submit_wait:g} s "
+                        f"({exc}); the message stays queued and will be submitted once "
+                        "by the next sync: do not send it again") from exc
+                ctx.stats.submit_retries += 1
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def _settle(self, entry_id: int) -> CommitApplied | None:
         """SubmitStatus.ORDERED: process the stream up to our Commit. It won if it is
@@ -147,14 +190,19 @@ class Outbound:
 
     # ------------------------------------------------------------------ other messages
 
-    async def _submit_entry(self, group_id: bytes, epoch: int, data: bytes,
-                            entry: int) -> bool:
+    async def _submit_entry(self, group_id: bytes, epoch: int, data: bytes, entry: int,
+                            message_id: str | None, *, wait: bool = True,
+                            keep_refused: bool = False) -> bool:
+        """Submit a proposal or application message; its outbox entry is deleted once
+        the transport answered (``keep_refused``: only if it was stored)."""
         ctx = self._ctx
-        outcome = await ctx.transport.submit(group_id, epoch, data, is_commit=False,
-                                             sender=ctx.client_id)
-        async with ctx.store.transaction() as tx:
-            await tx.delete_outbox(entry)
-        return outcome.accepted or outcome.ordered  # ORDERED: in the order, so sent
+        outcome = await self._submit(group_id, epoch, data, is_commit=False,
+                                     message_id=message_id, wait=wait)
+        sent = outcome.accepted or outcome.ordered  # ORDERED: in the order, so sent
+        if sent or not keep_refused:
+            async with ctx.store.transaction() as tx:
+                await tx.delete_outbox(entry)
+        return sent
 
     async def propose_leave(self, group_id: bytes) -> None:
         """Propose our own removal (§12.1.3) and remember that we are leaving."""
@@ -164,13 +212,19 @@ class Outbound:
         async with ctx.transaction(group_id) as tx:
             await ctx.save(tx, group)
             await tx.set_group_flags(group_id, leaving=True)
-            entry = await tx.add_outbox(group_id, group.epoch, "proposal", data)
-        await self._submit_entry(group_id, group.epoch, data, entry)
+            message_id = new_message_id()
+            entry = await tx.add_outbox(group_id, group.epoch, "proposal", data,
+                                        message_id=message_id)
+        await self._submit_entry(group_id, group.epoch, data, entry, message_id)
 
-    async def send(self, group_id: bytes, data: bytes) -> bytes:
+    async def send(self, group_id: bytes, data: bytes,
+                   message_id: str | None = None) -> bytes:
         """Encrypt and submit application data, committing pending proposals first
-        (§12.4); our copy goes to the inbox as outgoing. Returns the ciphertext."""
+        (§12.4); our copy goes to the inbox as outgoing. Returns the ciphertext. Every
+        ciphertext of this call carries one message id (``message_id`` when the outbox
+        already gave it one)."""
         ctx = self._ctx
+        message_id = message_id or new_message_id()
         for _ in range(self._retries + 1):
             if (await ctx.record(group_id)).leaving:
                 raise UsageError("we are leaving this group")
@@ -181,11 +235,13 @@ class Outbound:
             ciphertext = group.encrypt(data)
             async with ctx.transaction(group_id) as tx:
                 await ctx.save(tx, group)
-                entry = await tx.add_outbox(group_id, group.epoch, "application", ciphertext)
+                entry = await tx.add_outbox(group_id, group.epoch, "application", ciphertext,
+                                            message_id=message_id)
                 own = await tx.deliver(group_id, ctx.user_id, group.own_leaf_index,
                                        group.epoch, data, outgoing=True,
-                                       msg_hash=digest(ciphertext))
-            if await self._submit_entry(group_id, group.epoch, ciphertext, entry):
+                                       msg_hash=digest(ciphertext), message_id=message_id)
+            if await self._submit_entry(group_id, group.epoch, ciphertext, entry,
+                                        message_id):
                 return ciphertext
             async with ctx.store.transaction() as tx:
                 await tx.delete_inbox(own)
@@ -217,21 +273,41 @@ class Outbound:
         elif entry.kind == "application":
             await self._resume_application(entry)
         elif entry.kind != "commit":
-            await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id)
+            await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id,
+                                     entry.message_id, wait=False)
         else:
             await self._resume_commit(entry)
 
     async def _resume_application(self, entry: OutboxEntry) -> None:
-        """Resubmit; if the epoch moved on too far, encrypt the stored plaintext again
-        in the current epoch, so a message we accepted to send is never lost."""
-        if await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id):
+        """Resubmit under the entry's message id. If the transport refuses it (its
+        epoch is over), encrypt the stored plaintext again in the current epoch, so a
+        message we accepted to send is never lost, but only when it was surely never
+        stored: we caught up past it without its echo (which deletes the entry), and
+        the transport vouches that a refused message id was never stored
+        (``idempotent_submit``). Otherwise the entry is dropped with a warning: a
+        second copy could be a duplicate (docs/resilience.md)."""
+        ctx = self._ctx
+        if await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id,
+                                    entry.message_id, wait=False, keep_refused=True):
             return
-        own = await self._ctx.store.inbox_entry(digest(entry.payload))
+        await self._catch_up()
+        if not any(e.id == entry.id for e in await ctx.store.outbox()):
+            return  # its echo came: it was in the order after all
+        own = await ctx.store.inbox_entry(digest(entry.payload))
+        vouched = entry.message_id is not None and bool(
+            getattr(ctx.transport, "idempotent_submit", False))
+        async with ctx.store.transaction() as tx:
+            await tx.delete_outbox(entry.id)
+            if own is not None and vouched:
+                await tx.delete_inbox(own.id)
         if own is None:
             return
-        async with self._ctx.store.transaction() as tx:
-            await tx.delete_inbox(own.id)
-        await self.send(entry.group_id, own.data)
+        if not vouched:
+            ctx.emit(ClientWarning(entry.group_id, "a message refused after a restart was "
+                                   "not sent again: the transport cannot tell whether it "
+                                   "stored it"))
+            return
+        await self.send(entry.group_id, own.data, message_id=entry.message_id)
 
     async def _resume_commit(self, entry: OutboxEntry) -> None:
         ctx = self._ctx
@@ -240,8 +316,8 @@ class Outbound:
             async with ctx.store.transaction() as tx:
                 await tx.delete_outbox(entry.id)
             return
-        outcome = await ctx.transport.submit(entry.group_id, entry.epoch, entry.payload,
-                                             is_commit=True, sender=ctx.client_id)
+        outcome = await self._submit(entry.group_id, entry.epoch, entry.payload,
+                                     is_commit=True, message_id=entry.message_id, wait=False)
         if outcome.accepted:
             await self.merge(group, entry.id, position=outcome.position)
         elif outcome.ordered:
@@ -256,3 +332,8 @@ def _recipients(proposals: Sequence[Proposal | ProposalBody],
                 joiners: Mapping[bytes, str]) -> list[str]:
     keys = [p.key_package.leaf_node.signature_key for p in proposals if isinstance(p, Add)]
     return [joiners[k] for k in keys if k in joiners]
+
+
+def new_message_id() -> str:
+    """A fresh message id for an outbox entry (DeliveryTransport.submit)."""
+    return uuid.uuid4().hex

@@ -106,6 +106,10 @@ class Settings(_Section):
     padding_block: int = Field(default=32, ge=0, le=4096)
     #: how often a Commit that lost its epoch is rebuilt and resubmitted
     commit_retries: int = Field(default=5, ge=0, le=100)
+    #: seconds a send or Commit keeps retrying (capped backoff) while the transport
+    #: fails transiently (network down, server restarting) before it raises
+    #: :class:`~mls_client.errors.DeliveryPendingError` (docs/resilience.md)
+    submit_wait: float = Field(default=120.0, ge=0, le=86400)
     #: seconds the event loop waits for new items before housekeeping
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
     transport: TransportSettings = TransportSettings()

@@ -125,6 +125,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE key_packages ADD COLUMN used_at INTEGER",
         "ALTER TABLE key_packages ADD COLUMN used_in BLOB",
     ),
+    (
+        # one message id per outbox entry, kept for every retry and after a crash; the
+        # sender's message id of delivered messages, to deliver each once
+        # (DeliveryTransport.submit, docs/resilience.md)
+        "ALTER TABLE outbox ADD COLUMN message_id TEXT",
+        "ALTER TABLE inbox ADD COLUMN message_id TEXT",
+        "CREATE INDEX inbox_message_id ON inbox (group_id, sender, message_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: processed-log rows kept; older ones are pruned (the cursor already excludes them)
@@ -206,6 +214,8 @@ class OutboxEntry:
     state: str
     #: the accepted Commit's place in the group's order, if known
     position: int | None = None
+    #: the id every submission of this entry carries (DeliveryTransport.submit)
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -401,10 +411,17 @@ class Store:
 
     async def outbox(self) -> list[OutboxEntry]:
         rows = await self._all("SELECT id, group_id, epoch, kind, payload, welcome, "
-                               "welcome_to, state, position FROM outbox ORDER BY id")
+                               "welcome_to, state, position, message_id FROM outbox "
+                               "ORDER BY id")
         return [OutboxEntry(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]),
                             None if r[5] is None else bytes(r[5]),
-                            tuple(json.loads(r[6])), r[7], r[8]) for r in rows]
+                            tuple(json.loads(r[6])), r[7], r[8], r[9]) for r in rows]
+
+    async def delivered(self, group_id: bytes, sender: str, message_id: str) -> bool:
+        """Whether an application message of ``sender`` with that message id is already
+        in the inbox (a copy its sender had to encrypt again)."""
+        return await self._one("SELECT 1 FROM inbox WHERE group_id = ? AND sender = ? AND "
+                               "message_id = ?", (group_id, sender, message_id)) is not None
 
     async def buffered(self, group_id: bytes) -> list[BufferedMessage]:
         rows = await self._all("SELECT id, group_id, payload, sender, msg_hash, "
@@ -505,13 +522,13 @@ class Transaction:
 
     async def deliver(self, group_id: bytes, sender: str, sender_leaf: int, epoch: int,
                       data: bytes, *, outgoing: bool = False,
-                      msg_hash: bytes | None = None) -> int:
+                      msg_hash: bytes | None = None, message_id: str | None = None) -> int:
         """Add an application message to the inbox (at most once per ``msg_hash``)."""
         return await self._exec(
             "INSERT INTO inbox (group_id, sender, sender_leaf, epoch, data, outgoing, msg_hash,"
-            " received_at, read) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " received_at, read, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (group_id, sender, sender_leaf, epoch, data, int(outgoing), msg_hash, _now(),
-             int(outgoing)))
+             int(outgoing), message_id))
 
     async def delete_inbox(self, inbox_id: int) -> None:
         await self._exec("DELETE FROM inbox WHERE id = ?", (inbox_id,))
@@ -521,11 +538,13 @@ class Transaction:
             await self._exec("UPDATE inbox SET read = 1 WHERE id = ?", (i,))
 
     async def add_outbox(self, group_id: bytes, epoch: int, kind: str, payload: bytes, *,
-                         welcome: bytes | None = None, welcome_to: Sequence[str] = ()) -> int:
+                         welcome: bytes | None = None, welcome_to: Sequence[str] = (),
+                         message_id: str | None = None) -> int:
         return await self._exec(
             "INSERT INTO outbox (group_id, epoch, kind, payload, welcome, welcome_to, state, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-            (group_id, epoch, kind, payload, welcome, json.dumps(list(welcome_to)), _now()))
+            "created_at, message_id) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (group_id, epoch, kind, payload, welcome, json.dumps(list(welcome_to)), _now(),
+             message_id))
 
     async def set_outbox_state(self, entry_id: int, state: str,
                                position: int | None = None) -> None:

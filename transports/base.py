@@ -27,7 +27,20 @@ from typing import Protocol, runtime_checkable
 
 
 class TransportError(Exception):
-    """Base of transport failures (network, server refusal, unknown group...)."""
+    """Base of transport failures (network, server refusal, unknown group...).
+
+    A plain TransportError is *transient* (the network or the server may come back: a
+    caller may retry the same request); its subclasses are definitive unless they set
+    ``transient`` (e.g. an HTTP 5xx from a homeserver). See :func:`is_transient`."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the request that raised ``exc`` may succeed: a TransportError
+    that says so with a ``transient`` attribute, else exactly a plain TransportError."""
+    if not isinstance(exc, TransportError):
+        return False
+    flag = getattr(exc, "transient", None)
+    return bool(flag) if flag is not None else type(exc) is TransportError
 
 
 class NoKeyPackageError(TransportError):
@@ -137,6 +150,11 @@ class IncomingMessage:
     #: anyone else's relay fields are ignored (transports/bridged.py).
     relay_seq: int | None = None
     relayed_for: str | None = None
+    #: the sender's own id for this submission (``submit(message_id=...)``), when the
+    #: transport carries it: the same for every retry of one message, so receivers can
+    #: deliver an application message once per (sender, message id) even if its sender
+    #: had to encrypt it again (docs/resilience.md)
+    message_id: str | None = None
 
 
 @runtime_checkable
@@ -153,6 +171,10 @@ class DeliveryTransport(Protocol):
       notice, our own claim, or a Welcome the client joined with, after which the item
       is retracted; RFC 9750 "KeyPackage reuse"). A client that sees it change refills
       its pool at once instead of waiting for its next pool check.
+    * ``idempotent_submit: bool`` (default False): True when :meth:`submit` with a
+      ``message_id`` this sender already stored in the group always returns the first
+      result, so a refusal proves the message was never stored (clients then may encrypt
+      the plaintext again in a later epoch, under the same message id).
     """
 
     async def publish_key_packages(self, client_id: str, user_id: str,
@@ -185,13 +207,23 @@ class DeliveryTransport(Protocol):
         ...
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         """Append a group message to the group's total order. A Commit of ``epoch`` is
         accepted only if the group is at ``epoch`` and no Commit for it was accepted
         (strongly consistent ordering; the group then moves to ``epoch + 1``). Proposals
         must be for the current epoch; application messages for the current or the
         previous one (late senders). The DS may read the MLSMessage's clear header
-        (group_id, epoch, content_type) to check this, as RFC 9750 allows."""
+        (group_id, epoch, content_type) to check this, as RFC 9750 allows.
+
+        ``message_id``: the sender's id for this submission (at most 64 characters of
+        ``[A-Za-z0-9._-]``), the same for every retry, also after a crash. A transport
+        makes a resubmission with an id it already stored idempotent where the network
+        allows (local: the first result again; Matrix: the transaction id; XMPP: the
+        origin-id, not sent again once the room holds it) and reports it to receivers
+        as :attr:`IncomingMessage.message_id` where it can. None: no such guarantee.
+        A failure that may be retried (network down, server unavailable) is a plain
+        :class:`TransportError`; its subclasses are definitive refusals."""
         ...
 
     async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,

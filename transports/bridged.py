@@ -471,12 +471,14 @@ class BridgedTransport:
     # ------------------------------------------------------------------ group messages
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
-        """Offer the message in our room. A Commit is ORDERED: the hub order decides
-        which Commit of the epoch wins. Other messages are ACCEPTED: the hub sequences
-        every one (their place is only known when the hub item comes back)."""
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
+        """Offer the message in our room (``message_id`` passed on: a retry is offered
+        once). A Commit is ORDERED: the hub order decides which Commit of the epoch
+        wins. Other messages are ACCEPTED: the hub sequences every one (their place is
+        only known when the hub item comes back)."""
         await self.inner.submit(group_id, epoch, payload, is_commit=is_commit,
-                                sender=sender)
+                                sender=sender, message_id=message_id)
         return SubmitResult(SubmitStatus.ORDERED if is_commit else SubmitStatus.ACCEPTED)
 
     async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,

@@ -71,6 +71,7 @@ from .validation import (
     require_epoch,
     require_id,
     require_limit,
+    require_message_id,
 )
 
 no_sql_parameters_in_logs()
@@ -170,6 +171,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX one_commit_per_epoch
             ON messages (group_id, epoch) WHERE is_commit = 1""",
     ),
+    # 3: idempotent submissions: the sender's message id (DeliveryTransport.submit)
+    (
+        "ALTER TABLE messages ADD COLUMN message_id TEXT",
+        """CREATE UNIQUE INDEX one_message_per_id
+            ON messages (group_id, sender, message_id) WHERE message_id IS NOT NULL""",
+    ),
 )
 
 DEFAULT_POLL_INTERVAL = 0.05
@@ -181,7 +188,7 @@ _RECEIVE_BATCH = 256
 
 
 def _incoming(row: sqlite3.Row) -> IncomingMessage:
-    mailbox_id, kind, payload, group_id, sender, position, identity, seq, relayed = row
+    mailbox_id, kind, payload, group_id, sender, position, identity, seq, relayed, mid = row
     return IncomingMessage(kind=MessageKind(kind), payload=bytes(payload),
                            cursor=str(mailbox_id),
                            group_id=None if kind == "control" else bytes(group_id),
@@ -189,7 +196,8 @@ def _incoming(row: sqlite3.Row) -> IncomingMessage:
                            position=None if position is None else int(position),
                            sender_identity=None if identity is None else str(identity),
                            relay_seq=None if seq is None else int(seq),
-                           relayed_for=None if relayed is None else str(relayed))
+                           relayed_for=None if relayed is None else str(relayed),
+                           message_id=None if mid is None else str(mid))
 
 
 async def _rows(db: aiosqlite.Connection, sql: str,
@@ -211,6 +219,9 @@ class LocalDeliveryService:
     it (or use ``async with``): that releases the connection's worker thread and ends
     every :meth:`receive` iterator. Writes by other processes, or by other instances on
     the same file, are noticed by polling every ``poll_interval`` seconds."""
+
+    #: a message id this sender stored is never refused: a refusal means never stored
+    idempotent_submit = True
 
     def __init__(self, path: str | os.PathLike[str], *,
                  poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -362,15 +373,19 @@ class LocalDeliveryService:
     # ------------------------------------------------------------------ group messages
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         """Append to the group's total order if :func:`ordering_status` allows; an accepted
-        message is delivered to every subscriber, the sender included (and subscribed)."""
+        message is delivered to every subscriber, the sender included (and subscribed).
+        A ``message_id`` this sender already stored in the group returns the first
+        result again, whatever the group's epoch now is (idempotent resubmission)."""
         return await self._submit(group_id, epoch, payload, is_commit=is_commit,
-                                  sender=sender)
+                                  sender=sender, message_id=message_id)
 
     async def _submit(self, group_id: bytes, epoch: int, payload: bytes, *,
                       is_commit: bool, sender: str, identity: str | None = None,
-                      relay: tuple[int, str, str | None] | None = None) -> SubmitResult:
+                      relay: tuple[int, str, str | None] | None = None,
+                      message_id: str | None = None) -> SubmitResult:
         """:meth:`submit`, with the sender's vouched ``identity`` (a :class:`LocalAccount`
         sends) and a hub item's ``relay`` (seq, origin identity, origin client)."""
         group_id = require_bytes("group_id", group_id)
@@ -379,11 +394,13 @@ class LocalDeliveryService:
         sender = require_id("sender", sender)
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
+        if message_id is not None:
+            message_id = require_message_id(message_id)
         header = check_header(payload, group_id, epoch, is_commit)
         async with self._write() as db:
             result = await _append(db, header, payload, sender,
                                    room=self.ordering == "room" or relay is not None,
-                                   identity=identity, relay=relay)
+                                   identity=identity, relay=relay, message_id=message_id)
         if result.accepted or result.ordered:
             self._notify()
         return result
@@ -499,7 +516,7 @@ class LocalDeliveryService:
         async with self._read() as db:
             rows = await _rows(
                 db, "SELECT mb.id, m.kind, m.payload, m.group_id, m.sender, m.position, "
-                    "m.sender_identity, m.relay_seq, m.relayed_for "
+                    "m.sender_identity, m.relay_seq, m.relayed_for, m.message_id "
                     "FROM mailbox AS mb JOIN messages AS m ON m.id = mb.message_id "
                     "WHERE mb.client_id = ? AND mb.id > ? ORDER BY mb.id LIMIT ?",
                 (client_id, start, limit))
@@ -611,10 +628,20 @@ async def _claim(db: aiosqlite.Connection, client_id: str) -> ClaimedKeyPackage 
 
 async def _append(db: aiosqlite.Connection, header: GroupMessageHeader, payload: bytes,
                   sender: str, *, room: bool = False, identity: str | None = None,
-                  relay: tuple[int, str, str | None] | None = None) -> SubmitResult:
+                  relay: tuple[int, str, str | None] | None = None,
+                  message_id: str | None = None) -> SubmitResult:
     """Inside a write transaction: apply the ordering rule, then append and fan out.
-    ``room``: append everything; a Commit after another one for its epoch is ORDERED."""
+    ``room``: append everything; a Commit after another one for its epoch is ORDERED.
+    A ``message_id`` the sender already stored returns its first result, appends nothing."""
     group_id, epoch = header.group_id, header.epoch
+    seq, relayed_for, shown = relay if relay is not None else (None, None, sender)
+    if message_id is not None:
+        stored = await _one(db, "SELECT position, is_commit FROM messages WHERE kind = 'group'"
+                                " AND group_id = ? AND sender IS ? AND message_id = ?",
+                            (group_id, shown, message_id))
+        if stored is not None:
+            status = SubmitStatus.ORDERED if stored[1] == 2 else SubmitStatus.ACCEPTED
+            return SubmitResult(status, int(stored[0]))
     row = await _one(db, "SELECT epoch, next_position FROM groups WHERE group_id = ?",
                      (group_id,))
     if row is None:
@@ -640,13 +667,13 @@ async def _append(db: aiosqlite.Connection, header: GroupMessageHeader, payload:
         new_epoch = current + 1 if is_commit else current
     await db.execute("UPDATE groups SET epoch = ?, next_position = ? WHERE group_id = ?",
                      (new_epoch, position + 1, group_id))
-    seq, relayed_for, shown = relay if relay is not None else (None, None, sender)
     cur = await db.execute(
         "INSERT INTO messages (kind, group_id, epoch, position, is_commit, sender, payload, "
-        "sender_identity, relay_seq, relayed_for) VALUES ('group', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "sender_identity, relay_seq, relayed_for, message_id) "
+        "VALUES ('group', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         # 2: a later Commit of an epoch that already has one (room ordering only)
         (group_id, epoch, position, 2 if status is SubmitStatus.ORDERED else int(is_commit),
-         shown, payload, identity, seq, relayed_for))
+         shown, payload, identity, seq, relayed_for, message_id))
     await db.execute("INSERT OR IGNORE INTO subscriptions (client_id, group_id) VALUES (?, ?)",
                      (sender, group_id))
     await db.execute("INSERT INTO mailbox (client_id, message_id) SELECT client_id, ? "
@@ -663,6 +690,7 @@ class LocalAccount:
     the shared service open."""
 
     atomic_claims = True
+    idempotent_submit = True
 
     def __init__(self, service: LocalDeliveryService, client_id: str, user_id: str,
                  network: str) -> None:
@@ -687,10 +715,12 @@ class LocalAccount:
         return await self.service.claim_user_key_packages(user_id, group_id=group_id)
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         identity = self.user_id if sender == self.client_id else None
         return await self.service._submit(group_id, epoch, payload, is_commit=is_commit,
-                                          sender=sender, identity=identity)
+                                          sender=sender, identity=identity,
+                                          message_id=message_id)
 
     async def send_welcome(self, client_ids: Sequence[str], welcome: bytes,
                            group_id: bytes, after_position: int | None = None) -> None:

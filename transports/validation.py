@@ -12,11 +12,20 @@ from .base import InvalidRequestError, KeyPackageEntry
 #: SQLite integers are signed 64-bit and a group moves to ``epoch + 1`` on a Commit.
 MAX_EPOCH = (1 << 63) - 2
 _CURSOR = re.compile(r"[0-9]{1,19}")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def require_id(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidRequestError(f"{name} must be a non-empty str")
+    return value
+
+
+def require_message_id(value: object) -> str:
+    """A submission's message id (DeliveryTransport.submit): 1-64 of ``[A-Za-z0-9._-]``,
+    so every network can carry it (a Matrix transaction id, an XMPP origin-id)."""
+    if not isinstance(value, str) or not _MESSAGE_ID.fullmatch(value):
+        raise InvalidRequestError("message_id must be 1-64 characters of [A-Za-z0-9._-]")
     return value
 
 

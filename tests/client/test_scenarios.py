@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mls_client import CommitConflictError, NotFoundError
+from mls_client import CommitConflictError, DeliveryPendingError, NotFoundError
 from mls_client.demo import CrossingCommits
 from mls_client.events import (
     CommitProcessed,
@@ -122,13 +122,14 @@ async def test_concurrent_commits_one_loses_and_retries(tmp_path: Path) -> None:
 
 class _AlwaysTaken(CrossingCommits):
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         if is_commit:
             from transports.base import SubmitStatus
 
             return SubmitResult(SubmitStatus.REJECTED_EPOCH_TAKEN)
         return await super().submit(group_id, epoch, payload, is_commit=is_commit,
-                                    sender=sender)
+                                    sender=sender, message_id=message_id)
 
 
 @async_test
@@ -397,20 +398,23 @@ class _FailAfterSubmit(CrossingCommits):
         self.armed = False
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         if is_commit and self.armed:
             self.armed = False
             if not self.before:
                 await super().submit(group_id, epoch, payload, is_commit=is_commit,
-                                     sender=sender)
+                                     sender=sender, message_id=message_id)
             raise TransportError("connection lost")
         return await super().submit(group_id, epoch, payload, is_commit=is_commit,
-                                    sender=sender)
+                                    sender=sender, message_id=message_id)
 
 
 @pytest.mark.parametrize("before", [False, True], ids=["answer-lost", "never-arrived"])
 @async_test
-async def test_commit_outcome_unknown_is_resolved(tmp_path: Path, before: bool) -> None:
+async def test_commit_outcome_unknown_is_waited_out(tmp_path: Path, before: bool) -> None:
+    """One transient failure: the Commit is submitted again under its message id
+    (answer-lost: the service returns its first result), no error, one Commit."""
     net = Net(tmp_path)
     flaky = _FailAfterSubmit(net.ds, before)
     net.transport = flaky
@@ -420,7 +424,30 @@ async def test_commit_outcome_unknown_is_resolved(tmp_path: Path, before: bool) 
         await alice.add_members(gid, ["bob"])
         await net.sync()
         flaky.armed = True
-        with pytest.raises(TransportError):
+        await alice.add_members(gid, ["carol"])
+        assert await alice.epoch(gid) == 2 and alice.stats.submit_retries == 1
+        await net.sync()
+        assert await alice.store.outbox() == []
+        await net.agree(gid, ["alice", "bob", "carol"])
+    finally:
+        await net.close()
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["answer-lost", "never-arrived"])
+@async_test
+async def test_commit_outcome_unknown_is_resolved(tmp_path: Path, before: bool) -> None:
+    """``submit_wait = 0``: the failure is raised at once, as DeliveryPendingError (a
+    TransportError), and the next sync finishes the job."""
+    net = Net(tmp_path)
+    flaky = _FailAfterSubmit(net.ds, before)
+    net.transport = flaky
+    try:
+        alice, _, _ = await net.add("alice", "bob", "carol", submit_wait=0)
+        gid = await alice.create_group()
+        await alice.add_members(gid, ["bob"])
+        await net.sync()
+        flaky.armed = True
+        with pytest.raises(DeliveryPendingError):
             await alice.add_members(gid, ["carol"])
         assert (await alice.group(gid)).has_pending_commit
         # the next sync learns the outcome from the stream (or resubmits) and finishes

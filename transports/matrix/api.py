@@ -33,6 +33,8 @@ class MatrixApiError(TransportError):
         super().__init__(f"HTTP {status} {errcode}: {message}")
         self.status = status
         self.errcode = errcode
+        #: the homeserver failed or is overloaded: the request may be retried
+        self.transient = status >= 500 or status == 429
 
 
 def quote(value: str) -> str:

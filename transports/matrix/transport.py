@@ -64,6 +64,7 @@ from transports.validation import (
     require_entries,
     require_epoch,
     require_limit,
+    require_message_id,
 )
 
 from . import events as ev
@@ -525,10 +526,14 @@ class MatrixDeliveryTransport:
         return carried.media.verify(data)
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         """Send the message to the group's room and wait until the timeline (via sync)
         has it, so :meth:`fetch` returns everything up to it. A Commit is ACCEPTED when
-        no earlier Commit for its epoch is in the timeline, else ORDERED."""
+        no earlier Commit for its epoch is in the timeline, else ORDERED. The
+        transaction id is ``mls.<message_id>`` (else derived from the bytes): the
+        homeserver stores a retried PUT once (Client-Server API, "Transaction
+        identifiers")."""
         self._check(sender)
         group_id = require_bytes("group_id", group_id)
         epoch = require_epoch(epoch)
@@ -541,8 +546,10 @@ class MatrixDeliveryTransport:
             self._apply([Subscribe(room.room_id, group_id)])
         content = ev.message_content(await self._carry(payload, ev.INLINE_LIMIT),
                                      self.device_id)
-        # the same bytes get the same transaction id: a resubmission is idempotent
-        txn = "mls." + hashlib.sha256(payload).hexdigest()[:40]
+        # one message id (else the same bytes) gets the same transaction id: a
+        # resubmission is idempotent
+        txn = ("mls." + hashlib.sha256(payload).hexdigest()[:40] if message_id is None
+               else "mls." + require_message_id(message_id))
         self._journal.record_txn(txn)
         out = await self._api.request(
             "PUT", f"{CLIENT}/rooms/{quote(room.room_id)}/send/{ev.MESSAGE_EVENT}/{txn}",

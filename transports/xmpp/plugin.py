@@ -102,12 +102,19 @@ ROOM_CONFIG: dict[str, str] = {
 }
 
 
+_TRANSIENT_CONDITIONS = frozenset({None, "disconnected", "timeout", "remote-server-timeout",
+                                   "service-unavailable", "internal-server-error",
+                                   "resource-constraint", "remote-server-not-found"})
+
+
 class XmppError(TransportError):
     """The server refused or did not answer an XMPP request."""
 
     def __init__(self, message: str, condition: str | None = None) -> None:
         super().__init__(message)
         self.condition = condition
+        #: no answer, or a condition that says the server may answer later
+        self.transient = condition in _TRANSIENT_CONDITIONS
 
 
 @dataclass(frozen=True)

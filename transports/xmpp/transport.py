@@ -72,7 +72,12 @@ from transports.defence import Drops, RateLimiter
 from transports.group_info import GroupInfoRejected, check_group_info
 from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
-from transports.validation import require_bytes, require_client_ids, require_entries
+from transports.validation import (
+    require_bytes,
+    require_client_ids,
+    require_entries,
+    require_message_id,
+)
 
 from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, XmppError
 from .settings import XmppSettings
@@ -753,7 +758,8 @@ class XmppDeliveryTransport:
                                else relay.sender,
                                position=position, sender_identity=f"xmpp:{bare}",
                                relay_seq=None if relay is None else relay.seq,
-                               relayed_for=None if relay is None else relay.relayed_for)
+                               relayed_for=None if relay is None else relay.relayed_for,
+                               message_id=env.msg_id or None)
 
     def _own_entry(self, source: _Source, entry: ArchivedMessage, el: ET.Element,
                    index: int, replay: bool = False) -> IncomingMessage | None:
@@ -1041,10 +1047,13 @@ class XmppDeliveryTransport:
         await self.plugin.pep_retract(self._rooms_node, [room_localpart(group_id)])
 
     async def submit(self, group_id: bytes, epoch: int, payload: bytes, *,
-                     is_commit: bool, sender: str) -> SubmitResult:
+                     is_commit: bool, sender: str,
+                     message_id: str | None = None) -> SubmitResult:
         """Send to the room and wait until the archive holds our message (so
         :meth:`fetch` returns it). A Commit is ACCEPTED when no Commit for its epoch
-        precedes it in the room's order, else ORDERED (the stream decides)."""
+        precedes it in the room's order, else ORDERED (the stream decides).
+        ``message_id`` is the envelope's msg id (its chunks' origin-ids): a message the
+        room already holds under that id is not sent again."""
         group_id = require_bytes("group_id", group_id)
         payload = require_bytes("payload", payload)
         self._own("sender", sender)
@@ -1052,9 +1061,13 @@ class XmppDeliveryTransport:
             raise InvalidRequestError("epoch must be a non-negative int")
         if not isinstance(is_commit, bool):
             raise InvalidRequestError("is_commit must be a bool")
+        if message_id is not None:
+            message_id = require_message_id(message_id)
         check_header(payload, group_id, epoch, is_commit)
         source = await self._ensure_joined(group_id)
-        env = Envelope(Kind.GROUP, payload, self.device, group_id, epoch)
+        env = (Envelope(Kind.GROUP, payload, self.device, group_id, epoch) if message_id is None
+               else Envelope(Kind.GROUP, payload, self.device, group_id, epoch,
+                             msg_id=message_id))
         index = await self._send_and_wait(source, env)
         position = _position(source.key, source.ids[index])
         self._positions[position] = (source.key, source.ids[index])
@@ -1070,8 +1083,12 @@ class XmppDeliveryTransport:
         reconnect if it was lost, until the archive holds its last chunk; returns that
         entry's index."""
         deadline = asyncio.get_running_loop().time() + self.settings.submit_timeout
+        parts = len(env.chunks(self.settings.chunk_size, self.settings.max_payload))
+        last = f"{env.msg_id}-{parts - 1}"
         while True:
             await self._wait_online()
+            if last in source.origins:  # stored before (a resubmission): not again
+                return source.origins[last]
             origins = self.plugin.send_envelope(
                 JID(source.key) if to is None else to, "groupchat" if to is None else "chat",
                 env, chunk_size=self.settings.chunk_size,
