@@ -23,6 +23,7 @@ from .errors import (
     KeyPackageError,
     NotFoundError,
     StorageError,
+    TransportUnavailableError,
 )
 from .events import (
     ClientEvent,
@@ -44,6 +45,7 @@ __all__ = [
     "ClientWarning",
     "CommitConflictError",
     "DeliveryPendingError",
+    "TransportUnavailableError",
     "CommitProcessed",
     "ConfigError",
     "GroupJoined",

@@ -326,7 +326,7 @@ class MLSClient:
         the Adds and, once accepted, send the Welcome and publish the new GroupInfo.
         Users without a valid KeyPackage are reported in ``missing_users``."""
         async with self._lock:
-            await self._prepare()
+            await self._ready()
             group = await self._ctx.load(group_id)
             claimed: list[tuple[ClaimedKeyPackage, KeyPackage]] = []
             missing = []
@@ -397,7 +397,7 @@ class MLSClient:
         """Remove every client (leaf) of each user, except our own leaf."""
         users = {u.encode() for u in user_ids}
         async with self._lock:
-            await self._prepare()
+            await self._ready()
 
             def build(g: Group) -> list[Remove] | None:
                 removes = [Remove(m.index) for m in g.members
@@ -413,7 +413,7 @@ class MLSClient:
         """Self-update: a Commit with a fresh UpdatePath (§12.4); valid pending
         proposals are committed with it."""
         async with self._lock:
-            await self._prepare()
+            await self._ready()
             event = await self._out.commit(group_id, lambda g: [])
             assert event is not None
             return event
@@ -428,7 +428,7 @@ class MLSClient:
         """Replace the room policy by a GroupContextExtensions Commit (§12.1.7); the
         policy in force must allow us to (PolicyError otherwise)."""
         async with self._lock:
-            await self._prepare()
+            await self._ready()
 
             def build(g: Group) -> list[GroupContextExtensions]:
                 others = [e for e in g.context.extensions
@@ -444,7 +444,7 @@ class MLSClient:
         repeated after every epoch change until a Commit removes us. The last member
         of a group just forgets it."""
         async with self._lock:
-            await self._prepare()
+            await self._ready()
             group = await self._ctx.load(group_id)
             if len(group.members) > 1:
                 await self._out.propose_leave(group_id)
@@ -453,11 +453,18 @@ class MLSClient:
                 await self._ctx.drop(tx, group)
             await self._ctx.transport.unsubscribe(self.client_id, group_id)
 
-    async def send(self, group_id: bytes, data: bytes) -> bytes:
-        """Encrypt and submit application data (§15); returns the ciphertext."""
+    async def send(self, group_id: bytes, data: bytes, *,
+                   message_id: str | None = None) -> bytes:
+        """Encrypt and submit application data (§15); returns the ciphertext. A
+        transport outage is waited out for ``Settings.submit_wait`` seconds, then
+        :class:`DeliveryPendingError` says the message stays queued (the next sync
+        delivers it once). ``message_id`` (1-64 of ``[A-Za-z0-9._-]``, unique per
+        message): the application's idempotency key; a send again with a message id
+        already queued or sent does not send a second copy (it pushes the queued one,
+        and returns b"" when it was already sent). docs/resilience.md."""
         async with self._lock:
-            await self._prepare()
-            return await self._out.send(group_id, bytes(data))
+            await self._ready()
+            return await self._out.send(group_id, bytes(data), message_id=message_id)
 
     # ------------------------------------------------------------------ recovery
 
@@ -609,6 +616,11 @@ class MLSClient:
 
     async def _catch_up(self) -> None:
         await self._in.catch_up()
+
+    async def _ready(self) -> None:
+        """:meth:`_prepare` before a user action, waiting out transient transport
+        failures for ``Settings.submit_wait`` seconds."""
+        await self._out.patiently(self._prepare, queued=False)
 
     async def _prepare(self) -> None:
         """Catch up with the stream, then finish what the outbox still holds. First,

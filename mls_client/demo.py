@@ -43,6 +43,11 @@ class CrossingCommits:
         self._barrier: asyncio.Barrier | None = None
         self._held = 0
 
+    @property
+    def idempotent_submit(self) -> bool:
+        """As the wrapped transport (transports.base.DeliveryTransport)."""
+        return bool(getattr(self._inner, "idempotent_submit", False))
+
     def arm(self, n: int) -> None:
         self._barrier, self._held = asyncio.Barrier(n), n
 

@@ -8,8 +8,9 @@ caller can catch everything MLS-related with one ``except``.
     ``KeyPackageError``      a claimed KeyPackage is missing or fails validation.
     ``CommitConflictError``  our Commit kept losing the race for its epoch (RFC 9750).
     ``SenderMismatchError``  the network's sender of a message is not its MLS sender.
-    ``DeliveryPendingError`` the transport stayed unavailable for ``submit_wait``
-                             seconds; the message stays queued (also a TransportError).
+    ``TransportUnavailableError`` the transport stayed unavailable for
+                             ``submit_wait`` seconds, nothing queued (a TransportError);
+      ``DeliveryPendingError``   ... after the message was queued: it stays queued.
 """
 
 from __future__ import annotations
@@ -48,8 +49,15 @@ class SenderMismatchError(ClientError):
     "Authentication Service": the messaging layer's and MLS's identities must agree)."""
 
 
-class DeliveryPendingError(ClientError, TransportError):
-    """The transport kept failing transiently for ``Settings.submit_wait`` seconds. The
-    message (or Commit) stays in the outbox under its message id and is submitted again
-    by the next :meth:`~mls_client.client.MLSClient.sync`; it is delivered at most once,
-    so the application must not send it again (docs/resilience.md)."""
+class TransportUnavailableError(ClientError, TransportError):
+    """The transport kept failing transiently for ``Settings.submit_wait`` seconds
+    before anything was queued: nothing was sent, the call may be repeated
+    (docs/resilience.md)."""
+
+
+class DeliveryPendingError(TransportUnavailableError):
+    """The transport kept failing transiently for ``Settings.submit_wait`` seconds after
+    the message (or Commit) was queued. It stays in the outbox under its message id and
+    is submitted again by the next :meth:`~mls_client.client.MLSClient.sync`, and stored
+    at most once: the application must not send it again, except under the same
+    ``message_id`` (docs/resilience.md)."""

@@ -24,15 +24,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from mls_core.errors import MLSError, UsageError
 from mls_core.events import CommitApplied
 from mls_core.group import Group
 from mls_core.proposals import Add, Proposal, ProposalBody, Remove
 from transports.base import SubmitResult, TransportError, is_transient
+from transports.validation import require_message_id
 
 from .context import ClientContext, digest, reason
-from .errors import CommitConflictError, DeliveryPendingError
+from .errors import CommitConflictError, DeliveryPendingError, TransportUnavailableError
 from .events import ClientWarning
 from .store import OutboxEntry
 
@@ -46,6 +48,8 @@ SETTLE_MAX_DELAY = 0.5
 RETRY_DELAY = 0.2
 RETRY_MAX_DELAY = 5.0
 
+T = TypeVar("T")
+
 #: makes a Commit's proposals from the current state; None when nothing is left to do
 Build = Callable[[Group], Sequence[Proposal | ProposalBody] | None]
 
@@ -56,9 +60,12 @@ class Outbound:
 
     def __init__(self, ctx: ClientContext, catch_up: Callable[[], Awaitable[None]]) -> None:
         self._ctx = ctx
-        self._catch_up = catch_up
+        self._catch_up_once = catch_up
         #: outbox id -> the event of our Commit merged from its echo in the stream
         self._merged: dict[int, CommitApplied] = {}
+
+    async def _catch_up(self, *, queued: bool = True) -> None:
+        await self.patiently(self._catch_up_once, queued=queued)
 
     @property
     def _retries(self) -> int:
@@ -97,7 +104,7 @@ class Outbound:
                     return event
             else:
                 await self._discard(group, entry)
-                await self._catch_up()
+                await self._catch_up(queued=False)
             ctx.stats.commits_lost += 1
         raise CommitConflictError(f"gave up after {self._retries + 1} Commits lost their "
                                   "epoch to other members' Commits")
@@ -110,22 +117,35 @@ class Outbound:
         :class:`DeliveryPendingError` (the outbox entry stays: the next sync resubmits
         it under the same id). Without ``wait``, one attempt."""
         ctx = self._ctx
+
+        def call() -> Awaitable[SubmitResult]:
+            return ctx.transport.submit(group_id, epoch, payload, is_commit=is_commit,
+                                        sender=ctx.client_id, message_id=message_id)
+
+        return await self.patiently(call) if wait else await call()
+
+    async def patiently(self, call: Callable[[], Awaitable[T]], *, queued: bool = True) -> T:
+        """``call()``, again after each transient transport failure (capped exponential
+        backoff) for ``submit_wait`` seconds; then :class:`DeliveryPendingError` if
+        something is ``queued`` in the outbox, else :class:`TransportUnavailableError`."""
+        ctx = self._ctx
         deadline = time.monotonic() + ctx.settings.submit_wait
         delay = RETRY_DELAY
         while True:
             try:
-                return await ctx.transport.submit(group_id, epoch, payload,
-                                                  is_commit=is_commit, sender=ctx.client_id,
-                                                  message_id=message_id)
+                return await call()
             except TransportError as exc:
-                if not wait or not is_transient(exc):
+                if not is_transient(exc):
                     raise
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    failing = f"the transport kept failing for {ctx.settings.submit_wait:g} s"
+                    if not queued:
+                        raise TransportUnavailableError(
+                            f"{failing} ({exc}); nothing was sent") from exc
                     raise DeliveryPendingError(
-                        f"the transport kept failing for {ctx.settings.submit_wait:g} s "
-                        f"({exc}); the message stays queued and will be submitted once "
-                        "by the next sync: do not send it again") from exc
+                        f"{failing} ({exc}); the message stays queued and will be "
+                        "submitted once by the next sync: do not send it again") from exc
                 ctx.stats.submit_retries += 1
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, RETRY_MAX_DELAY)
@@ -176,15 +196,23 @@ class Outbound:
                 await self._finish_accepted(entry)
         return event
 
-    async def _finish_accepted(self, entry: OutboxEntry) -> None:
+    async def _finish_accepted(self, entry: OutboxEntry, *, wait: bool = True) -> None:
+        """Send the Welcome and GroupInfo our accepted Commit owes (waiting out transient
+        failures with ``wait``), then forget the entry."""
         ctx = self._ctx
-        if entry.welcome is not None and entry.welcome_to:
+
+        async def patiently(call: Callable[[], Awaitable[None]]) -> None:
+            await (self.patiently(call) if wait else call())
+
+        welcome = entry.welcome
+        if welcome is not None and entry.welcome_to:
             # after_position: messages ordered after our Commit follow the Welcome
-            await ctx.transport.send_welcome(entry.welcome_to, entry.welcome, entry.group_id,
-                                             after_position=entry.position)
+            await patiently(lambda: ctx.transport.send_welcome(
+                entry.welcome_to, welcome, entry.group_id, after_position=entry.position))
         rec = await ctx.store.group(entry.group_id)
         if rec is not None and rec.active:
-            await ctx.publish_group_info(await ctx.load(entry.group_id))
+            group = await ctx.load(entry.group_id)
+            await patiently(lambda: ctx.publish_group_info(group))
         async with ctx.store.transaction() as tx:
             await tx.delete_outbox(entry.id)
 
@@ -224,6 +252,14 @@ class Outbound:
         ciphertext of this call carries one message id (``message_id`` when the outbox
         already gave it one)."""
         ctx = self._ctx
+        if message_id is not None:
+            try:
+                message_id = require_message_id(message_id)
+            except TransportError as exc:
+                raise UsageError(str(exc)) from None
+            earlier = await self._earlier_send(group_id, message_id)
+            if earlier is not None:
+                return earlier
         message_id = message_id or new_message_id()
         for _ in range(self._retries + 1):
             if (await ctx.record(group_id)).leaving:
@@ -245,8 +281,22 @@ class Outbound:
                 return ciphertext
             async with ctx.store.transaction() as tx:
                 await tx.delete_inbox(own)
-            await self._catch_up()
+            await self._catch_up(queued=False)
         raise CommitConflictError("the group's epoch kept moving; the message was not sent")
+
+    async def _earlier_send(self, group_id: bytes, message_id: str) -> bytes | None:
+        """A send again under an application's message id: the queued entry is pushed
+        (its ciphertext returned), b"" if it was sent already, None if it is new."""
+        ctx = self._ctx
+        queued = [e for e in await ctx.store.outbox()
+                  if e.group_id == group_id and e.message_id == message_id]
+        if queued:
+            entry = queued[0]
+            await self.patiently(lambda: self._resume_entry(entry))
+            return entry.payload
+        if await ctx.store.delivered(group_id, ctx.user_id, message_id):
+            return b""
+        return None
 
     # ------------------------------------------------------------------ recovery
 
@@ -256,6 +306,8 @@ class Outbound:
         for entry in await self._ctx.store.outbox():
             try:
                 await self._resume_entry(entry)
+            except DeliveryPendingError:
+                raise  # still queued: the next sync tries again
             except MLSError as exc:  # e.g. the group is gone: drop it, say so
                 self._ctx.emit(ClientWarning(entry.group_id, f"unsent {entry.kind} dropped: "
                                              f"{reason(exc)}"))
@@ -264,7 +316,7 @@ class Outbound:
 
     async def _resume_entry(self, entry: OutboxEntry) -> None:
         if entry.state == "accepted":
-            await self._finish_accepted(entry)
+            await self._finish_accepted(entry, wait=False)
             return
         rec = await self._ctx.store.group(entry.group_id)
         if rec is None or not rec.active:

@@ -1,0 +1,35 @@
+"""Prosody stopped for 5-8 s in the middle of a 3-member conversation: no send fails,
+nothing is lost or duplicated (docs/resilience.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.client.helpers import async_test_within
+from tests.integration.outage import converse_through_outage
+from tests.servers.prosody import ProsodyServer
+
+from .helpers import XNet
+
+
+@async_test_within(300)
+async def test_a_server_outage_mid_stream_no_error_no_loss_no_duplicate(
+        prosody: ProsodyServer, tmp_path: Path) -> None:
+    net = XNet(prosody, tmp_path)
+    try:
+        await net.add("alice", "bob", "carol")
+        gid = await net["alice"].create_group()
+        await net["alice"].add_members(gid, [net.user("bob"), net.user("carol")])
+        await net.joined("bob", gid)
+        await net.joined("carol", gid)
+        await net.settle()
+        report = await converse_through_outage(net.clients, gid, prosody.stop, prosody.start,
+                                               settle=net.settle)
+        print(f"xmpp outage: {report}")
+        assert (report.errors, report.lost, report.duplicated) == (0, 0, 0), report
+        await net.agree(gid, ["alice", "bob", "carol"])
+    finally:
+        if not prosody.running:  # keep the session's server up for the other tests
+            await asyncio.to_thread(prosody.start)
+        await net.close()
