@@ -46,7 +46,7 @@ SETTLE_DELAY = 0.05
 SETTLE_MAX_DELAY = 0.5
 #: retries of a transient transport failure: the first delay and the cap (seconds)
 RETRY_DELAY = 0.2
-RETRY_MAX_DELAY = 5.0
+RETRY_MAX_DELAY = 2.0
 
 T = TypeVar("T")
 

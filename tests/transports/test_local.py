@@ -756,3 +756,30 @@ def test_two_processes_share_one_database(tmp_path: Path) -> None:
                 gid, epoch, ContentType.COMMIT, b"", winner.encode(), b"c")).encode()
 
     run(scenario(), timeout=60)
+
+
+def test_a_message_id_makes_a_resubmission_idempotent(tmp_path: Path) -> None:
+    """DeliveryTransport.submit(message_id=): the same sender's id returns the first
+    result again, also once the epoch moved on (no wrong-epoch refusal, nothing
+    appended); receivers see the id; another sender's equal id is another message."""
+    async def scenario() -> None:
+        async with LocalDeliveryService(tmp_path / "ds.db") as ds:
+            await ds.subscribe("bob", GID)
+            first = await ds.submit(GID, 0, app(0, b"x"), is_commit=False, sender="alice",
+                                    message_id="m-1")
+            assert await submit_commit(ds, 0) is SubmitStatus.ACCEPTED
+            assert await submit_commit(ds, 1) is SubmitStatus.ACCEPTED
+            again = await ds.submit(GID, 0, app(0, b"x"), is_commit=False, sender="alice",
+                                    message_id="m-1")
+            assert again == first and first.accepted
+            other = await ds.submit(GID, 2, app(2, b"y"), is_commit=False, sender="carol",
+                                    message_id="m-1")
+            assert other.position != first.position
+            ids = [(m.sender, m.message_id) for m in await ds.fetch("bob")]
+            assert ids == [("alice", "m-1"), ("alice", None), ("alice", None),
+                           ("carol", "m-1")]
+            with pytest.raises(InvalidRequestError):
+                await ds.submit(GID, 2, app(2), is_commit=False, sender="alice",
+                                message_id="no spaces")
+            assert ds.idempotent_submit
+    asyncio.run(scenario())

@@ -218,3 +218,11 @@ def test_group_hints_of_invites() -> None:
     assert ev.parse_group_hint(f"please join: {ev.group_hint(gid)}") == gid
     for bad in (None, 5, "MLS group", "MLS group abc", "hello"):
         assert ev.parse_group_hint(bad) is None
+
+
+def test_a_message_id_travels_in_the_content_and_a_malformed_one_is_ignored() -> None:
+    content = ev.message_content(ev.Carried(inline=b"mls"), "DEV", message_id="m-1")
+    assert ev.parse_message_content(content).message_id == "m-1"
+    assert ev.parse_message_content({**content, "msg_id": "bad id"}).message_id is None
+    assert ev.parse_message_content({**content, "msg_id": 7}).message_id is None
+    assert "msg_id" not in ev.message_content(ev.Carried(inline=b"mls"), "DEV")

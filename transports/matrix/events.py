@@ -62,6 +62,7 @@ DEFAULT_MAX_MEDIA = 16 * 1024 * 1024
 
 _USER_ID = re.compile(r"^@[^:\s]+:[^/\s]+$")
 _DEVICE_ID = re.compile(r"^[^\s/]{1,255}$")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MXC = re.compile(r"^mxc://([A-Za-z0-9.\-:\[\]]+)/([A-Za-z0-9_\-]+)$")
 _KEY_ID = re.compile(r"^mls\.v1\.([0-9]{1,5}):([0-9a-f]{2,256})$")
 
@@ -256,12 +257,16 @@ def parse_carried(content: Mapping[str, Any], field: str,
 
 
 def message_content(carried: Carried, device_id: str,
-                    relay: Relay | None = None) -> dict[str, Any]:
+                    relay: Relay | None = None,
+                    message_id: str | None = None) -> dict[str, Any]:
     """Content of a :data:`MESSAGE_EVENT` (MSC4256 shape: ``algorithm`` + base64
     ``ciphertext``; ``device_id`` names the sending device, ``body`` is the fallback).
-    A bridge's hub item adds ``relay`` (:meth:`Relay.to_json`)."""
+    A bridge's hub item adds ``relay`` (:meth:`Relay.to_json`); a submission with a
+    message id adds ``msg_id`` (receivers deliver once per sender and id)."""
     out = {"algorithm": ALGORITHM, "body": FALLBACK_BODY, "device_id": device_id,
            **carry_json(carried, "ciphertext")}
+    if message_id is not None:
+        out["msg_id"] = message_id
     if relay is not None:
         out["relay"] = relay.to_json()
     return out
@@ -310,6 +315,7 @@ class ParsedMessage:
     device_id: str
     carried: Carried
     relay: Relay | None = None
+    message_id: str | None = None
 
 
 def parse_message_content(content: object,
@@ -320,7 +326,11 @@ def parse_message_content(content: object,
     if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
         raise MalformedEventError("device_id is missing or invalid")
     relay = Relay.from_json(content["relay"]) if "relay" in content else None
-    return ParsedMessage(device, parse_carried(content, "ciphertext", max_media), relay)
+    msg_id = content.get("msg_id")  # optional: a malformed one is ignored
+    if not isinstance(msg_id, str) or not _MESSAGE_ID.fullmatch(msg_id):
+        msg_id = None
+    return ParsedMessage(device, parse_carried(content, "ciphertext", max_media), relay,
+                         msg_id)
 
 
 def welcome_content(carried: Carried, group_id: bytes, room_id: str,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from transports.base import IncomingMessage, MessageKind, StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAILBOX = """CREATE TABLE mailbox (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL CHECK (kind IN ('group', 'welcome', 'control')),
@@ -54,6 +54,8 @@ _MIGRATE_2 = (
     "DROP TABLE mailbox_v1",
     _INVITES,
 )
+#: schema 2 -> 3: the sender's message id of an event (DeliveryTransport.submit)
+_MIGRATE_3 = ("ALTER TABLE events ADD COLUMN message_id TEXT",)
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE rooms (
@@ -76,7 +78,8 @@ _SCHEMA = (
         sender_identity TEXT NOT NULL,
         payload BLOB NOT NULL,
         relay_seq INTEGER,
-        relayed_for TEXT
+        relayed_for TEXT,
+        message_id TEXT
     )""",
     "CREATE INDEX events_by_group ON events (group_id, epoch, is_commit, position)",
     "CREATE UNIQUE INDEX events_by_position ON events (room_id, position)",
@@ -132,6 +135,8 @@ class GroupEvent:
     #: relay fields as the poster wrote them (events.Relay), for any sender
     relay_seq: int | None = None
     relayed_for: str | None = None
+    #: the sender's message id (the event content's ``msg_id``), if it wrote one
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,9 @@ class Journal:
             raise StorageError(f"journal schema {version} is newer than this code")
         if version < SCHEMA_VERSION:
             with self._tx():
-                for statement in _SCHEMA if version == 0 else _MIGRATE_2:
+                steps = (_SCHEMA if version == 0 else
+                         (*_MIGRATE_2, *_MIGRATE_3) if version == 1 else _MIGRATE_3)
+                for statement in steps:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -374,8 +381,8 @@ class Journal:
         rows = self._db.execute(
             "SELECT m.id, m.kind, COALESCE(e.payload, m.payload), m.group_id, "
             "COALESCE(e.sender, m.sender), e.position, "
-            "COALESCE(e.sender_identity, m.sender_identity), e.relay_seq, e.relayed_for "
-            "FROM mailbox m LEFT JOIN events e ON e.id = m.event_row "
+            "COALESCE(e.sender_identity, m.sender_identity), e.relay_seq, e.relayed_for, "
+            "e.message_id FROM mailbox m LEFT JOIN events e ON e.id = m.event_row "
             "WHERE m.id > ? ORDER BY m.id LIMIT ?", (after, limit))
         return [_incoming(row) for row in rows]
 
@@ -460,10 +467,11 @@ class Journal:
                                     (op.room_id,)).fetchone()[0]
         cur = self._db.execute(
             "INSERT INTO events (room_id, event_id, group_id, position, epoch, is_commit, "
-            "sender, sender_identity, payload, relay_seq, relayed_for) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "sender, sender_identity, payload, relay_seq, relayed_for, message_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (op.room_id, op.event_id, op.group_id, position, op.epoch, int(op.is_commit),
-             op.sender, op.sender_identity, op.payload, op.relay_seq, op.relayed_for))
+             op.sender, op.sender_identity, op.payload, op.relay_seq, op.relayed_for,
+             op.message_id))
         self._db.execute("UPDATE rooms SET next_position = next_position + 1 "
                          "WHERE room_id = ?", (op.room_id,))
         if room.anchor == op.event_id:
@@ -524,7 +532,7 @@ class Journal:
 
 
 def _incoming(row: tuple[object, ...]) -> IncomingMessage:
-    mid, kind, payload, gid, sender, pos, ident, seq, relayed_for = row
+    mid, kind, payload, gid, sender, pos, ident, seq, relayed_for, message_id = row
     return IncomingMessage(
         kind=MessageKind(str(kind)), payload=bytes(payload),  # type: ignore[call-overload]
         cursor=str(mid), group_id=None if gid is None else bytes(gid),  # type: ignore[call-overload]
@@ -532,7 +540,8 @@ def _incoming(row: tuple[object, ...]) -> IncomingMessage:
         position=None if pos is None else int(pos),  # type: ignore[call-overload]
         sender_identity=None if ident is None else str(ident),
         relay_seq=None if seq is None else int(seq),  # type: ignore[call-overload]
-        relayed_for=None if relayed_for is None else str(relayed_for))
+        relayed_for=None if relayed_for is None else str(relayed_for),
+        message_id=None if message_id is None else str(message_id))
 
 
 def _room(row: tuple[object, ...]) -> RoomRecord:

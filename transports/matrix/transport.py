@@ -544,12 +544,14 @@ class MatrixDeliveryTransport:
         room = self._room(group_id)
         if not room.subscribed:
             self._apply([Subscribe(room.room_id, group_id)])
+        if message_id is not None:
+            message_id = require_message_id(message_id)
         content = ev.message_content(await self._carry(payload, ev.INLINE_LIMIT),
-                                     self.device_id)
+                                     self.device_id, message_id=message_id)
         # one message id (else the same bytes) gets the same transaction id: a
         # resubmission is idempotent
         txn = ("mls." + hashlib.sha256(payload).hexdigest()[:40] if message_id is None
-               else "mls." + require_message_id(message_id))
+               else "mls." + message_id)
         self._journal.record_txn(txn)
         out = await self._api.request(
             "PUT", f"{CLIENT}/rooms/{quote(room.room_id)}/send/{ev.MESSAGE_EVENT}/{txn}",
@@ -1041,7 +1043,7 @@ class MatrixDeliveryTransport:
                        sender)
         return [GroupEvent(room_id, event_id, header.group_id, header.epoch,
                            header.content_type == ContentType.COMMIT, client_id,
-                           ev.identity_of(sender), payload)]
+                           ev.identity_of(sender), payload, message_id=parsed.message_id)]
 
     def _give_up(self, key: str, exc: Exception) -> bool:
         """Reject an event for good if the failure is its own fault, or after

@@ -26,6 +26,7 @@ async def test_a_homeserver_outage_mid_stream_no_error_no_loss_no_duplicate(
         await net.sync()
         report = await converse_through_outage(net.clients, gid, server.stop, server.start)
         print(f"matrix outage: {report}")
+        assert report.longest_send > 2.0, report  # a send did run into the outage
         assert (report.errors, report.lost, report.duplicated) == (0, 0, 0), report
         await net.agree(gid, ["alice", "bob", "carol"])
     finally:
