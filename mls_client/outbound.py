@@ -342,7 +342,7 @@ class Outbound:
         if await self._submit_entry(entry.group_id, entry.epoch, entry.payload, entry.id,
                                     entry.message_id, wait=False, keep_refused=True):
             return
-        await self._catch_up()
+        await self._catch_up_once()  # resume is one pass: the caller retries a failure
         if not any(e.id == entry.id for e in await ctx.store.outbox()):
             return  # its echo came: it was in the order after all
         own = await ctx.store.inbox_entry(digest(entry.payload))
@@ -377,7 +377,7 @@ class Outbound:
             self._merged.pop(entry.id, None)
         else:
             await self._discard(group, entry.id)
-            await self._catch_up()
+            await self._catch_up_once()
 
 
 def _recipients(proposals: Sequence[Proposal | ProposalBody],
