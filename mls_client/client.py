@@ -529,7 +529,7 @@ class MLSClient:
     async def _install_recovered(self, group: Group) -> None:
         gid = group.group_id
         async with self._ctx.transaction(gid) as tx:
-            await self._ctx.save(tx, group)
+            await self._ctx.save(tx, group, joined=True)
             await tx.set_group_flags(gid, leaving=False, needs_update=False)
             await tx.drop_outbox(gid)
             await tx.drop_buffered(gid)
