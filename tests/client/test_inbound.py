@@ -96,3 +96,32 @@ async def test_the_creator_and_joiners_record_their_join_epoch(tmp_path: Path) -
         assert all(r is not None and r.epoch == 2 for r in joined.values())
     finally:
         await net.close()
+
+
+@async_test
+async def test_an_external_rejoin_is_a_join(tmp_path: Path) -> None:
+    """After recovery by external Commit (§12.4.3.2) the joined epoch is the rejoin's:
+    a late message of an epoch before it is skipped silently, like a joiner's."""
+    net = Net(tmp_path)
+    try:
+        alice, bob, carol = await net.add("alice", "bob", "carol")
+        gid = await alice.create_group()
+        await alice.add_members(gid, ["bob", "carol"])
+        await net.sync()
+        async with carol.store.transaction() as tx:  # carol loses the group's state
+            await tx.delete_group(gid)
+        carol = await net.reopen("carol")
+        await bob.update(gid)  # epoch 2
+        lagging_bob = await bob.group(gid)
+        assert await carol.recover_group(gid) == 3
+        rec = await carol.store.group(gid)
+        assert rec is not None and rec.joined_epoch == 3
+        await net.sync()
+        late = lagging_bob.encrypt(b"late from epoch 2")
+        assert (await net.ds.submit(gid, 2, late, is_commit=False, sender="bob-dev")).accepted
+        await net.sync()
+        assert net.received("alice") == [b"late from epoch 2"]
+        assert net.received("carol") == [] and _rejections(net, "carol") == []
+        assert carol.stats.messages_before_join == 1
+    finally:
+        await net.close()
