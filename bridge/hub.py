@@ -135,6 +135,8 @@ SCHEMA = (
         PRIMARY KEY (network, room))""",
 )
 
+#: seconds a KeyPackage claim stays relayable (older ones are pruned)
+CLAIM_TTL = 7 * 24 * 3600.0
 #: PRAGMA user_version of the schema above (0: before verified views and claims)
 SCHEMA_VERSION = 1
 
@@ -233,6 +235,8 @@ class OrderingHub:
         self.networks = tuple(networks)
         self.rule = Rule(rule)
         self._lock = asyncio.Lock()
+        #: wall clock of claim records (tests set it)
+        self._clock: Callable[[], float] = time.time
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], networks: Sequence[str], *,
@@ -473,8 +477,11 @@ class OrderingHub:
                             claims: Sequence[Claim]) -> None:
         """The bridge claimed ``claims`` for ``group_id`` at ``requester``'s request (a
         last-resort KeyPackage claimed again becomes relayable again)."""
-        now = time.time()
+        now = self._clock()
         async with self._transaction() as db:
+            # a Welcome follows its claim within seconds: an old claim is only a record
+            # (a Welcome naming its ref is then refused as unclaimed, as a replay must be)
+            await db.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_TTL,))
             await db.executemany(
                 "INSERT INTO claims (group_id, ref, network, client, requester, "
                 "last_resort, relayed, claimed_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?) "

@@ -40,6 +40,7 @@ from mls_core.messages import ExternalSender, external_senders
 from mls_core.proposals import Proposal, Remove
 from mls_core.room_policy import removal_label
 from transports.base import (
+    FatalTransportError,
     IncomingMessage,
     InvalidRequestError,
     MessageKind,
@@ -136,7 +137,9 @@ class Bridge:
 
     async def _read(self, network: str) -> None:
         """Read ``network``'s account stream from the hub's cursor; a network failure
-        is retried (from the cursor: nothing is skipped), a database failure is not."""
+        is retried (from the cursor: nothing is skipped), a database failure or a fatal
+        transport error (``FatalTransportError``: another session of the account) is not:
+        :meth:`run` raises it."""
         transport = self.networks[network]
         while True:
             try:
@@ -144,8 +147,8 @@ class Bridge:
                 async for item in transport.receive(transport.client_id, after):
                     await self.handle(network, item)
                 return  # the transport was closed
-            except StorageError:
-                raise
+            except (StorageError, FatalTransportError):
+                raise  # e.g. another bridge login took this account's session
             except TransportError as exc:
                 log.warning("reading %s failed (%s); again in %g s", network, exc,
                             RETRY_DELAY)
@@ -202,7 +205,7 @@ class Bridge:
         while True:
             try:
                 await self.publish(network)
-            except StorageError:
+            except (StorageError, FatalTransportError):
                 raise
             except TransportError as exc:  # the outbox keeps it: try again later
                 log.warning("publishing to %s failed (%s); again in %g s", network, exc,

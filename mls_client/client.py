@@ -43,6 +43,7 @@ from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
     DeliveryTransport,
+    FatalTransportError,
     InvalidRequestError,
     MessageKind,
     TransportClosedError,
@@ -536,7 +537,7 @@ class MLSClient:
     async def _install_recovered(self, group: Group) -> None:
         gid = group.group_id
         async with self._ctx.transaction(gid) as tx:
-            await self._ctx.save(tx, group)
+            await self._ctx.save(tx, group, joined=True)
             await tx.set_group_flags(gid, leaving=False, needs_update=False)
             await tx.drop_outbox(gid)
             await tx.drop_buffered(gid)
@@ -561,9 +562,13 @@ class MLSClient:
 
     async def events(self, stop: asyncio.Event | None = None) -> AsyncIterator[ClientEvent]:
         """Process the incoming stream until :meth:`close` (or ``stop`` is set),
-        yielding the events. Transport failures never end it: they are reported once
-        per outage (:class:`ConnectionLost`, then :class:`ConnectionRestored`) and
-        retried with capped exponential backoff and jitter."""
+        yielding the events. Transient transport failures never end it: they are
+        reported once per outage (:class:`ConnectionLost`, then
+        :class:`ConnectionRestored`) and retried with capped exponential backoff and
+        jitter. A :class:`~transports.base.FatalTransportError` (e.g.
+        :class:`~transports.base.SessionConflictError`: another process took this
+        device's session) cannot be cured by retrying: it is raised, once, and ends
+        the iteration."""
         outage = _Outage(self._ctx.stats)
         while not self._closed and not (stop is not None and stop.is_set()):
             try:
@@ -571,6 +576,9 @@ class MLSClient:
             except TransportError as exc:
                 if self._closed or isinstance(exc, TransportClosedError):
                     return
+                if isinstance(exc, FatalTransportError):
+                    log.error("the delivery service stopped for good: %s", reason(exc))
+                    raise
                 lost = outage.failed(exc)
                 if lost is not None:
                     yield lost
@@ -588,8 +596,8 @@ class MLSClient:
     async def run(self, handler: Callable[[ClientEvent], Awaitable[None]] | None = None,
                   stop: asyncio.Event | None = None) -> None:
         """Process the stream until ``stop`` is set (or :meth:`close`), passing each
-        event to ``handler``. A transient transport failure never ends it (see
-        :meth:`events`)."""
+        event to ``handler``. A transient transport failure never ends it; a fatal one
+        (:class:`~transports.base.FatalTransportError`) is raised (see :meth:`events`)."""
         async for event in self.events(stop):
             if handler is not None:
                 await handler(event)

@@ -55,6 +55,8 @@ class ClientStats:
     commits_lost: int = 0
     messages_processed: int = 0
     messages_rejected: int = 0
+    #: group messages of epochs before we joined, skipped silently (mls_client.inbound)
+    messages_before_join: int = 0
     #: refills of the KeyPackage pool that claims of our KeyPackages triggered, and
     #: those refused by the refill budget (a possible depletion attack)
     #: outages :meth:`MLSClient.run` rode out, and the retries it took
@@ -165,9 +167,12 @@ class ClientContext:
                 self.cache.pop(gid, None)
             raise
 
-    async def save(self, tx: Transaction, group: Group, *, name: str | None = None) -> None:
-        """Replace the group's stored state with the current one."""
-        await tx.put_group(group.group_id, group.to_bytes(), group.epoch, name=name)
+    async def save(self, tx: Transaction, group: Group, *, name: str | None = None,
+                   joined: bool = False) -> None:
+        """Replace the group's stored state with the current one (``joined``: we just
+        joined it, at its current epoch)."""
+        await tx.put_group(group.group_id, group.to_bytes(), group.epoch, name=name,
+                           joined=joined)
         self.cache[group.group_id] = group
 
     async def drop(self, tx: Transaction, group: Group) -> None:

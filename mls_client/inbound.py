@@ -121,6 +121,10 @@ class Inbound:
             if isinstance(exc, SenderMismatchError):
                 ctx.cache.pop(gid, None)  # processed in memory only: reload the stored state
             stale = isinstance(exc, EpochError) and header.epoch < group.epoch
+            if stale and await _before_join(ctx, gid, header.epoch):
+                await self._skip(h, cursor, gid, "stale", buffered_id)
+                ctx.stats.messages_before_join += 1
+                return
             await self._skip(h, cursor, gid, "stale" if stale else "rejected", buffered_id)
             ctx.stats.messages_rejected += 1
             if not stale:
@@ -261,7 +265,7 @@ class Inbound:
         # same keys, so both replace them at once, like after a last-resort join (RFC 9750)
         reused = stored.used and not stored.last_resort
         async with ctx.transaction(gid) as tx:
-            await ctx.save(tx, group)
+            await ctx.save(tx, group, joined=True)
             await tx.set_group_flags(gid, leaving=False,
                                      needs_update=stored.last_resort or reused)
             if reused and stored.used_in is not None and stored.used_in != gid:
@@ -294,6 +298,17 @@ class Inbound:
                 await self._on_group_message(group.group_id, b.payload, b.sender, b.msg_hash,
                                              buffered_id=b.id,
                                              sender_identity=b.sender_identity)
+
+
+async def _before_join(ctx: ClientContext, gid: bytes, epoch: int) -> bool:
+    """Whether ``epoch`` precedes the epoch we created or joined the group at: such a
+    message was never ours to read (a Welcome gives only the joining epoch's secrets,
+    RFC 9420 §12.4.3.1; an external Commit likewise, §12.4.3.2), so it is skipped
+    without an alarm. A group stored before the joined epoch was recorded counts as
+    joined at epoch 0 (every stale message is then reported, as before)."""
+    rec = await ctx.store.group(gid)
+    joined = 0 if rec is None or rec.joined_epoch is None else rec.joined_epoch
+    return epoch < joined
 
 
 def _slug(exc: BaseException) -> str:

@@ -126,6 +126,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE key_packages ADD COLUMN used_in BLOB",
     ),
     (
+        # the epoch we created or joined the group at (Welcome or external Commit):
+        # messages of earlier epochs were never ours to read (mls_client.inbound);
+        # NULL for groups stored before this version (unknown)
+        "ALTER TABLE groups ADD COLUMN joined_epoch INTEGER",
+    ),
+    (
         # one message id per outbox entry, kept for every retry and after a crash; the
         # sender's message id of delivered messages, to deliver each once
         # (DeliveryTransport.submit, docs/resilience.md)
@@ -179,6 +185,8 @@ class GroupRecord:
     active: bool
     leaving: bool
     needs_update: bool
+    #: the epoch we created or last joined the group at (None: stored before schema 5)
+    joined_epoch: int | None = None
 
     def __repr__(self) -> str:
         return f"GroupRecord({self.group_id.hex()}, epoch={self.epoch}, active={self.active})"
@@ -486,14 +494,19 @@ class Transaction:
             await self._exec("DELETE FROM key_packages WHERE ref = ?", (ref,))
 
     async def put_group(self, group_id: bytes, state: bytes | None, epoch: int, *,
-                        active: bool = True, name: str | None = None) -> None:
-        """Insert or replace a group's state (the old state is overwritten)."""
+                        active: bool = True, name: str | None = None,
+                        joined: bool = False) -> None:
+        """Insert or replace a group's state (the old state is overwritten). A new row
+        records ``epoch`` as the epoch we joined at; ``joined`` records it again (we
+        joined anew: a Welcome after a removal, an external Commit)."""
         await self._exec(
-            "INSERT INTO groups (group_id, name, state, epoch, active, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
+            "INSERT INTO groups (group_id, name, state, epoch, active, updated_at, "
+            "joined_epoch) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET "
             "state = excluded.state, epoch = excluded.epoch, active = excluded.active, "
-            "name = COALESCE(excluded.name, groups.name), updated_at = excluded.updated_at",
-            (group_id, name, state, epoch, int(active), _now()))
+            "name = COALESCE(excluded.name, groups.name), updated_at = excluded.updated_at, "
+            "joined_epoch = CASE WHEN ? THEN excluded.joined_epoch "
+            "ELSE groups.joined_epoch END",
+            (group_id, name, state, epoch, int(active), _now(), epoch, int(joined)))
 
     async def delete_group(self, group_id: bytes) -> None:
         await self._exec("DELETE FROM groups WHERE group_id = ?", (group_id,))
@@ -577,7 +590,7 @@ class Transaction:
 _KP_COLUMNS = ("ref, suite, key_package, init_priv, encryption_priv, last_resort, published, "
                "used, created_at, not_after")
 _KP_SELECT = _KP_COLUMNS + ", used_at, used_in"
-_GROUP_COLUMNS = "group_id, name, state, epoch, active, leaving, needs_update"
+_GROUP_COLUMNS = "group_id, name, state, epoch, active, leaving, needs_update, joined_epoch"
 
 
 _INBOX_COLUMNS = "id, group_id, sender, sender_leaf, epoch, data, outgoing, received_at, read"
@@ -596,7 +609,7 @@ def _key_package(r: Any) -> StoredKeyPackage:
 
 def _group(r: Any) -> GroupRecord:
     return GroupRecord(bytes(r[0]), r[1], None if r[2] is None else bytes(r[2]), r[3],
-                       bool(r[4]), bool(r[5]), bool(r[6]))
+                       bool(r[4]), bool(r[5]), bool(r[6]), r[7])
 
 
 def _now() -> int:

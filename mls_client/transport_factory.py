@@ -6,10 +6,13 @@ neither slixmpp nor matrix-nio.
 
 from __future__ import annotations
 
+import os
+
 from transports.base import DeliveryTransport
 
 from .errors import ConfigError
 from .settings import Settings
+from .store import Store
 
 
 async def open_transport(settings: Settings) -> DeliveryTransport:
@@ -47,10 +50,42 @@ async def _open(settings: Settings) -> DeliveryTransport:
         if kind == "xmpp":
             from transports.xmpp.factory import open_xmpp_transport
 
-            return await open_xmpp_transport(settings)
+            return await open_xmpp_transport(await with_xmpp_device(settings))
         from transports.matrix.factory import open_matrix_transport
 
         return await open_matrix_transport(settings)
     except ImportError as exc:
         raise ConfigError(f"the {kind} transport is not installed ({exc}); install the "
                           f"project with the [{kind}] extra") from None
+
+
+async def with_xmpp_device(settings: Settings) -> Settings:
+    """``settings`` with the XMPP resource of this state directory's device.
+
+    The resource names the device (docs/xmpp.md "Identities"), and two connections of
+    one full JID kick each other out (RFC 6120 §4.9.3.3, ``SessionConflictError``). So
+    when ``[xmpp] jid`` is bare and no ``device`` is configured, the resource is not a
+    shared default: it is the one of the client id stored here (the device this state
+    directory already is), or, before an identity exists, a new random ``mls-<hex>``
+    that ``identity create`` then stores as the client id. An explicit resource or
+    ``device`` is kept as it is."""
+    xmpp = settings.xmpp
+    if xmpp is None or "/" in xmpp.jid or "device" in xmpp.model_fields_set:
+        return settings
+    device = await _stored_resource(settings, xmpp.bare_jid) or f"mls-{os.urandom(4).hex()}"
+    return settings.model_copy(update={"xmpp": xmpp.model_copy(update={"device": device})})
+
+
+async def _stored_resource(settings: Settings, bare_jid: str) -> str | None:
+    """The resource of the stored client id, if it is a full JID of ``bare_jid``."""
+    if not settings.client_db_path.exists():
+        return None
+    store = await Store.open(settings.client_db_path)
+    try:
+        identity = await store.identity()
+    finally:
+        await store.close()
+    if identity is None:
+        return None
+    bare, slash, resource = identity.client_id.partition("/")
+    return resource if slash and resource and bare == bare_jid else None

@@ -60,6 +60,19 @@ class TransportClosedError(TransportError):
     """The transport was used after :meth:`DeliveryTransport.close`."""
 
 
+class FatalTransportError(TransportError):
+    """A failure that retrying cannot fix: the transport stopped for good (it is closed
+    and will not reconnect). :meth:`mls_client.MLSClient.run` ends with it instead of
+    retrying."""
+
+
+class SessionConflictError(FatalTransportError):
+    """Another session took over this device's network session (XMPP: a stream
+    ``conflict`` error, RFC 6120 §4.9.3.3, when a second connection binds the same full
+    JID). Both reconnecting would kick each other out for ever, so the transport that
+    was replaced stops instead."""
+
+
 class StorageError(TransportError):
     """The database failed (locked for too long, unreadable, schema newer than this code)."""
 

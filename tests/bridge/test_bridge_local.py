@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.hub import Rule
+from bridge.hub import OrderingHub, Rule
+from bridge.service import Bridge
 from mls_client.events import MessageRejected, RemovedFromGroup
 from mls_core.errors import PolicyError
 from mls_core.proposals import ProposalType
 from mls_core.room_policy import Role, RoomPolicy
 from tests.bridge.helpers import bridged_net, identity
 from tests.client.helpers import async_test
-from transports.base import TransportError
+from transports.base import IncomingMessage, SessionConflictError, TransportError
 
 
 @async_test
@@ -243,3 +245,29 @@ async def test_own_messages_coming_back_are_no_false_alarm(tmp_path: Path) -> No
         for name in ("alice", "carol"):
             rejected = [e for e in net.events[name] if isinstance(e, MessageRejected)]
             assert rejected == [], (name, rejected)
+
+
+@async_test
+async def test_a_session_conflict_stops_the_bridge_with_its_error(tmp_path: Path) -> None:
+    """A second bridge login took the account's session (SessionConflictError, a
+    FatalTransportError): retrying cannot help, so Bridge.run() ends with the error
+    instead of retrying for ever."""
+    async with bridged_net(tmp_path) as net:
+        assert net.bridge is not None and net.hub is not None
+        xmpp = net.bridge.networks["xmpp"]
+        reads = 0
+
+        async def replaced(client_id: str, after: str | None = None
+                           ) -> AsyncIterator[IncomingMessage]:
+            nonlocal reads
+            reads += 1
+            raise SessionConflictError(f"another session is using {client_id}")
+            yield  # an async generator, like receive()
+
+        await net.stop_bridge()
+        net.hub = await OrderingHub.open(tmp_path / "hub.sqlite", ("xmpp", "matrix"))
+        bridge = Bridge(net.hub, dict(net.bridge.networks))
+        xmpp.receive = replaced  # type: ignore[method-assign]
+        with pytest.raises(SessionConflictError, match="another session is using"):
+            await asyncio.wait_for(bridge.run(asyncio.Event()), 10)
+        assert reads == 1

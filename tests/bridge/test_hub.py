@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bridge.hub import Claim, OrderingHub, Rule, Verdict, View
+from bridge.hub import CLAIM_TTL, Claim, OrderingHub, Rule, Verdict, View
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
 from mls_core.framing import MLSMessage
@@ -245,3 +245,20 @@ def test_schema_0_keeps_only_group_infos_that_still_verify(tmp_path: Path) -> No
     asyncio.run(newer())
     with pytest.raises(StorageError, match="newer than this code"):
         run(body, path)
+
+
+def test_old_claims_are_pruned(tmp_path: Path) -> None:
+    """A claim record older than CLAIM_TTL goes when new claims are recorded; a Welcome
+    naming its ref is then refused as unclaimed."""
+    async def body(hub: OrderingHub) -> None:
+        t = [1_000_000.0]
+        hub._clock = lambda: t[0]
+        gid = b"g" * 16
+        await hub.record_claims(gid, "xmpp:a@x", [Claim(b"old", "matrix", "@b:m/D")])
+        t[0] += CLAIM_TTL - 1
+        await hub.record_claims(gid, "xmpp:a@x", [Claim(b"mid", "matrix", "@b:m/E")])
+        assert set(await hub.claims(gid, [b"old", b"mid"])) == {b"old", b"mid"}
+        t[0] += 2
+        await hub.record_claims(gid, "xmpp:a@x", [Claim(b"new", "matrix", "@b:m/F")])
+        assert set(await hub.claims(gid, [b"old", b"mid", b"new"])) == {b"mid", b"new"}
+    run(body, tmp_path / "hub.sqlite")

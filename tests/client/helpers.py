@@ -126,3 +126,33 @@ async def with_net(root: Path, body: Callable[[Net], Awaitable[None]],
         await body(net)
     finally:
         await net.close()
+
+
+class RunLoops:
+    """``MLSClient.run()`` for each named client of ``net``, its events appended to
+    ``net.events[name]``; :meth:`stop` ends them and re-raises what any raised."""
+
+    def __init__(self, net: Clients, *names: str) -> None:
+        self._net = net
+        self._stop = asyncio.Event()
+        self.tasks = {name: asyncio.create_task(self._run(name)) for name in names}
+
+    async def _run(self, name: str) -> None:
+        events = self._net.events[name]
+
+        async def handler(event: ClientEvent) -> None:
+            events.append(event)
+
+        await self._net.clients[name].run(handler, self._stop)
+
+    def raised(self) -> dict[str, BaseException]:
+        """The loops that ended with an exception (none should, while running)."""
+        return {n: t.exception() for n, t in self.tasks.items()  # type: ignore[misc]
+                if t.done() and not t.cancelled() and t.exception() is not None}
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks.values()), timeout)
+
+    def count(self, name: str, kind: type) -> int:
+        return sum(isinstance(e, kind) for e in self._net.events[name])

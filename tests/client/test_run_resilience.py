@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mls_client import client as client_module
 from mls_client.events import ClientEvent, ConnectionLost, ConnectionRestored, MessageReceived
-from transports.base import IncomingMessage, TransportError
+from transports.base import IncomingMessage, SessionConflictError, TransportError
 from transports.local import LocalDeliveryService
 
 from .helpers import Net, async_test_within
@@ -36,8 +38,8 @@ class _Flaky:
 
 @async_test_within(60)
 async def test_run_survives_an_outage_and_delivers_everything_once(
-        tmp_path: Path, monkeypatch: object) -> None:
-    monkeypatch.setattr(client_module, "RETRY_INITIAL", 0.02)  # type: ignore[attr-defined]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "RETRY_INITIAL", 0.02)
     net = Net(tmp_path)
     try:
         alice, bob = await net.add("alice", "bob")
@@ -45,7 +47,7 @@ async def test_run_survives_an_outage_and_delivers_everything_once(
         await alice.add_members(gid, ["bob"])
         await net.sync("bob")
         flaky = _Flaky(net.ds)
-        bob._ctx.transport = flaky  # type: ignore[attr-defined,assignment]
+        bob._ctx.transport = flaky  # type: ignore[assignment]
         seen: list[ClientEvent] = []
         stop = asyncio.Event()
 
@@ -115,5 +117,39 @@ async def test_a_reopened_client_follows_its_groups_again(tmp_path: Path) -> Non
         await bob.sync()
         assert follows.followed == [g1]  # once per process
         assert g2 not in follows.followed
+    finally:
+        await net.close()
+
+
+class _Replaced(_Flaky):
+    """The embedded service whose session another process took over."""
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        self.failures += 1
+        raise SessionConflictError(f"another session is using {client_id}")
+
+
+@async_test_within(30)
+async def test_a_fatal_transport_error_ends_run_once_without_retrying(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SessionConflictError (a FatalTransportError) is not an outage: run() raises it
+    after the one failed read, reports no ConnectionLost and never retries."""
+    monkeypatch.setattr(client_module, "RETRY_INITIAL", 0.02)
+    net = Net(tmp_path)
+    try:
+        (bob,) = await net.add("bob")
+        replaced = _Replaced(net.ds)
+        bob._ctx.transport = replaced  # type: ignore[assignment]
+        seen: list[ClientEvent] = []
+
+        async def handler(event: ClientEvent) -> None:
+            seen.append(event)
+
+        with pytest.raises(SessionConflictError, match="another session is using bob-dev"):
+            await bob.run(handler)
+        assert replaced.failures == 1
+        assert not any(isinstance(e, ConnectionLost | ConnectionRestored) for e in seen)
+        assert bob.stats.disconnects == 0 and bob.stats.reconnect_attempts == 0
     finally:
         await net.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mls_client.errors import StorageError
-from mls_client.store import SCHEMA_VERSION, Store
+from mls_client.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 from .helpers import async_test
 
@@ -101,4 +101,61 @@ async def test_duplicate_inbox_hash_is_refused(tmp_path: Path) -> None:
         async with store.transaction() as tx:
             await tx.deliver(b"g", "bob", 1, 1, b"hello", msg_hash=b"h")
     assert [m.data for m in await store.inbox()] == [b"hello"]
+    await store.close()
+
+
+@async_test
+async def test_joined_epoch_is_recorded_and_migrated(tmp_path: Path) -> None:
+    """Schema 5 adds ``groups.joined_epoch``: rows stored before it read as unknown
+    (None); a new row records its epoch; later saves keep it, a new join replaces it."""
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:  # a database of schema 4 with one group
+        for statements in MIGRATIONS[:4]:
+            for sql in statements:
+                db.execute(sql)
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (4)")
+        db.execute("INSERT INTO groups (group_id, state, epoch, active, updated_at) "
+                   "VALUES (?, ?, 3, 1, 0)", (b"old", b"s"))
+    store = await Store.open(path)
+    assert await store.schema_version() == SCHEMA_VERSION >= 5
+    old = await store.group(b"old")
+    assert old is not None and old.epoch == 3 and old.joined_epoch is None
+    async with store.transaction() as tx:
+        await tx.put_group(b"g", b"s1", 4)
+    async with store.transaction() as tx:
+        await tx.put_group(b"g", b"s2", 6)
+    rec = await store.group(b"g")
+    assert rec is not None and rec.epoch == 6 and rec.joined_epoch == 4
+    async with store.transaction() as tx:  # removed, then added again at epoch 9
+        await tx.put_group(b"g", None, 7, active=False)
+        await tx.put_group(b"g", b"s3", 9, joined=True)
+    rec = await store.group(b"g")
+    assert rec is not None and rec.active and rec.joined_epoch == 9
+    await store.close()
+
+
+@async_test
+async def test_outbox_and_inbox_message_ids_are_migrated(tmp_path: Path) -> None:
+    """Schema 6 adds the message id of outbox entries and inbox rows: older rows read
+    as None (they are resubmitted, never encrypted again: docs/resilience.md)."""
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:  # a database of schema 5 with one queued message
+        for statements in MIGRATIONS[:5]:
+            for sql in statements:
+                db.execute(sql)
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (5)")
+        db.execute("INSERT INTO outbox (group_id, epoch, kind, payload, state, created_at) "
+                   "VALUES (?, 1, 'application', ?, 'pending', 0)", (b"g", b"ct"))
+    store = await Store.open(path)
+    assert await store.schema_version() == SCHEMA_VERSION == 6
+    (old,) = await store.outbox()
+    assert old.message_id is None
+    async with store.transaction() as tx:
+        await tx.add_outbox(b"g", 2, "application", b"ct2", message_id="m-1")
+        await tx.deliver(b"g", "bob", 1, 2, b"hi", msg_hash=b"h", message_id="m-2")
+    assert [e.message_id for e in await store.outbox()] == [None, "m-1"]
+    assert await store.delivered(b"g", "bob", "m-2")
+    assert not await store.delivered(b"g", "carol", "m-2")
     await store.close()

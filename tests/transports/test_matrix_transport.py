@@ -3,6 +3,8 @@ fails the test if it is ever called)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from transports.base import (
     InvalidRequestError,
     KeyPackageEntry,
     TransportClosedError,
+    TransportError,
     UnknownGroupError,
 )
 from transports.matrix.journal import Journal
@@ -213,3 +216,65 @@ def test_every_refused_item_is_a_counted_warning(
     assert len(lines) == 4 and all(r.levelno == logging.WARNING for r in caplog.records)
     assert sum("@mallory:hs" in line for line in lines) == 3
     t._journal.close()
+
+
+class _Outage:
+    """A homeserver whose ``/sync`` fails ``down`` times, then long-polls empty."""
+
+    user_id = "@alice:hs"
+    device_id = "DEV"
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.syncs = 0
+
+    async def request(self, method: str, path: str, *args: Any,
+                      **kwargs: Any) -> dict[str, Any]:
+        if path.endswith("/filter"):
+            return {"filter_id": "f"}
+        assert path.endswith("/sync")
+        self.syncs += 1
+        if self.syncs <= self.down:
+            raise TransportError("GET /sync: connection refused")
+        await asyncio.sleep(0.02)  # an empty long-poll
+        return {"next_batch": f"t{self.syncs}"}
+
+    async def close(self) -> None:
+        pass
+
+
+def test_stream_retry_delay_is_jittered_and_capped() -> None:
+    from transports.matrix import transport as mt
+
+    for failures in (1, 2, 5, 40):
+        ceiling = min(mt.STREAM_RETRY_CAP, mt.STREAM_RETRY_INITIAL * 2 ** (failures - 1))
+        delays = {mt.stream_retry_delay(failures) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays) and len(delays) > 1
+
+
+@async_test
+async def test_a_failing_sync_is_retried_with_one_warning_per_outage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """receive() rides out failed long-polls (homeserver down): backoff, one WARNING
+    for the whole outage, an INFO when /sync works again."""
+    from transports.matrix import transport as mt
+
+    monkeypatch.setattr(mt, "STREAM_RETRY_INITIAL", 0.01)
+    api = _Outage(down=5)
+    t = MatrixDeliveryTransport(api, Journal(tmp_path / "j.sqlite"),  # type: ignore[arg-type]
+                                long_poll_ms=10)
+    stream = t.receive(t.client_id)
+    reader = asyncio.ensure_future(anext(stream))  # no item comes: it keeps polling
+    with caplog.at_level(logging.DEBUG, logger=mt.__name__):
+        async with asyncio.timeout(10):
+            while api.syncs < 8:
+                await asyncio.sleep(0.01)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    await t.close()
+    failed = [r for r in caplog.records if "sync failed" in r.getMessage()]
+    assert len(failed) == 5
+    assert [r.levelno for r in failed] == [logging.WARNING] + [logging.DEBUG] * 4
+    assert any("works again after 5" in r.getMessage() and r.levelno == logging.INFO
+               for r in caplog.records)

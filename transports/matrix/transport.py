@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -91,6 +92,10 @@ log = logging.getLogger(__name__)
 DEFAULT_LONG_POLL_MS = 5_000
 DEFAULT_TIMELINE_LIMIT = 500
 DEFAULT_SUBMIT_TIMEOUT = 30.0
+#: backoff of :meth:`MatrixDeliveryTransport.receive` after a failed ``/sync`` (seconds):
+#: full jitter below a ceiling doubling from STREAM_RETRY_INITIAL to STREAM_RETRY_CAP
+STREAM_RETRY_INITIAL = 0.5
+STREAM_RETRY_CAP = 10.0
 _BACKFILL_PAGE = 500
 _PARALLEL_INVITES = 8
 _TRANSIENT_ATTEMPTS = 3
@@ -798,6 +803,11 @@ class MatrixDeliveryTransport:
         return self._stream(parse_cursor(after))
 
     async def _stream(self, cursor: int) -> AsyncIterator[IncomingMessage]:
+        """The journal from ``cursor``, long-polling ``/sync`` when it runs dry. A failed
+        ``/sync`` (homeserver down, connection reset mid long-poll) is retried with
+        capped exponential backoff and full jitter; one WARNING per outage, not one per
+        attempt (the client reports the outage itself: ``ConnectionLost``)."""
+        failures = 0
         while not self._closed:
             batch = self._journal.fetch(cursor, 256)
             for item in batch:
@@ -816,8 +826,15 @@ class MatrixDeliveryTransport:
             except TransportClosedError:
                 return
             except TransportError as exc:
-                log.warning("sync failed, retrying: %s", exc)
-                await asyncio.sleep(0.5)
+                failures += 1
+                delay = stream_retry_delay(failures)
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "sync failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                if failures:
+                    log.info("sync works again after %d failed attempts", failures)
+                failures = 0
 
     def current_membership(self, room_id: str, user_id: str) -> str | None:
         """The user's membership in the room as last seen by this device."""
@@ -1252,6 +1269,13 @@ class _GroupInfoReader:
             raise TransportError(f"GroupInfo event {event_id} no longer checks: {exc}") \
                 from None
         return checked.group_info, checked.ratchet_tree
+
+
+def stream_retry_delay(failures: int) -> float:
+    """Seconds before the next ``/sync`` after ``failures`` failed ones in a row:
+    uniform in [c/2, c], c doubling from STREAM_RETRY_INITIAL up to STREAM_RETRY_CAP."""
+    ceiling = min(STREAM_RETRY_CAP, STREAM_RETRY_INITIAL * 2 ** min(failures - 1, 16))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 def _encode_head(event_id: str, info: bytes, tree: bytes | None) -> str:

@@ -25,7 +25,8 @@ class XmppSettings(BaseModel):
     #: the MUC service rooms are created on, e.g. ``conference.example.org``
     #: (default ``conference.<domain>``)
     muc_service: str | None = None
-    #: the device name when ``jid`` has no resource
+    #: the device name when ``jid`` has no resource (``mls_client`` then uses its
+    #: state directory's own device unless this is set: one full JID, one session)
     device: str = Field(default="mls", min_length=1, max_length=64,
                         pattern=r"^[0-9A-Za-z_.-]+$")
     #: allow SCRAM/PLAIN without TLS (only for a server on loopback, as in tests)

@@ -43,6 +43,7 @@ import copy
 import hashlib
 import json
 import logging
+import random
 import re
 import secrets
 import xml.etree.ElementTree as ET
@@ -62,6 +63,7 @@ from transports.base import (
     KeyPackageEntry,
     MessageKind,
     NoKeyPackageError,
+    SessionConflictError,
     SubmitResult,
     SubmitStatus,
     TransportClosedError,
@@ -131,6 +133,10 @@ MAX_PENDING_CLAIMS = 1024
 MAX_WELCOMED = 256
 #: archive ids of claim notices already judged (a re-read never judges one twice)
 MAX_SEEN_CLAIMS = 4096
+#: backoff of the transport's own reconnection (seconds): full jitter below a ceiling
+#: that doubles from RECONNECT_INITIAL up to RECONNECT_CAP
+RECONNECT_INITIAL = 0.2
+RECONNECT_CAP = 5.0
 
 
 def _position(room: str, archive_id: str) -> int:
@@ -313,11 +319,19 @@ class XmppDeliveryTransport:
         self._closed = False
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
+        #: why the session ended for good (another session took our full JID): every
+        #: later call raises SessionConflictError with it, nothing reconnects
+        self._conflict: str | None = None
+        self._stopped = asyncio.Event()
+        #: sessions started (the first connection included) and reconnections tried
+        self.sessions = 0
+        self.reconnect_attempts = 0
         self._rebase_lock = asyncio.Lock()
         xmpp.add_event_handler("mls_payload", self._on_payload)
         xmpp.add_event_handler("mls_error", self._on_error)
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
+        xmpp.add_event_handler("stream_error", self._on_stream_error)
         if "mls_bridge" in xmpp.plugin:
             if settings.bridge:
                 self.plugin.bridge = str(JID(settings.bridge).bare)
@@ -456,6 +470,10 @@ class XmppDeliveryTransport:
         self._published.update(await self._items(None, self.device))
 
     async def _on_session_start(self, _event: object) -> None:
+        self.sessions += 1
+        if not self._owns:  # the application connected its client again: its choice
+            self._conflict = None
+            self._stopped.clear()
         self.xmpp.send_presence()
         for room in list(self._joined):
             try:
@@ -467,28 +485,53 @@ class XmppDeliveryTransport:
         for source in self._sources.values():
             self._kick(source)
 
+    def _on_stream_error(self, error: object) -> None:
+        """A ``conflict`` stream error (RFC 6120 §4.9.3.3): the server closed our stream
+        because another connection bound the same full JID (Prosody's default
+        ``conflict_resolve = "kick_old"``). Reconnecting would kick that session out,
+        which would reconnect in turn, for ever: this transport stops instead, and
+        every later call raises :class:`~transports.base.SessionConflictError`."""
+        condition = str(error["condition"]) if isinstance(error, slixmpp.ElementBase) else ""
+        if condition != "conflict":
+            return
+        self._conflict = (f"another session is using {self.client_id}: this one was "
+                          f"disconnected and does not reconnect (stream conflict, "
+                          f"RFC 6120 §4.9.3.3); give each process its own resource")
+        log.error("%s", self._conflict)
+        self._online.clear()
+        self._stopped.set()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        self._notify()
+        for source in self._sources.values():
+            source.progress.set()
+
     def _on_disconnected(self, _event: object) -> None:
         self._online.clear()
         self._present.clear()
         for source in self._sources.values():
             source.live = False
-        if not self._closed and self._owns and self._reconnecting is None:
+        if (not self._closed and self._conflict is None and self._owns
+                and self._reconnecting is None):
             self._reconnecting = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
-        """Reconnect with backoff until online again (rooms are rejoined and every
-        source re-read from its last archive id on session start)."""
-        delay = 0.1
+        """Reconnect with capped exponential backoff and full jitter (so devices
+        dropped together by a server restart do not come back in lockstep) until
+        online again; rooms are rejoined and every source re-read from its last
+        archive id on session start. A session conflict stops it."""
+        ceiling = RECONNECT_INITIAL
         try:
-            while not self._closed and not self._online.is_set():
-                await asyncio.sleep(delay)
-                if self._closed:
+            while not self._closed and not self._online.is_set() and self._conflict is None:
+                await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+                if self._closed or self._conflict is not None:
                     return
+                self.reconnect_attempts += 1
                 self.xmpp.connect(self.settings.host, self.settings.port)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(delay * 4, 1.0)):
+                    async with asyncio.timeout(max(ceiling * 4, 1.0)):
                         await self._online.wait()
-                delay = min(delay * 2, 5.0)
+                ceiling = min(ceiling * 2, RECONNECT_CAP)
         finally:
             self._reconnecting = None
 
@@ -517,7 +560,8 @@ class XmppDeliveryTransport:
             self.xmpp.abort()
         for name, handler in (("mls_payload", self._on_payload), ("mls_error", self._on_error),
                               ("session_start", self._on_session_start),
-                              ("disconnected", self._on_disconnected)):
+                              ("disconnected", self._on_disconnected),
+                              ("stream_error", self._on_stream_error)):
             self.xmpp.del_event_handler(name, handler)
 
     async def __aenter__(self) -> XmppDeliveryTransport:
@@ -529,15 +573,24 @@ class XmppDeliveryTransport:
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError("the XMPP transport is closed")
+        if self._conflict is not None:
+            raise SessionConflictError(self._conflict)
 
     async def _wait_online(self) -> None:
         self._check_open()
         if not self._online.is_set():
+            online = asyncio.ensure_future(self._online.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
             try:
-                async with asyncio.timeout(self.settings.submit_timeout):
-                    await self._online.wait()
-            except TimeoutError:
-                raise TransportError("not connected to the XMPP server") from None
+                await asyncio.wait({online, stopped}, timeout=self.settings.submit_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                online.cancel()
+                stopped.cancel()
+                await asyncio.gather(online, stopped, return_exceptions=True)
+            self._check_open()
+            if not self._online.is_set():
+                raise TransportError("not connected to the XMPP server")
         self._check_open()
 
     def _own(self, name: str, client_id: object) -> str:
@@ -988,6 +1041,7 @@ class XmppDeliveryTransport:
             return
         generation = self._generation
         while not self._closed:
+            self._check_open()  # a session conflict ends the stream with its error
             changed = self._changed
             if generation != self._generation or index < self._dropped:
                 index, generation = await self._locate(after), self._generation

@@ -127,7 +127,8 @@ async def test_offers_reach_the_bridge_and_hub_items_reach_members(
             assert {i.sender_identity for i in relayed} == {bridge.user_id}
             assert [i.position for i in relayed] == [p1, p2, p3]
         # the fields survive the room archive: a restarted member reads them from MAM
-        # (closed first: two sessions of one full JID keep kicking each other out)
+        # (closed first: a second session of one full JID stops the first with
+        # SessionConflictError, test_xmpp_session.py)
         await net.transports.pop("bob").close()
         again = await net.transport("bob")
         net.transports["bob"] = again
