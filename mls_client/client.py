@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -332,8 +333,11 @@ class MLSClient:
             claimed: list[tuple[ClaimedKeyPackage, KeyPackage]] = []
             missing = []
             for user in dict.fromkeys(user_ids):
-                offers = await self._ctx.transport.claim_user_key_packages(
-                    user, group_id=group_id)
+                # an outage is waited out like a send's (a retried claim may use up
+                # one more KeyPackage of the user: RFC 9750 allows it)
+                offers = await self._out.patiently(functools.partial(
+                    self._ctx.transport.claim_user_key_packages, user, group_id=group_id),
+                    queued=False)
                 valid = [(c, kp) for c in offers if c.client_id != self.client_id
                          if (kp := self._validated(c, user, group)) is not None]
                 valid = await self._trusted(group.group_id, valid)

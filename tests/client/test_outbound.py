@@ -15,7 +15,12 @@ import pytest
 
 from mls_client import DeliveryPendingError, TransportUnavailableError
 from mls_client.demo import CrossingCommits
-from transports.base import IncomingMessage, SubmitResult, TransportError
+from transports.base import (
+    ClaimedKeyPackage,
+    IncomingMessage,
+    SubmitResult,
+    TransportError,
+)
 from transports.local import LocalDeliveryService
 
 from .helpers import Net, async_test
@@ -74,6 +79,13 @@ class Flaky(CrossingCommits):
             raise TransportError("connection refused")
         return await super().submit(group_id, epoch, payload, is_commit=is_commit,
                                     sender=sender, message_id=message_id)
+
+    async def claim_user_key_packages(self, user_id: str, *, group_id: bytes | None = None
+                                      ) -> list[ClaimedKeyPackage]:
+        if self.fetch_down:
+            self.failures += 1
+            raise TransportError("connection refused")
+        return await self._inner.claim_user_key_packages(user_id, group_id=group_id)
 
     async def fetch(self, client_id: str, after: str | None = None,
                     limit: int = 1000) -> list[IncomingMessage]:
@@ -143,6 +155,25 @@ async def test_a_commit_during_an_outage_waits(tmp_path: Path) -> None:
         await net.sync()
         await net.agree(gid, ["alice", "bob", "carol"])
         assert await net["bob"].epoch(gid) == 2
+    finally:
+        await net.close()
+
+
+@async_test
+async def test_an_add_during_an_outage_waits(tmp_path: Path) -> None:
+    """Claims, the Commit, the Welcome and the GroupInfo of an add all wait."""
+    net = Net(tmp_path)
+    flaky = Flaky(net.ds, "answer-lost")
+    net.transport = flaky
+    try:
+        gid = await _group(net)
+        await net.add("dave")
+        outage = flaky.outage(0.8)
+        result = await net["alice"].add_members(gid, ["dave"])
+        await outage
+        assert not result.missing_users and flaky.failures > 0
+        await net.sync()
+        await net.agree(gid, ["alice", "bob", "carol", "dave"])
     finally:
         await net.close()
 
