@@ -2,13 +2,11 @@
 
 :class:`MatrixBot` runs one Matrix device with its :class:`~mls_client.MLSClient`: it
 joins groups from Welcomes (the client does), decrypts, and calls your callbacks for
-application messages and for room membership changes. It also keeps MLS membership in
-step with the room (issue "Room ↔ group binding"): when a user is kicked or banned from a
-bound room, the *lowest-index remaining member whose room-policy role may remove others*
-(:mod:`mls_core.room_policy`; any member if the group has no policy) removes all of that
-user's leaves (every device runs the same rule over the same group state, so exactly one
-member commits, and the room's ordering resolves any race); a ban also gives the user
-the policy role ``banned`` (by the lowest-index member allowed to change the policy).
+application messages and for room membership changes. MLS membership follows the room
+(a user kicked or banned from a bound room is removed by the designated remover, a ban
+also becomes the policy role ``banned``) in the client itself, as with plain
+:meth:`~mls_client.MLSClient.run` (``mls_client.room_access``; ``enforce_room_membership``
+turns it off). :func:`designated_remover` and :func:`policy_changer` state the rules.
 The room's power levels follow the group's policy (:mod:`.policy_sync`): after each
 Commit, and for every group at the first :meth:`MatrixBot.step`, the designated member
 writes them.
@@ -34,7 +32,6 @@ from mls_core.errors import MLSError
 from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 
-from .events import identity_of
 from .journal import MembershipChange
 from .policy_sync import PolicySync
 
@@ -67,6 +64,8 @@ class MatrixBot:
         self._membership_handlers: list[MembershipHandler] = []
         self._event_handlers: list[EventHandler] = []
         self._member_cursor = int(transport.mark(_CURSOR_MARK) or 0)
+        #: room kicks and bans are followed by the client itself (mls_client.room_access)
+        client.follow_room_membership = enforce_room_membership
         self.policy_sync = PolicySync(client, transport)
         #: groups whose power levels are checked at the next step (None: all groups)
         self._policy_due: set[bytes] | None = None
@@ -134,8 +133,6 @@ class MatrixBot:
             self._member_cursor = change.id
             for on_membership in self._membership_handlers:
                 await on_membership(self, change)
-            if self.enforce_room_membership and change.kicked_or_banned:
-                await self._enforce(change)
             self.transport.set_mark(_CURSOR_MARK, str(change.id))
         await self.sync_power_levels()
         return events
@@ -184,50 +181,6 @@ class MatrixBot:
             await asyncio.gather(*waiters, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
-
-    # ------------------------------------------------------------------ access control
-
-    async def _enforce(self, change: MembershipChange) -> None:
-        """A user kicked or banned from the room leaves the MLS group: removed by the
-        designated remover (:func:`designated_remover`); only that member commits."""
-        gid = change.group_id
-        if gid is None or change.user_id == self.transport.matrix_user_id:
-            return
-        if self.transport.current_membership(change.room_id, change.user_id) not in (
-                "leave", "ban"):
-            return  # invited or joined again since: the old kick no longer applies
-        removed = identity_of(change.user_id).encode()
-        try:
-            group = await self.client.group(gid)
-        except MLSError:
-            return  # not (or no longer) in this group
-        if designated_remover(group, removed) == group.own_leaf_index:
-            try:
-                await self.client.remove_members(gid, [identity_of(change.user_id)])
-                log.info("removed %s from group %s after a kick/ban", change.user_id,
-                         gid.hex())
-            except MLSError as exc:  # e.g. already removed by a concurrent Commit
-                log.info("could not remove %s: %s", change.user_id, exc)
-        if change.membership == "ban":
-            await self._ban_in_policy(gid, removed)
-
-    async def _ban_in_policy(self, group_id: bytes, identity: bytes) -> None:
-        """A room ban also gives the user the policy role ``banned``, so that no client
-        accepts adding them again (RoomPolicyEnforcer); done by the lowest-index member
-        allowed to change the policy."""
-        try:
-            group = await self.client.group(group_id)
-        except MLSError:
-            return
-        policy = RoomPolicy.from_extensions(group.context.extensions)
-        if policy is None or policy.role_of(identity) == Role.BANNED \
-                or policy_changer(group, identity) != group.own_leaf_index:
-            return
-        try:
-            await self.client.set_policy(group_id, with_role(policy, identity, Role.BANNED))
-            log.info("room ban recorded in the policy of group %s", group_id.hex())
-        except MLSError as exc:
-            log.info("could not record a room ban in the policy: %s", exc)
 
 
 def may_remove(policy: RoomPolicy | None, identity: bytes | None) -> bool:

@@ -57,7 +57,6 @@ from .stanza import (
     TAG,
     Envelope,
     MLSElement,
-    group_of_room,
     room_localpart,
 )
 
@@ -125,6 +124,7 @@ class RoomExit:
     room: str  # bare room JID
     user: str  # bare real JID of the occupant
     codes: frozenset[str]
+    nick: str = ""  # the occupant's nick (ours: our full JID; status 110 marks our own)
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,8 @@ class MLSBridgePlugin(BasePlugin):
         if item is None or not item.get("jid") or not codes & {"301", "307", "321"}:
             return
         self.xmpp.event("mls_room_exit", RoomExit(str(JID(pres["from"]).bare),
-                                                  str(JID(item.get("jid", "")).bare), codes))
+                                                  str(JID(item.get("jid", "")).bare), codes,
+                                                  str(frm.resource)))
 
     def _on_mam_result(self, msg: StanzaBase) -> None:
         """A result of one of our MAM queries (XEP-0313 §4.2): only from the archive we
@@ -479,7 +480,6 @@ class MLSBridgePlugin(BasePlugin):
         module docstring)."""
         from mls_client.events import CommitProcessed, GroupJoined, MessageReceived
 
-        exits: asyncio.Queue[RoomExit] = asyncio.Queue()
         #: group -> (encoded policy, members) affiliations were last derived from
         synced: dict[bytes, tuple[bytes, frozenset[bytes]]] = {}
 
@@ -496,11 +496,6 @@ class MLSBridgePlugin(BasePlugin):
                 synced[group_id] = (policy.encode(), members)
             except Exception as exc:  # not ours any more, or the server refused
                 log.info("deriving affiliations in %s failed: %s", group_id.hex(), exc)
-        self.xmpp.add_event_handler("mls_room_exit", exits.put_nowait)
-
-        async def follow_exits() -> None:
-            while True:
-                await self._remove_exited(client, await exits.get())
 
         async def dispatch(event: ClientEvent) -> None:
             if isinstance(event, MessageReceived):
@@ -516,41 +511,12 @@ class MLSBridgePlugin(BasePlugin):
                 except Exception:
                     log.exception("the event handler failed")
 
-        follower = asyncio.ensure_future(follow_exits())
-        try:
-            for summary in await client.groups():
-                if summary.active:
-                    await follow_policy(summary.group_id)
-            await client.run(dispatch, stop)
-        finally:
-            follower.cancel()
-            await asyncio.wait({follower})
-            self.xmpp.del_event_handler("mls_room_exit", exits.put_nowait)
-
-    async def _remove_exited(self, client: MLSClient, exit_: RoomExit) -> None:
-        """A user kicked/banned from the room: its leaves are removed by the lowest-index
-        staying member whose room-policy role allows removing others (any staying member
-        if the group has no policy). Every member applies the same rule, so one commits
-        (and every client checks its Commit against the policy, RFC 9420 §12.2)."""
-        group_id = group_of_room(JID(exit_.room).user)
-        user = f"xmpp:{exit_.user}"
-        if group_id is None or user == client.user_id:
-            return
-        if JID(exit_.room).bare != f"{room_localpart(group_id)}@{self._muc_service(client)}":
-            return  # not the group's room (a forged exit: _on_room_presence drops those)
-        try:
-            members = await client.members(group_id)
-            policy = await client.policy(group_id)
-            own = (await client.group(group_id)).own_leaf_index
-        except Exception:  # not a group of ours
-            return
-        staying = [m for m in members if (m.credential.identity or b"") != user.encode()]
-        if len(staying) == len(members) or remover_index(staying, policy) != own:
-            return
-        try:
-            await client.remove_members(group_id, [user])
-        except Exception as exc:
-            log.warning("removing %s after its room exit failed: %s", user, exc)
+        for summary in await client.groups():
+            if summary.active:
+                await follow_policy(summary.group_id)
+        # room kicks and bans reach the MLS group through the client itself (the
+        # transport reports them, mls_client.room_access decides): nothing to do here
+        await client.run(dispatch, stop)
 
     async def _revoke_removed(self, client: MLSClient, event: CommitProcessed) -> None:
         """Users a Commit removed (no leaf left) lose their room membership; only the

@@ -62,6 +62,8 @@ from transports.base import (
     KeyPackageEntry,
     MessageKind,
     NoKeyPackageError,
+    RoomChange,
+    RoomEvent,
     SubmitResult,
     SubmitStatus,
     TransportClosedError,
@@ -74,7 +76,7 @@ from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
 from transports.validation import require_bytes, require_client_ids, require_entries
 
-from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, XmppError
+from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, RoomExit, XmppError
 from .settings import XmppSettings
 from .stanza import (
     NS,
@@ -309,8 +311,11 @@ class XmppDeliveryTransport:
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
         self._rebase_lock = asyncio.Lock()
+        #: room membership changes not yet taken by :meth:`room_events`
+        self._room_events: list[RoomEvent] = []
         xmpp.add_event_handler("mls_payload", self._on_payload)
         xmpp.add_event_handler("mls_error", self._on_error)
+        xmpp.add_event_handler("mls_room_exit", self._on_room_exit)
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
         if "mls_bridge" in xmpp.plugin:
@@ -511,6 +516,7 @@ class XmppDeliveryTransport:
             self.xmpp.cancel_connection_attempt()
             self.xmpp.abort()
         for name, handler in (("mls_payload", self._on_payload), ("mls_error", self._on_error),
+                              ("mls_room_exit", self._on_room_exit),
                               ("session_start", self._on_session_start),
                               ("disconnected", self._on_disconnected)):
             self.xmpp.del_event_handler(name, handler)
@@ -549,6 +555,29 @@ class XmppDeliveryTransport:
 
     def room_jid(self, group_id: bytes) -> str:
         return f"{room_localpart(group_id)}@{self.muc_service}"
+
+    # ------------------------------------------------------------------ room membership
+
+    def _on_room_exit(self, exit_: RoomExit) -> None:
+        """An occupant of one of our groups' rooms was kicked (307), banned (301) or lost
+        its membership (321) (XEP-0045 §9.1, §9.4, §9.5): reported as a
+        :class:`RoomEvent` (the plugin already dropped presence not from our MUC
+        service)."""
+        room = JID(exit_.room)
+        group_id = group_of_room(str(room.user)) if room.domain == self.muc_service else None
+        if group_id is None or self.room_jid(group_id) != str(room.bare):
+            return
+        change = RoomChange.BANNED if "301" in exit_.codes else RoomChange.KICKED
+        own = "110" in exit_.codes or exit_.nick == self._nick
+        if own:  # no longer an occupant: no rejoining, no reading until subscribed again
+            self._present.discard(str(room.bare))
+        self._room_events.append(RoomEvent(group_id, f"xmpp:{exit_.user}", change, self=own))
+        self._notify()
+
+    def room_events(self) -> list[RoomEvent]:
+        """Room membership changes since the previous call (``DeliveryTransport``)."""
+        events, self._room_events = self._room_events, []
+        return events
 
     # ------------------------------------------------------------------ live input
 
