@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mls_core.ciphersuite import get_suite
 from mls_core.errors import MLSError, ProtocolError, UsageError
@@ -56,6 +57,7 @@ from .errors import CommitConflictError, KeyPackageError, NotFoundError
 from .events import (
     ClientEvent,
     ClientWarning,
+    CommitProcessed,
     ConnectionLost,
     ConnectionRestored,
     GroupJoined,
@@ -121,6 +123,13 @@ class MLSClient:
         #: whether room kicks and bans are followed in the MLS group (docs/xmpp.md,
         #: docs/matrix.md); a wrapper that does it itself may turn it off
         self.follow_room_membership = True
+        #: whether the room's rights (MUC affiliations, Matrix power levels) are derived
+        #: from the room policy after each Commit or join (:attr:`room_rights`)
+        self.follow_room_rights = True
+        self._rights: RoomRights | None = None
+        self._rights_known = False
+        #: groups whose room rights are checked at the next sync (None: every group)
+        self._rights_due: set[bytes] | None = None
 
     @classmethod
     async def open(cls, settings: Settings, transport: DeliveryTransport | None = None, *,
@@ -567,7 +576,52 @@ class MLSClient:
             await self._follow_room_changes()
             async with self._lock:
                 events, self._ctx.queued = events + self._ctx.queued, []
+        if housekeeping and self.follow_room_rights:
+            await self._follow_room_rights(events)
         return events
+
+    @property
+    def room_rights(self) -> RoomRights | None:
+        """What keeps the rooms' rights in step with the groups' policies on this
+        client's network (:class:`~mls_client.matrix_rights.PolicySync`: power levels;
+        :class:`~mls_client.xmpp_rights.AffiliationSync`: MUC affiliations), or None
+        (a transport without rooms)."""
+        if not self._rights_known:
+            self._rights_known = True
+            self._rights = _room_rights(self, self._ctx.transport)
+        return self._rights
+
+    async def _follow_room_rights(self, events: Sequence[ClientEvent]) -> None:
+        """Apply the room policy to the room (docs/xmpp.md "Affiliations from the room
+        policy", docs/matrix.md "Power levels follow the policy") for every group at
+        the first sync, then for each group that had a Commit or was joined; users our
+        Commit removed lose room membership where the network needs it. Failures are
+        logged and tried again at the next sync."""
+        rights = self.room_rights
+        if rights is None:
+            return
+        if self._rights_due is None:
+            due = {g.group_id for g in await self.groups() if g.active}
+        else:
+            due = self._rights_due
+        self._rights_due = set()
+        revoke = getattr(rights, "revoke", None)
+        for event in events:
+            if isinstance(event, CommitProcessed | GroupJoined):
+                due.add(event.group_id)
+            if revoke is not None and isinstance(event, CommitProcessed) and event.removed:
+                try:
+                    await revoke(event)
+                except (TransportError, MLSError) as exc:
+                    log.info("revoking removed users' room access failed: %s", exc)
+        for gid in sorted(due):
+            try:
+                await rights.reconcile(gid)
+            except NotFoundError:
+                continue  # no longer a member
+            except (TransportError, MLSError) as exc:
+                log.warning("room rights of group %s not updated yet: %s", gid.hex(), exc)
+                self._rights_due.add(gid)
 
     async def events(self, stop: asyncio.Event | None = None) -> AsyncIterator[ClientEvent]:
         """Process the incoming stream until :meth:`close` (or ``stop`` is set),
@@ -775,6 +829,33 @@ class MLSClient:
                 await tx.set_group_flags(gid, needs_update=False)
         elif group.pending_proposals and _designated(group, removes):
             await self._out.commit(gid, lambda g: [] if g.pending_proposals else None)
+
+
+class RoomRights(Protocol):
+    """A network's room-rights follower (see :attr:`MLSClient.room_rights`)."""
+
+    async def reconcile(self, group_id: bytes) -> bool: ...
+
+
+def _room_rights(client: MLSClient, transport: DeliveryTransport) -> RoomRights | None:
+    """The room-rights follower for ``transport``'s network (by its ``network`` name and
+    the operations it offers), or None."""
+    network = getattr(transport, "network", None)
+    if network == "matrix" and hasattr(transport, "api") and hasattr(transport, "room_id"):
+        from transports.matrix.transport import MatrixDeliveryTransport
+
+        from .matrix_rights import PolicySync
+
+        if isinstance(transport, MatrixDeliveryTransport):
+            return PolicySync(client, transport)
+    if network == "xmpp" and hasattr(transport, "plugin"):
+        from transports.xmpp.transport import XmppDeliveryTransport
+
+        from .xmpp_rights import AffiliationSync
+
+        if isinstance(transport, XmppDeliveryTransport):
+            return AffiliationSync(client, transport)
+    return None
 
 
 def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | None:

@@ -114,7 +114,7 @@ class MatrixDeliveryTransport:
     """A :class:`~transports.base.DeliveryTransport` (and
     :class:`~transports.base.RelayTransport`) for one Matrix device. ``bridge``: the
     user id (or ``matrix:`` identity) of the bridge account of bridged groups, whose
-    power level room policy sync never lowers (:mod:`.policy_sync`)."""
+    power level room policy sync never lowers (``mls_client.matrix_rights``)."""
 
     network = "matrix"
 
@@ -478,7 +478,7 @@ class MatrixDeliveryTransport:
         send group messages and publish its GroupInfo (power level 0); the binding needs
         level 100 (:data:`~.events.MLS_EVENT_LEVELS`, set right after creation so that
         the homeserver's default levels of the other event types stay). A group with a
-        room policy gets power levels derived from it (policy_sync)."""
+        room policy gets power levels derived from it (mls_client.matrix_rights)."""
         out = await self._api.request("POST", f"{CLIENT}/createRoom", {
             "preset": "private_chat",
             "topic": ev.group_hint(group_id),

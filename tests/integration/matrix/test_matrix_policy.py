@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from mls_client.events import CommitProcessed, KickedFromRoom, MessageRejected
+from mls_client.matrix_bot import MatrixBot
+from mls_client.matrix_rights import POWER_LEVELS, level_of
 from mls_core.errors import PolicyError
 from mls_core.room_policy import Role, RoomPolicy
 from tests.client.helpers import async_test
 from transports.matrix import events as ev
 from transports.matrix.api import CLIENT, MatrixApiError, quote
-from transports.matrix.bot import MatrixBot
-from transports.matrix.policy_sync import POWER_LEVELS, level_of
 
 from .conftest import Homeserver
 from .helpers import MatrixNet
