@@ -17,6 +17,8 @@ import pytest
 
 from mls_client import MLSClient
 from mls_client.events import ClientEvent, ConnectionLost, KickedFromRoom
+from mls_client.matrix_rights import POWER_LEVELS
+from mls_core.room_policy import Role, RoomPolicy
 from tests.client.helpers import async_test_within
 from transports.matrix.api import CLIENT, quote
 from transports.matrix.transport import MatrixDeliveryTransport
@@ -147,6 +149,68 @@ async def test_plain_clients_kick_removes_and_kicked_device_stops(
         assert warned.records == [], [r.getMessage() for r in warned.records]
         await net["alice"].send(gid, b"without bob")
         await net.sync("alice", "carol")
+        await net.agree(gid, ["alice", "carol"])
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await net.close()
+
+
+@async_test_within(180)
+async def test_plain_clients_follow_the_policy_and_record_a_ban(
+        tmp_path: Path, homeserver: Homeserver) -> None:
+    """No ``MatrixBot``: the plain clients write the power levels the policy derives, and
+    a room ban removes the user and gives it the policy role ``banned``."""
+    net = MatrixNet(tmp_path, homeserver)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    seen: dict[str, list[ClientEvent]] = {}
+    try:
+        for name in ("alice", "carol", "dave"):
+            await net.add(name)
+        ident = {n: net.identity(n).encode() for n in ("alice", "carol", "dave")}
+        gid = await net["alice"].create_group(
+            policy=RoomPolicy.standard([ident["alice"], ident["carol"]]))
+        await net["alice"].add_members(gid, [net.identity("carol"), net.identity("dave")])
+        await net.sync()
+        for name, client in net.clients.items():
+            seen[name] = []
+
+            async def record(event: ClientEvent, name: str = name) -> None:
+                seen[name].append(event)
+
+            tasks.append(asyncio.ensure_future(client.run(record, stop)))
+        alice_t = net.transports["alice"]
+        room = alice_t.room_id(gid)
+        assert room is not None
+        path = f"{CLIENT}/rooms/{quote(room)}/state/{POWER_LEVELS}/"
+        deadline = time.monotonic() + REMOVAL_BOUND
+        while (await alice_t.api.request("GET", path)).get("users", {}).get(
+                net.users["carol"]) != 100:
+            assert time.monotonic() < deadline, "power levels not derived"
+            await asyncio.sleep(0.1)
+
+        banned_at = time.monotonic()
+        await alice_t.api.request("POST", f"{CLIENT}/rooms/{quote(room)}/ban",
+                                  {"user_id": net.users["dave"], "reason": "test"})
+
+        async def recorded(name: str) -> bool:
+            policy = await net[name].policy(gid)
+            names = {m.credential.identity for m in await net[name].members(gid)}
+            return ident["dave"] not in names and policy is not None \
+                and policy.role_of(ident["dave"]) == Role.BANNED
+
+        while not (await recorded("alice") and await recorded("carol")):
+            assert time.monotonic() - banned_at < REMOVAL_BOUND, "ban not followed"
+            await asyncio.sleep(0.05)
+        print(f"matrix: ban -> removal and policy role in {time.monotonic() - banned_at:.1f} s")
+        while not any(isinstance(e, KickedFromRoom) for e in seen["dave"]):
+            assert time.monotonic() - banned_at < REMOVAL_BOUND, "dave saw no ban"
+            await asyncio.sleep(0.05)
+        assert [e.banned for e in seen["dave"] if isinstance(e, KickedFromRoom)] == [True]
+        stop.set()
+        await asyncio.gather(*tasks)
+        tasks.clear()
         await net.agree(gid, ["alice", "carol"])
     finally:
         stop.set()

@@ -16,7 +16,8 @@ import pytest
 from slixmpp import JID
 
 from mls_client import MLSClient
-from mls_client.events import ClientEvent, ConnectionLost, KickedFromRoom
+from mls_client.events import ClientEvent, ConnectionLost, KickedFromRoom, RemovedFromGroup
+from mls_core.room_policy import RoomPolicy
 from tests.servers.prosody import ProsodyServer
 
 from .helpers import XNet, xmpp_test
@@ -118,6 +119,82 @@ async def test_plain_clients_kick_removes_and_kicked_device_stops(
         await net["alice"].send(gid, b"without bob")
         await net.settle("alice", "carol")
         await net.agree(gid, ["alice", "carol"])
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await net.close()
+
+
+@xmpp_test
+async def test_plain_clients_follow_the_policy_and_a_removed_device_stops(
+        prosody: ProsodyServer, tmp_path: Path) -> None:
+    """No ``run_client``: the room owner's plain client derives the affiliations from the
+    policy (the admin becomes owner), a ban by the admin removes the user, a user removed
+    by a Commit loses room membership and its device ends the group once and stays
+    quiet."""
+    net = XNet(prosody, tmp_path)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    seen: dict[str, list[ClientEvent]] = {}
+    try:
+        await net.add("alice", "bob", "carol", "dave")
+        admins = [net.user("bob").encode()]
+        gid = await net["alice"].create_group(policy=RoomPolicy.standard(
+            [net.user("alice").encode(), *admins]))
+        await net["alice"].add_members(gid, [net.user(n) for n in ("bob", "carol", "dave")])
+        for name in ("bob", "carol", "dave"):
+            await net.joined(name, gid)
+        await net.settle()
+        for name, client in net.clients.items():
+            seen[name] = []
+
+            async def record(event: ClientEvent, name: str = name) -> None:
+                seen[name].append(event)
+
+            tasks.append(asyncio.ensure_future(client.run(record, stop)))
+        alice_t = net.transports["alice"]
+        room = JID(alice_t.room_jid(gid))
+        bare = {n: net.jid(n).split("/")[0] for n in net.clients}
+
+        async def bob_owner() -> bool:
+            return bare["bob"] in await alice_t.plugin.affiliations(room, "owner")
+
+        await net.wait_for(bob_owner, timeout=REMOVAL_BOUND)
+        # bob (an admin, now room owner) bans dave: alice (leaf 0, admin) removes him
+        banned_at = time.monotonic()
+        await net.transports["bob"].plugin.set_affiliation(room, net.jid("dave"), "outcast")
+
+        async def dave_gone() -> bool:
+            names = {m.credential.identity for m in await net["carol"].members(gid)}
+            return net.user("dave").encode() not in names
+
+        await net.wait_for(dave_gone, timeout=REMOVAL_BOUND)
+        print(f"xmpp: ban -> MLS removal in {time.monotonic() - banned_at:.1f} s")
+        assert bare["dave"] in await alice_t.plugin.affiliations(room, "outcast")
+
+        # carol removed by a Commit: she loses room membership, her device ends the
+        # group once (removed or kicked, whichever it sees first) and stays quiet
+        await net["alice"].remove_members(gid, [net.user("carol")])
+
+        async def carol_done() -> bool:
+            return any(isinstance(e, KickedFromRoom | RemovedFromGroup)
+                       for e in seen["carol"])
+
+        await net.wait_for(carol_done, timeout=REMOVAL_BOUND)
+
+        async def carol_revoked() -> bool:
+            return bare["carol"] not in await alice_t.plugin.affiliations(room, "member")
+
+        await net.wait_for(carol_revoked, timeout=REMOVAL_BOUND)
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - any refusal, but at once
+            await net["carol"].send(gid, b"after the removal")
+        assert time.monotonic() - started < 2.0
+        with _warnings() as warned:
+            await asyncio.sleep(QUIET_WINDOW)
+        ends = [e for e in seen["carol"] if isinstance(e, KickedFromRoom | RemovedFromGroup)]
+        assert len(ends) == 1, ends
+        assert warned.records == [], [r.getMessage() for r in warned.records]
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
