@@ -716,9 +716,12 @@ class MLSClient:
         (:meth:`_kicked`); kicks and bans of others are acted on after the lock is
         released (:meth:`_follow_room_changes`)."""
         take = getattr(self._ctx.transport, "room_events", None)
-        if take is None or not self.follow_room_membership:
+        if take is None:
             return
-        for event in take():
+        events = take()  # taken even when not followed: the transport keeps nothing
+        if not self.follow_room_membership:
+            return
+        for event in events:
             if not isinstance(event, RoomEvent) or not event.removed:
                 continue
             if event.self:
@@ -839,7 +842,11 @@ class RoomRights(Protocol):
 
 def _room_rights(client: MLSClient, transport: DeliveryTransport) -> RoomRights | None:
     """The room-rights follower for ``transport``'s network (by its ``network`` name and
-    the operations it offers), or None."""
+    the operations it offers; a wrapper such as a bridged transport is looked through
+    to the network transport it wraps, ``inner``), or None."""
+    while isinstance(vars(transport).get("inner") if hasattr(transport, "__dict__")
+                     else None, DeliveryTransport):
+        transport = vars(transport)["inner"]
     network = getattr(transport, "network", None)
     if network == "matrix" and hasattr(transport, "api") and hasattr(transport, "room_id"):
         from transports.matrix.transport import MatrixDeliveryTransport
