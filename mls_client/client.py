@@ -130,6 +130,8 @@ class MLSClient:
         self._rights_known = False
         #: groups whose room rights are checked at the next sync (None: every group)
         self._rights_due: set[bytes] | None = None
+        #: failed room-rights updates in a row, per group
+        self._rights_tries: dict[bytes, int] = {}
 
     @classmethod
     async def open(cls, settings: Settings, transport: DeliveryTransport | None = None, *,
@@ -617,11 +619,15 @@ class MLSClient:
         for gid in sorted(due):
             try:
                 await rights.reconcile(gid)
+                self._rights_tries.pop(gid, None)
             except NotFoundError:
                 continue  # no longer a member
             except (TransportError, MLSError) as exc:
-                log.warning("room rights of group %s not updated yet: %s", gid.hex(), exc)
-                self._rights_due.add(gid)
+                tries = self._rights_tries[gid] = self._rights_tries.get(gid, 0) + 1
+                log.log(logging.WARNING if tries == 1 else logging.INFO,
+                        "room rights of group %s not updated yet: %s", gid.hex(), exc)
+                if tries < ROOM_TRIES:  # then again at the group's next Commit
+                    self._rights_due.add(gid)
 
     async def events(self, stop: asyncio.Event | None = None) -> AsyncIterator[ClientEvent]:
         """Process the incoming stream until :meth:`close` (or ``stop`` is set),
@@ -878,7 +884,7 @@ def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | 
 
 #: passes that try to follow an active group again after opening
 RESUBSCRIBE_TRIES = 3
-#: syncs that try to act on another user's room kick or ban
+#: syncs that try to act on another user's room kick or ban, or to update a room's rights
 ROOM_TRIES = 5
 #: backoff of :meth:`MLSClient.events` after a transport failure (seconds)
 RETRY_INITIAL = 0.5
