@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mls_client import Settings
 from mls_client.events import MessageReceived
-from transports.matrix.bot import MatrixBot
+from mls_client.matrix_bot import MatrixBot
 from transports.matrix.journal import MembershipChange
 
 

@@ -15,8 +15,8 @@ Run it with a client settings file whose transport is XMPP::
 The first run creates the bot's identity (``xmpp:<bare JID>``, client id = the full JID)
 and publishes KeyPackages; then any member can add ``xmpp:echobot@example.org`` to a
 group. The bot runs through the ``mls_bridge`` slixmpp plugin
-(:meth:`~transports.xmpp.plugin.MLSBridgePlugin.run_client`), so it also keeps room
-access and MLS membership consistent. Stop it with Ctrl-C.
+(:meth:`~transports.xmpp.plugin.MLSBridgePlugin.run_client`); its client keeps room
+access and MLS membership consistent (as any ``MLSClient`` does). Stop it with Ctrl-C.
 """
 
 from __future__ import annotations

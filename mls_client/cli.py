@@ -31,6 +31,7 @@ from .events import (
     ClientWarning,
     CommitProcessed,
     GroupJoined,
+    KickedFromRoom,
     MessageRejected,
     RemovedFromGroup,
     SignatureKeyChanged,
@@ -62,6 +63,9 @@ def describe(event: ClientEvent) -> str | None:
         return f"joined group {event.group_id.hex()[:16]} at epoch {event.epoch} ({event.via})"
     if isinstance(event, RemovedFromGroup):
         return f"removed from group {event.group_id.hex()[:16]} by {event.by}"
+    if isinstance(event, KickedFromRoom):
+        how = "banned" if event.banned else "kicked"
+        return f"{how} from the room of group {event.group_id.hex()[:16]}: group left"
     if isinstance(event, CommitProcessed) and (event.added or event.removed):
         change = ", ".join([*(f"+{a}" for a in event.added), *(f"-{r}" for r in event.removed)])
         return f"group {event.group_id.hex()[:16]} epoch {event.epoch}: {change}"

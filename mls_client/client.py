@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mls_core.ciphersuite import get_suite
 from mls_core.errors import MLSError, ProtocolError, UsageError
@@ -40,13 +41,14 @@ from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, valid
 from mls_core.messages import ExternalSender, KeyPackage, external_senders, with_external_sender
 from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
 from mls_core.ratchet_tree import RatchetTree
-from mls_core.room_policy import ROOM_POLICY_EXTENSION, RoomPolicy
+from mls_core.room_policy import ROOM_POLICY_EXTENSION, Role, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
     DeliveryTransport,
     FatalTransportError,
     InvalidRequestError,
     MessageKind,
+    RoomEvent,
     TransportClosedError,
     TransportError,
 )
@@ -57,15 +59,23 @@ from .errors import CommitConflictError, KeyPackageError, NotFoundError
 from .events import (
     ClientEvent,
     ClientWarning,
+    CommitProcessed,
     ConnectionLost,
     ConnectionRestored,
     GroupJoined,
+    KickedFromRoom,
     member_name,
 )
 from .inbound import Inbound
 from .keypackages import ClaimWatch, KeyPackagePool, PoolReport, Progress
 from .outbound import SETTLE_TIMEOUT, Outbound
 from .pinning import check_and_pin, fingerprint
+from .room_access import (
+    bans_into_policy,
+    designated_remover,
+    policy_changer,
+    with_role,
+)
 from .settings import Settings
 from .store import GroupRecord, Identity, InboxMessage, Store
 
@@ -110,6 +120,20 @@ class MLSClient:
         self._to_follow: dict[bytes, int] | None = None
         self._claims = ClaimWatch(settings.key_packages.max_refill_per_hour, time.monotonic)
         self._closed = False
+        #: room kicks/bans of other users not yet acted on (event, tries so far)
+        self._room_pending: list[tuple[RoomEvent, int]] = []
+        #: whether room kicks and bans are followed in the MLS group (docs/xmpp.md,
+        #: docs/matrix.md); a wrapper that does it itself may turn it off
+        self.follow_room_membership = True
+        #: whether the room's rights (MUC affiliations, Matrix power levels) are derived
+        #: from the room policy after each Commit or join (:attr:`room_rights`)
+        self.follow_room_rights = True
+        self._rights: RoomRights | None = None
+        self._rights_known = False
+        #: groups whose room rights are checked at the next sync (None: every group)
+        self._rights_due: set[bytes] | None = None
+        #: failed room-rights updates in a row, per group
+        self._rights_tries: dict[bytes, int] = {}
 
     @classmethod
     async def open(cls, settings: Settings, transport: DeliveryTransport | None = None, *,
@@ -562,7 +586,60 @@ class MLSClient:
             if housekeeping:
                 await self._housekeeping()
             events, self._ctx.queued = self._ctx.queued, []
-            return events
+        if self._room_pending:
+            await self._follow_room_changes()
+            async with self._lock:
+                events, self._ctx.queued = events + self._ctx.queued, []
+        if housekeeping and self.follow_room_rights:
+            await self._follow_room_rights(events)
+        return events
+
+    @property
+    def room_rights(self) -> RoomRights | None:
+        """What keeps the rooms' rights in step with the groups' policies on this
+        client's network (:class:`~mls_client.matrix_rights.PolicySync`: power levels;
+        :class:`~mls_client.xmpp_rights.AffiliationSync`: MUC affiliations), or None
+        (a transport without rooms)."""
+        if not self._rights_known:
+            self._rights_known = True
+            self._rights = _room_rights(self, self._ctx.transport)
+        return self._rights
+
+    async def _follow_room_rights(self, events: Sequence[ClientEvent]) -> None:
+        """Apply the room policy to the room (docs/xmpp.md "Affiliations from the room
+        policy", docs/matrix.md "Power levels follow the policy") for every group at
+        the first sync, then for each group that had a Commit or was joined; users our
+        Commit removed lose room membership where the network needs it. Failures are
+        logged and tried again at the next sync."""
+        rights = self.room_rights
+        if rights is None:
+            return
+        if self._rights_due is None:
+            due = {g.group_id for g in await self.groups() if g.active}
+        else:
+            due = self._rights_due
+        self._rights_due = set()
+        revoke = getattr(rights, "revoke", None)
+        for event in events:
+            if isinstance(event, CommitProcessed | GroupJoined):
+                due.add(event.group_id)
+            if revoke is not None and isinstance(event, CommitProcessed) and event.removed:
+                try:
+                    await revoke(event)
+                except (TransportError, MLSError) as exc:
+                    log.info("revoking removed users' room access failed: %s", exc)
+        for gid in sorted(due):
+            try:
+                await rights.reconcile(gid)
+                self._rights_tries.pop(gid, None)
+            except NotFoundError:
+                continue  # no longer a member
+            except (TransportError, MLSError) as exc:
+                tries = self._rights_tries[gid] = self._rights_tries.get(gid, 0) + 1
+                log.log(logging.WARNING if tries == 1 else logging.INFO,
+                        "room rights of group %s not updated yet: %s", gid.hex(), exc)
+                if tries < ROOM_TRIES:  # then again at the group's next Commit
+                    self._rights_due.add(gid)
 
     async def events(self, stop: asyncio.Event | None = None) -> AsyncIterator[ClientEvent]:
         """Process the incoming stream until :meth:`close` (or ``stop`` is set),
@@ -639,7 +716,9 @@ class MLSClient:
         follow every active group again (a crash between storing a join and
         subscribing would otherwise leave its room unread; subscribing is idempotent)."""
         await self._resubscribe()
+        await self._take_room_events()  # before resuming: a kicked device sends nothing
         await self._in.catch_up()
+        await self._take_room_events()
         await self._out.resume()
 
     async def _resubscribe(self) -> None:
@@ -658,6 +737,85 @@ class MLSClient:
                 self._ctx.emit(ClientWarning(gid, f"cannot follow the group's room: "
                                                   f"{reason(exc)}"))
             del self._to_follow[gid]
+
+    # ------------------------------------------------------------------ room membership
+
+    async def _take_room_events(self) -> None:
+        """Take the transport's room membership changes (``DeliveryTransport``
+        ``room_events``): our own kick or ban ends the group for this device at once
+        (:meth:`_kicked`); kicks and bans of others are acted on after the lock is
+        released (:meth:`_follow_room_changes`)."""
+        take = getattr(self._ctx.transport, "room_events", None)
+        if take is None:
+            return
+        events = take()  # taken even when not followed: the transport keeps nothing
+        if not self.follow_room_membership:
+            return
+        for event in events:
+            if not isinstance(event, RoomEvent) or not event.removed:
+                continue
+            if event.self:
+                await self._kicked(event)
+            else:
+                self._room_pending.append((event, 0))
+
+    async def _kicked(self, event: RoomEvent) -> None:
+        """We were kicked or banned from the group's room: drop the group (secrets,
+        outbox, buffered messages; a tombstone stays), stop following its room and
+        report :class:`KickedFromRoom` once."""
+        rec = await self._ctx.store.group(event.group_id)
+        if rec is None or not rec.active or rec.state is None:
+            return
+        group = await self._ctx.load(event.group_id)
+        async with self._ctx.transaction(event.group_id) as tx:
+            await self._ctx.drop(tx, group)
+        if self._to_follow is not None:
+            self._to_follow.pop(event.group_id, None)
+        with contextlib.suppress(TransportError):
+            await self._ctx.transport.unsubscribe(self.client_id, event.group_id)
+        log.info("%s from the room of group %s: group dropped",
+                 "banned" if event.change == "banned" else "kicked", event.group_id.hex())
+        self._ctx.emit(KickedFromRoom(event.group_id, group.epoch,
+                                      banned=event.change == "banned"))
+
+    async def _follow_room_changes(self) -> None:
+        """Act on other users' room kicks and bans (mls_client.room_access): the
+        designated remover removes the user's leaves (RFC 9420 §12.1.3), and a Matrix
+        ban is recorded as the policy role ``banned`` (§12.1.7). A transport failure
+        is tried again at the next sync (at most ``ROOM_TRIES`` times)."""
+        pending, self._room_pending = self._room_pending, []
+        for event, tries in pending:
+            try:
+                await self._follow_room_change(event)
+            except TransportError as exc:
+                if tries + 1 < ROOM_TRIES:
+                    self._room_pending.append((event, tries + 1))
+                else:
+                    self._ctx.emit(ClientWarning(event.group_id, f"removing {event.user} "
+                                                 f"after its room exit failed: {reason(exc)}"))
+            except MLSError as exc:  # e.g. a concurrent Commit removed them already
+                log.info("removing %s after its room exit: %s", event.user, reason(exc))
+
+    async def _follow_room_change(self, event: RoomEvent) -> None:
+        rec = await self._ctx.store.group(event.group_id)
+        if rec is None or not rec.active or rec.state is None:
+            return
+        removed = event.user.encode()
+        group = await self.group(event.group_id)
+        policy = RoomPolicy.from_extensions(group.context.extensions)
+        if designated_remover(group.members, policy, removed) == group.own_leaf_index:
+            await self.remove_members(event.group_id, [event.user])
+            log.info("removed %s from group %s after its room %s", event.user,
+                     event.group_id.hex(), event.change)
+        if not bans_into_policy(event, policy):
+            return
+        group = await self.group(event.group_id)
+        policy = RoomPolicy.from_extensions(group.context.extensions)
+        if policy is not None and policy_changer(group.members, policy, removed) \
+                == group.own_leaf_index and policy.role_of(removed) != Role.BANNED:
+            await self.set_policy(event.group_id, with_role(policy, removed, Role.BANNED))
+            log.info("room ban of %s recorded in the policy of group %s", event.user,
+                     event.group_id.hex())
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -706,6 +864,37 @@ class MLSClient:
             await self._out.commit(gid, lambda g: [] if g.pending_proposals else None)
 
 
+class RoomRights(Protocol):
+    """A network's room-rights follower (see :attr:`MLSClient.room_rights`)."""
+
+    async def reconcile(self, group_id: bytes) -> bool: ...
+
+
+def _room_rights(client: MLSClient, transport: DeliveryTransport) -> RoomRights | None:
+    """The room-rights follower for ``transport``'s network (by its ``network`` name and
+    the operations it offers; a wrapper such as a bridged transport is looked through
+    to the network transport it wraps, ``inner``), or None."""
+    while isinstance(vars(transport).get("inner") if hasattr(transport, "__dict__")
+                     else None, DeliveryTransport):
+        transport = vars(transport)["inner"]
+    network = getattr(transport, "network", None)
+    if network == "matrix" and hasattr(transport, "api") and hasattr(transport, "room_id"):
+        from transports.matrix.transport import MatrixDeliveryTransport
+
+        from .matrix_rights import PolicySync
+
+        if isinstance(transport, MatrixDeliveryTransport):
+            return PolicySync(client, transport)
+    if network == "xmpp" and hasattr(transport, "plugin"):
+        from transports.xmpp.transport import XmppDeliveryTransport
+
+        from .xmpp_rights import AffiliationSync
+
+        if isinstance(transport, XmppDeliveryTransport):
+            return AffiliationSync(client, transport)
+    return None
+
+
 def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | None:
     """The transport's own ``user_id``/``client_id``, if it has one; ``given`` must then
     be None or equal to it."""
@@ -719,6 +908,8 @@ def _bound(transport: DeliveryTransport, name: str, given: str | None) -> str | 
 
 #: passes that try to follow an active group again after opening
 RESUBSCRIBE_TRIES = 3
+#: syncs that try to act on another user's room kick or ban, or to update a room's rights
+ROOM_TRIES = 5
 #: backoff of :meth:`MLSClient.events` after a transport failure (seconds)
 RETRY_INITIAL = 0.5
 RETRY_CAP = 30.0

@@ -66,6 +66,18 @@ class RemovedFromGroup:
 
 
 @dataclass(frozen=True)
+class KickedFromRoom:
+    """We were kicked or banned from the group's room: with no room access no Commit
+    can reach us any more, so the group is over for this device: its secrets and its
+    outbox were deleted and the room is no longer followed (RFC 9420 §12.4.2 as if
+    removed; RFC 9750 "Delivery Service": the room is who may receive the group)."""
+
+    group_id: bytes
+    epoch: int
+    banned: bool = False
+
+
+@dataclass(frozen=True)
 class ProposalQueued:
     """A proposal is waiting for the next Commit (RFC 9420 §12.1)."""
 
@@ -121,5 +133,5 @@ class ConnectionRestored:
 
 
 ClientEvent = (MessageReceived | GroupJoined | CommitProcessed | RemovedFromGroup
-               | ProposalQueued | MessageRejected | ClientWarning | SignatureKeyChanged
-               | ConnectionLost | ConnectionRestored)
+               | KickedFromRoom | ProposalQueued | MessageRejected | ClientWarning
+               | SignatureKeyChanged | ConnectionLost | ConnectionRestored)

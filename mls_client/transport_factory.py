@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from transports.base import DeliveryTransport
+from transports.base import DeliveryTransport, InvalidRequestError, TransportError
 
 from .errors import ConfigError
 from .settings import Settings
@@ -48,11 +48,7 @@ async def _open(settings: Settings) -> DeliveryTransport:
         return LocalDeliveryService(settings.delivery_db_path)
     try:
         if kind == "xmpp":
-            from transports.xmpp.factory import open_xmpp_transport
-
             return await open_xmpp_transport(await with_xmpp_device(settings))
-        from transports.matrix.factory import open_matrix_transport
-
         return await open_matrix_transport(settings)
     except ImportError as exc:
         raise ConfigError(f"the {kind} transport is not installed ({exc}); install the "
@@ -89,3 +85,33 @@ async def _stored_resource(settings: Settings, bare_jid: str) -> str | None:
         return None
     bare, slash, resource = identity.client_id.partition("/")
     return resource if slash and resource and bare == bare_jid else None
+
+
+async def open_xmpp_transport(settings: Settings) -> DeliveryTransport:
+    """Connect the ``[xmpp]`` account of ``settings`` (the caller closes it). Moved
+    from ``transports/xmpp/factory.py``: transports know nothing of client settings."""
+    if settings.xmpp is None:
+        raise TransportError("transport.kind is xmpp but the [xmpp] table is missing")
+    from transports.xmpp.transport import XmppDeliveryTransport
+
+    return await XmppDeliveryTransport.connect(settings.xmpp)
+
+
+async def open_matrix_transport(settings: Settings) -> DeliveryTransport:
+    """Log in as the ``[matrix]`` device and open its journal in the state directory
+    (moved from ``transports/matrix/factory.py``)."""
+    from transports.matrix.transport import MatrixDeliveryTransport
+
+    cfg = settings.matrix
+    if cfg is None:
+        raise InvalidRequestError("transport.kind is 'matrix' but there is no [matrix] table")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    journal = cfg.journal_path or settings.state_dir / "matrix-journal.sqlite"
+    return await MatrixDeliveryTransport.connect(
+        cfg.homeserver, cfg.user_id, journal_path=journal,
+        password=None if cfg.password is None else cfg.password.get_secret_value(),
+        access_token=None if cfg.access_token is None else cfg.access_token.get_secret_value(),
+        device_id=cfg.device_id, cipher_suite=settings.cipher_suite,
+        long_poll_ms=cfg.long_poll_ms, timeline_limit=cfg.timeline_limit,
+        max_media=cfg.max_media_bytes, submit_timeout=cfg.submit_timeout,
+        bridge=cfg.bridge)

@@ -170,6 +170,41 @@ class IncomingMessage:
     message_id: str | None = None
 
 
+class RoomChange(StrEnum):
+    """How a user's membership of a group's room changed, as the network reports it."""
+
+    JOINED = "joined"
+    #: the user left on its own
+    LEFT = "left"
+    #: someone else took the user out (XMPP status 307 or 321; Matrix ``leave`` sent by
+    #: another user)
+    KICKED = "kicked"
+    #: the user was banned (XMPP status 301, affiliation ``outcast``; Matrix ``ban``)
+    BANNED = "banned"
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """A membership change in a group's room (RFC 9750 "Delivery Service": the room is
+    the DS's view of who may receive the group's messages). Transports only *report*
+    these: what a kick means for the MLS group is decided in mls_client.
+
+    ``user`` is the network identity in the form credentials use (``xmpp:<bare JID>``,
+    ``matrix:<user id>``); ``self`` is True when the change is about this account (we
+    were kicked or banned). Only changes in the group's own room that the network
+    itself authenticated are reported."""
+
+    group_id: bytes
+    user: str
+    change: RoomChange
+    self: bool = False
+
+    @property
+    def removed(self) -> bool:
+        """Whether someone else took the user out of the room (kick or ban)."""
+        return self.change in (RoomChange.KICKED, RoomChange.BANNED)
+
+
 @runtime_checkable
 class DeliveryTransport(Protocol):
     """The async Delivery Service interface (see module docstring).
@@ -188,6 +223,11 @@ class DeliveryTransport(Protocol):
       ``message_id`` this sender already stored in the group always returns the first
       result, so a refusal proves the message was never stored (clients then may encrypt
       the plaintext again in a later epoch, under the same message id).
+    * ``room_events() -> list[RoomEvent]``: the room membership changes seen since the
+      previous call, oldest first (each is returned once; a transport that cannot see
+      room membership has no such method). :class:`~mls_client.MLSClient` calls it on
+      every sync and acts on them (docs/xmpp.md "Rooms and the group binding",
+      docs/matrix.md "Native moderation → MLS removal").
     """
 
     async def publish_key_packages(self, client_id: str, user_id: str,

@@ -48,10 +48,13 @@ class Drops:
         #: (sender, reason) -> (time of the last line, drops suppressed since)
         self._seen: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
 
-    def drop(self, *, sender: str | None, kind: str, reason: str, detail: str = "") -> None:
+    def drop(self, *, sender: str | None, kind: str, reason: str, detail: str = "",
+             benign: bool = False) -> None:
         """Record one dropped item: ``kind`` (e.g. ``claim``, ``welcome``,
         ``control``), ``reason`` a stable slug (e.g. ``not-a-member``), ``detail`` free
-        text for the log line (never key material or plaintext)."""
+        text for the log line (never key material or plaintext). ``benign``: an item
+        that changes nothing and that ordinary operation produces (e.g. a claim notice
+        re-read after a restart): counted, but logged at INFO, not WARNING."""
         self.counts[reason] += 1
         who = _clip(sender or "an unauthenticated sender")
         key = (who, reason)
@@ -65,10 +68,11 @@ class Drops:
         self._seen.move_to_end(key)
         while len(self._seen) > MAX_TRACKED:
             self._seen.popitem(last=False)
-        self._log.warning("%s: dropped %s from %s: %s%s%s", self.network, kind, who, reason,
-                          f" ({_clip(detail)})" if detail else "",
-                          f"; {suppressed} more like it since the last report"
-                          if suppressed else "")
+        self._log.log(logging.INFO if benign else logging.WARNING,
+                      "%s: dropped %s from %s: %s%s%s", self.network, kind, who, reason,
+                      f" ({_clip(detail)})" if detail else "",
+                      f"; {suppressed} more like it since the last report"
+                      if suppressed else "")
 
     def snapshot(self) -> dict[str, int]:
         """Drops so far, per reason."""

@@ -172,6 +172,7 @@ def test_a_stranger_cannot_drain_the_key_packages(
         caplog: pytest.LogCaptureFixture) -> None:
     transport, server = served
     refs = publish(transport, loop, 6)
+    transport._own_read = True  # a live flood (not the first read of our archive)
     with caplog.at_level(logging.WARNING, logger="mls_bridge.defence"):
         for round_ in range(3):
             flood(transport, loop, refs, f"{STRANGER}/x", f"r{round_}")

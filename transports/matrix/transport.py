@@ -48,6 +48,8 @@ from transports.base import (
     InvalidRequestError,
     KeyPackageEntry,
     NoKeyPackageError,
+    RoomChange,
+    RoomEvent,
     SubmitResult,
     SubmitStatus,
     TransportClosedError,
@@ -88,6 +90,8 @@ from .journal import (
 )
 
 log = logging.getLogger(__name__)
+#: journal mark: the membership log position :meth:`room_events` reported up to
+_ROOM_EVENTS_MARK = "room_events.cursor"
 
 DEFAULT_LONG_POLL_MS = 5_000
 DEFAULT_TIMELINE_LIMIT = 500
@@ -116,7 +120,7 @@ class MatrixDeliveryTransport:
     """A :class:`~transports.base.DeliveryTransport` (and
     :class:`~transports.base.RelayTransport`) for one Matrix device. ``bridge``: the
     user id (or ``matrix:`` identity) of the bridge account of bridged groups, whose
-    power level room policy sync never lowers (:mod:`.policy_sync`)."""
+    power level room policy sync never lowers (``mls_client.matrix_rights``)."""
 
     network = "matrix"
 
@@ -480,7 +484,7 @@ class MatrixDeliveryTransport:
         send group messages and publish its GroupInfo (power level 0); the binding needs
         level 100 (:data:`~.events.MLS_EVENT_LEVELS`, set right after creation so that
         the homeserver's default levels of the other event types stay). A group with a
-        room policy gets power levels derived from it (policy_sync)."""
+        room policy gets power levels derived from it (mls_client.matrix_rights)."""
         out = await self._api.request("POST", f"{CLIENT}/createRoom", {
             "preset": "private_chat",
             "topic": ev.group_hint(group_id),
@@ -850,6 +854,39 @@ class MatrixDeliveryTransport:
     def membership_changes(self, after: int = 0) -> list[MembershipChange]:
         """Membership changes seen in the rooms (for the bot's access control)."""
         return self._journal.member_changes(after)
+
+    def room_events(self) -> list[RoomEvent]:
+        """Membership changes in bound rooms since the previous call (``DeliveryTransport``
+        ``room_events``), from the journal's membership log (its position is a journal
+        mark, so a reopened device does not see them twice). A kick or ban of a user
+        who is in the room again (invited or joined since) is no longer reported."""
+        out: list[RoomEvent] = []
+        after = int(self.mark(_ROOM_EVENTS_MARK) or 0)
+        while changes := self._journal.member_changes(after):
+            for change in changes:
+                event = self._room_event_of(change)
+                if event is not None:
+                    out.append(event)
+            after = changes[-1].id
+            self.set_mark(_ROOM_EVENTS_MARK, str(after))
+        return out
+
+    def _room_event_of(self, change: MembershipChange) -> RoomEvent | None:
+        if change.group_id is None:
+            return None
+        if change.membership == "join":
+            kind = RoomChange.JOINED
+        elif change.membership == "ban":
+            kind = RoomChange.BANNED
+        elif change.membership == "leave":
+            kind = RoomChange.KICKED if change.kicked_or_banned else RoomChange.LEFT
+        else:
+            return None
+        if kind in (RoomChange.KICKED, RoomChange.BANNED) and self.current_membership(
+                change.room_id, change.user_id) not in ("leave", "ban"):
+            return None  # invited or joined again since: the old kick no longer applies
+        return RoomEvent(change.group_id, ev.identity_of(change.user_id), kind,
+                         self=change.user_id == self.matrix_user_id)
 
     def rejections(self) -> list[tuple[str, str]]:
         """(event id, reason) of every event the transport refused to deliver (each was

@@ -11,12 +11,12 @@ stanzas, registers its own handler matching the element (servers.md). It raises 
   or lost its membership (321), with its real JID (rooms are non-anonymous);
 * ``mls_message`` / ``mls_event`` when an :class:`~mls_client.MLSClient` is attached
   with :meth:`MLSBridgePlugin.run_client` (decrypted application messages, and every
-  other client event: joins, commits, membership changes, rejections). While attached,
-  MUC access follows MLS membership: a user kicked or banned from the room is removed
-  from the MLS group by the lowest-index remaining member whose room-policy role may
-  remove others, users a Commit removed lose their room membership (when we own or
-  administer the room), and in a group with a room policy a room owner derives every
-  member's affiliation from the policy (:meth:`MLSBridgePlugin.sync_affiliations`).
+  other client event: joins, commits, membership changes, rejections). MUC access and
+  MLS membership are kept consistent by the client layer, attached or not (kicks and
+  bans: ``mls_client.room_access``; affiliations from the room policy and revoking
+  removed users: ``mls_client.xmpp_rights``, also reachable as
+  :meth:`MLSBridgePlugin.sync_affiliations`). This module imports nothing of
+  ``mls_client``.
 
 It also exposes the XMPP operations the transport is built from: MAM queries
 (XEP-0313) with RSM paging (XEP-0059), PEP publish/fetch/retract (XEP-0060/XEP-0163)
@@ -32,9 +32,9 @@ import itertools
 import logging
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from slixmpp import JID, Iq, Message
 from slixmpp.exceptions import IqError, IqTimeout
@@ -43,8 +43,6 @@ from slixmpp.xmlstream import StanzaBase, register_stanza_plugin
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from mls_core.events import Member
-from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 from transports.defence import Drops
 
@@ -57,13 +55,7 @@ from .stanza import (
     TAG,
     Envelope,
     MLSElement,
-    group_of_room,
-    room_localpart,
 )
-
-if TYPE_CHECKING:
-    from mls_client.client import MLSClient
-    from mls_client.events import ClientEvent, CommitProcessed
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +71,6 @@ MUC_OWNER_NS = "http://jabber.org/protocol/muc#owner"
 CLIENT_NS = "jabber:client"
 IQ_TIMEOUT = 30
 Affiliation = Literal["outcast", "member", "admin", "owner", "none"]
-#: the room policy's roles as MUC affiliations (docs/bridge.md)
-AFFILIATION_OF: dict[Role, Affiliation] = {
-    Role.ADMIN: "owner", Role.MODERATOR: "admin", Role.MEMBER: "member",
-    Role.BANNED: "outcast",
-}
 
 #: room configuration the mapping needs (XEP-0045 §10.2): persistent (the archive must
 #: survive empty rooms, servers.md), members-only, non-anonymous (members see real JIDs,
@@ -132,6 +119,7 @@ class RoomExit:
     room: str  # bare room JID
     user: str  # bare real JID of the occupant
     codes: frozenset[str]
+    nick: str = ""  # the occupant's nick (ours: our full JID; status 110 marks our own)
 
 
 @dataclass(frozen=True)
@@ -240,7 +228,8 @@ class MLSBridgePlugin(BasePlugin):
         if item is None or not item.get("jid") or not codes & {"301", "307", "321"}:
             return
         self.xmpp.event("mls_room_exit", RoomExit(str(JID(pres["from"]).bare),
-                                                  str(JID(item.get("jid", "")).bare), codes))
+                                                  str(JID(item.get("jid", "")).bare), codes,
+                                                  str(frm.resource)))
 
     def _on_mam_result(self, msg: StanzaBase) -> None:
         """A result of one of our MAM queries (XEP-0313 §4.2): only from the archive we
@@ -477,45 +466,18 @@ class MLSBridgePlugin(BasePlugin):
 
     # ------------------------------------------------------------------ MLSClient
 
-    async def run_client(self, client: MLSClient, stop: asyncio.Event | None = None,
-                         handler: Callable[[ClientEvent], Awaitable[None]] | None = None,
+    async def run_client(self, client: RunnableClient, stop: asyncio.Event | None = None,
+                         handler: Callable[[Any], Awaitable[None]] | None = None,
                          ) -> None:
-        """Run ``client`` (whose transport uses this connection) until ``stop``: fires
-        ``mls_message`` for each decrypted application message and ``mls_event`` for
-        every client event, and keeps MUC access and MLS membership consistent (see the
-        module docstring)."""
-        from mls_client.events import CommitProcessed, GroupJoined, MessageReceived
+        """Run ``client`` (an :class:`~mls_client.MLSClient` whose transport uses this
+        connection) until ``stop``: fires ``mls_message`` for each decrypted application
+        message (events with ``data``) and ``mls_event`` for every client event, then
+        calls ``handler``. Room access and MLS membership are kept consistent by the
+        client itself (``mls_client.room_access``, ``mls_client.xmpp_rights``)."""
 
-        exits: asyncio.Queue[RoomExit] = asyncio.Queue()
-        #: group -> (encoded policy, members) affiliations were last derived from
-        synced: dict[bytes, tuple[bytes, frozenset[bytes]]] = {}
-
-        async def follow_policy(group_id: bytes) -> None:
-            try:
-                policy = await client.policy(group_id)
-                if policy is None:
-                    return
-                members = frozenset(m.credential.identity or b""
-                                    for m in await client.members(group_id))
-                if synced.get(group_id) == (policy.encode(), members):
-                    return
-                await self.sync_affiliations(client, group_id)
-                synced[group_id] = (policy.encode(), members)
-            except Exception as exc:  # not ours any more, or the server refused
-                log.info("deriving affiliations in %s failed: %s", group_id.hex(), exc)
-        self.xmpp.add_event_handler("mls_room_exit", exits.put_nowait)
-
-        async def follow_exits() -> None:
-            while True:
-                await self._remove_exited(client, await exits.get())
-
-        async def dispatch(event: ClientEvent) -> None:
-            if isinstance(event, MessageReceived):
+        async def dispatch(event: Any) -> None:
+            if hasattr(event, "data"):
                 self.xmpp.event("mls_message", event)
-            elif isinstance(event, CommitProcessed) and event.removed:
-                await self._revoke_removed(client, event)
-            if isinstance(event, CommitProcessed | GroupJoined):
-                await follow_policy(event.group_id)
             self.xmpp.event("mls_event", event)
             if handler is not None:
                 try:
@@ -523,162 +485,31 @@ class MLSBridgePlugin(BasePlugin):
                 except Exception:
                     log.exception("the event handler failed")
 
-        follower = asyncio.ensure_future(follow_exits())
-        try:
-            for summary in await client.groups():
-                if summary.active:
-                    await follow_policy(summary.group_id)
-            await client.run(dispatch, stop)
-        finally:
-            follower.cancel()
-            await asyncio.wait({follower})
-            self.xmpp.del_event_handler("mls_room_exit", exits.put_nowait)
+        await client.run(dispatch, stop)
 
-    async def _remove_exited(self, client: MLSClient, exit_: RoomExit) -> None:
-        """A user kicked/banned from the room: its leaves are removed by the lowest-index
-        staying member whose room-policy role allows removing others (any staying member
-        if the group has no policy). Every member applies the same rule, so one commits
-        (and every client checks its Commit against the policy, RFC 9420 §12.2)."""
-        group_id = group_of_room(JID(exit_.room).user)
-        user = f"xmpp:{exit_.user}"
-        if group_id is None or user == client.user_id:
-            return
-        if JID(exit_.room).bare != f"{room_localpart(group_id)}@{self._muc_service(client)}":
-            return  # not the group's room (a forged exit: _on_room_presence drops those)
-        try:
-            members = await client.members(group_id)
-            policy = await client.policy(group_id)
-            own = (await client.group(group_id)).own_leaf_index
-        except Exception:  # not a group of ours
-            return
-        staying = [m for m in members if (m.credential.identity or b"") != user.encode()]
-        if len(staying) == len(members) or remover_index(staying, policy) != own:
-            return
-        try:
-            await client.remove_members(group_id, [user])
-        except Exception as exc:
-            log.warning("removing %s after its room exit failed: %s", user, exc)
-
-    async def _revoke_removed(self, client: MLSClient, event: CommitProcessed) -> None:
-        """Users a Commit removed (no leaf left) lose their room membership; only the
-        room's owners and admins may do that, others are refused and skip it. Outcasts
-        stay outcasts (a ban is not lifted by the removal it caused), and users the
-        policy bans become outcasts."""
-        if not event.own:
-            return
-        room = JID(f"{room_localpart(event.group_id)}@{self._muc_service(client)}")
-        present = {m.credential.identity for m in await client.members(event.group_id)}
-        policy = await client.policy(event.group_id)
-        try:
-            outcasts = set(await self.affiliations(room, "outcast"))
-        except XmppError:
-            outcasts = set()
-        bridge = self._bridge(client)
-        for user in set(event.removed):
-            if not user.startswith("xmpp:") or user.encode() in present \
-                    or user[5:] in outcasts or str(JID(user[5:]).bare) == bridge:
-                continue
-            banned = policy is not None and policy.role_of(user.encode()) == Role.BANNED
-            try:
-                await self.set_affiliation(room, user[5:], "outcast" if banned else "none")
-            except XmppError as exc:
-                log.info("cannot revoke %s in %s: %s", user, room, exc)
-
-    async def sync_affiliations(self, client: MLSClient,
+    async def sync_affiliations(self, client: RunnableClient,
                                 group_id: bytes) -> dict[str, Affiliation]:
-        """Set the room's affiliations from the group's room policy (docs/xmpp.md,
-        "Affiliations from the room policy"; XEP-0045 §9.2-§9.8, §10.3-§10.7): each MLS
-        member ``xmpp:<bare JID>`` gets the affiliation of its role (admin → owner,
-        moderator → admin, member → member, banned → outcast), every identity the policy
-        bans becomes an outcast, identities of other networks are ignored. The configured
-        bridge account (``XmppSettings.bridge``) is never touched: it keeps ``admin``
-        whatever the policy says (docs/xmpp.md, "Bridge support"). Only a room
-        owner does it (others return ``{}`` at once); our own affiliation changes last,
-        and we never give up ownership unless another owner remains. Returns the changes
-        made (bare JID -> new affiliation)."""
-        policy = await client.policy(group_id)
-        room = JID(f"{room_localpart(group_id)}@{self._muc_service(client)}")
-        me = str(JID(client.user_id[5:]).bare) if client.user_id.startswith("xmpp:") else ""
-        if policy is None or not me:
+        """Set the room's affiliations from the group's room policy now (docs/xmpp.md,
+        "Affiliations from the room policy"): delegated to the client's
+        ``room_rights`` (``mls_client.xmpp_rights.AffiliationSync``); ``{}`` if it has
+        none. Returns the changes made (bare JID -> new affiliation)."""
+        rights = client.room_rights
+        sync = getattr(rights, "sync_affiliations", None)
+        if sync is None:
             return {}
-        current = await self._current_affiliations(room)
-        if current.get(me) != "owner":
-            return {}
-        members = [m.credential.identity or b"" for m in await client.members(group_id)]
-        wanted = desired_affiliations(policy, members, bridge=self._bridge(client))
-        if wanted.get(me, "owner") != "owner" and not any(
-                a == "owner" for j, a in wanted.items() if j != me):
-            wanted[me] = "owner"  # the room must keep an owner (XEP-0045 §10.6)
-        changes = {j: a for j, a in wanted.items() if current.get(j, "none") != a}
-        done: dict[str, Affiliation] = {}
-        for jid in sorted(changes, key=lambda j: j == me):
-            after = {**current, **done}
-            if jid == me and not any(a == "owner" for j, a in after.items() if j != me):
-                break  # an owner change above failed: stay the room's owner
-            try:
-                await self.set_affiliation(room, jid, changes[jid])
-                done[jid] = changes[jid]
-            except XmppError as exc:
-                log.warning("setting %s of %s in %s failed: %s", changes[jid], jid, room,
-                            exc)
-        return done
-
-    async def _current_affiliations(self, room: JID) -> dict[str, Affiliation]:
-        """Bare JID -> affiliation, from the room's lists (members of a members-only
-        non-anonymous room may read them all)."""
-        out: dict[str, Affiliation] = {}
-        for affiliation in ("outcast", "member", "admin", "owner"):
-            for jid in await self.affiliations(room, affiliation):
-                out[jid] = affiliation
-        return out
-
-    def _bridge(self, client: MLSClient) -> str | None:
-        """The bare JID of the bridge account: set by the XmppDeliveryTransport on this
-        connection (``XmppSettings.bridge``), else from the client's transport settings."""
-        bridge = self.bridge or getattr(getattr(client.transport, "settings", None),
-                                        "bridge", None)
-        return str(JID(bridge).bare) if isinstance(bridge, str) and bridge else None
-
-    @staticmethod
-    def _muc_service(client: MLSClient) -> str:
-        service = getattr(client.transport, "muc_service", None)
-        return str(service) if service else f"conference.{JID(client.user_id[5:]).domain}"
+        changes: dict[str, Affiliation] = await sync(group_id)
+        return changes
 
 
+class RunnableClient(Protocol):
+    """What :meth:`MLSBridgePlugin.run_client` needs of an MLS client (the transports
+    layer names no client class)."""
 
+    @property
+    def room_rights(self) -> object: ...
 
-def desired_affiliations(policy: RoomPolicy, members: Iterable[bytes], *,
-                         bridge: str | None = None) -> dict[str, Affiliation]:
-    """Bare JID -> the affiliation its policy role maps to (docs/bridge.md) for MLS
-    members and for every identity the policy bans; non-XMPP identities and the bridge
-    account (bare JID ``bridge``, which keeps its ``admin`` affiliation) are left out."""
-    out: dict[str, Affiliation] = {}
-    bridge = str(JID(bridge).bare) if bridge else None
-    banned = [r.identity for r in policy.roles if r.role == Role.BANNED]
-    for identity in [*members, *banned]:
-        name = identity.decode("utf-8", "replace")
-        if name.startswith("xmpp:") and len(name) > 5:
-            bare = str(JID(name[5:]).bare)
-            if bare != bridge:
-                out[bare] = AFFILIATION_OF[policy.role_of(identity)]
-    return out
-
-
-def remover_index(staying: Sequence[Member], policy: RoomPolicy | None) -> int | None:
-    """The leaf that commits the removal of a kicked/banned user: the lowest-index
-    staying *XMPP* member whose policy role may remove others (RoomPolicyEnforcer's
-    rule); None if nobody may. Only members on this network see the room's kicks and
-    bans; in a bridged group the others are on other networks (docs/bridge.md)."""
-    allowed = [m.index for m in staying
-               if (m.credential.identity or b"").startswith(b"xmpp:")
-               and (policy is None or may_remove(policy, m.credential.identity))]
-    return min(allowed, default=None)
-
-
-def may_remove(policy: RoomPolicy, identity: bytes | None) -> bool:
-    role = policy.role_of(identity)
-    needed = policy.min_role(Action.REMOVE)
-    return role != Role.BANNED and needed != Role.NOBODY and role >= needed
+    async def run(self, handler: Callable[[Any], Awaitable[None]] | None = None,
+                  stop: asyncio.Event | None = None) -> None: ...
 
 
 # slixmpp's plugin layout: importing the module registers the plugin by its name

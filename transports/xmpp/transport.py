@@ -63,6 +63,8 @@ from transports.base import (
     KeyPackageEntry,
     MessageKind,
     NoKeyPackageError,
+    RoomChange,
+    RoomEvent,
     SessionConflictError,
     SubmitResult,
     SubmitStatus,
@@ -81,7 +83,7 @@ from transports.validation import (
     require_message_id,
 )
 
-from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, XmppError
+from .plugin import MUC_USER_NS, ArchivedMessage, MLSBridgePlugin, RoomExit, XmppError
 from .settings import XmppSettings
 from .stanza import (
     NS,
@@ -256,6 +258,10 @@ class _Source:
         return self.ids[-1] if self.ids else self.base
 
 
+#: join refusals that mean we are no longer allowed in the room (XEP-0045 §7.2.6-§7.2.7)
+REFUSED = frozenset({"forbidden", "registration-required"})
+
+
 class XmppDeliveryTransport:
     """A :class:`~transports.base.DeliveryTransport` for one XMPP device account.
 
@@ -308,7 +314,11 @@ class XmppDeliveryTransport:
         self._claims_all = RateLimiter(settings.claims_global_per_hour / 3600,
                                        settings.claim_global_burst)
         #: (claimant bare JID, ref hex) read from our archive, judged after the read
-        self._pending_claims: list[tuple[str, str]] = []
+        self._pending_claims: list[tuple[str, str, bool]] = []
+        #: whether the first read of our archive (what it held when we connected, read
+        #: from its start) is over: claim notices of that read are mostly re-reads of
+        #: notices an earlier run judged
+        self._own_read = False
         self._claims_seen: OrderedDict[str, None] = OrderedDict()
         self._claim_lock = asyncio.Lock()
         #: KeyPackageRefs (hex) this device published (PUBLISHED_NODE_PREFIX + its node)
@@ -327,8 +337,11 @@ class XmppDeliveryTransport:
         self.sessions = 0
         self.reconnect_attempts = 0
         self._rebase_lock = asyncio.Lock()
+        #: room membership changes not yet taken by :meth:`room_events`
+        self._room_events: list[RoomEvent] = []
         xmpp.add_event_handler("mls_payload", self._on_payload)
         xmpp.add_event_handler("mls_error", self._on_error)
+        xmpp.add_event_handler("mls_room_exit", self._on_room_exit)
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
         xmpp.add_event_handler("stream_error", self._on_stream_error)
@@ -448,8 +461,9 @@ class XmppDeliveryTransport:
                 try:
                     await self._ensure_joined(gid, remember=False)
                 except XmppError as exc:  # e.g. our membership was revoked
-                    log.warning("%s cannot rejoin %s: %s", self.client_id,
-                                self.room_jid(gid), exc)
+                    if not self._refused(gid, exc):
+                        log.warning("%s cannot rejoin %s: %s", self.client_id,
+                                    self.room_jid(gid), exc)
 
     @property
     def _rooms_node(self) -> str:
@@ -480,7 +494,9 @@ class XmppDeliveryTransport:
                 await self.plugin.join_room(JID(room), self._nick)
                 self._present.add(room)
             except XmppError as exc:
-                log.warning("rejoining %s failed: %s", room, exc)
+                gid = group_of_room(str(JID(room).user))
+                if gid is None or not self._refused(gid, exc):
+                    log.warning("rejoining %s failed: %s", room, exc)
         self._online.set()
         for source in self._sources.values():
             self._kick(source)
@@ -559,6 +575,7 @@ class XmppDeliveryTransport:
             self.xmpp.cancel_connection_attempt()
             self.xmpp.abort()
         for name, handler in (("mls_payload", self._on_payload), ("mls_error", self._on_error),
+                              ("mls_room_exit", self._on_room_exit),
                               ("session_start", self._on_session_start),
                               ("disconnected", self._on_disconnected),
                               ("stream_error", self._on_stream_error)):
@@ -607,6 +624,51 @@ class XmppDeliveryTransport:
 
     def room_jid(self, group_id: bytes) -> str:
         return f"{room_localpart(group_id)}@{self.muc_service}"
+
+    # ------------------------------------------------------------------ room membership
+
+    def _on_room_exit(self, exit_: RoomExit) -> None:
+        """An occupant of one of our groups' rooms was kicked (307), banned (301) or lost
+        its membership (321) (XEP-0045 §9.1, §9.4, §9.5): reported as a
+        :class:`RoomEvent` (the plugin already dropped presence not from our MUC
+        service)."""
+        room = JID(exit_.room)
+        group_id = group_of_room(str(room.user)) if room.domain == self.muc_service else None
+        if group_id is None or self.room_jid(group_id) != str(room.bare):
+            return
+        change = RoomChange.BANNED if "301" in exit_.codes else RoomChange.KICKED
+        own = "110" in exit_.codes or exit_.nick == self._nick
+        if own:  # no longer an occupant: no rejoining, no reading until subscribed again
+            self._present.discard(str(room.bare))
+        self._room_events.append(RoomEvent(group_id, f"xmpp:{exit_.user}", change, self=own))
+        self._notify()
+
+    def _refused(self, group_id: bytes, exc: XmppError) -> bool:
+        """The group's room refused to let us in because we are an outcast
+        (``forbidden``, XEP-0045 §7.2.7) or no longer a member of the members-only room
+        (``registration-required``, §7.2.6): we were banned or removed while away.
+        Only asked for rooms we were in before (earlier runs, a reconnection), never
+        for a first join after a Welcome (which may race the invitation that makes us
+        a member). Reported once as our own exit; the room is no longer read or rejoined (its
+        archive would refuse us too). Other failures: False."""
+        if exc.condition not in REFUSED:
+            return False
+        key = self.room_jid(group_id)
+        source = self._sources.pop(key, None)
+        if source is not None and source.task is not None:
+            source.task.cancel()
+        self._joined.discard(key)
+        self._present.discard(key)
+        change = RoomChange.BANNED if exc.condition == "forbidden" else RoomChange.KICKED
+        self._room_events.append(RoomEvent(group_id, self.user_id, change, self=True))
+        self._notify()
+        log.info("%s: %s refuses us (%s)", self.client_id, key, exc.condition)
+        return True
+
+    def room_events(self) -> list[RoomEvent]:
+        """Room membership changes since the previous call (``DeliveryTransport``)."""
+        events, self._room_events = self._room_events, []
+        return events
 
     # ------------------------------------------------------------------ live input
 
@@ -666,8 +728,10 @@ class XmppDeliveryTransport:
             try:
                 await self._sync(source)
             except (XmppError, TransportError) as exc:
-                disconnected = isinstance(exc, XmppError) and exc.condition == "disconnected"
-                log.log(logging.INFO if disconnected else logging.WARNING,
+                # a room that refuses us: its join reports it (``_refused``), once
+                quiet = isinstance(exc, XmppError) and (exc.condition == "disconnected" or (
+                    exc.condition in REFUSED and source.key != OWN))
+                log.log(logging.INFO if quiet else logging.WARNING,
                         "reading %s failed: %s", source.key or "our archive", exc)
                 return
             if not source.dirty:
@@ -703,6 +767,8 @@ class XmppDeliveryTransport:
                     break
             source.live = present and source.key in self._present
             source.progress.set()
+            if source.key == OWN:
+                self._own_read = True
         if source.key == OWN and (self._pending_claims or self._retract):
             await self._process_claims()
 
@@ -853,7 +919,7 @@ class XmppDeliveryTransport:
                             "a claim names one KeyPackageRef and carries nothing else")
         if len(self._pending_claims) >= MAX_PENDING_CLAIMS:
             raise _Rejected(who, "claim", "claim-rate-limited", "too many notices waiting")
-        self._pending_claims.append((str(frm.bare), env.ref or ""))
+        self._pending_claims.append((str(frm.bare), env.ref or "", not self._own_read))
 
     def _welcome_entry(self, frm: JID, env: Envelope, replay: bool) -> IncomingMessage:
         """A Welcome for this device: delivered only if it is an MLSMessage(Welcome)
@@ -1535,14 +1601,17 @@ class XmppDeliveryTransport:
                 self._pending_claims[:0] = claims
                 self._retract |= retract
                 raise
-            for claimant, ref in claims:
+            for claimant, ref, early in claims:
                 reason = self._judge_claim(claimant, ref, items)
                 if reason is None:
                     del items[ref]
                     retract.add(ref)
                 else:
+                    # a stale ref (ours, already gone) in the first read of our archive
+                    # is what every restart re-reads: counted, not a warning
                     self.drops.drop(sender=f"xmpp:{claimant}", kind="claim", reason=reason,
-                                    detail=f"KeyPackageRef {ref[:16]}…; {self.client_id}")
+                                    detail=f"KeyPackageRef {ref[:16]}…; {self.client_id}",
+                                    benign=early and reason == "claim-stale-ref")
         await self._retract_items(retract)
 
     def _judge_claim(self, claimant: str, ref: str,

@@ -227,7 +227,7 @@ async def running(servers: tuple[ProsodyServer, SynapseServer], root: Path
 async def enforce_bans(net: RealNet, name: str, group_id: bytes, banned: str) -> None:
     """Run ``name``'s Matrix bot (room kicks and bans → MLS removals) until ``banned``
     is no longer a member."""
-    from transports.matrix.bot import MatrixBot
+    from mls_client.matrix_bot import MatrixBot
 
     bot = MatrixBot(net.clients[name], net.inner[name])  # type: ignore[arg-type]
 

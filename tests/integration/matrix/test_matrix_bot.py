@@ -10,9 +10,9 @@ import pytest
 from mls_client import Settings
 from mls_client.cli import main
 from mls_client.events import MessageReceived, RemovedFromGroup
+from mls_client.matrix_bot import MatrixBot
 from tests.client.helpers import async_test
 from transports.matrix.api import CLIENT, quote
-from transports.matrix.bot import MatrixBot
 from transports.matrix.journal import MembershipChange
 
 from .conftest import PASSWORD, Homeserver

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from mls_client.events import GroupJoined
+from mls_client.matrix_rights import POWER_LEVELS
 from tests.client.helpers import async_test_within
 from transports.base import MessageKind
 from transports.matrix import events as ev
 from transports.matrix.api import CLIENT, MatrixApiError, quote
-from transports.matrix.policy_sync import POWER_LEVELS
 from transports.matrix.transport import MatrixDeliveryTransport
 
 from .conftest import PASSWORD, Homeserver

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from mls_client.events import CommitProcessed, MessageRejected
+from mls_client.events import CommitProcessed, KickedFromRoom, MessageRejected
+from mls_client.matrix_bot import MatrixBot
+from mls_client.matrix_rights import POWER_LEVELS, level_of
 from mls_core.errors import PolicyError
 from mls_core.room_policy import Role, RoomPolicy
 from tests.client.helpers import async_test
 from transports.matrix import events as ev
 from transports.matrix.api import CLIENT, MatrixApiError, quote
-from transports.matrix.bot import MatrixBot
-from transports.matrix.policy_sync import POWER_LEVELS, level_of
 
 from .conftest import Homeserver
 from .helpers import MatrixNet
@@ -186,7 +186,10 @@ async def test_room_ban_removes_user_by_member_allowed_to(tmp_path: Path,
         assert b"after the ban" in net.received("alice", gid)
         assert b"after the ban" in net.received("bob", gid)
         assert b"after the ban" not in net.received("dave", gid)
-        assert await net["dave"].epoch(gid) == epoch
+        # dave's device saw its ban once and dropped the group (docs/matrix.md)
+        assert [(e.group_id, e.epoch, e.banned) for e in net.events["dave"]
+                if isinstance(e, KickedFromRoom)] == [(gid, epoch, True)]
+        assert not next(g for g in await net["dave"].groups() if g.group_id == gid).active
         assert await membership(net, "carol", gid, net.users["dave"]) == "ban"
     finally:
         await net.close()

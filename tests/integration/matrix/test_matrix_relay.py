@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from mls_client.matrix_rights import POWER_LEVELS, PolicySync, level_of
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
 from mls_core.framing import MLSMessage
@@ -19,7 +20,6 @@ from tests.client.helpers import async_test
 from transports.base import IncomingMessage, KeyPackageEntry, MessageKind, RelayTransport
 from transports.matrix import events as ev
 from transports.matrix.api import CLIENT, quote
-from transports.matrix.policy_sync import POWER_LEVELS, PolicySync, level_of
 from transports.matrix.transport import MatrixDeliveryTransport
 
 from .conftest import PASSWORD, Homeserver

@@ -3,10 +3,11 @@ member that commits the removal of a kicked/banned user (transports/xmpp/plugin.
 
 from __future__ import annotations
 
+from mls_client.room_access import may_remove
+from mls_client.xmpp_rights import desired_affiliations, remover_index
 from mls_core.credentials import Credential
 from mls_core.events import Member
 from mls_core.room_policy import Action, Role, RoomPolicy
-from transports.xmpp.plugin import desired_affiliations, may_remove, remover_index
 
 ALICE = b"xmpp:alice@example.org"
 BOB = b"xmpp:Bob@Example.org"

@@ -5,13 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from mls_core.credentials import Credential
-from mls_core.events import Member
-from mls_core.extensions import Extension
-from mls_core.room_policy import Action, Role, RoomPolicy
-from transports.matrix import events as ev
-from transports.matrix.bot import designated_remover, may_remove, policy_changer, with_role
-from transports.matrix.policy_sync import (
+from mls_client.matrix_bot import designated_remover, may_remove, policy_changer, with_role
+from mls_client.matrix_rights import (
     CREATOR_LEVEL,
     POWER_LEVELS,
     banned_users,
@@ -21,6 +16,11 @@ from transports.matrix.policy_sync import (
     room_creators,
     writer,
 )
+from mls_core.credentials import Credential
+from mls_core.events import Member
+from mls_core.extensions import Extension
+from mls_core.room_policy import Action, Role, RoomPolicy
+from transports.matrix import events as ev
 
 if TYPE_CHECKING:
     from mls_core.group import Group

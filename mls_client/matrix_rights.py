@@ -1,4 +1,6 @@
-"""Room power levels derived from the MLS group's room policy.
+"""Room power levels derived from the MLS group's room policy (client layer: the Matrix
+transport only moves the bytes; every ``MLSClient`` on Matrix applies this after the
+Commits and joins it processes, see :meth:`MLSClient.sync`).
 
 The room policy (:mod:`mls_core.room_policy`, a GroupContext extension) is the single
 source of rights; the room's ``m.room.power_levels`` (Matrix client-server API,
@@ -46,15 +48,14 @@ from typing import TYPE_CHECKING, Any
 from mls_core.errors import MLSError
 from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
-
-from . import events as ev
-from .api import CLIENT, MatrixApiError, quote
+from transports.matrix import events as ev
+from transports.matrix.api import CLIENT, MatrixApiError, quote
 
 if TYPE_CHECKING:
-    from mls_client import MLSClient
     from mls_core.group import Group
+    from transports.matrix.transport import MatrixDeliveryTransport
 
-    from .transport import MatrixDeliveryTransport
+    from .client import MLSClient
 
 log = logging.getLogger(__name__)
 
