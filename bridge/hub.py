@@ -535,6 +535,17 @@ class OrderingHub:
                                  "network = ?", (group_id, network))
         return int(rows[0][0])
 
+    async def lag(self) -> dict[str, int]:
+        """Per network, hub items sequenced but not yet published into its rooms (all
+        groups): the republication backlog."""
+        rows = await self._query("SELECT network, count(*) FROM outbox GROUP BY network")
+        counts = {str(r[0]): int(r[1]) for r in rows}
+        return {network: counts.get(network, 0) for network in self.networks}
+
+    async def ping(self) -> None:
+        """One trivial transaction: raises unless the database is usable."""
+        await self._query("SELECT 1")
+
     async def add_ban(self, group_id: bytes, identity: str, network: str) -> None:
         await self._query("INSERT OR IGNORE INTO bans (group_id, identity, network) "
                           "VALUES (?, ?, ?)", (group_id, identity, network))

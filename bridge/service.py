@@ -95,12 +95,34 @@ class Bridge:
         #: every refused item: a WARNING per (sender, reason) and a count per reason
         self.drops = Drops("bridge")
         self.desk = ControlDesk(self)
+        #: the tasks of the current :meth:`run` (empty before it, done after it)
+        self._tasks: list[asyncio.Task[Any]] = []
 
     @property
     def stats(self) -> BridgeStats:
         c = self._counts
         return BridgeStats(offers=c["offers"], relayed=c["relayed"], rejected=c["rejected"],
                            requests=c["requests"], dropped=self.drops.snapshot())
+
+    def tasks_running(self) -> dict[str, bool]:
+        """Whether each reader and publisher task of :meth:`run` is running (an empty
+        mapping before the first run)."""
+        return {task.get_name(): not task.done() for task in self._tasks
+                if task.get_name().startswith(("read-", "publish-"))}
+
+    async def health(self, timeout: float = 2.0) -> tuple[bool, dict[str, object]]:
+        """(healthy, details): healthy while every reader and publisher task runs and
+        the hub database answers a query within ``timeout`` seconds."""
+        tasks = self.tasks_running()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.hub.ping()
+            hub = "ok"
+        except Exception as exc:  # closed, locked, broken: all mean unusable
+            hub = f"unusable: {type(exc).__name__}"
+        healthy = bool(tasks) and all(tasks.values()) and hub == "ok"
+        return healthy, {"status": "ok" if healthy else "failing", "tasks": tasks,
+                         "hub": hub}
 
     def count(self, what: str) -> None:
         self._counts[what] += 1
@@ -118,6 +140,7 @@ class Bridge:
                   for name in self.networks]
         tasks += [asyncio.create_task(self._watch_bans(name), name=f"bans-{name}")
                   for name in self.networks]
+        self._tasks = list(tasks)
         try:
             if stop is None:
                 await asyncio.gather(*tasks)

@@ -942,6 +942,7 @@ class _Outage:
         if self._since is None:
             return None
         outage, self._since, self._attempt = time.monotonic() - self._since, None, 0
+        self._stats.reconnects += 1
         log.warning("the delivery service answers again after %.1f s", outage)
         return ConnectionRestored(outage)
 

@@ -54,14 +54,19 @@ class ClientStats:
 
     commits_lost: int = 0
     messages_processed: int = 0
+    #: submissions the Delivery Service accepted or ordered (application messages,
+    #: proposals and Commits; a retry the service recognises as a repeat counts again)
+    messages_sent: int = 0
     messages_rejected: int = 0
     #: group messages of epochs before we joined, skipped silently (mls_client.inbound)
     messages_before_join: int = 0
+    #: outages :meth:`MLSClient.run` rode out (ConnectionLost), and the retries it took
+    disconnects: int = 0
+    #: outages that ended (ConnectionRestored)
+    reconnects: int = 0
+    reconnect_attempts: int = 0
     #: refills of the KeyPackage pool that claims of our KeyPackages triggered, and
     #: those refused by the refill budget (a possible depletion attack)
-    #: outages :meth:`MLSClient.run` rode out, and the retries it took
-    disconnects: int = 0
-    reconnect_attempts: int = 0
     key_package_refills: int = 0
     key_package_refills_refused: int = 0
     #: submissions retried after a transient transport failure (Settings.submit_wait)

@@ -122,7 +122,10 @@ class Outbound:
             return ctx.transport.submit(group_id, epoch, payload, is_commit=is_commit,
                                         sender=ctx.client_id, message_id=message_id)
 
-        return await self.patiently(call) if wait else await call()
+        outcome = await self.patiently(call) if wait else await call()
+        if outcome.accepted or outcome.ordered:
+            ctx.stats.messages_sent += 1
+        return outcome
 
     async def patiently(self, call: Callable[[], Awaitable[T]], *, queued: bool = True) -> T:
         """``call()``, again after each transient transport failure (capped exponential

@@ -425,6 +425,11 @@ class Store:
                             None if r[5] is None else bytes(r[5]),
                             tuple(json.loads(r[6])), r[7], r[8], r[9]) for r in rows]
 
+    async def outbox_depth(self) -> int:
+        """How many messages the outbox holds (not yet known to be stored)."""
+        row = await self._one("SELECT count(*) FROM outbox")
+        return int(row[0])
+
     async def delivered(self, group_id: bytes, sender: str, message_id: str) -> bool:
         """Whether an application message of ``sender`` with that message id is already
         in the inbox (a copy its sender had to encrypt again)."""

@@ -127,6 +127,20 @@ def test_outbox_and_cursors_survive_a_restart(tmp_path: Path) -> None:
     run(after, path)
 
 
+def test_lag_is_sequenced_minus_published_per_network(tmp_path: Path) -> None:
+    async def body(hub: OrderingHub) -> None:
+        a, _ = _pair()
+        assert await hub.lag() == {"xmpp": 0, "matrix": 0}
+        for text in (b"one", b"two", b"three"):
+            await hub.offer(a.encrypt(text), origin="xmpp", sender="xmpp:a@x")
+        await hub.published("matrix", a.group_id, 0)
+        await hub.published("matrix", a.group_id, 1)
+        await hub.published("xmpp", a.group_id, 0)
+        assert await hub.lag() == {"xmpp": 2, "matrix": 1}
+        await hub.ping()
+    run(body, tmp_path / "hub.sqlite")
+
+
 def test_bad_input(tmp_path: Path) -> None:
     async def body(hub: OrderingHub) -> None:
         a, _ = _pair()
