@@ -9,13 +9,18 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transports.base import InvalidRequestError, RelayTransport
 
 from .config import BridgeConfig
 from .hub import OrderingHub
 from .service import Bridge
+
+if TYPE_CHECKING:
+    from .metrics import BridgeCollector
 
 log = logging.getLogger("mls_bridge.bridge")
 
@@ -56,18 +61,46 @@ async def network_accounts(config: BridgeConfig) -> AsyncIterator[dict[str, Rela
         await xmpp.close()
 
 
-async def serve(config: BridgeConfig, stop: asyncio.Event | None = None) -> None:
-    """Run the bridge of ``config`` until ``stop`` is set or a signal arrives."""
+@dataclass(frozen=True)
+class MetricsAddress:
+    """Where ``/metrics`` and ``/healthz`` are served (``--metrics-host/--metrics-port``)."""
+
+    host: str
+    port: int
+
+
+async def serve(config: BridgeConfig, stop: asyncio.Event | None = None, *,
+                metrics: MetricsAddress | None = None) -> None:
+    """Run the bridge of ``config`` until ``stop`` is set or a signal arrives; with
+    ``metrics``, also serve its Prometheus metrics and ``/healthz`` (503 until the
+    accounts are logged in and the relay runs, and after it stopped)."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if metrics is None:
+        await _serve(config, stop, None)
+        return
+    from .metrics import BridgeCollector, serve_bridge_metrics
+
+    collector = BridgeCollector()
+    server = await serve_bridge_metrics(collector, metrics.host, metrics.port)
+    try:
+        await _serve(config, stop, collector)
+    finally:
+        await server.close()
+
+
+async def _serve(config: BridgeConfig, stop: asyncio.Event,
+                 collector: BridgeCollector | None) -> None:
     async with network_accounts(config) as accounts:
         hub = await OrderingHub.open(config.hub_path, tuple(accounts), rule=config.ordering)
         try:
             bridge = Bridge(hub, accounts)
+            if collector is not None:
+                collector.bridge = bridge
             for pair in config.pairs:
                 if pair.creator is not None:
                     await hub.set_anchor(pair.group_id, pair.creator)
@@ -90,8 +123,8 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None) -> None
             await hub.close()
 
 
-def main(config_path: Path) -> int:
+def main(config_path: Path, metrics: MetricsAddress | None = None) -> int:
     config = BridgeConfig.load(config_path)
     setup_logging(config)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, metrics=metrics))
     return 0

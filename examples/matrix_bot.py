@@ -12,7 +12,7 @@ Run it against your homeserver with a settings file::
     password = "..."          # or access_token = "..."
     device_id = "ECHOBOT"
 
-    python examples/matrix_bot.py --config bot.toml
+    python examples/matrix_bot.py --config bot.toml   # --metrics-port 9464: Prometheus
 
 Then, from another MLS client (e.g. ``mls-bridge`` with its own ``[matrix]`` table),
 create a group and ``invite`` ``matrix:@echo-bot:example.org``: the bot joins the room
@@ -31,13 +31,20 @@ import signal
 from pathlib import Path
 
 from mls_client import Settings
+from mls_client.cli import add_metrics_arguments
 from mls_client.events import MessageReceived
 from mls_client.matrix_bot import MatrixBot
 from transports.matrix.journal import MembershipChange
 
 
-async def run(config: Path) -> None:
+async def run(config: Path, metrics_port: int | None = None,
+              metrics_host: str = "127.0.0.1") -> None:
     bot = await MatrixBot.start(Settings.load(config))
+    server = None
+    if metrics_port is not None:  # needs the 'metrics' extra (docs/operations.md)
+        from mls_client.metrics import serve_client_metrics
+
+        server = await serve_client_metrics(bot.client, metrics_host, metrics_port)
     print(f"echo bot running as {bot.transport.client_id} "
           f"(identity {bot.transport.identity})", flush=True)
 
@@ -57,15 +64,18 @@ async def run(config: Path) -> None:
     try:
         await bot.run(stop)
     finally:
+        if server is not None:
+            await server.close()
         await bot.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="TOML settings file")
+    add_metrics_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(run(args.config))
+    asyncio.run(run(args.config, args.metrics_port, args.metrics_host))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Run it with a client settings file whose transport is XMPP::
     jid = "echobot@example.org/bot"
     password = "..."
 
-    python examples/xmpp_bot.py --config bot.toml
+    python examples/xmpp_bot.py --config bot.toml   # --metrics-port 9464: Prometheus
 
 The first run creates the bot's identity (``xmpp:<bare JID>``, client id = the full JID)
 and publishes KeyPackages; then any member can add ``xmpp:echobot@example.org`` to a
@@ -29,6 +29,7 @@ import signal
 from pathlib import Path
 
 from mls_client import MLSClient, Settings
+from mls_client.cli import add_metrics_arguments
 from mls_client.events import ClientEvent, GroupJoined, MessageReceived
 from transports.xmpp.transport import XmppDeliveryTransport
 
@@ -64,13 +65,21 @@ async def open_bot(settings_path: Path | None) -> tuple[MLSClient, XmppDeliveryT
     return client, transport
 
 
-async def run(settings_path: Path | None, stop: asyncio.Event) -> int:
+async def run(settings_path: Path | None, stop: asyncio.Event, *,
+              metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     client, transport = await open_bot(settings_path)
     bot = EchoBot(client)
     log.info("%s is listening as %s", transport.client_id, transport.user_id)
+    server = None
     try:
+        if metrics_port is not None:  # needs the 'metrics' extra (docs/operations.md)
+            from mls_client.metrics import serve_client_metrics
+
+            server = await serve_client_metrics(client, metrics_host, metrics_port)
         await transport.plugin.run_client(client, stop, bot.on_event)
     finally:
+        if server is not None:
+            await server.close()
         await client.close()
         await transport.close()
     return bot.answered
@@ -79,6 +88,7 @@ async def run(settings_path: Path | None, stop: asyncio.Event) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="client settings TOML file")
+    add_metrics_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stop = asyncio.Event()
@@ -88,7 +98,8 @@ def main() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        answered = await run(args.config, stop)
+        answered = await run(args.config, stop, metrics_port=args.metrics_port,
+                             metrics_host=args.metrics_host)
         log.info("answered %d message(s)", answered)
 
     asyncio.run(go())

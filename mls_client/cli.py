@@ -244,6 +244,27 @@ def _group_id(value: str) -> str:
     return value
 
 
+def port_number(value: str) -> int:
+    """A TCP port, 1-65535 (argparse type)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
+    return port
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser, what: str = "/metrics") -> None:
+    """``--metrics-port`` and ``--metrics-host``: opt-in Prometheus metrics (they need
+    the ``metrics`` extra, prometheus-client; docs/operations.md)."""
+    parser.add_argument("--metrics-port", type=port_number, metavar="PORT",
+                        help=f"serve Prometheus {what} on this port (needs the "
+                             "'metrics' extra: prometheus-client)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address to serve metrics on (default 127.0.0.1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mls-bridge", description="An MLS (RFC 9420) client over a Delivery Service.")
@@ -267,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "XMPP and Matrix rooms; docs/bridge.md)")
     bridge.add_argument("--config", dest="bridge_config", type=Path, required=True,
                         help="bridge.toml (see bridge/config.py)")
+    add_metrics_arguments(bridge, "/metrics and /healthz")
 
     ident = sub.add_parser("identity", help="this client's identity")
     ident_sub = ident.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -360,9 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         if args.command == "bridge":
+            from bridge.main import MetricsAddress
             from bridge.main import main as bridge_main
 
-            return bridge_main(args.bridge_config)
+            metrics = (None if args.metrics_port is None
+                       else MetricsAddress(args.metrics_host, args.metrics_port))
+            if metrics is not None:
+                import mls_client.metrics  # noqa: F401  (a clear error before logging in)
+            return bridge_main(args.bridge_config, metrics)
         asyncio.run(_run(args))
     except (MLSError, TransportError, _Failure, OSError) as exc:
         print(f"mls-bridge: error: {_one_line(exc)}", file=sys.stderr)

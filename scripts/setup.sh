@@ -12,7 +12,7 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[dev,xmpp,matrix,interop]"
+    .venv/bin/python -m pip install -q -e ".[dev,xmpp,matrix,interop,metrics]"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -156,3 +156,29 @@ class RunLoops:
 
     def count(self, name: str, kind: type) -> int:
         return sum(isinstance(e, kind) for e in self._net.events[name])
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of ``GET http://127.0.0.1:<port><path>``, from a thread (the
+    server runs in this event loop)."""
+    import urllib.error
+    import urllib.request
+
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    return await asyncio.to_thread(get)
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of ``/metrics``: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = await http_get(port, "/metrics")
+    assert status == 200, (status, body)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
