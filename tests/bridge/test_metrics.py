@@ -3,13 +3,22 @@ scraped over real HTTP on 127.0.0.1, for a bridge on two embedded networks."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
+from bridge import main as bridge_main
+from bridge.config import BridgeConfig
 from bridge.metrics import BridgeCollector, serve_bridge_metrics
-from tests.bridge.helpers import BridgedNet, bridged_net, identity, until
+from tests.bridge.helpers import NETWORKS, BridgedNet, bridged_net, device, identity, until
 from tests.client.helpers import async_test, http_get, scrape
+from transports.base import RelayTransport
+from transports.local import LocalDeliveryService
 
 
 async def _eve_sends_garbage(net: BridgedNet) -> None:
@@ -102,3 +111,59 @@ async def test_a_bridge_not_up_yet_is_starting(tmp_path: Path) -> None:
         assert (await http_get(server.port, "/nope"))[0] == 404
     finally:
         await server.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@async_test
+async def test_serve_with_metrics_from_login_to_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mls-bridge bridge --metrics-port``: /healthz is 503 while the accounts log in,
+    200 while the relay runs; the endpoint closes with the service."""
+    services = {n: LocalDeliveryService(tmp_path / f"{n}.sqlite", ordering="room",
+                                        poll_interval=0.01) for n in NETWORKS}
+    logged_in = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def accounts(config: BridgeConfig) -> AsyncIterator[dict[str, RelayTransport]]:
+        await logged_in.wait()
+        yield {n: await services[n].account(device(n, "bridge"), identity(n, "bridge"),
+                                            network=n) for n in NETWORKS}
+
+    monkeypatch.setattr(bridge_main, "network_accounts", accounts)
+    config = BridgeConfig.model_validate({
+        "state_dir": tmp_path / "state",
+        "xmpp": {"jid": "bridge@x.test/relay", "password": "pw"},
+        "matrix": {"homeserver": "https://m.test", "user_id": "@bridge:m.test",
+                   "password": "pw"}})
+    port, stop = _free_port(), asyncio.Event()
+    task = asyncio.create_task(bridge_main.serve(
+        config, stop, metrics=bridge_main.MetricsAddress("127.0.0.1", port)))
+
+    async def health() -> int:
+        try:
+            return (await http_get(port, "/healthz"))[0]
+        except OSError:  # not listening (yet, or any more)
+            return 0
+    try:
+        await until(lambda: _is(health, 503), "the endpoint up, the bridge starting")
+        logged_in.set()
+        await until(lambda: _is(health, 200), "the bridge running")
+        samples = await scrape(port)
+        assert samples[("mls_bridge_offers_total", ())] == 0
+        assert samples[("mls_bridge_hub_lag_messages", (("network", "xmpp"),))] == 0
+    finally:
+        stop.set()
+        logged_in.set()
+        await asyncio.wait_for(task, 30)
+        for service in services.values():
+            await service.close()
+    assert await health() == 0
+
+
+async def _is(probe: Callable[[], Awaitable[int]], expected: int) -> bool:
+    return await probe() == expected
