@@ -40,11 +40,6 @@ from transports.matrix.journal import MembershipChange
 async def run(config: Path, metrics_port: int | None = None,
               metrics_host: str = "127.0.0.1") -> None:
     bot = await MatrixBot.start(Settings.load(config))
-    server = None
-    if metrics_port is not None:  # needs the 'metrics' extra (docs/operations.md)
-        from mls_client.metrics import serve_client_metrics
-
-        server = await serve_client_metrics(bot.client, metrics_host, metrics_port)
     print(f"echo bot running as {bot.transport.client_id} "
           f"(identity {bot.transport.identity})", flush=True)
 
@@ -61,7 +56,12 @@ async def run(config: Path, metrics_port: int | None = None,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    server = None
     try:
+        if metrics_port is not None:  # needs the 'metrics' extra (docs/operations.md)
+            from mls_client.metrics import serve_client_metrics
+
+            server = await serve_client_metrics(bot.client, metrics_host, metrics_port)
         await bot.run(stop)
     finally:
         if server is not None:
