@@ -252,7 +252,8 @@ async def converse(clients: Mapping[str, MLSClient], group_id: bytes, messages: 
         short = {n: len(set(d for o in names if o != n for d in sent[o])
                         - set(loops.received[n])) for n in names}
         result.notes.append(f"missing per member: {short}")
-    result.notes.append(f"ConnectionLost events per member: {dict(loops.outages_seen)}")
+    seen = {n: loops.outages_seen[n] for n in names}
+    result.notes.append(f"ConnectionLost events per member: {seen}")
 
 
 # ------------------------------------------------------------------ members
