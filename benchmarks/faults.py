@@ -114,6 +114,8 @@ class CaseResult:
     duplicated: int = 0
     send_errors: int = 0
     seconds: float = 0.0
+    #: the longest ``send`` call (s): longer than ~2 s shows a send ran into an outage
+    longest_send: float = 0.0
     #: per fault: its kind and how long the service was unreachable (stop to started)
     outages: list[str] = field(default_factory=list)
     #: send errors by exception type, run loops that raised, a case that failed to run
@@ -143,7 +145,8 @@ def format_table(results: Sequence[CaseResult]) -> str:
            *(line(r.cells()) for r in results), ""]
     for r in results:
         if r.outages:
-            out.append(f"{r.case}: outages {', '.join(r.outages)}")
+            out.append(f"{r.case}: outages {', '.join(r.outages)}; "
+                       f"longest send {r.longest_send:.1f} s")
         out.extend(f"{r.case}: {note}" for note in r.notes)
     return "\n".join(out).rstrip() + "\n"
 
@@ -227,10 +230,12 @@ async def converse(clients: Mapping[str, MLSClient], group_id: bytes, messages: 
                 await asyncio.sleep(0.5)  # the stop is under way
             name = names[i % len(names)]
             data = f"{name} #{i}".encode()
+            start = time.monotonic()
             try:
                 await clients[name].send(group_id, data)
             except Exception as exc:  # the application does not retry: count it
                 errors[type(exc).__name__] += 1
+            result.longest_send = max(result.longest_send, time.monotonic() - start)
             sent[name].append(data)  # a failed send may still arrive: still expected
         if outage is not None:
             result.outages.append(await outage)

@@ -25,7 +25,7 @@ def test_a_member_that_got_nothing() -> None:
 
 def test_the_table_has_one_row_per_case_and_the_notes_below() -> None:
     ok = CaseResult("xmpp", sent=60, received_min=40, expected=40, seconds=31.04,
-                    outages=["SIGTERM 7.1 s"])
+                    longest_send=5.25, outages=["SIGTERM 7.1 s"])
     bad = CaseResult("bridge", sent=60, received_min=44, expected=45, lost=1,
                      send_errors=2, seconds=80.0, notes=["send errors: X x2"])
     broken = CaseResult("matrix", failed=True, notes=["did not run"])
@@ -37,6 +37,6 @@ def test_the_table_has_one_row_per_case_and_the_notes_below() -> None:
     assert [c.strip() for c in lines[3].strip("|").split("|")][2:6] == ["44 of 45", "1", "0", "2"]
     assert "n/a" in lines[4]
     assert len({len(line) for line in lines[:5]}) == 1  # aligned
-    assert "xmpp: outages SIGTERM 7.1 s" in text
+    assert "xmpp: outages SIGTERM 7.1 s; longest send 5.2 s" in text
     assert "bridge: send errors: X x2" in text and "matrix: did not run" in text
     assert ok.clean and not bad.clean and not broken.clean
