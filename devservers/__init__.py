@@ -17,3 +17,11 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+def kill(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGKILL a server (no shutdown code runs) and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.kill()
+    proc.wait(timeout=timeout)

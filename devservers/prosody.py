@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import terminate
+from . import kill, terminate
 
 DOMAIN = "localhost"
 MUC_DOMAIN = f"conference.{DOMAIN}"
@@ -132,6 +132,12 @@ class ProsodyServer:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         terminate(proc, 10)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no shutdown code runs); :meth:`start` brings it back on the
+        same port and data."""
+        proc, self._proc = self._proc, None
+        kill(proc)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (accounts, rooms, archives

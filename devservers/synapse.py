@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import terminate
+from . import kill, terminate
 
 SERVER_NAME = "localhost"
 START_TIMEOUT = 60.0
@@ -179,6 +179,12 @@ class SynapseServer:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         terminate(proc, 15)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no shutdown code runs); :meth:`start` brings it back on the
+        same port and data."""
+        proc, self._proc = self._proc, None
+        kill(proc)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (nothing is lost)."""
