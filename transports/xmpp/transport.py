@@ -1533,7 +1533,6 @@ class XmppDeliveryTransport:
         if len(current) + len(items) - (len(old_last) if new_last else 0) > MAX_KEY_PACKAGES:
             raise InvalidRequestError(f"a device holds at most {MAX_KEY_PACKAGES} "
                                       "KeyPackages (PEP max_items)")
-        await self._publish_device()
         # first our private record, so a Welcome to any of them is recognised as ours
         refs = [entry.ref.hex() for entry in items]
         self._published.update(refs)
@@ -1548,6 +1547,9 @@ class XmppDeliveryTransport:
             await self.plugin.pep_publish(node, entry.ref.hex(), payload, PEP_OPTIONS)
         if new_last and old_last:
             await self.plugin.pep_retract(node, old_last)
+        # listed as a device only once its node holds KeyPackages: a claimer who finds
+        # the device must find its (open) node too
+        await self._publish_device()
 
     async def _publish_device(self) -> None:
         if self._published_device:
@@ -1709,8 +1711,16 @@ class XmppDeliveryTransport:
                 self.drops.drop(sender=user_id, kind="device", reason="device-malformed",
                                 detail=f"device item {device[:64]!r}; {self.client_id}")
                 continue
-            with contextlib.suppress(NoKeyPackageError):
+            try:
                 out.append(await self._claim(bare, device))
+            except NoKeyPackageError:
+                continue
+            except XmppError as exc:
+                if exc.condition not in ("item-not-found", "forbidden"):
+                    raise
+                # a device listed before its node exists (published by an older
+                # version) or whose node is gone: it has nothing to claim
+                log.info("no KeyPackage node for %s/%s: %s", bare, device, exc)
         return sorted(out, key=lambda c: c.client_id)
 
 
