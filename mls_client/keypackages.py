@@ -169,7 +169,7 @@ REFILL_WINDOW = 3600.0
 
 class ClaimWatch:
     """Refill the pool as soon as the Delivery Service reports that our KeyPackages are
-    being claimed, within a budget (docs/security.md, "KeyPackage directories").
+    being claimed, within a budget (docs/security.md, "Inbound inventory").
 
     A transport that learns of claims (an XMPP claim notice it honoured, a fall of the
     Matrix one-time key count) increments its ``key_package_claims`` counter. When it

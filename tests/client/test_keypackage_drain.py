@@ -1,6 +1,6 @@
-"""A stranger draining a client's KeyPackages (docs/security.md, "KeyPackage
-directories"): claims the transport reports make the client refill at once, within a
-budget; past it the client warns and the last-resort KeyPackage keeps it addable."""
+"""A stranger draining a client's KeyPackages (docs/security.md, "Inbound inventory"):
+claims the transport reports make the client refill at once, within a budget; past it
+the client warns and the last-resort KeyPackage keeps it addable."""
 
 from __future__ import annotations
 
