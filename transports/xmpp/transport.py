@@ -1704,8 +1704,17 @@ class XmppDeliveryTransport:
                                       ) -> list[ClaimedKeyPackage]:
         bare = _bare_of_user(user_id)
         await self._wait_online()
-        out = []
-        for item in await self.plugin.pep_items(bare, DEVICES_NODE):
+        out: list[ClaimedKeyPackage] = []
+        try:
+            devices = await self.plugin.pep_items(bare, DEVICES_NODE)
+        except XmppError as exc:
+            if exc.condition not in ("item-not-found", "forbidden"):
+                raise
+            # no device list (yet): Prosody answers ``forbidden`` for a PEP node that
+            # does not exist; the user has nothing to claim
+            log.info("no device list for %s: %s", bare, exc)
+            return out
+        for item in devices:
             device = item.get("id", "")
             if not device or "/" in device:
                 self.drops.drop(sender=user_id, kind="device", reason="device-malformed",
