@@ -73,6 +73,13 @@ class SessionConflictError(FatalTransportError):
     was replaced stops instead."""
 
 
+class CredentialsRejectedError(FatalTransportError):
+    """The server no longer accepts this device's credentials: a Matrix access token
+    that was revoked or whose device was logged out (HTTP 401 ``M_UNKNOWN_TOKEN``), or an
+    XMPP password refused when the transport reconnects. Retrying cannot fix it: the
+    device must log in again with valid credentials."""
+
+
 class StorageError(TransportError):
     """The database failed (locked for too long, unreadable, schema newer than this code)."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from nio import AsyncClient, AsyncClientConfig, LoginResponse  # type: ignore[import-untyped]
 
-from transports.base import InvalidRequestError, TransportError
+from transports.base import CredentialsRejectedError, InvalidRequestError, TransportError
 
 from .events import PayloadTooLargeError
 
@@ -37,6 +37,16 @@ class MatrixApiError(TransportError):
         self.transient = status >= 500 or status == 429
 
 
+class MatrixCredentialsError(MatrixApiError, CredentialsRejectedError):
+    """HTTP 401 with ``M_UNKNOWN_TOKEN`` or ``M_MISSING_TOKEN`` (Matrix client-server API,
+    "Authentication"): the access token no longer works, so the transport cannot go on."""
+
+
+#: errcodes of a 401 that mean the access token itself is gone (a 401 of user-interactive
+#: authentication carries ``flows`` and no such errcode)
+TOKEN_ERRCODES = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
+
+
 def quote(value: str) -> str:
     """Percent-encode a path segment (room ids contain ``!`` and ``:``)."""
     return urllib.parse.quote(value, safe="")
@@ -50,6 +60,8 @@ def _error(status: int, body: object) -> TransportError:
     if status == 413 or errcode == "M_TOO_LARGE":
         return PayloadTooLargeError(f"the homeserver refused a payload as too large: "
                                     f"{message}")
+    if status == 401 and errcode in TOKEN_ERRCODES:
+        return MatrixCredentialsError(status, errcode, message)
     return MatrixApiError(status, errcode, message)
 
 

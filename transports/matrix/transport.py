@@ -44,6 +44,7 @@ from mls_core.errors import DecodeError
 from mls_core.framing import ContentType, MLSMessage
 from transports.base import (
     ClaimedKeyPackage,
+    FatalTransportError,
     IncomingMessage,
     InvalidRequestError,
     KeyPackageEntry,
@@ -829,6 +830,8 @@ class MatrixDeliveryTransport:
                 # preempted by a caller that needed a fresh sync: read the journal again
             except TransportClosedError:
                 return
+            except FatalTransportError:
+                raise  # e.g. a revoked access token: retrying cannot help
             except TransportError as exc:
                 failures += 1
                 delay = stream_retry_delay(failures)
@@ -1102,7 +1105,10 @@ class MatrixDeliveryTransport:
     def _give_up(self, key: str, exc: Exception) -> bool:
         """Reject an event for good if the failure is its own fault, or after
         :data:`_TRANSIENT_ATTEMPTS` passing failures (a hostile sender could otherwise
-        block the stream with media that never downloads)."""
+        block the stream with media that never downloads). Never for a fatal failure
+        of our own session (e.g. a revoked access token): that is nobody's event's fault."""
+        if isinstance(exc, FatalTransportError):
+            return False
         if _permanent(exc):
             return True
         self._transient[key] = self._transient.get(key, 0) + 1

@@ -58,6 +58,8 @@ from mls_core.errors import MLSError
 from mls_core.framing import ContentType, MLSMessage
 from transports.base import (
     ClaimedKeyPackage,
+    CredentialsRejectedError,
+    FatalTransportError,
     IncomingMessage,
     InvalidRequestError,
     KeyPackageEntry,
@@ -329,9 +331,10 @@ class XmppDeliveryTransport:
         self._closed = False
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
-        #: why the session ended for good (another session took our full JID): every
-        #: later call raises SessionConflictError with it, nothing reconnects
-        self._conflict: str | None = None
+        #: why the session ended for good (another session took our full JID, or the
+        #: server refused our password when reconnecting): every later call raises
+        #: this error class with this text, nothing reconnects
+        self._fatal: tuple[type[FatalTransportError], str] | None = None
         self._stopped = asyncio.Event()
         #: sessions started (the first connection included) and reconnections tried
         self.sessions = 0
@@ -345,6 +348,7 @@ class XmppDeliveryTransport:
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
         xmpp.add_event_handler("stream_error", self._on_stream_error)
+        xmpp.add_event_handler("failed_all_auth", self._on_failed_auth)
         if "mls_bridge" in xmpp.plugin:
             if settings.bridge:
                 self.plugin.bridge = str(JID(settings.bridge).bare)
@@ -486,7 +490,7 @@ class XmppDeliveryTransport:
     async def _on_session_start(self, _event: object) -> None:
         self.sessions += 1
         if not self._owns:  # the application connected its client again: its choice
-            self._conflict = None
+            self._fatal = None
             self._stopped.clear()
         self.xmpp.send_presence()
         for room in list(self._joined):
@@ -510,10 +514,24 @@ class XmppDeliveryTransport:
         condition = str(error["condition"]) if isinstance(error, slixmpp.ElementBase) else ""
         if condition != "conflict":
             return
-        self._conflict = (f"another session is using {self.client_id}: this one was "
-                          f"disconnected and does not reconnect (stream conflict, "
-                          f"RFC 6120 §4.9.3.3); give each process its own resource")
-        log.error("%s", self._conflict)
+        self._stop_for_good(SessionConflictError,
+                            f"another session is using {self.client_id}: this one was "
+                            f"disconnected and does not reconnect (stream conflict, "
+                            f"RFC 6120 §4.9.3.3); give each process its own resource")
+
+    def _on_failed_auth(self, _event: object) -> None:
+        """The server refused our credentials after the first session (the password was
+        changed or the account removed): reconnecting again and again cannot succeed.
+        (A refusal at the first login is :meth:`_connect`'s error.)"""
+        if self.sessions and self._owns:
+            self._stop_for_good(CredentialsRejectedError,
+                                f"the server no longer accepts the password of {self.jid}: "
+                                f"this transport stopped reconnecting; log in again with "
+                                f"the current password")
+
+    def _stop_for_good(self, kind: type[FatalTransportError], why: str) -> None:
+        self._fatal = (kind, why)
+        log.error("%s", why)
         self._online.clear()
         self._stopped.set()
         if self._reconnecting is not None:
@@ -527,7 +545,7 @@ class XmppDeliveryTransport:
         self._present.clear()
         for source in self._sources.values():
             source.live = False
-        if (not self._closed and self._conflict is None and self._owns
+        if (not self._closed and self._fatal is None and self._owns
                 and self._reconnecting is None):
             self._reconnecting = asyncio.ensure_future(self._reconnect())
 
@@ -535,12 +553,12 @@ class XmppDeliveryTransport:
         """Reconnect with capped exponential backoff and full jitter (so devices
         dropped together by a server restart do not come back in lockstep) until
         online again; rooms are rejoined and every source re-read from its last
-        archive id on session start. A session conflict stops it."""
+        archive id on session start. A session conflict or refused credentials stop it."""
         ceiling = RECONNECT_INITIAL
         try:
-            while not self._closed and not self._online.is_set() and self._conflict is None:
+            while not self._closed and not self._online.is_set() and self._fatal is None:
                 await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
-                if self._closed or self._conflict is not None:
+                if self._closed or self._fatal is not None:
                     return
                 self.reconnect_attempts += 1
                 self.xmpp.connect(self.settings.host, self.settings.port)
@@ -578,7 +596,8 @@ class XmppDeliveryTransport:
                               ("mls_room_exit", self._on_room_exit),
                               ("session_start", self._on_session_start),
                               ("disconnected", self._on_disconnected),
-                              ("stream_error", self._on_stream_error)):
+                              ("stream_error", self._on_stream_error),
+                              ("failed_all_auth", self._on_failed_auth)):
             self.xmpp.del_event_handler(name, handler)
 
     async def __aenter__(self) -> XmppDeliveryTransport:
@@ -590,8 +609,9 @@ class XmppDeliveryTransport:
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError("the XMPP transport is closed")
-        if self._conflict is not None:
-            raise SessionConflictError(self._conflict)
+        if self._fatal is not None:
+            kind, why = self._fatal
+            raise kind(why)
 
     async def _wait_online(self) -> None:
         self._check_open()

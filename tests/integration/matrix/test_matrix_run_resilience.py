@@ -7,11 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mls_client.events import ConnectionLost, ConnectionRestored
 from tests.client.helpers import RunLoops, async_test_within
+from transports.base import CredentialsRejectedError
+from transports.matrix.api import CLIENT
 
 from .conftest import Homeserver
 from .helpers import MatrixNet
@@ -84,3 +89,32 @@ async def _until(check: Callable[[], bool], timeout: float) -> None:
         while not check():
             await asyncio.sleep(0.05)
 
+
+
+@async_test_within(120)
+async def test_a_revoked_access_token_ends_run_with_a_clear_error(
+        tmp_path: Path, homeserver: Homeserver) -> None:
+    """A device logged out elsewhere (HTTP 401 M_UNKNOWN_TOKEN on every request) is not an
+    outage: run() raises CredentialsRejectedError once instead of retrying for ever, and
+    a send fails at once instead of waiting out ``submit_wait``."""
+    net = MatrixNet(tmp_path, homeserver)
+    try:
+        alice = await net.add("alice")
+        gid = await alice.create_group()
+        seen: list[object] = []
+
+        async def handler(event: object) -> None:
+            seen.append(event)
+
+        runner = asyncio.create_task(alice.run(handler))
+        await asyncio.sleep(0.5)
+        await net.transports["alice"].api.request("POST", f"{CLIENT}/logout", {})
+        with pytest.raises(CredentialsRejectedError, match="M_UNKNOWN_TOKEN"):
+            await asyncio.wait_for(runner, 30)
+        assert not any(isinstance(e, ConnectionLost) for e in seen)
+        started = time.monotonic()
+        with pytest.raises(CredentialsRejectedError):
+            await alice.send(gid, b"after the logout")
+        assert time.monotonic() - started < 60
+    finally:
+        await net.close()
