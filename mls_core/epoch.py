@@ -3,7 +3,8 @@
 An :class:`EpochState` is replaced wholesale when a Commit is applied; the only thing
 mutated in place is its secret tree (ratchets advance as messages are sent and
 received), and every receive is wrapped in a checkpoint so a message that fails
-verification leaves the ratchets as they were.
+verification leaves the ratchets as they were. A :class:`PastEpoch` also collects the
+leaves that later Commits removed, whose late messages it then refuses (§15.3).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def decrypt_application(suite: CipherSuite, context: GroupContext, tree: Ratchet
         verify_content(suite, leaf.signature_key, content, context)
         if sender_data.leaf_index in refused_senders:
             raise RemovedSenderError(
-                f"§14: application message of epoch {context.epoch} from leaf "
+                f"§15.3: application message of epoch {context.epoch} from leaf "
                 f"{sender_data.leaf_index}, which a later Commit removed")
     except BaseException:
         for cp in reversed(checkpoints):
@@ -71,7 +72,7 @@ class PastEpoch:
 
     def decrypt_application(self, pm: PrivateMessage,
                             refuse_removed: bool = True) -> ApplicationMessage:
-        """Read a late message (§14); one from a leaf in :attr:`removed` raises
+        """Read a late message (§15.3); one from a leaf in :attr:`removed` raises
         RemovedSenderError unless ``refuse_removed`` is False."""
         refused = self.removed if refuse_removed else frozenset()
         return decrypt_application(self.suite, self.context, self.tree, self.secret_tree,

@@ -1,4 +1,4 @@
-"""Late application messages from removed members (RFC 9420 §14, issue 16): a member
+"""Late application messages from removed members (RFC 9420 §12.4.2, §15.3; issue 16): a member
 removed at epoch e may keep epoch e's keys; what it encrypts with them after its removal
 must not be read by the others while they still hold epoch e. Members that are still in
 the group keep being read late (docs/security.md, "Removed members")."""
