@@ -84,6 +84,9 @@ class WindowSettings(_Section):
     """Out-of-order and past-epoch windows (RFC 9420 §9.2, §14)."""
 
     max_past_epochs: int = Field(default=2, ge=0, le=1000)
+    #: read a past epoch's message even from a member removed since (default: refuse,
+    #: RemovedSenderError; docs/security.md "Removed members")
+    accept_removed_senders: bool = False
     max_retained_keys: int = Field(default=128, ge=0, le=100_000)
     max_forward_distance: int = Field(default=1024, ge=1, le=1_000_000)
 
@@ -154,6 +157,7 @@ class Settings(_Section):
         w = self.windows
         return GroupConfig(handshake_wire_format=wire, padding_block=self.padding_block,
                            max_past_epochs=w.max_past_epochs,
+                           accept_removed_senders=w.accept_removed_senders,
                            max_retained_keys=w.max_retained_keys,
                            max_forward_distance=w.max_forward_distance,
                            commit_policy=RoomPolicyEnforcer())

@@ -22,6 +22,9 @@ class GroupConfig:
     padding_block: int = 32
     #: past epochs whose keys are kept to decrypt late application messages (§14)
     max_past_epochs: int = 2
+    #: read such a late message even if a Commit we processed since removed its sender;
+    #: by default it is refused with RemovedSenderError (§15.3, docs/security.md)
+    accept_removed_senders: bool = False
     #: out-of-order window and forward bound of every sender ratchet (§9.2)
     max_retained_keys: int = 128
     max_forward_distance: int = 1024

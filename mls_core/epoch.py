@@ -3,7 +3,8 @@
 An :class:`EpochState` is replaced wholesale when a Commit is applied; the only thing
 mutated in place is its secret tree (ratchets advance as messages are sent and
 received), and every receive is wrapped in a checkpoint so a message that fails
-verification leaves the ratchets as they were.
+verification leaves the ratchets as they were. A :class:`PastEpoch` also collects the
+leaves that later Commits removed, whose late messages it then refuses (§15.3).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .ciphersuite import CipherSuite
-from .errors import ValidationError
+from .errors import RemovedSenderError, ValidationError
 from .events import ApplicationMessage
 from .extensions import ExtensionType
 from .framing import PrivateMessage
@@ -25,9 +26,11 @@ from .treekem import TreeKEMPrivate
 
 def decrypt_application(suite: CipherSuite, context: GroupContext, tree: RatchetTree,
                         secret_tree: SecretTree, sender_data_secret: bytes,
-                        pm: PrivateMessage) -> ApplicationMessage:
+                        pm: PrivateMessage,
+                        refused_senders: frozenset[int] = frozenset()) -> ApplicationMessage:
     """Decrypt and verify an application PrivateMessage (§6.3, §15); the sender's ratchet
-    advances only if every check passes (its key is then deleted, §9.2)."""
+    advances only if every check passes (its key is then deleted, §9.2). An authentic
+    message from a leaf in ``refused_senders`` raises RemovedSenderError."""
     checkpoints: list[SecretTreeCheckpoint] = []
 
     def key_source(leaf: int, content_type: int, generation: int) -> RatchetKey:
@@ -41,6 +44,10 @@ def decrypt_application(suite: CipherSuite, context: GroupContext, tree: Ratchet
         leaf = tree.leaf(sender_data.leaf_index)
         assert leaf is not None  # checked in key_source
         verify_content(suite, leaf.signature_key, content, context)
+        if sender_data.leaf_index in refused_senders:
+            raise RemovedSenderError(
+                f"§15.3: application message of epoch {context.epoch} from leaf "
+                f"{sender_data.leaf_index}, which a later Commit removed")
     except BaseException:
         for cp in reversed(checkpoints):
             secret_tree.restore(cp)
@@ -60,10 +67,16 @@ class PastEpoch:
     tree: RatchetTree
     secret_tree: SecretTree
     sender_data_secret: bytes = field(repr=False)
+    #: leaves that Commits processed since this epoch (this one's included) removed
+    removed: frozenset[int] = frozenset()
 
-    def decrypt_application(self, pm: PrivateMessage) -> ApplicationMessage:
+    def decrypt_application(self, pm: PrivateMessage,
+                            refuse_removed: bool = True) -> ApplicationMessage:
+        """Read a late message (§15.3); one from a leaf in :attr:`removed` raises
+        RemovedSenderError unless ``refuse_removed`` is False."""
+        refused = self.removed if refuse_removed else frozenset()
         return decrypt_application(self.suite, self.context, self.tree, self.secret_tree,
-                                   self.sender_data_secret, pm)
+                                   self.sender_data_secret, pm, refused)
 
 
 @dataclass

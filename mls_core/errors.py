@@ -16,6 +16,8 @@ follow the split h11 makes between "the peer sent garbage" and "we misused the A
         ``EpochError``          message for an epoch we do not (or no longer) hold.
         ``ReplayError``         a generation that was already consumed (§9.2).
         ``ValidationError``     a proposal list, commit, tree or KeyPackage is invalid.
+        ``RemovedSenderError``  a past epoch's application message from a member that a
+                                Commit we processed since removed (§15.3, docs/security.md).
     ``PolicyError``          the application's policy refused an otherwise valid change.
     ``UsageError``           the caller misused the API (our side's fault).
     ``UnsupportedError``     valid but not supported here (unknown cipher suite, ...).
@@ -60,6 +62,13 @@ class ReplayError(ProtocolError):
 
 class ValidationError(ProtocolError):
     """A proposal list, commit, tree, credential or KeyPackage is invalid."""
+
+
+class RemovedSenderError(ProtocolError):
+    """An authentic application message of a retained past epoch (§15.3) whose sender a
+    Commit we have processed since removed: refused by default, because the removed
+    member may have kept that epoch's keys and written it after its removal
+    (``GroupConfig.accept_removed_senders``; docs/security.md)."""
 
 
 class PolicyError(MLSError):

@@ -360,7 +360,7 @@ class Group:
         pm = msg.private_message
         if past is None or pm is None or pm.content_type != ContentType.APPLICATION:
             raise EpochError(f"§12.4.2: message for epoch {epoch}, group is at {self.epoch}")
-        return past.decrypt_application(pm)
+        return past.decrypt_application(pm, not self._config.accept_removed_senders)
 
     def _authenticated_content_of(self, msg: MLSMessage) -> AuthenticatedContent:
         """Unprotect a handshake message of the current epoch and verify its signature
@@ -507,7 +507,7 @@ class Group:
         if self._pending is None:
             raise UsageError("no pending commit")
         pending, self._pending = self._pending, None
-        self._advance(pending.state)
+        self._advance(pending.state, pending.event)
         self._after_commit(pending.event)
         return pending.event
 
@@ -525,7 +525,7 @@ class Group:
                                                   self._lookup_psk, now, self._update_keys)
         self._pending = None
         if not event.removed_self:
-            self._advance(state)
+            self._advance(state, event)
         self._after_commit(event)
         return event
 
@@ -538,13 +538,18 @@ class Group:
             self._reinit = event.reinit
             self._active = False
 
-    def _advance(self, state: EpochState) -> None:
-        """Enter the new epoch: keep the old one for late application messages (§14)."""
+    def _advance(self, state: EpochState, event: CommitApplied) -> None:
+        """Enter the new epoch: keep the old one for late application messages (§14),
+        and note in every kept epoch whom the Commit removed."""
         old = self._state
         if self._config.max_past_epochs > 0:
             self._past[old.context.epoch] = old.as_past()
             while len(self._past) > self._config.max_past_epochs:
                 self._past.popitem(last=False)
+        removed = _removed_leaves(event)
+        if removed:
+            for past in self._past.values():
+                past.removed |= removed
         self._state = state
         self._proposals.clear()
         self._update_keys.clear()  # unused Update keys die with their epoch (§9.2)
@@ -659,3 +664,12 @@ class Group:
     def from_bytes(cls, data: bytes, config: GroupConfig | None = None) -> Group:
         """Inverse of :meth:`to_bytes`; DecodeError on malformed or foreign data."""
         return storage.load_group(cls, data, config or GroupConfig())
+
+
+def _removed_leaves(event: CommitApplied) -> frozenset[int]:
+    """The leaves whose member ``event``'s Commit removed (§12.1.3). The Remove of a
+    resync external Commit (§12.4.3.2) does not count: the Authentication Service let
+    the same identity take a new leaf, so that member is still in the group."""
+    if event.committer.sender_type == SenderType.NEW_MEMBER_COMMIT:
+        return frozenset()
+    return frozenset(m.index for m in event.removed)

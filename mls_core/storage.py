@@ -2,7 +2,8 @@
 
 This is a storage format, not a wire format: one byte string holding the current epoch
 (context, tree, our private keys, epoch secrets, secret tree with its ratchet positions,
-transcript hashes), stored proposals, recent past epochs, resumption PSKs and a pending
+transcript hashes), stored proposals, recent past epochs (with the leaves removed since
+each, new in version 2; version 1 states still load), resumption PSKs and a pending
 commit. Writing it and the processed message's effects in one transaction (the client
 layer's job) makes processing crash-safe. Loading re-checks every component and raises
 :class:`~mls_core.errors.DecodeError` on anything malformed.
@@ -31,7 +32,7 @@ from .treekem import TreeKEMPrivate
 if TYPE_CHECKING:
     from .group import Group
 
-STORAGE_VERSION = 1
+STORAGE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,13 @@ class _StoredPending(Struct):
 
 
 @dataclass(frozen=True)
-class _StoredGroup(Struct):
+class _StoredRemoved(Struct):
+    epoch: Uint64
+    leaves: Annotated[tuple[int, ...], Vec(U32)]
+
+
+@dataclass(frozen=True)
+class _StoredGroupV1(Struct):
     version: Uint16
     active: Uint8
     current: _StoredEpoch
@@ -106,6 +113,13 @@ class _StoredGroup(Struct):
     past: Annotated[tuple[_StoredPast, ...], Vec(_StoredPast)]
     resumption_psks: Annotated[tuple[_StoredPsk, ...], Vec(_StoredPsk)]
     pending: Annotated[_StoredPending | None, Opt(_StoredPending)]
+
+
+@dataclass(frozen=True)
+class _StoredGroup(_StoredGroupV1):
+    """Version 2 appends, per past epoch, the leaves removed since (RemovedSenderError)."""
+
+    removed: Annotated[tuple[_StoredRemoved, ...], Vec(_StoredRemoved)]
 
 
 # --------------------------------------------------------------------------- dump
@@ -141,6 +155,8 @@ def dump_group(group: Group) -> bytes:
                           pe.sender_data_secret) for pe in group._past.values()),
         tuple(_StoredPsk(e, psk) for e, psk in group._resumption_psks.items()),
         pending,
+        tuple(_StoredRemoved(pe.context.epoch, tuple(sorted(pe.removed)))
+              for pe in group._past.values() if pe.removed),
     )
     return stored.encode()
 
@@ -173,9 +189,18 @@ def _load_event(e: _StoredEvent) -> CommitApplied:
 
 
 def load_group(cls: type[Group], data: bytes, config: GroupConfig) -> Group:
-    stored = _StoredGroup.decode(data)
-    if stored.version != STORAGE_VERSION:
-        raise DecodeError(f"stored group: unknown storage version {stored.version}")
+    version = int.from_bytes(data[:2], "big")
+    stored: _StoredGroupV1
+    if version == 1:  # before RemovedSenderError: nobody counts as removed
+        stored = _StoredGroupV1.decode(data)
+    elif version == STORAGE_VERSION:
+        stored = _StoredGroup.decode(data)
+    else:
+        raise DecodeError(f"stored group: unknown storage version {version}")
+    stored_removed = stored.removed if isinstance(stored, _StoredGroup) else ()
+    removed = {r.epoch: frozenset(r.leaves) for r in stored_removed}
+    if len(removed) != len(stored_removed):
+        raise DecodeError("stored group: removed leaves listed twice for one epoch")
     try:
         group = cls(_load_epoch(stored.current), config)
         for sp in stored.proposals:
@@ -184,7 +209,10 @@ def load_group(cls: type[Group], data: bytes, config: GroupConfig) -> Group:
             suite = get_suite(past.context.cipher_suite)
             group._past[past.context.epoch] = PastEpoch(
                 suite, past.context, RatchetTree.decode(suite, past.tree),
-                SecretTree.from_bytes(past.secret_tree), past.sender_data_secret)
+                SecretTree.from_bytes(past.secret_tree), past.sender_data_secret,
+                removed.pop(past.context.epoch, frozenset()))
+        if removed:
+            raise DecodeError("stored group: removed leaves of an epoch that is not kept")
         group._resumption_psks.clear()
         for psk in stored.resumption_psks:
             group._resumption_psks[psk.epoch] = psk.psk

@@ -125,3 +125,46 @@ async def test_an_external_rejoin_is_a_join(tmp_path: Path) -> None:
         assert carol.stats.messages_before_join == 1
     finally:
         await net.close()
+
+
+@async_test
+async def test_a_removed_members_late_message_is_rejected_like_any_other(
+        tmp_path: Path) -> None:
+    """Issue 16: bob, removed at epoch 1 -> 2, writes with the epoch-1 keys he kept.
+    Carol refuses it (RemovedSenderError) and reports it like every rejection: a
+    MessageRejected, a counted drop, the stored state untouched. A late message of
+    carol, who is still a member, reaches everyone without an alarm; dave, whose
+    application prefers delivery (``windows.accept_removed_senders``), reads both."""
+    net = Net(tmp_path)
+    try:
+        alice, bob, carol = await net.add("alice", "bob", "carol")
+        (dave,) = await net.add("dave", windows=WindowSettings(accept_removed_senders=True))
+        gid = await alice.create_group()
+        await alice.add_members(gid, ["bob", "carol", "dave"])
+        await net.sync()
+        saved_bob = await bob.group(gid)  # copies of the epoch-1 state
+        lagging_carol = await carol.group(gid)
+        await alice.remove_members(gid, ["bob"])  # epoch 2
+        await net.sync()
+        stored = await carol.store.group(gid)
+        assert stored is not None and stored.epoch == 2
+        injected = saved_bob.encrypt(b"after my removal")
+        late = lagging_carol.encrypt(b"late from carol")
+        for payload, sender in ((injected, "bob-dev"), (late, "carol-dev")):
+            assert (await net.ds.submit(gid, 1, payload, is_commit=False,
+                                        sender=sender)).accepted
+        await net.sync()
+
+        rejected = _rejections(net, "carol")
+        assert len(rejected) == 1 and rejected[0].reason.startswith("RemovedSenderError")
+        assert carol.stats.dropped.get("mls-removed-sender-error") == 1, carol.stats.dropped
+        assert carol.stats.messages_rejected == 1 and carol.stats.messages_before_join == 0
+        after = await carol.store.group(gid)
+        assert after is not None and after.state == stored.state
+        assert net.received("alice") == [b"late from carol"]
+        assert [r.reason.split(":")[0] for r in _rejections(net, "alice")] == [
+            "RemovedSenderError"]
+        assert net.received("dave") == [b"after my removal", b"late from carol"]
+        assert _rejections(net, "dave") == [] and dave.stats.messages_rejected == 0
+    finally:
+        await net.close()

@@ -18,13 +18,14 @@ def test_defaults() -> None:
     assert s.delivery_db_path == s.state_dir / "delivery.sqlite"
     cfg = s.group_config()
     assert cfg.max_past_epochs == 2 and cfg.handshake_wire_format == WireFormat.MLS_PRIVATE_MESSAGE
+    assert cfg.accept_removed_senders is False  # issue 16: refused by default
 
 
 def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text('state_dir = "/tmp/x"\ncipher_suite = 3\nhandshake_wire_format = "public"\n'
                     '[key_packages]\npool_size = 30\nthreshold = 10\n'
-                    '[windows]\nmax_past_epochs = 5\n'
+                    '[windows]\nmax_past_epochs = 5\naccept_removed_senders = true\n'
                     '[transport]\ndb_path = "/tmp/ds.sqlite"\n')
     s = Settings.load(toml, env={"MLS_BRIDGE_KEY_PACKAGES__POOL_SIZE": "40",
                                  "MLS_BRIDGE_WINDOWS__MAX_RETAINED_KEYS": "7",
@@ -37,6 +38,7 @@ def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
     assert s.delivery_db_path == Path("/tmp/ds.sqlite")
     cfg = s.group_config()
     assert cfg.max_retained_keys == 7 and cfg.handshake_wire_format == WireFormat.MLS_PUBLIC_MESSAGE
+    assert cfg.accept_removed_senders is True
 
 
 def test_config_file_from_environment(tmp_path: Path) -> None:
