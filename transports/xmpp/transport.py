@@ -561,13 +561,43 @@ class XmppDeliveryTransport:
                 if self._closed or self._fatal is not None:
                     return
                 self.reconnect_attempts += 1
-                self.xmpp.connect(self.settings.host, self.settings.port)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(ceiling * 4, 1.0)):
-                        await self._online.wait()
+                await self._attempt(max(ceiling * 4, 1.0))
                 ceiling = min(ceiling * 2, RECONNECT_CAP)
         finally:
             self._reconnecting = None
+
+    async def _attempt(self, patience: float) -> None:
+        """One connection attempt. While nothing answers, give up after ``patience``; a
+        stream that got a socket and is still negotiating (a slow or loaded server) gets
+        up to ``connect_timeout``."""
+        await self._end_earlier_attempts()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.connect_timeout
+        self.xmpp.connect(self.settings.host, self.settings.port)
+        while not self._online.is_set() and self._fatal is None and not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    await self._online.wait()
+            if not self.xmpp.is_connected() or loop.time() >= deadline:
+                return
+
+    async def _end_earlier_attempts(self) -> None:
+        """End every earlier attempt before a new one: slixmpp's own background retry,
+        and a socket that connected just as its attempt was cancelled or timed out.
+        slixmpp serves one socket at a time; a second one would open a second stream
+        for our full JID, which the server ends with a ``conflict`` (seen under load:
+        the transport then stopped for good in the middle of an outage)."""
+        # slixmpp keeps no public handle on its pending attempt (slixmpp >= 1.8.5)
+        pending = getattr(self.xmpp, "_current_connection_attempt", None)
+        self.xmpp.cancel_connection_attempt()
+        if isinstance(pending, asyncio.Future) and not pending.done():
+            await asyncio.wait([pending], timeout=5.0)
+        if self.xmpp.is_connected() and not self._online.is_set():
+            gone = self.xmpp.disconnected
+            self.xmpp.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await gone
 
     async def close(self) -> None:
         if self._closed:
