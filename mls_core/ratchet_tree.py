@@ -324,14 +324,23 @@ class RatchetTree:
         return cls(suite, [Node.of(leaf)])
 
     @classmethod
-    def decode(cls, suite: CipherSuite, data: bytes) -> RatchetTree:
+    def decode(cls, suite: CipherSuite, data: bytes,
+               max_leaves: int | None = None) -> RatchetTree:
         """Decode the ``ratchet_tree`` extension form (§12.4.3.3) and pad it to a full tree.
 
-        DecodeError for malformed bytes; ValidationError for an empty tree, a trailing
-        blank, a node of the wrong type for its position, or an untruncated tree whose
-        right half has no member (§7.7, §12.1.3 require truncation)."""
+        DecodeError for malformed bytes; LimitError for more than ``max_leaves`` leaves
+        (refused while decoding); ValidationError for an empty tree, a trailing blank, a
+        node of the wrong type for its position, or an untruncated tree whose right half
+        has no member (§7.7, §12.1.3 require truncation)."""
         with gc_paused():
-            tree = cls(suite, decode_ratchet_tree(data))
+            return cls.from_decoded(suite, decode_ratchet_tree(data, max_leaves))
+
+    @classmethod
+    def from_decoded(cls, suite: CipherSuite, nodes: Sequence[Node | None]) -> RatchetTree:
+        """:meth:`decode` from nodes already decoded and shape-checked (e.g. by
+        :class:`~mls_core.nodes.RatchetTreeReader`)."""
+        with gc_paused():
+            tree = cls(suite, nodes)
         n = tree.n_leaves
         if n > 1 and all(tree._nodes[i] is None for i in range(n, 2 * n - 1, 2)):
             raise ValidationError("ratchet tree: right subtree of the root has no "
