@@ -27,7 +27,7 @@ class InputLimits:
     max_tree_leaves: int = 1 << 16
     #: bytes of an encoded ratchet tree, in the ``ratchet_tree`` extension or out of
     #: band: 4 MiB holds ~15,000 members with basic credentials (a steady-state
-    #: 10,000-member tree is ~2.7 MiB); raise it for larger groups or X.509 chains
+    #: 10,000-member tree is 2.5-2.7 MiB); raise it for larger groups or X.509 chains
     max_tree_bytes: int = 4 << 20
     #: bytes of a whole MLSMessage(Welcome) or MLSMessage(GroupInfo): the tree plus
     #: 1 MiB for the rest (one EncryptedGroupSecrets per new member, extensions)
