@@ -74,13 +74,21 @@ def _tree_bytes(info: GroupInfo, ratchet_tree: bytes | None, limits: InputLimits
     return data
 
 
-def _tree_of(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None,
-             limits: InputLimits | None = None) -> RatchetTree:
-    """The tree of ``info`` (see :func:`_tree_bytes`) decoded within ``limits``, not
-    verified (the interop service inspects it)."""
+def unverified_tree(info: GroupInfo, ratchet_tree: bytes | None,
+                    limits: InputLimits | None = None) -> RatchetTree:
+    """The tree of ``info`` (its ``ratchet_tree`` extension, else ``ratchet_tree``)
+    decoded within ``limits`` (LimitError beyond them) but *not verified*: for looking
+    into a GroupInfo before :func:`join_external` verifies it (e.g. for our own old
+    leaf), never for trusting it."""
     limits = limits or InputLimits()
+    suite = get_suite(info.group_context.cipher_suite)
     return RatchetTree.decode(suite, _tree_bytes(info, ratchet_tree, limits),
                               limits.max_tree_leaves)
+
+
+def _tree_of(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None) -> RatchetTree:
+    """:func:`unverified_tree` with the default limits (the interop service's name)."""
+    return unverified_tree(info, ratchet_tree)
 
 
 def _verified_tree(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None,
