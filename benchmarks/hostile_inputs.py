@@ -9,6 +9,8 @@ Inputs, as a Delivery Service or anyone publishing a GroupInfo could supply them
   2^20 leaves (2 MiB: the real committer's leaf, 2^21 - 3 blank nodes, one more leaf).
 * **2^20 leaves, GroupInfo** — a GroupInfo carrying that tree, validly signed by its
   leaf 0 (the attacker's own key): ``Group.join_external``'s first step.
+* **2^16 leaves, Welcome** — the same shape at the leaf bound (128 KiB): accepted for
+  decoding, refused on its tree hash (every node hashed).
 * **4 MiB, Welcome** — the real Welcome with a ~4 MiB out-of-band tree of real-looking
   leaves (distinct keys, basic credentials, leaf 0 the real committer's so that the
   GroupInfo signature verifies) that is not the group's: refused on its tree hash.
@@ -168,6 +170,7 @@ def build_cases(suite: CipherSuite, budget: int = 4 * MIB, max_leaves: int = 1 <
     other = real_looking_leaf(suite, template, 1, sign=False)
     huge = big_blank_tree(creator_leaf, other, huge_leaves)
     huge_info = signed_group_info(suite, creator_sig, 0, huge, os.urandom(32))
+    widest = big_blank_tree(creator_leaf, other, max_leaves)  # as wide as the bound allows
     fake, fake_leaves = full_tree(suite, creator_leaf, template, budget - 4096, sign=False,
                                   parents=True)
     bad_sig_info = signed_group_info(suite, None, len(fake_leaves) - 1, fake, os.urandom(32))
@@ -187,6 +190,8 @@ def build_cases(suite: CipherSuite, budget: int = 4 * MIB, max_leaves: int = 1 <
         Case(f"{n}, Welcome ({len(huge) / MIB:.1f} MiB tree)", join(huge), "LimitError"),
         Case(f"{n}, GroupInfo ({len(huge_info) / MIB:.1f} MiB)", verify(huge_info),
              "LimitError"),
+        Case(f"2^{max_leaves.bit_length() - 1} leaves (the bound), 2 members, Welcome",
+             join(widest), "ValidationError"),
         Case(f"{size} tree, {len(fake_leaves)} leaves, Welcome", join(fake),
              "ValidationError"),
         Case(f"{size} GroupInfo, {len(fake_leaves)} leaves, bad signature",
