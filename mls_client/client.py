@@ -32,15 +32,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mls_core.ciphersuite import get_suite
+from mls_core.config import InputLimits
 from mls_core.errors import MLSError, ProtocolError, UsageError
 from mls_core.events import CommitApplied, Member
 from mls_core.extensions import Extension, ExtensionType
 from mls_core.framing import ContentType, MLSMessage
 from mls_core.group import Group
+from mls_core.join_flow import unverified_tree
 from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, validate_key_package
-from mls_core.messages import ExternalSender, KeyPackage, external_senders, with_external_sender
+from mls_core.messages import (
+    ExternalSender,
+    GroupInfo,
+    KeyPackage,
+    external_senders,
+    with_external_sender,
+)
 from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
-from mls_core.ratchet_tree import RatchetTree
 from mls_core.room_policy import ROOM_POLICY_EXTENSION, Role, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
@@ -556,7 +563,7 @@ class MLSClient:
         gc = info.group_context
         priv, pub = await self._ctx.signature_key(gc.cipher_suite)
         if stale is None:
-            stale = _leaf_with_key(gc.cipher_suite, info.extensions, tree, pub)
+            stale = _leaf_with_key(info, tree, pub, self._ctx.config.limits)
         group, commit = Group.join_external(info_bytes, self._ctx.credential, priv,
                                             ratchet_tree=tree, remove_leaf=stale,
                                             config=self._ctx.config, now=self._ctx.now())
@@ -976,16 +983,15 @@ def _designated(group: Group, removes: set[int]) -> bool:
     return bool(candidates) and min(candidates) == group.own_leaf_index
 
 
-def _leaf_with_key(suite_id: int, extensions: Sequence[Extension], tree: bytes | None,
-                   signature_key: bytes) -> int | None:
-    """Our old leaf in the published tree: the one holding our signature key."""
-    data = tree
-    for ext in extensions:
-        if ext.extension_type == ExtensionType.RATCHET_TREE:
-            data = ext.extension_data
-    if data is None:
+def _leaf_with_key(info: GroupInfo, tree: bytes | None, signature_key: bytes,
+                   limits: InputLimits) -> int | None:
+    """Our old leaf in the published tree: the one holding our signature key. The tree
+    is not verified yet (join_external does that next), so it is decoded within the
+    join bounds: a hostile GroupInfo costs no more here than there."""
+    if tree is None and not any(e.extension_type == ExtensionType.RATCHET_TREE
+                                for e in info.extensions):
         return None
-    for index, leaf in RatchetTree.decode(get_suite(suite_id), data).leaves():
+    for index, leaf in unverified_tree(info, tree, limits).leaves():
         if leaf.signature_key == signature_key:
             return index
     return None

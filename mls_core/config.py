@@ -6,10 +6,38 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .authentication import DEFAULT_VALIDATOR, CredentialValidator
+from .errors import UsageError
 from .framing import WireFormat
 
 if TYPE_CHECKING:
     from .policy import CommitPolicy
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Bounds on what a joiner decodes: a Welcome (§12.4.3.1), a GroupInfo (§12.4.3.2)
+    and the ratchet tree they carry or that comes out of band (§12.4.3.3). Each is
+    checked before the work it bounds, so that anything over it is refused
+    (:class:`~mls_core.errors.LimitError`) in time linear in the bound, not in the
+    input. See docs/security.md, "Bounds"."""
+
+    #: leaves of a ratchet tree, counted while decoding (before a node is built): 2^16
+    #: leaves hold a 10,000-member group 6 times over; a tree is refused at its
+    #: 2^17-th node, whatever its claimed size
+    max_tree_leaves: int = 1 << 16
+    #: bytes of an encoded ratchet tree, in the ``ratchet_tree`` extension or out of
+    #: band: 4 MiB holds ~15,000 members with basic credentials (a steady-state
+    #: 10,000-member tree is 2.5-2.7 MiB); raise it for larger groups or X.509 chains
+    max_tree_bytes: int = 4 << 20
+    #: bytes of a whole MLSMessage(Welcome) or MLSMessage(GroupInfo): the tree plus
+    #: 1 MiB for the rest (one EncryptedGroupSecrets per new member, extensions)
+    max_message_bytes: int = (4 << 20) + (1 << 20)
+
+    def __post_init__(self) -> None:
+        for name in ("max_tree_leaves", "max_tree_bytes", "max_message_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"InputLimits.{name} must be a positive int, not {value!r}")
 
 
 @dataclass
@@ -37,3 +65,5 @@ class GroupConfig:
     #: the application's access-control policy over proposals and Commits (§12.1,
     #: :mod:`mls_core.policy`); None allows everything RFC 9420 allows
     commit_policy: CommitPolicy | None = None
+    #: bounds on Welcome, GroupInfo and ratchet tree inputs when joining
+    limits: InputLimits = field(default_factory=InputLimits)

@@ -7,6 +7,8 @@ follow the split h11 makes between "the peer sent garbage" and "we misused the A
     ``DecodeError``          bytes that do not parse as the named struct (RFC 9420 §2.1):
                              truncated, oversized, non-minimal varint, trailing bytes,
                              unknown enum value where the struct cannot be skipped.
+        ``VersionError``        an MLSMessage or GroupContext whose protocol version is
+                                not mls10 (§6); also a ``ProtocolError``.
     ``CryptoError``          a cryptographic operation failed.
         ``VerificationError``   a signature, MAC, membership tag, confirmation tag or
                                 parent/tree hash did not verify.
@@ -21,6 +23,8 @@ follow the split h11 makes between "the peer sent garbage" and "we misused the A
     ``PolicyError``          the application's policy refused an otherwise valid change.
     ``UsageError``           the caller misused the API (our side's fault).
     ``UnsupportedError``     valid but not supported here (unknown cipher suite, ...).
+        ``LimitError``          larger than a configured bound (``config.InputLimits``),
+                                refused before the work it would cost.
 
 Errors never carry key material or plaintext in their messages.
 """
@@ -71,6 +75,12 @@ class RemovedSenderError(ProtocolError):
     (``GroupConfig.accept_removed_senders``; docs/security.md)."""
 
 
+class VersionError(DecodeError, ProtocolError):
+    """A protocol version other than mls10 (§6). The rest of an MLSMessage is laid out
+    by its version, so it is a DecodeError (callers that drop undecodable bytes drop
+    it too) as well as a ProtocolError (what ``Group.process`` always raised for it)."""
+
+
 class PolicyError(MLSError):
     """The application's policy rejected an otherwise valid operation."""
 
@@ -81,3 +91,8 @@ class UsageError(MLSError):
 
 class UnsupportedError(MLSError):
     """A valid but unsupported value (e.g. an unknown cipher suite)."""
+
+
+class LimitError(UnsupportedError):
+    """The input exceeds a bound of :class:`mls_core.config.InputLimits` (a tree with
+    too many leaves or bytes): refused before decoding, hashing or verifying it."""

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from .codec import (
     EMPTY,
+    U16,
     U32,
     VAR_BYTES,
     Codec,
@@ -35,7 +36,7 @@ from .codec import (
     encode_varint,
 )
 from .commit import Commit
-from .errors import DecodeError, UsageError
+from .errors import DecodeError, UsageError, VersionError
 from .key_schedule import GroupContext
 from .messages import GroupInfo, KeyPackage, Welcome
 from .proposals import Proposal
@@ -568,6 +569,23 @@ _WIRE_FORMATS: dict[type, WireFormat] = {
 }
 
 
+class _MLS10(Codec[int]):
+    """``ProtocolVersion version = mls10`` of an MLSMessage (§6). Any other value is
+    refused as soon as it is read, before the body whose layout it would define is
+    decoded; encoding stays permissive (tests build such messages)."""
+
+    name = "ProtocolVersion"
+
+    def encode(self, value: int, out: bytearray) -> None:
+        U16.encode(value, out)
+
+    def decode(self, r: Reader) -> int:
+        version = U16.decode(r)
+        if version != ProtocolVersion.MLS10:
+            raise VersionError(f"§6: protocol version {version:#06x} is not mls10 (0x0001)")
+        return version
+
+
 @dataclass(frozen=True)
 class MLSMessage(Struct):
     """struct {
@@ -587,9 +605,12 @@ class MLSMessage(Struct):
         };
     } MLSMessage;                                                        (§6)
 
-    Build with :meth:`of`, which sets ``version = mls10`` and the wire format."""
+    Build with :meth:`of`, which sets ``version = mls10`` and the wire format. Decoding
+    raises VersionError for any other version, so every entry point that reads an
+    MLSMessage (Welcome, GroupInfo, KeyPackage, handshake and application messages)
+    checks it."""
 
-    version: Uint16
+    version: Annotated[int, _MLS10()]
     wire_format: Uint16
     message: Annotated[
         MessageBody,

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 
 from .ciphersuite import CipherSuite, get_suite
 from .commit import Commit
-from .config import GroupConfig
+from .config import GroupConfig, InputLimits
 from .credentials import Credential
 from .epoch import EpochState
-from .errors import ProtocolError, UsageError, ValidationError
+from .errors import LimitError, ProtocolError, UsageError, ValidationError, VersionError
 from .extensions import ExtensionType
 from .framing import (
     AuthenticatedContent,
@@ -25,6 +25,7 @@ from .framing import (
 from .key_package import DEFAULT_EXTENSIONS, KeyPackagePrivate, default_capabilities
 from .key_schedule import (
     EXTERNAL_INIT_LABEL,
+    PROTOCOL_VERSION_MLS10,
     GroupContext,
     confirmation_tag,
     derive_epoch_secrets,
@@ -32,7 +33,7 @@ from .key_schedule import (
     verify_confirmation_tag,
 )
 from .messages import ExternalPub, GroupInfo, KeyPackage
-from .nodes import LeafNode, LeafNodeSource
+from .nodes import LeafNode, LeafNodeSource, RatchetTreeReader
 from .proposal_list import CommittedProposal, required_capabilities
 from .proposals import ExternalInit, PreSharedKey, Proposal, ProposalOrRef, Remove
 from .protection import sign_content
@@ -46,29 +47,70 @@ from .treekem import TreeKEMPrivate, prepare_update_path
 from .welcome import decrypt_group_info, decrypt_group_secrets, verify_group_info
 
 
-def _tree_of(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None) -> RatchetTree:
-    """The tree from the ``ratchet_tree`` extension, else the one supplied out of band."""
+def _check_message_size(data: bytes, what: str, limits: InputLimits) -> None:
+    if len(data) > limits.max_message_bytes:
+        raise LimitError(f"{what} of {len(data)} bytes exceeds InputLimits.max_message_bytes "
+                         f"({limits.max_message_bytes})")
+
+
+def _check_version(context: GroupContext) -> None:
+    if context.version != PROTOCOL_VERSION_MLS10:
+        raise VersionError(f"§6, §8.1: GroupContext version {context.version:#06x} is not "
+                           "mls10 (0x0001)")
+
+
+def _tree_bytes(info: GroupInfo, ratchet_tree: bytes | None, limits: InputLimits) -> bytes:
+    """The tree from the ``ratchet_tree`` extension, else the one supplied out of band,
+    within ``limits.max_tree_bytes``."""
     data = ratchet_tree
     for ext in info.extensions:
         if ext.extension_type == ExtensionType.RATCHET_TREE:
             data = ext.extension_data
     if data is None:
         raise UsageError("§12.4.3.1: no ratchet_tree extension: supply the tree out of band")
-    return RatchetTree.decode(suite, data)
+    if len(data) > limits.max_tree_bytes:
+        raise LimitError(f"ratchet tree of {len(data)} bytes exceeds "
+                         f"InputLimits.max_tree_bytes ({limits.max_tree_bytes})")
+    return data
 
 
-def _verify_group(suite: CipherSuite, info: GroupInfo, tree: RatchetTree,
-                  config: GroupConfig, now: int | None) -> None:
-    """Signature, tree hash and tree integrity checks of §12.4.3.1."""
-    signer = tree.leaf(info.signer)
-    if signer is None:
-        raise ValidationError("§12.4.3.1: GroupInfo signer is a blank leaf")
-    verify_group_info(suite, info, signer.signature_key)
+def unverified_tree(info: GroupInfo, ratchet_tree: bytes | None,
+                    limits: InputLimits | None = None) -> RatchetTree:
+    """The tree of ``info`` (its ``ratchet_tree`` extension, else ``ratchet_tree``)
+    decoded within ``limits`` (LimitError beyond them) but *not verified*: for looking
+    into a GroupInfo before :func:`join_external` verifies it (e.g. for our own old
+    leaf), never for trusting it."""
+    limits = limits or InputLimits()
+    suite = get_suite(info.group_context.cipher_suite)
+    return RatchetTree.decode(suite, _tree_bytes(info, ratchet_tree, limits),
+                              limits.max_tree_leaves)
+
+
+def _tree_of(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None) -> RatchetTree:
+    """:func:`unverified_tree` with the default limits (the interop service's name)."""
+    return unverified_tree(info, ratchet_tree)
+
+
+def _verified_tree(suite: CipherSuite, info: GroupInfo, ratchet_tree: bytes | None,
+                   config: GroupConfig, now: int | None) -> RatchetTree:
+    """The group's tree, checked as §12.4.3.1 requires (signature, tree hash, tree
+    validity) in the order that bounds the work: the tree's bytes, then the GroupInfo
+    signature by the signer's leaf with the tree decoded only up to that leaf (and never
+    past ``max_tree_leaves``), then the rest of the tree, its hash, and its validity."""
     gc = info.group_context
+    _check_version(gc)
+    reader = RatchetTreeReader(_tree_bytes(info, ratchet_tree, config.limits),
+                               config.limits.max_tree_leaves)
+    signer = reader.node_at(2 * info.signer)
+    if signer is None or signer.leaf_node is None:
+        raise ValidationError("§12.4.3.1: GroupInfo signer is a blank leaf")
+    verify_group_info(suite, info, signer.leaf_node.signature_key)
+    tree = RatchetTree.from_decoded(suite, reader.finish())
     if tree.tree_hash() != gc.tree_hash:
         raise ValidationError("§12.4.3.1: tree hash does not match the GroupInfo")
     validate_tree(tree, gc.group_id, now=now, validator=config.validator,
                   required_capabilities=required_capabilities(gc.extensions))
+    return tree
 
 
 def _check_supported(leaf: LeafNode, context: GroupContext) -> None:
@@ -108,6 +150,7 @@ def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePri
                  now: int | None) -> tuple[EpochState, tuple[PreSharedKeyID, ...]]:
     """Process a Welcome (§12.4.3.1) into the state of the epoch it welcomes us to, and
     the PSKs it used (the caller checks ReInit/branch linkage, §11.2, §11.3)."""
+    _check_message_size(welcome, "Welcome", config.limits)
     w = MLSMessage.decode(welcome).welcome
     if w is None:
         raise ProtocolError("expected an MLSMessage(Welcome)")
@@ -119,8 +162,7 @@ def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePri
     if gc.cipher_suite != key_package.cipher_suite:
         raise ValidationError("§12.4.3.1: GroupInfo cipher suite differs from KeyPackage's")
     with gc_paused():
-        tree = _tree_of(suite, info, ratchet_tree)
-        _verify_group(suite, info, tree, config, now)
+        tree = _verified_tree(suite, info, ratchet_tree, config, now)
     me = tree.find_leaf(key_package.leaf_node)
     if me is None:
         raise ValidationError("§12.4.3.1: our KeyPackage's leaf is not in the tree")
@@ -152,13 +194,13 @@ def verified_group_info(group_info: bytes, ratchet_tree: bytes | None, config: G
     ``ratchet_tree``), checked as §12.4.3.1 requires of a joiner: the signature by the
     signer's leaf, the tree hash against the GroupContext, and the tree's validity.
     Non-members use it too (a bridge finding a banned user's leaves)."""
+    _check_message_size(group_info, "GroupInfo", config.limits)
     info = MLSMessage.decode(group_info).group_info
     if info is None:
         raise ProtocolError("expected an MLSMessage(GroupInfo)")
     suite = get_suite(info.group_context.cipher_suite)
     with gc_paused():
-        tree = _tree_of(suite, info, ratchet_tree)
-        _verify_group(suite, info, tree, config, now)
+        tree = _verified_tree(suite, info, ratchet_tree, config, now)
     return info, tree
 
 

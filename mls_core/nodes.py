@@ -14,6 +14,7 @@ direction only.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, Any, ClassVar
@@ -25,6 +26,7 @@ from .codec import (
     VAR_BYTES,
     Codec,
     Opt,
+    Reader,
     Select,
     Struct,
     Uint8,
@@ -32,11 +34,11 @@ from .codec import (
     Uint64,
     VarBytes,
     Vec,
-    decode_value,
+    decode_varint,
     encode_value,
 )
 from .credentials import Credential
-from .errors import UsageError, ValidationError
+from .errors import DecodeError, LimitError, UsageError, ValidationError
 from .extensions import Extension
 
 
@@ -324,7 +326,8 @@ class Node(Struct):
 
 #: ``optional<Node> ratchet_tree<V>`` (§12.4.3.3): the nodes in array order, ``None``
 #: for a blank node. Purely syntactic; see :func:`decode_ratchet_tree` for the checks.
-RATCHET_TREE: Codec[tuple[Node | None, ...]] = Vec(Opt(Node))
+_OPTIONAL_NODE: Codec[Node | None] = Opt(Node)
+RATCHET_TREE: Codec[tuple[Node | None, ...]] = Vec(_OPTIONAL_NODE)
 
 
 def encode_ratchet_tree(nodes: tuple[Node | None, ...] | list[Node | None]) -> bytes:
@@ -335,16 +338,80 @@ def encode_ratchet_tree(nodes: tuple[Node | None, ...] | list[Node | None]) -> b
     return encode_value(RATCHET_TREE, tuple(nodes[:end]))
 
 
-def decode_ratchet_tree(data: bytes) -> tuple[Node | None, ...]:
+def decode_ratchet_tree(data: bytes, max_leaves: int | None = None,
+                        ) -> tuple[Node | None, ...]:
     """Decode a ``ratchet_tree`` and apply the shape checks of §12.4.3.3.
 
-    Raises DecodeError for malformed bytes and ValidationError if the tree is empty, ends
-    in a blank node, or has a leaf at an odd (parent) position or a parent at an even
-    (leaf) position. Extending the array to 2^(d+1)-1 nodes is left to the caller."""
-    nodes: tuple[Node | None, ...] = decode_value(RATCHET_TREE, data, "ratchet_tree")
-    if not nodes or nodes[-1] is None:
-        raise ValidationError("ratchet_tree: last node must be non-blank (§12.4.3.3)")
-    for i, node in enumerate(nodes):
-        if node is not None and node.node_type != (NodeType.PARENT if i & 1 else NodeType.LEAF):
-            raise ValidationError(f"ratchet_tree: wrong node type at node index {i}")
-    return nodes
+    Raises DecodeError for malformed bytes, LimitError for a tree of more than
+    ``max_leaves`` leaves (found while decoding: see :class:`RatchetTreeReader`) and
+    ValidationError if the tree is empty, ends in a blank node, or has a leaf at an odd
+    (parent) position or a parent at an even (leaf) position. Extending the array to
+    2^(d+1)-1 nodes is left to the caller."""
+    return RatchetTreeReader(data, max_leaves).finish()
+
+
+_NON_BLANK = re.compile(rb"[^\x00]")
+
+
+class RatchetTreeReader:
+    """Decodes ``optional<Node> ratchet_tree<V>`` (§12.4.3.3) node by node, so that a
+    joiner can stop early: at the GroupInfo signer's leaf to check the signature before
+    decoding the rest (:meth:`node_at`), and at the node bound.
+
+    With ``max_leaves``, a tree of more leaves is refused (LimitError) when its
+    ``2 * max_leaves``-th node is reached, before it is built: neither the time nor the
+    memory spent depends on how large the tree claims to be. Runs of blank nodes (one
+    zero byte each) are counted at C speed."""
+
+    def __init__(self, data: bytes, max_leaves: int | None = None) -> None:
+        self._r = r = Reader(bytes(data))
+        n = decode_varint(r, "ratchet_tree")
+        self._stop = r.pos + n
+        if self._stop > r.end:
+            raise DecodeError(f"ratchet_tree: vector of {n} bytes truncated at offset {r.pos}")
+        if self._stop != r.end:
+            raise DecodeError(f"ratchet_tree: {r.end - self._stop} trailing bytes at offset "
+                              f"{self._stop}")
+        self._max_leaves = max_leaves
+        self._max_nodes = None if max_leaves is None else 2 * max_leaves - 1
+        self._nodes: list[Node | None] = []
+
+    def node_at(self, x: int) -> Node | None:
+        """Node ``x``, decoding only up to it; None if blank or past the end."""
+        self._read_until(x + 1)
+        return self._nodes[x] if x < len(self._nodes) else None
+
+    def finish(self) -> tuple[Node | None, ...]:
+        """All nodes, shape-checked (§12.4.3.3)."""
+        self._read_until(None)
+        nodes = self._nodes
+        if not nodes or nodes[-1] is None:
+            raise ValidationError("ratchet_tree: last node must be non-blank (§12.4.3.3)")
+        for i, node in enumerate(nodes):
+            if node is not None and node.node_type != (NodeType.PARENT if i & 1
+                                                       else NodeType.LEAF):
+                raise ValidationError(f"ratchet_tree: wrong node type at node index {i}")
+        return tuple(nodes)
+
+    def _read_until(self, count: int | None) -> None:
+        """Decode nodes until there are ``count`` (all if None) or the vector ends."""
+        r, stop, nodes = self._r, self._stop, self._nodes
+        data, item = r.data, _OPTIONAL_NODE
+        r.end = stop
+        while r.pos < stop and (count is None or len(nodes) < count):
+            if data[r.pos] == 0:  # a run of blanks
+                match = _NON_BLANK.search(data, r.pos, stop)
+                run = (stop if match is None else match.start()) - r.pos
+                if count is not None:
+                    run = min(run, count - len(nodes))
+                self._check_bound(len(nodes) + run)
+                nodes.extend([None] * run)
+                r.pos += run
+            else:
+                self._check_bound(len(nodes) + 1)
+                nodes.append(item.decode(r))
+
+    def _check_bound(self, n_nodes: int) -> None:
+        if self._max_nodes is not None and n_nodes > self._max_nodes:
+            raise LimitError(f"ratchet_tree: more than {self._max_nodes} nodes, i.e. more "
+                             f"than {self._max_leaves} leaves (InputLimits.max_tree_leaves)")

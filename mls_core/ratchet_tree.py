@@ -324,14 +324,23 @@ class RatchetTree:
         return cls(suite, [Node.of(leaf)])
 
     @classmethod
-    def decode(cls, suite: CipherSuite, data: bytes) -> RatchetTree:
+    def decode(cls, suite: CipherSuite, data: bytes,
+               max_leaves: int | None = None) -> RatchetTree:
         """Decode the ``ratchet_tree`` extension form (§12.4.3.3) and pad it to a full tree.
 
-        DecodeError for malformed bytes; ValidationError for an empty tree, a trailing
-        blank, a node of the wrong type for its position, or an untruncated tree whose
-        right half has no member (§7.7, §12.1.3 require truncation)."""
+        DecodeError for malformed bytes; LimitError for more than ``max_leaves`` leaves
+        (refused while decoding); ValidationError for an empty tree, a trailing blank, a
+        node of the wrong type for its position, or an untruncated tree whose right half
+        has no member (§7.7, §12.1.3 require truncation)."""
         with gc_paused():
-            tree = cls(suite, decode_ratchet_tree(data))
+            return cls.from_decoded(suite, decode_ratchet_tree(data, max_leaves))
+
+    @classmethod
+    def from_decoded(cls, suite: CipherSuite, nodes: Sequence[Node | None]) -> RatchetTree:
+        """:meth:`decode` from nodes already decoded and shape-checked (e.g. by
+        :class:`~mls_core.nodes.RatchetTreeReader`)."""
+        with gc_paused():
+            tree = cls(suite, nodes)
         n = tree.n_leaves
         if n > 1 and all(tree._nodes[i] is None for i in range(n, 2 * n - 1, 2)):
             raise ValidationError("ratchet tree: right subtree of the root has no "
@@ -692,8 +701,16 @@ class RatchetTree:
         """The tree hash of node ``x`` in the tree where every leaf in ``leaves`` is
         blank and removed from all ``unmerged_leaves`` lists: the "original sibling tree
         hash" of §7.9. Subtrees holding none of ``leaves`` use the cached hashes."""
+        return self._hash_without(x, leaves, sorted(leaves))
+
+    def _hash_without(self, x: int, leaves: frozenset[int], ordered: list[int]) -> bytes:
+        """:meth:`tree_hash_without`; ``ordered`` is ``leaves`` sorted, so that finding
+        whether a subtree holds one costs O(log) rather than O(len(leaves)) per node
+        (a parent listing thousands of unmerged leaves after a mass Add, §7.9.2, made
+        it quadratic)."""
         lo, hi = leaf_span(x)
-        if not leaves or not any(lo <= i <= hi for i in leaves):
+        at = bisect_left(ordered, lo)
+        if at == len(ordered) or ordered[at] > hi:
             return self.tree_hash_of(x)
         node = self.node(x)
         if not x & 1:
@@ -702,8 +719,8 @@ class RatchetTree:
         if value is not None:
             kept = tuple(i for i in value.unmerged_leaves if i not in leaves)
             value = replace(value, unmerged_leaves=kept)
-        return self._hash_parent(value, self.tree_hash_without(left(x), leaves),
-                                 self.tree_hash_without(right(x), leaves))
+        return self._hash_parent(value, self._hash_without(left(x), leaves, ordered),
+                                 self._hash_without(right(x), leaves, ordered))
 
     # The two hash inputs below are TreeHashInput (§7.8) written out from the node's
     # memoized wire encoding rather than by building the wrapper structs: the tree hash of

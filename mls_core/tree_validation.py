@@ -8,6 +8,7 @@ pluggable :class:`~mls_core.authentication.CredentialValidator`.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from itertools import pairwise
 
@@ -23,8 +24,7 @@ from .key_package import (
 from .messages import RequiredCapabilities
 from .nodes import LeafNode, LeafNodeSource
 from .parent_hash import verify_parent_hashes
-from .ratchet_tree import RatchetTree, in_subtree
-from .tree_math import direct_path
+from .ratchet_tree import RatchetTree, leaf_span
 
 _SOURCE_NAMES = {LeafNodeSource.KEY_PACKAGE: "key_package", LeafNodeSource.UPDATE: "update",
                  LeafNodeSource.COMMIT: "commit"}
@@ -163,23 +163,57 @@ def check_unique_keys(tree: RatchetTree) -> None:
 def check_unmerged_leaves(tree: RatchetTree) -> None:
     """§7.1, §12.4.3.1: each parent's ``unmerged_leaves`` is strictly increasing and
     names member leaves below it, and each such leaf is listed at every non-blank parent
-    between it and that node."""
-    n = tree.n_leaves
+    between it and that node.
+
+    The last rule is checked link by link: it holds iff every non-blank parent Q lists
+    those unmerged leaves of its nearest non-blank ancestor A that lie below Q (by
+    induction along the non-blank parents from the leaf up). The parents sharing one A
+    head disjoint subtrees, so each listed leaf is looked at once or twice: O(n + total
+    listed), where walking each leaf's path was O(log n) per listing."""
+    width = tree.width
+    nearest = _nearest_non_blank(tree)
     for p, parent in tree.parents():
         unmerged = parent.unmerged_leaves
         if any(a >= b for a, b in pairwise(unmerged)):
             raise ValidationError(f"§7.1: unmerged_leaves of node {p} not strictly sorted")
+        lo, hi = leaf_span(p)
         for i in unmerged:
-            if not in_subtree(i, p) or tree.leaf(i) is None:
+            if not lo <= i <= hi or tree.leaf(i) is None:
                 raise ValidationError(f"§12.4.3.1: node {p} lists unmerged leaf {i}, "
                                       "which is not a member below it")
-            for q in direct_path(2 * i, n):
-                if q == p:
-                    break
-                between = tree.parent_node(q)
-                if between is not None and i not in between.unmerged_leaves:
-                    raise ValidationError(f"§12.4.3.1: leaf {i} is unmerged at node {p} "
-                                          f"but not at node {q} below it")
+        a = nearest[_parent_of(p)] if p != width >> 1 else -1
+        if a < 0:
+            continue
+        above = tree.parent_node(a)
+        assert above is not None
+        listed = above.unmerged_leaves
+        mine = set(unmerged)
+        for k in range(bisect_left(listed, lo), bisect_right(listed, hi)):
+            if listed[k] not in mine:
+                raise ValidationError(f"§12.4.3.1: leaf {listed[k]} is unmerged at node {a} "
+                                      f"but not at node {p} below it")
+
+
+def _parent_of(x: int) -> int:
+    """The parent of node ``x`` in a full tree (Appendix C), ``x`` not the root."""
+    step = (x + 1) & ~x  # 2^level(x)
+    return x - step if x & (step << 1) else x + step
+
+
+def _nearest_non_blank(tree: RatchetTree) -> list[int]:
+    """For each parent node index x: x if non-blank, else its nearest non-blank
+    ancestor, else -1 (leaf indices: -1). Filled top down, level by level."""
+    width = tree.width
+    nodes = tree.nodes()
+    nearest = [-1] * width
+    lvl = (width + 1).bit_length() - 2  # the root's level
+    root = width >> 1
+    nearest[root] = root if nodes[root] is not None else -1
+    for level_ in range(lvl - 1, 0, -1):
+        step = 1 << level_
+        for x in range(step - 1, width, step << 1):
+            nearest[x] = x if nodes[x] is not None else nearest[_parent_of(x)]
+    return nearest
 
 
 def check_credential_support(leaves: Iterable[LeafNode]) -> None:
