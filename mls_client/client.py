@@ -34,7 +34,13 @@ from typing import Protocol
 from mls_core.ciphersuite import get_suite
 from mls_core.errors import MLSError, ProtocolError, UsageError
 from mls_core.events import CommitApplied, Member
-from mls_core.extensions import Extension, ExtensionType
+from mls_core.extensions import (
+    GROUP_NAME_EXTENSION,
+    Extension,
+    ExtensionType,
+    GroupName,
+    with_extension,
+)
 from mls_core.framing import ContentType, MLSMessage
 from mls_core.group import Group
 from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, validate_key_package
@@ -55,7 +61,7 @@ from transports.base import (
 from transports.defence import Drops
 
 from .context import ClientContext, ClientStats, read_header, reason
-from .errors import CommitConflictError, KeyPackageError, NotFoundError
+from .errors import AmbiguousGroupError, CommitConflictError, KeyPackageError, NotFoundError
 from .events import (
     ClientEvent,
     ClientWarning,
@@ -98,11 +104,27 @@ class AddResult:
 
 @dataclass(frozen=True)
 class GroupSummary:
+    """One group as :meth:`MLSClient.groups` lists it. ``name``: the shared name (the
+    group's :class:`~mls_core.extensions.GroupName`), else the local one; ``members``:
+    one user id per leaf (a user with two devices appears twice)."""
+
     group_id: bytes
     name: str | None
     epoch: int
     active: bool
     members: tuple[str, ...]
+    topic: str | None = None
+    local_name: str | None = None
+    shared_name: str | None = None
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The distinct user ids, in leaf order."""
+        return tuple(dict.fromkeys(self.members))
+
+    @property
+    def devices(self) -> int:
+        return len(self.members)
 
 
 class MLSClient:
@@ -247,17 +269,41 @@ class MLSClient:
     # ------------------------------------------------------------------ inspection
 
     async def resolve_group(self, ref: str) -> bytes:
-        """A group id from a local name, a full hex id or a unique hex prefix."""
-        records = await self._ctx.store.groups()
-        for rec in records:
-            if rec.name == ref or rec.group_id.hex() == ref.lower():
-                return rec.group_id
-        found = [r.group_id for r in records
-                 if ref and r.group_id.hex().startswith(ref.lower())]
-        if len(found) == 1:
-            return found[0]
-        raise NotFoundError(f"no group named {ref!r}" if not found
-                            else f"the group prefix {ref!r} is ambiguous")
+        """A group id from a reference: a full hex id, a shared name (the group's
+        :class:`~mls_core.extensions.GroupName`), a local name or a unique hex prefix,
+        in that order. A name or prefix that fits several groups raises
+        :class:`~mls_client.errors.AmbiguousGroupError` listing them; groups we left
+        count only when no active group fits."""
+        summaries = await self.groups()
+        if not ref:
+            raise NotFoundError("an empty group reference")
+        low = ref.lower()
+        for s in summaries:
+            if s.group_id.hex() == low:
+                return s.group_id
+        ranked = sorted(summaries, key=lambda s: not s.active)
+        passes: list[tuple[Callable[[GroupSummary], bool], str]] = [
+            (lambda s: s.shared_name == ref, "name"),
+            (lambda s: s.local_name == ref, "local name"),
+            (lambda s: s.group_id.hex().startswith(low), "id prefix")]
+        for fits, what in passes:
+            found = [s for s in ranked if fits(s)]
+            if any(s.active for s in found):
+                found = [s for s in found if s.active]
+            if len(found) == 1:
+                return found[0].group_id
+            if found:
+                raise AmbiguousGroupError(
+                    f"the group {what} {ref!r} fits {len(found)} groups; use an id prefix: "
+                    + "; ".join(_candidate(s) for s in found),
+                    tuple(s.group_id for s in found))
+        raise NotFoundError(f"no group named {ref!r}")
+
+    async def group_name(self, group_id: bytes) -> GroupName | None:
+        """The group's shared name and topic from its GroupContext (None: it has none,
+        or a malformed one)."""
+        async with self._lock:
+            return _shared_name((await self._ctx.load(group_id)).context.extensions)
 
     async def group(self, group_id: bytes) -> Group:
         """A copy of the current state of a group, for inspection."""
@@ -282,10 +328,16 @@ class MLSClient:
             out = []
             for rec in await self._ctx.store.groups():
                 names: tuple[str, ...] = ()
+                shared = None
                 if rec.active and rec.state is not None:
                     group = await self._ctx.load(rec.group_id)
                     names = tuple(member_name(m) for m in group.members)
-                out.append(GroupSummary(rec.group_id, rec.name, rec.epoch, rec.active, names))
+                    shared = _shared_name(group.context.extensions)
+                out.append(GroupSummary(
+                    rec.group_id, rec.name if shared is None else shared.name_text,
+                    rec.epoch, rec.active, names,
+                    None if shared is None else shared.topic_text, rec.name,
+                    None if shared is None else shared.name_text))
             return out
 
     async def inbox(self, group_id: bytes | None = None, *, unread_only: bool = False,
@@ -303,14 +355,26 @@ class MLSClient:
     async def create_group(self, *, name: str | None = None, suite_id: int | None = None,
                            group_id: bytes | None = None,
                            extensions: Sequence[Extension] = (),
-                           policy: RoomPolicy | None = None) -> bytes:
+                           policy: RoomPolicy | None = None, topic: str | None = None,
+                           local_name: str | None = None) -> bytes:
         """A new group with us as its only member (epoch 0); its GroupInfo is published.
+        ``name`` and ``topic``: the shared name every member sees (a
+        :class:`~mls_core.extensions.GroupName` GroupContext extension); ``local_name``:
+        a name only this client knows.
         ``policy``: the room policy every member enforces (:mod:`mls_core.room_policy`).
         A transport that names an external sender (a bridge: ``external_sender``) gets
         it listed in ``external_senders``, allowed to propose Remove (§12.1.8)."""
+        if topic is not None and name is None:
+            raise UsageError("a topic needs a group name")
+        if name is not None:
+            extensions = with_extension(extensions, GroupName.build(name, topic or "")
+                                        .extension())
+        known = await self.groups()
+        taken = {s.shared_name for s in known if s.active} | {s.local_name for s in known}
+        for wanted in (name, local_name):
+            if wanted is not None and wanted in taken:
+                raise UsageError(f"a group named {wanted!r} already exists")
         async with self._lock:
-            if name is not None and any(r.name == name for r in await self._ctx.store.groups()):
-                raise UsageError(f"a group named {name!r} already exists")
             suite_id = suite_id or self._ctx.settings.cipher_suite
             extensions, policy = await self._with_external_sender(suite_id, extensions,
                                                                   policy)
@@ -318,14 +382,15 @@ class MLSClient:
                 extensions = [*extensions, policy.extension()]
             priv, _ = await self._ctx.signature_key(suite_id)
             types = {e.extension_type for e in extensions} - DEFAULT_EXTENSIONS
-            caps = default_capabilities(extensions=sorted(types | {ROOM_POLICY_EXTENSION}))
+            caps = default_capabilities(extensions=sorted(
+                types | {ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION}))
             group = Group.create(suite_id, self._ctx.credential, priv, group_id=group_id,
                                  extensions=extensions, capabilities=caps,
                                  now=self._ctx.now(), config=self._ctx.config)
             if await self._ctx.store.group(group.group_id) is not None:
                 raise UsageError("a group with that id already exists")
             async with self._ctx.transaction(group.group_id) as tx:
-                await self._ctx.save(tx, group, name=name)
+                await self._ctx.save(tx, group, name=local_name)
             await self._ctx.transport.subscribe(self.client_id, group.group_id)
             created = getattr(self._ctx.transport, "group_created", None)
             if created is not None:  # e.g. transports.bridged: the bridge opens its rooms,
@@ -466,6 +531,31 @@ class MLSClient:
 
             event = await self._out.commit(group_id, build)
             assert event is not None
+            return event
+
+    async def rename_group(self, group_id: bytes, name: str,
+                           topic: str | None = None) -> CommitApplied:
+        """Set the group's shared name (and topic; None keeps the current one) by a
+        GroupContextExtensions Commit (§12.1.7) that keeps the other extensions (the room
+        policy, external senders); the room policy must allow us to change extensions
+        (PolicyError otherwise)."""
+        async with self._lock:
+            await self._ready()
+            current = _shared_name((await self._ctx.load(group_id)).context.extensions)
+            if topic is None:
+                topic = "" if current is None else current.topic_text
+            value = GroupName.build(name, topic)
+
+            def build(g: Group) -> list[GroupContextExtensions] | None:
+                if GroupName.from_extensions(g.context.extensions) == value:
+                    return None
+                return [GroupContextExtensions(with_extension(g.context.extensions,
+                                                              value.extension()))]
+
+            event = await self._out.commit(group_id, build)
+            if event is None:
+                raise UsageError(f"the group is already named {name!r}"
+                                 + (" with that topic" if topic else ""))
             return event
 
     async def leave(self, group_id: bytes) -> None:
@@ -967,6 +1057,23 @@ def _transport_drops(transport: object) -> list[Drops]:
             out.append(drops)
         transport = vars(transport).get("inner") if hasattr(transport, "__dict__") else None
     return out
+
+
+def _shared_name(extensions: Sequence[Extension]) -> GroupName | None:
+    """The group's GroupName; a malformed one (a foreign or hostile client's) counts as
+    none, so that listing and resolving groups keep working."""
+    try:
+        return GroupName.from_extensions(extensions)
+    except MLSError as exc:
+        log.info("ignoring a malformed group name: %s", exc)
+        return None
+
+
+def _candidate(summary: GroupSummary) -> str:
+    """One candidate of an ambiguous group reference: id prefix, name, users."""
+    users = ", ".join(summary.users[:4]) + (", ..." if len(summary.users) > 4 else "")
+    state = "" if summary.active else " (left)"
+    return f"{summary.group_id.hex()[:16]} {summary.name or '-'}{state} [{users}]"
 
 
 def _designated(group: Group, removes: set[int]) -> bool:

@@ -94,6 +94,9 @@ log = logging.getLogger(__name__)
 _ROOM_EVENTS_MARK = "room_events.cursor"
 
 DEFAULT_LONG_POLL_MS = 5_000
+#: claims :meth:`MatrixDeliveryTransport.retract_key_packages` makes at most (more
+#: than a pool holds: mls_client's pool_size is at most 1000)
+MAX_RETRACT = 1_100
 DEFAULT_TIMELINE_LIMIT = 500
 DEFAULT_SUBMIT_TIMEOUT = 30.0
 #: backoff of :meth:`MatrixDeliveryTransport.receive` after a failed ``/sync`` (seconds):
@@ -300,6 +303,22 @@ class MatrixDeliveryTransport:
         if fallback:
             body["fallback_keys"] = fallback
         await self._upload(body, fresh)
+
+    async def retract_key_packages(self, client_id: str) -> int:
+        """Withdraw this device's KeyPackages (DeliveryTransport, optional). The client
+        API cannot delete one-time keys, so they are claimed, one ``/keys/claim`` each,
+        until the server hands out the fallback key (or nothing); the fallback key is
+        replaced by the next last-resort upload. Returns how many there were."""
+        self._check(client_id)
+        withdrawn = 0
+        for _ in range(MAX_RETRACT):
+            claimed = await self._claim(self.matrix_user_id, [self.device_id])
+            if not claimed:
+                break
+            withdrawn += 1
+            if claimed[0].last_resort:
+                break
+        return withdrawn
 
     async def key_package_count(self, client_id: str) -> int:
         self._check(client_id)

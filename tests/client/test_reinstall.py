@@ -1,0 +1,50 @@
+"""A device reinstalled after losing its state directory (issue 17 item 4): its stale
+KeyPackages are withdrawn, it can be invited again, and ``recover`` replaces its stale
+leaf (RFC 9750 "Recovery After State Loss")."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mls_client import GroupJoined, MLSClient
+
+from .helpers import Net, async_test, settings_for
+
+
+async def wipe_and_reinstall(net: Net, name: str) -> tuple[MLSClient, int]:
+    """Lose ``name``'s whole state directory, then create its identity again with the
+    same client id; returns the client and how many stale KeyPackages were replaced."""
+    await net.clients[name].close()
+    shutil.rmtree(net.root / name)
+    client = await MLSClient.open(settings_for(net.root, name), net.transport)
+    await client.create_identity(name, f"{name}-dev")
+    report = await client.publish_key_packages()
+    net.clients[name] = client
+    return client, report.replaced
+
+
+@async_test
+async def test_a_wiped_device_replaces_its_key_packages_and_can_be_invited(
+        tmp_path: Path) -> None:
+    net = Net(tmp_path)
+    try:
+        alice, _ = await net.add("alice", "bob")
+        assert await net.ds.key_package_count("bob-dev") == 4
+        bob, replaced = await wipe_and_reinstall(net, "bob")
+        assert replaced == 5  # the pool of 4 and the last-resort KeyPackage
+        assert await net.ds.key_package_count("bob-dev") == 4
+        gid = await alice.create_group(name="team")
+        added = await alice.add_members(gid, ["bob"])
+        assert added.added_clients == ("bob-dev",)
+        await net.sync()
+        assert any(isinstance(e, GroupJoined) and e.group_id == gid
+                   for e in net.events["bob"])
+        await bob.send(gid, b"back")
+        await net.sync()
+        assert net.received("alice", gid) == [b"back"]
+        # a first install has nothing to replace
+        (carol,) = await net.add("carol")
+        assert (await carol.publish_key_packages()).replaced == 0
+    finally:
+        await net.close()
