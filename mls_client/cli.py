@@ -178,7 +178,12 @@ async def cmd_invite(client: MLSClient, args: argparse.Namespace, out: TextIO) -
         _note(f"warning: no valid KeyPackage for {user}; not added")
     if not result.added_clients:
         raise _Failure("nobody was added")
-    print(f"epoch {result.epoch}: added {', '.join(result.added_clients)}", file=out)
+    for user in result.replaced:
+        _note(f"removed a stale leaf of {user}: that device lost its state and was "
+              "added again with new keys")
+    # add_members returns once the Commit was accepted and the Welcome sent
+    print(f"epoch {result.epoch}: added {', '.join(result.added_clients)}; Welcome sent",
+          file=out)
 
 
 async def cmd_remove(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:

@@ -73,7 +73,14 @@ from .events import (
     member_name,
 )
 from .inbound import Inbound
-from .keypackages import ClaimWatch, KeyPackagePool, PoolReport, Progress
+from .keypackages import (
+    ClaimWatch,
+    KeyPackagePool,
+    PoolReport,
+    Progress,
+    device_extensions,
+    device_of,
+)
 from .outbound import SETTLE_TIMEOUT, Outbound
 from .pinning import check_and_pin, fingerprint
 from .room_access import (
@@ -100,6 +107,9 @@ class AddResult:
     epoch: int
     added_clients: tuple[str, ...]
     missing_users: tuple[str, ...]
+    #: leaves removed because their device came back with new keys (it had lost its
+    #: state): one per such device, named by its user
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -386,7 +396,8 @@ class MLSClient:
                 types | {ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION}))
             group = Group.create(suite_id, self._ctx.credential, priv, group_id=group_id,
                                  extensions=extensions, capabilities=caps,
-                                 now=self._ctx.now(), config=self._ctx.config)
+                                 now=self._ctx.now(), config=self._ctx.config,
+                                 leaf_extensions=device_extensions(self.client_id))
             if await self._ctx.store.group(group.group_id) is not None:
                 raise UsageError("a group with that id already exists")
             async with self._ctx.transaction(group.group_id) as tx:
@@ -434,17 +445,20 @@ class MLSClient:
                     missing.append(user)
                 claimed.extend(valid)
 
-            def build(g: Group) -> list[Add] | None:
+            def build(g: Group) -> list[Add | Remove] | None:
                 present = {m.signature_key for m in g.members}
-                adds = [Add(kp) for _, kp in claimed
-                        if kp.leaf_node.signature_key not in present]
-                return adds or None
+                new = [kp for _, kp in claimed if kp.leaf_node.signature_key not in present]
+                if not new:
+                    return None
+                return [*(Remove(i) for i in _replaced_leaves(g, new)), *map(Add, new)]
 
             clients = {kp.leaf_node.signature_key: c.client_id for c, kp in claimed}
             event = await self._out.commit(group_id, build, joiners=clients)
             added = () if event is None else tuple(
                 clients[m.signature_key] for m in event.added if m.signature_key in clients)
-            return AddResult((await self._ctx.load(group_id)).epoch, added, tuple(missing))
+            replaced = () if event is None else tuple(member_name(m) for m in event.removed)
+            return AddResult((await self._ctx.load(group_id)).epoch, added, tuple(missing),
+                             replaced)
 
     def _validated(self, claimed: ClaimedKeyPackage, user: str,
                    group: Group) -> KeyPackage | None:
@@ -598,6 +612,9 @@ class MLSClient:
             if rec is not None and not rec.active:
                 raise UsageError("we left or were removed from this group: ask a member "
                                  "to add us again")
+            locate = getattr(self._ctx.transport, "locate_group", None)
+            if rec is None and locate is not None:  # the transport's state may be lost too
+                await locate(group_id)
             for _ in range(self._ctx.settings.commit_retries + 1):
                 info, tree = await self._ctx.transport.fetch_group_info(group_id)
                 group, commit, epoch = await self._external_commit(info, tree, stale_leaf)
@@ -646,10 +663,12 @@ class MLSClient:
         gc = info.group_context
         priv, pub = await self._ctx.signature_key(gc.cipher_suite)
         if stale is None:
-            stale = _leaf_with_key(gc.cipher_suite, info.extensions, tree, pub)
+            stale = _stale_leaf(gc.cipher_suite, info.extensions, tree, pub,
+                                self._ctx.credential.identity, self.client_id.encode())
         group, commit = Group.join_external(info_bytes, self._ctx.credential, priv,
                                             ratchet_tree=tree, remove_leaf=stale,
-                                            config=self._ctx.config, now=self._ctx.now())
+                                            config=self._ctx.config, now=self._ctx.now(),
+                                            leaf_extensions=device_extensions(self.client_id))
         return group, commit, gc.epoch
 
     async def _install_recovered(self, group: Group) -> None:
@@ -1083,16 +1102,38 @@ def _designated(group: Group, removes: set[int]) -> bool:
     return bool(candidates) and min(candidates) == group.own_leaf_index
 
 
-def _leaf_with_key(suite_id: int, extensions: Sequence[Extension], tree: bytes | None,
-                   signature_key: bytes) -> int | None:
-    """Our old leaf in the published tree: the one holding our signature key."""
+def _stale_leaf(suite_id: int, extensions: Sequence[Extension], tree: bytes | None,
+                signature_key: bytes, identity: bytes | None, device: bytes) -> int | None:
+    """Our old leaf in the published tree: the one holding our signature key or, after
+    the whole state was lost (a new signature key), the one of our identity whose
+    application_id names this device (RFC 9420 §5.3.3)."""
     data = tree
     for ext in extensions:
         if ext.extension_type == ExtensionType.RATCHET_TREE:
             data = ext.extension_data
     if data is None:
         return None
-    for index, leaf in RatchetTree.decode(get_suite(suite_id), data).leaves():
+    leaves = list(RatchetTree.decode(get_suite(suite_id), data).leaves())
+    for index, leaf in leaves:
         if leaf.signature_key == signature_key:
             return index
+    for index, leaf in leaves:
+        if leaf.credential.identity == identity and device_of(leaf.extensions) == device:
+            return index
     return None
+
+
+def _replaced_leaves(group: Group, new: Sequence[KeyPackage]) -> list[int]:
+    """Leaves of devices that come back with a new KeyPackage: same identity, same
+    application_id (the device's client id, §5.3.3), another signature key. The device
+    lost its state, so these leaves can no longer read anything; the Commit that adds
+    the device again removes them."""
+    devices = {(kp.leaf_node.credential.identity, device_of(kp.leaf_node.extensions)):
+               kp.leaf_node.signature_key for kp in new
+               if device_of(kp.leaf_node.extensions) is not None}
+    out = []
+    for index, leaf in group.tree.leaves():
+        key = devices.get((leaf.credential.identity, device_of(leaf.extensions)))
+        if key is not None and key != leaf.signature_key and index != group.own_leaf_index:
+            out.append(index)
+    return out

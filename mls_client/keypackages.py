@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
-from mls_core.extensions import GROUP_NAME_EXTENSION
+from mls_core.extensions import GROUP_NAME_EXTENSION, Extension, ExtensionType
 from mls_core.framing import MLSMessage
 from mls_core.key_package import create_key_package, default_capabilities
 from mls_core.room_policy import ROOM_POLICY_EXTENSION
@@ -33,6 +33,21 @@ from .store import Store, StoredKeyPackage
 CAPABILITIES = default_capabilities(extensions=[ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION])
 
 log = logging.getLogger("mls_bridge.client")
+
+
+def device_extensions(client_id: str) -> tuple[Extension, ...]:
+    """The LeafNode extensions of every leaf this client makes: application_id = the
+    client id (RFC 9420 §5.3.3), so that a device's leaf can be told from its user's
+    other devices after the device lost its keys (recover and re-invite remove it)."""
+    return (Extension(ExtensionType.APPLICATION_ID, client_id.encode()),)
+
+
+def device_of(extensions: Sequence[Extension]) -> bytes | None:
+    """The application_id among LeafNode extensions (None: a leaf without one)."""
+    for ext in extensions:
+        if ext.extension_type == ExtensionType.APPLICATION_ID:
+            return ext.extension_data
+    return None
 
 #: ``progress(done, total)`` for long operations (CLI output)
 Progress = Callable[[int, int], None]
@@ -86,7 +101,9 @@ class KeyPackagePool:
         out = []
         for i in range(count):
             kp, private = create_key_package(suite, credential, keys[0], now=now,
-                                             lifetime=lifetime, capabilities=CAPABILITIES)
+                                             lifetime=lifetime, capabilities=CAPABILITIES,
+                                             leaf_extensions=device_extensions(
+                                                 self._client_id))
             out.append(StoredKeyPackage(
                 ref=suite.make_key_package_ref(kp.encode()), suite=suite_id,
                 key_package=MLSMessage.of(kp).encode(), init_priv=private.init_priv,

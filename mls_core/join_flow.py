@@ -12,7 +12,7 @@ from .config import GroupConfig
 from .credentials import Credential
 from .epoch import EpochState
 from .errors import ProtocolError, UsageError, ValidationError
-from .extensions import ExtensionType
+from .extensions import Extension, ExtensionType
 from .framing import (
     AuthenticatedContent,
     ContentType,
@@ -165,10 +165,12 @@ def verified_group_info(group_info: bytes, ratchet_tree: bytes | None, config: G
 def join_external(group_info: bytes, credential: Credential, signature_priv: bytes,
                   ratchet_tree: bytes | None, remove_leaf: int | None, config: GroupConfig,
                   authenticated_data: bytes, now: int | None,
-                  psk_ids: Sequence[bytes] = ()) -> tuple[EpochState, bytes]:
+                  psk_ids: Sequence[bytes] = (), *,
+                  leaf_extensions: Sequence[Extension] = ()) -> tuple[EpochState, bytes]:
     """Build an external Commit from a GroupInfo (§12.4.3.2) and the state it leads to.
     ``psk_ids`` adds one PreSharedKey proposal per external PSK (in
-    ``config.external_psks``), as §12.2 allows in an external Commit."""
+    ``config.external_psks``), as §12.2 allows in an external Commit;
+    ``leaf_extensions`` go into the joiner's LeafNode."""
     info, tree = verified_group_info(group_info, ratchet_tree, config, now)
     gc = info.group_context
     suite = get_suite(gc.cipher_suite)
@@ -188,7 +190,7 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
                         default_capabilities(extensions=[
                             e.extension_type for e in gc.extensions
                             if e.extension_type not in DEFAULT_EXTENSIONS]),
-                        LeafNodeSource.COMMIT, b"", (), b"")
+                        LeafNodeSource.COMMIT, b"", tuple(leaf_extensions), b"")
     _check_supported(template, gc)
     prepared = prepare_update_path(staged.tree, me, signature_priv, gc.group_id, leaf=template)
     provisional = GroupContext(gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1,

@@ -234,6 +234,10 @@ class DeliveryTransport(Protocol):
       of what it published: those KeyPackages would lead adders to Welcomes nobody can
       open, so the client withdraws them before it publishes new ones (RFC 9750
       "Recovery After State Loss"; MLSClient on a new identity).
+    * ``async locate_group(group_id) -> bool``: find the group's room again when the
+      transport's own state about it was lost with the device's (Matrix: the account
+      is still in the room, the journal forgot the binding); whether it is known now.
+      :meth:`MLSClient.recover_group` calls it before :meth:`fetch_group_info`.
     """
 
     async def publish_key_packages(self, client_id: str, user_id: str,

@@ -74,6 +74,7 @@ def test_scripted_conversation(tmp_path: Path) -> None:
     assert len(gid) == 64 and int(gid, 16) >= 0
     invited = alice("invite", "team", "bob", "carol")
     assert invited.stdout.startswith("epoch 1: added ")
+    assert invited.stdout.rstrip().endswith("; Welcome sent")
 
     joined = bob("read")
     assert f"joined group {gid[:16]} at epoch 1" in joined.stderr

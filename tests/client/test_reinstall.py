@@ -48,3 +48,55 @@ async def test_a_wiped_device_replaces_its_key_packages_and_can_be_invited(
         assert (await carol.publish_key_packages()).replaced == 0
     finally:
         await net.close()
+
+
+@async_test
+async def test_recover_after_a_full_state_loss_leaves_one_leaf(tmp_path: Path) -> None:
+    net = Net(tmp_path)
+    try:
+        alice, _, carol = await net.add("alice", "bob", "carol")
+        gid = await alice.create_group(name="team")
+        await alice.add_members(gid, ["bob", "carol"])
+        await net.sync()
+        bob, _ = await wipe_and_reinstall(net, "bob")
+        epoch = await bob.recover_group(gid)
+        await net.sync()
+        for client in (alice, bob, carol):
+            names = [m.credential.identity for m in await client.members(gid)]
+            assert sorted(names) == [b"alice", b"bob", b"carol"]
+            assert await client.epoch(gid) == epoch
+        await net.agree(gid, ["alice", "bob", "carol"])
+        await bob.send(gid, b"recovered")
+        await net.sync()
+        assert net.received("carol", gid) == [b"recovered"]
+    finally:
+        await net.close()
+
+
+@async_test
+async def test_inviting_a_reinstalled_member_replaces_its_stale_leaf(tmp_path: Path) -> None:
+    net = Net(tmp_path)
+    try:
+        alice, _ = await net.add("alice", "bob")
+        gid = await alice.create_group(name="team")
+        await alice.add_members(gid, ["bob"])
+        await net.sync()
+        bob, _ = await wipe_and_reinstall(net, "bob")
+        added = await alice.add_members(gid, ["bob"])
+        assert added.added_clients == ("bob-dev",) and added.replaced == ("bob",)
+        await net.sync()
+        for client in (alice, bob):
+            names = [m.credential.identity for m in await client.members(gid)]
+            assert sorted(names) == [b"alice", b"bob"]
+        await net.agree(gid, ["alice", "bob"])
+        # a second device of the same user is not a stale leaf of the first
+        phone = await MLSClient.open(settings_for(net.root, "bob-phone"), net.transport)
+        net.clients["bob-phone"], net.events["bob-phone"] = phone, []
+        await phone.create_identity("bob", "bob-phone")
+        await phone.publish_key_packages()
+        again = await alice.add_members(gid, ["bob"])
+        assert again.added_clients == ("bob-phone",) and again.replaced == ()
+        names = [m.credential.identity for m in await alice.members(gid)]
+        assert sorted(names) == [b"alice", b"bob", b"bob"]
+    finally:
+        await net.close()

@@ -461,6 +461,33 @@ class MatrixDeliveryTransport:
                 await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
         self._apply([Subscribe(room_id, group_id)])
 
+    async def locate_group(self, group_id: bytes) -> bool:
+        """Bind the group's room again when our journal does not know it (the device
+        lost its state and recovers the group: RFC 9750 "Recovery After State Loss";
+        DeliveryTransport, optional): a sync binds the rooms it sees; else each room
+        the account is joined to is asked for its group binding. Whether the group's
+        room is known now."""
+        group_id = require_bytes("group_id", group_id)
+        if self._journal.room_for_group(group_id) is not None:
+            return True
+        await self._sync(0)
+        if self._journal.room_for_group(group_id) is not None:
+            return True
+        joined = await self._api.request("GET", f"{CLIENT}/joined_rooms")
+        rooms = joined.get("joined_rooms") if isinstance(joined, dict) else None
+        for room_id in rooms if isinstance(rooms, list) else []:
+            if not isinstance(room_id, str):
+                continue
+            try:
+                bound = ev.parse_group_state(await self._api.request(
+                    "GET", f"{CLIENT}/rooms/{quote(room_id)}/state/{ev.GROUP_STATE}/"))
+            except (MatrixApiError, ev.MalformedEventError):
+                continue
+            if bound == group_id:
+                self._apply([Subscribe(room_id, group_id)])
+                return True
+        return False
+
     async def _join_invited(self, group_id: bytes) -> str | None:
         """Join the room we were invited to for ``group_id`` (e.g. by :meth:`admit`),
         if any: the invite only names the group, so the room's binding is checked after
