@@ -195,7 +195,7 @@ class KeyPackagePool:
             return 0
         count = int(await retract(self._client_id))
         if count:
-            log.warning("withdrew %d KeyPackage(s) of %s published before this device's "
+            log.info("withdrew %d KeyPackage(s) of %s published before this device's "
                         "state was lost", count, self._client_id)
         return count
 

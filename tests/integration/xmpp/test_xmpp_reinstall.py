@@ -4,6 +4,7 @@ removes its stale leaf)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -82,3 +83,51 @@ async def test_wiped_device_is_invited_again_and_recovers(prosody: ProsodyServer
         assert b"back" in net.received("alice", gid)
     finally:
         await net.close()
+
+
+def test_cli_names_and_a_wiped_device_over_xmpp(prosody: ProsodyServer,
+                                                tmp_path: Path) -> None:
+    """The issue's story on the command line: the invitee uses ``send team``; a device
+    whose state directory is lost creates its identity again (its stale KeyPackages
+    replaced, said so), is invited again, and ``recover`` leaves one leaf."""
+    from tests.client.test_cli import run
+
+    from .test_xmpp_cli import _config
+
+    users = {}
+    for name in ("rnalice", "rnbob"):
+        cfg = _config(tmp_path, prosody, name)
+
+        def cli(*args: str, cfg: Path = cfg) -> tuple[str, str]:
+            result = run("--config", cfg, *args, home=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert "Traceback" not in result.stderr
+            return result.stdout, result.stderr
+
+        users[name] = cli
+        jid = f"{name}@{prosody.domain}"
+        cli("identity", "create", f"xmpp:{jid}", "--client-id", f"{jid}/cli")
+    alice, bob = users["rnalice"], users["rnbob"]
+    bob_jid = f"xmpp:rnbob@{prosody.domain}"
+    gid = alice("group", "create", "--name", "team")[0].strip()
+    assert alice("invite", "team", bob_jid)[0].strip().endswith("; Welcome sent")
+    assert "joined group" in bob("read")[1]
+    bob("send", "team", "hello by name")
+    assert "[team] epoch 1 xmpp:rnbob" in alice("read")[0]
+    listed = bob("groups")[0]
+    assert listed.startswith(f"{gid}  team  epoch 1  2 users/2 devices")
+
+    shutil.rmtree(tmp_path / "rnbob")  # the device loses its state directory
+    _, err = bob("identity", "create", bob_jid, "--client-id",
+                 f"rnbob@{prosody.domain}/cli")
+    # the pool (less what the invite used, plus refills) and the last-resort item
+    assert re.search(r"replaced [2-9] stale KeyPackage\(s\)", err), err
+    ops = alice("group", "create", "--name", "ops")[0].strip()
+    assert alice("invite", "ops", bob_jid)[0].strip().endswith("; Welcome sent")
+    assert f"joined group {ops[:16]}" in bob("read")[1]
+
+    out, _ = bob("recover", gid)  # nothing here knows "team" any more: the full id
+    assert out.startswith(f"rejoined {gid[:16]}")
+    alice("sync")
+    members = alice("members", "team")[0].split()
+    assert members.count(bob_jid) == 1 and len(members) == 4  # two "index  user" rows
