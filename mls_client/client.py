@@ -665,10 +665,16 @@ class MLSClient:
         if stale is None:
             stale = _stale_leaf(gc.cipher_suite, info.extensions, tree, pub,
                                 self._ctx.credential.identity, self.client_id.encode())
+        # our leaf supports what our KeyPackages support, so that a later Commit may add
+        # a room policy or a group name (§12.1.7) to a group that has none yet
+        types = {e.extension_type for e in gc.extensions} - DEFAULT_EXTENSIONS
+        caps = default_capabilities(extensions=sorted(
+            types | {ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION}))
         group, commit = Group.join_external(info_bytes, self._ctx.credential, priv,
                                             ratchet_tree=tree, remove_leaf=stale,
                                             config=self._ctx.config, now=self._ctx.now(),
-                                            leaf_extensions=device_extensions(self.client_id))
+                                            leaf_extensions=device_extensions(self.client_id),
+                                            capabilities=caps)
         return group, commit, gc.epoch
 
     async def _install_recovered(self, group: Group) -> None:

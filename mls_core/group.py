@@ -634,16 +634,19 @@ class Group:
                       config: GroupConfig | None = None, authenticated_data: bytes = b"",
                       psk_ids: Sequence[bytes] = (),
                       now: int | None = None,
-                      leaf_extensions: Sequence[Extension] = ()) -> tuple[Group, bytes]:
+                      leaf_extensions: Sequence[Extension] = (),
+                      capabilities: Capabilities | None = None) -> tuple[Group, bytes]:
         """Join by external Commit from a GroupInfo (§12.4.3.2). Returns the new group
         (already in the new epoch) and the Commit to send; if the Delivery Service rejects
         the Commit, drop the group and retry with a fresh GroupInfo. ``psk_ids`` adds
         external PSKs (known through ``config.external_psks``) to the Commit;
-        ``leaf_extensions`` go into our new LeafNode (e.g. application_id, §5.3.3)."""
+        ``leaf_extensions`` (e.g. application_id, §5.3.3) and ``capabilities`` (default:
+        the group's extension types) go into our new LeafNode."""
         cfg = config or GroupConfig()
         state, commit_bytes = join_flow.join_external(
             group_info, credential, signature_priv, ratchet_tree, remove_leaf, cfg,
-            authenticated_data, now, psk_ids, leaf_extensions=leaf_extensions)
+            authenticated_data, now, psk_ids, leaf_extensions=leaf_extensions,
+            capabilities=capabilities)
         if cfg.commit_policy is not None:  # refuse locally what the members would refuse
             pub = MLSMessage.decode(commit_bytes).public_message
             assert pub is not None and pub.content.commit is not None

@@ -55,12 +55,16 @@ async def test_recover_after_a_full_state_loss_leaves_one_leaf(tmp_path: Path) -
     net = Net(tmp_path)
     try:
         alice, _, carol = await net.add("alice", "bob", "carol")
-        gid = await alice.create_group(name="team")
+        gid = await alice.create_group()
         await alice.add_members(gid, ["bob", "carol"])
         await net.sync()
         bob, _ = await wipe_and_reinstall(net, "bob")
-        epoch = await bob.recover_group(gid)
+        await bob.recover_group(gid)
         await net.sync()
+        # bob's new leaf supports the group name although the group had none
+        epoch = (await alice.rename_group(gid, "team")).epoch
+        await net.sync()
+        assert await bob.resolve_group("team") == gid
         for client in (alice, bob, carol):
             names = [m.credential.identity for m in await client.members(gid)]
             assert sorted(names) == [b"alice", b"bob", b"carol"]
