@@ -224,8 +224,9 @@ async def cmd_groups(client: MLSClient, args: argparse.Namespace, out: TextIO) -
             state = f"epoch {g.epoch}" if g.active else "left"
             size = (f"{len(g.users)} user{'s' * (len(g.users) != 1)}/{g.devices} "
                     f"device{'s' * (g.devices != 1)}")
-            devices = ", ".join(f"{user}" + (f" ({n} devices)" if n > 1 else "")
-                                for user in g.users if (n := g.members.count(user)))
+            counts = {user: g.members.count(user) for user in g.users}
+            devices = ", ".join(user if n == 1 else f"{user} ({n} devices)"
+                                for user, n in counts.items())
             topic = f"  topic: {g.topic}" if g.topic else ""
             print(f"{g.group_id.hex()}  {g.name or '-'}  {state}  {size}  {devices}{topic}",
                   file=out)

@@ -37,6 +37,8 @@ GROUP_NAME_EXTENSION = 0xF0A2
 #: bounds of :class:`GroupName` (UTF-8 bytes)
 MAX_GROUP_NAME = 64
 MAX_GROUP_TOPIC = 512
+#: Unicode bidirectional embedding, override and isolate controls (they reorder text)
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class GroupName(Struct):
 
         struct {
             opaque name<V>;     // UTF-8, 1..64 bytes, no control characters
-            opaque topic<V>;    // UTF-8, 0..512 bytes, no control characters but newline
+            opaque topic<V>;    // UTF-8, 0..512 bytes, no control characters
         } GroupName;
 
     It is not a required capability (§11.1): stacks that do not know it ignore it (§13),
@@ -79,10 +81,10 @@ class GroupName(Struct):
         return None
 
     def validate(self) -> None:
-        """Bounds, UTF-8 and no control characters (they would forge terminal output)."""
-        for field, data, low, high, allowed in (("name", self.name, 1, MAX_GROUP_NAME, ""),
-                                                ("topic", self.topic, 0, MAX_GROUP_TOPIC,
-                                                 "\n")):
+        """Bounds, UTF-8, and no control or bidirectional-override characters: names
+        and topics are printed on one line of a terminal, which they must not forge."""
+        for field, data, low, high in (("name", self.name, 1, MAX_GROUP_NAME),
+                                       ("topic", self.topic, 0, MAX_GROUP_TOPIC)):
             if not low <= len(data) <= high:
                 raise ValidationError(f"group name: the {field} must be {low}-{high} "
                                       f"UTF-8 bytes, not {len(data)}")
@@ -90,7 +92,7 @@ class GroupName(Struct):
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise ValidationError(f"group name: the {field} is not UTF-8") from None
-            if any((ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0) and c not in allowed
+            if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in _BIDI_CONTROLS
                    for c in text):
                 raise ValidationError(f"group name: the {field} holds a control character")
         if self.name.decode("utf-8").strip() != self.name.decode("utf-8"):

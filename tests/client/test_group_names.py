@@ -4,15 +4,18 @@ errors that list the candidates."""
 
 from __future__ import annotations
 
+import argparse
+import io
 from pathlib import Path
 
 import pytest
 
-from mls_client import AmbiguousGroupError, NotFoundError
+from mls_client import AmbiguousGroupError, MLSClient, NotFoundError
+from mls_client.cli import cmd_groups
 from mls_core.errors import PolicyError, UsageError, ValidationError
 from mls_core.room_policy import RoomPolicy
 
-from .helpers import Net, async_test
+from .helpers import Net, async_test, settings_for
 from .test_cli import User
 
 
@@ -103,6 +106,25 @@ async def test_the_room_policy_decides_who_renames(tmp_path: Path) -> None:
         await net.sync()
         assert await bob.resolve_group("ops2") == gid
         assert await bob.policy(gid) == RoomPolicy.standard([b"alice"])
+    finally:
+        await net.close()
+
+
+@async_test
+async def test_groups_lists_names_users_and_devices(tmp_path: Path) -> None:
+    net = Net(tmp_path)
+    try:
+        alice, _ = await net.add("alice", "bob")
+        phone = await MLSClient.open(settings_for(net.root, "bob-phone"), net.transport)
+        net.clients["bob-phone"], net.events["bob-phone"] = phone, []
+        await phone.create_identity("bob", "bob-phone")
+        await phone.publish_key_packages()
+        gid = await alice.create_group(name="team", topic="launch")
+        await alice.add_members(gid, ["bob"])
+        out = io.StringIO()
+        await cmd_groups(alice, argparse.Namespace(all=False), out)
+        assert out.getvalue() == (f"{gid.hex()}  team  epoch 1  2 users/3 devices  "
+                                  "alice, bob (2 devices)  topic: launch\n")
     finally:
         await net.close()
 

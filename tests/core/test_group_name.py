@@ -45,6 +45,8 @@ def test_codec_round_trip_and_wire_format() -> None:
     ("a\x1b[2Jb", "", "name holds a control character"),
     ("a\nb", "", "name holds a control character"),
     ("ok", "line\x00", "topic holds a control character"),
+    ("ok", "two\nlines", "topic holds a control character"),
+    ("admin\u202egnp.exe", "", "name holds a control character"),
     (" team", "", "leading or trailing spaces"),
 ])
 def test_bounds_and_characters(name: str, topic: str, error: str) -> None:
