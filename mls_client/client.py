@@ -47,7 +47,7 @@ from mls_core.key_package import DEFAULT_EXTENSIONS, default_capabilities, valid
 from mls_core.messages import ExternalSender, KeyPackage, external_senders, with_external_sender
 from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
 from mls_core.ratchet_tree import RatchetTree
-from mls_core.room_policy import ROOM_POLICY_EXTENSION, Role, RoomPolicy
+from mls_core.room_policy import ROOM_POLICY_EXTENSION, Action, Role, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
     DeliveryTransport,
@@ -450,7 +450,11 @@ class MLSClient:
                 new = [kp for _, kp in claimed if kp.leaf_node.signature_key not in present]
                 if not new:
                     return None
-                return [*(Remove(i) for i in _replaced_leaves(g, new)), *map(Add, new)]
+                policy = RoomPolicy.from_extensions(g.context.extensions)
+                stale = [] if policy is not None and policy.role_of(
+                    self._ctx.credential.identity) < policy.min_role(Action.REMOVE) \
+                    else _replaced_leaves(g, new)  # else a member with the right does
+                return [*map(Remove, stale), *map(Add, new)]
 
             clients = {kp.leaf_node.signature_key: c.client_id for c, kp in claimed}
             event = await self._out.commit(group_id, build, joiners=clients)

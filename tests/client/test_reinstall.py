@@ -104,3 +104,26 @@ async def test_inviting_a_reinstalled_member_replaces_its_stale_leaf(tmp_path: P
         assert sorted(names) == [b"alice", b"bob", b"bob"]
     finally:
         await net.close()
+
+
+@async_test
+async def test_an_adder_without_the_remove_right_leaves_the_stale_leaf(
+        tmp_path: Path) -> None:
+    """The room policy lets members add but not remove: the re-add still works, and the
+    stale leaf stays for a member with the right (it would refuse the whole Commit)."""
+    from mls_core.room_policy import Action, Role, RoomPolicy
+
+    net = Net(tmp_path)
+    try:
+        alice, bob, _ = await net.add("alice", "bob", "carol")
+        policy = RoomPolicy.build({b"alice": Role.ADMIN}, rules={Action.ADD: Role.MEMBER})
+        gid = await alice.create_group(policy=policy)
+        await alice.add_members(gid, ["bob", "carol"])
+        await net.sync()
+        await wipe_and_reinstall(net, "carol")
+        added = await bob.add_members(gid, ["carol"])
+        assert added.added_clients == ("carol-dev",) and added.replaced == ()
+        names = [m.credential.identity for m in await bob.members(gid)]
+        assert sorted(names) == [b"alice", b"bob", b"carol", b"carol"]
+    finally:
+        await net.close()
