@@ -475,6 +475,7 @@ class MatrixDeliveryTransport:
             return True
         joined = await self._api.request("GET", f"{CLIENT}/joined_rooms")
         rooms = joined.get("joined_rooms") if isinstance(joined, dict) else None
+        found = []
         for room_id in rooms if isinstance(rooms, list) else []:
             if not isinstance(room_id, str):
                 continue
@@ -484,9 +485,14 @@ class MatrixDeliveryTransport:
             except (MatrixApiError, ev.MalformedEventError):
                 continue
             if bound == group_id:
-                self._apply([Subscribe(room_id, group_id)])
-                return True
-        return False
+                found.append(room_id)
+        if len(found) != 1:  # none, or a room that copies the binding: bind neither
+            if found:
+                log.warning("rooms %s all claim group %s: none is bound", ", ".join(found),
+                            group_id.hex())
+            return False
+        self._apply([Subscribe(found[0], group_id)])
+        return True
 
     async def _join_invited(self, group_id: bytes) -> str | None:
         """Join the room we were invited to for ``group_id`` (e.g. by :meth:`admit`),
