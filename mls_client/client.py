@@ -58,6 +58,7 @@ from transports.base import (
     TransportClosedError,
     TransportError,
 )
+from transports.bridged import split_client
 from transports.defence import Drops
 
 from .context import ClientContext, ClientStats, read_header, reason
@@ -478,6 +479,12 @@ class MLSClient:
                                  validator=self._ctx.config.validator)
             if kp.leaf_node.credential.identity != user.encode():
                 raise KeyPackageError(f"its credential does not name {user}")
+            device = device_of(kp.leaf_node.extensions)
+            if device is not None and device.decode("utf-8", "replace") not in {
+                    claimed.client_id, split_client(claimed.client_id)[1]}:
+                # the Welcome would go to a device that does not hold its private keys
+                raise KeyPackageError(f"its application_id names another device, "
+                                      f"{device.decode('utf-8', 'replace')!r}")
         except MLSError as exc:
             self._ctx.emit(ClientWarning(group.group_id, f"KeyPackage of client "
                                          f"{claimed.client_id} rejected: {reason(exc)}"))

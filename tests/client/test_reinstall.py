@@ -5,6 +5,7 @@ leaf (RFC 9750 "Recovery After State Loss")."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from mls_client import GroupJoined, MLSClient
@@ -127,3 +128,38 @@ async def test_an_adder_without_the_remove_right_leaves_the_stale_leaf(
         assert sorted(names) == [b"alice", b"bob", b"carol", b"carol"]
     finally:
         await net.close()
+
+
+@async_test
+async def test_a_key_package_of_another_device_is_not_added(tmp_path: Path) -> None:
+    """A KeyPackage whose application_id names another device than the one it was
+    published for: its Welcome would reach a device without its keys, so it is
+    rejected (with a warning) and never reported as added."""
+    from mls_client import ClientWarning
+    from mls_client.keypackages import CAPABILITIES, device_extensions
+    from mls_core.ciphersuite import get_suite
+    from mls_core.credentials import Credential
+    from mls_core.framing import MLSMessage
+    from mls_core.key_package import create_key_package
+    from transports.base import KeyPackageEntry
+
+    net = Net(tmp_path)
+    try:
+        alice, _ = await net.add("alice", "bob")
+        suite = get_suite(1)
+        kp, _ = create_key_package(suite, Credential.basic(b"bob"),
+                                   suite.generate_signature_key_pair()[0],
+                                   now=int(time.time()),
+                                   capabilities=CAPABILITIES,
+                                   leaf_extensions=device_extensions("bob-dev"))
+        await net.ds.publish_key_packages("bob-copy", "bob", [KeyPackageEntry(
+            suite.make_key_package_ref(kp.encode()), MLSMessage.of(kp).encode(), False)])
+        gid = await alice.create_group()
+        added = await alice.add_members(gid, ["bob"])
+        assert added.added_clients == ("bob-dev",)
+        warnings = [e.message for e in await alice.sync() if isinstance(e, ClientWarning)]
+        assert any("bob-copy rejected: KeyPackageError: its application_id names another "
+                   "device, 'bob-dev'" in w for w in warnings), warnings
+    finally:
+        await net.close()
+
