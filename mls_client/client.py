@@ -446,6 +446,8 @@ class MLSClient:
                     missing.append(user)
                 claimed.extend(valid)
 
+            stale_keys: set[bytes] = set()
+
             def build(g: Group) -> list[Add | Remove] | None:
                 present = {m.signature_key for m in g.members}
                 new = [kp for _, kp in claimed if kp.leaf_node.signature_key not in present]
@@ -455,13 +457,16 @@ class MLSClient:
                 stale = [] if policy is not None and policy.role_of(
                     self._ctx.credential.identity) < policy.min_role(Action.REMOVE) \
                     else _replaced_leaves(g, new)  # else a member with the right does
+                stale_keys.clear()
+                stale_keys.update(m.signature_key for m in g.members if m.index in stale)
                 return [*map(Remove, stale), *map(Add, new)]
 
             clients = {kp.leaf_node.signature_key: c.client_id for c, kp in claimed}
             event = await self._out.commit(group_id, build, joiners=clients)
             added = () if event is None else tuple(
                 clients[m.signature_key] for m in event.added if m.signature_key in clients)
-            replaced = () if event is None else tuple(member_name(m) for m in event.removed)
+            replaced = () if event is None else tuple(
+                member_name(m) for m in event.removed if m.signature_key in stale_keys)
             return AddResult((await self._ctx.load(group_id)).epoch, added, tuple(missing),
                              replaced)
 
