@@ -16,6 +16,7 @@
 
 from .client import AddResult, GroupSummary, MLSClient
 from .errors import (
+    AmbiguousGroupError,
     ClientError,
     CommitConflictError,
     ConfigError,
@@ -41,6 +42,7 @@ from .settings import Settings
 
 __all__ = [
     "AddResult",
+    "AmbiguousGroupError",
     "ClientError",
     "ClientEvent",
     "ClientWarning",

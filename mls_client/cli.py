@@ -25,7 +25,7 @@ from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 
 from .client import MLSClient
-from .errors import NotFoundError
+from .errors import AmbiguousGroupError, NotFoundError
 from .events import (
     ClientEvent,
     ClientWarning,
@@ -106,6 +106,10 @@ async def cmd_identity_create(client: MLSClient, args: argparse.Namespace,
     report = await client.publish_key_packages(
         progress=progress_printer("generating KeyPackages", sys.stderr))
     print(f"{identity.user_id} {identity.client_id}", file=out)
+    if report.replaced:
+        _note(f"replaced {report.replaced} stale KeyPackage(s) that an earlier install of "
+              f"{identity.client_id} had published (its keys are lost): adders now get "
+              "the new ones")
     _note(f"published {report.published} KeyPackages and a last-resort KeyPackage")
 
 
@@ -123,8 +127,15 @@ async def cmd_keypackages_publish(client: MLSClient, args: argparse.Namespace,
 
 async def cmd_group_create(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
     policy = RoomPolicy.standard([client.user_id.encode()]) if args.policy else None
-    group_id = await client.create_group(name=args.name, policy=policy)
+    group_id = await client.create_group(name=args.name, topic=args.topic, policy=policy)
     print(group_id.hex(), file=out)
+
+
+async def cmd_group_rename(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
+    """Change the shared name (and topic) of a group, for every member."""
+    gid = await _group(client, args.group)
+    event = await client.rename_group(gid, args.name, args.topic)
+    print(f"epoch {event.epoch}: group {gid.hex()[:16]} is named {args.name!r}", file=out)
 
 
 async def cmd_group_policy(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -167,7 +178,12 @@ async def cmd_invite(client: MLSClient, args: argparse.Namespace, out: TextIO) -
         _note(f"warning: no valid KeyPackage for {user}; not added")
     if not result.added_clients:
         raise _Failure("nobody was added")
-    print(f"epoch {result.epoch}: added {', '.join(result.added_clients)}", file=out)
+    for user in result.replaced:
+        _note(f"removed a stale leaf of {user}: that device lost its state and was "
+              "added again with new keys")
+    # add_members returns once the Commit was accepted and the Welcome sent
+    print(f"epoch {result.epoch}: added {', '.join(result.added_clients)}; Welcome sent",
+          file=out)
 
 
 async def cmd_remove(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -180,7 +196,9 @@ async def cmd_send(client: MLSClient, args: argparse.Namespace, out: TextIO) -> 
     group_id = await _group(client, args.group)
     text = sys.stdin.read() if args.text == "-" else args.text
     await client.send(group_id, text.encode())
-    print(f"sent to {group_id.hex()[:16]} (epoch {await client.epoch(group_id)})", file=out)
+    shared = await client.group_name(group_id)
+    where = group_id.hex()[:16] if shared is None else f"{shared.name_text} ({group_id.hex()[:16]})"
+    print(f"sent to {where} (epoch {await client.epoch(group_id)})", file=out)
 
 
 async def cmd_read(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -204,7 +222,13 @@ async def cmd_groups(client: MLSClient, args: argparse.Namespace, out: TextIO) -
     for g in await client.groups():
         if g.active or args.all:
             state = f"epoch {g.epoch}" if g.active else "left"
-            print(f"{g.group_id.hex()}  {g.name or '-'}  {state}  {', '.join(g.members)}",
+            size = (f"{len(g.users)} user{'s' * (len(g.users) != 1)}/{g.devices} "
+                    f"device{'s' * (g.devices != 1)}")
+            counts = {user: g.members.count(user) for user in g.users}
+            devices = ", ".join(user if n == 1 else f"{user} ({n} devices)"
+                                for user, n in counts.items())
+            topic = f"  topic: {g.topic}" if g.topic else ""
+            print(f"{g.group_id.hex()}  {g.name or '-'}  {state}  {size}  {devices}{topic}",
                   file=out)
 
 
@@ -224,9 +248,20 @@ async def cmd_leave(client: MLSClient, args: argparse.Namespace, out: TextIO) ->
 
 
 async def cmd_recover(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
-    group_id = bytes.fromhex(args.group_id)
+    """Rejoin by name, id prefix or (after the whole state directory was lost, when
+    nothing here knows the group) full group id."""
+    try:
+        group_id = await client.resolve_group(args.group)
+    except AmbiguousGroupError:
+        raise
+    except NotFoundError:
+        try:
+            group_id = bytes.fromhex(args.group)
+        except ValueError:
+            raise NotFoundError(f"no group named {args.group!r} is known here; after "
+                                "losing the state directory, give the full group id") from None
     epoch = await client.recover_group(group_id)
-    print(f"rejoined {args.group_id[:16]} at epoch {epoch}", file=out)
+    print(f"rejoined {group_id.hex()[:16]} at epoch {epoch}", file=out)
 
 
 class _Failure(Exception):
@@ -234,14 +269,6 @@ class _Failure(Exception):
 
 
 # ---------------------------------------------------------------------------- parser
-
-
-def _group_id(value: str) -> str:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a hex group id: {value!r}") from None
-    return value
 
 
 def port_number(value: str) -> int:
@@ -310,10 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     group = sub.add_parser("group", help="groups")
     group_sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     gcreate = group_sub.add_parser("create", help="create a group; prints its id")
-    gcreate.add_argument("--name", help="a local name for the group")
+    gcreate.add_argument("--name", help="the group's name, shared with every member "
+                         "(at most 64 bytes of UTF-8)")
+    gcreate.add_argument("--topic", help="the group's topic, shared with every member")
     gcreate.add_argument("--policy", action="store_true",
                          help="with a room policy: we are admin, moderators add and remove")
     gcreate.set_defaults(func=cmd_group_create)
+    grename = group_sub.add_parser("rename", help="change the group's shared name "
+                                   "(and topic) for every member")
+    grename.add_argument("group", help="group name, id or unique id prefix")
+    grename.add_argument("name")
+    grename.add_argument("--topic", help="the new topic (default: keep it)")
+    grename.set_defaults(func=cmd_group_rename)
     gpolicy = group_sub.add_parser("policy", help="show the room policy, or change roles")
     gpolicy.add_argument("group", help="group name, id or unique id prefix")
     gpolicy.add_argument("--role", action="append", metavar="USER=ROLE",
@@ -352,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     leave.set_defaults(func=cmd_leave)
 
     recover = sub.add_parser("recover", help="rejoin a group after losing its state")
-    recover.add_argument("group_id", type=_group_id)
+    recover.add_argument("group", help="group name, id or unique id prefix (after losing "
+                         "the whole state directory: the full group id)")
     recover.set_defaults(func=cmd_recover)
     return parser
 

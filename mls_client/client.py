@@ -35,7 +35,13 @@ from mls_core.ciphersuite import get_suite
 from mls_core.config import InputLimits
 from mls_core.errors import MLSError, ProtocolError, UsageError
 from mls_core.events import CommitApplied, Member
-from mls_core.extensions import Extension, ExtensionType
+from mls_core.extensions import (
+    GROUP_NAME_EXTENSION,
+    Extension,
+    ExtensionType,
+    GroupName,
+    with_extension,
+)
 from mls_core.framing import ContentType, MLSMessage
 from mls_core.group import Group
 from mls_core.join_flow import unverified_tree
@@ -48,7 +54,7 @@ from mls_core.messages import (
     with_external_sender,
 )
 from mls_core.proposals import Add, GroupContextExtensions, ProposalType, Remove
-from mls_core.room_policy import ROOM_POLICY_EXTENSION, Role, RoomPolicy
+from mls_core.room_policy import ROOM_POLICY_EXTENSION, Action, Role, RoomPolicy
 from transports.base import (
     ClaimedKeyPackage,
     DeliveryTransport,
@@ -59,10 +65,11 @@ from transports.base import (
     TransportClosedError,
     TransportError,
 )
+from transports.bridged import split_client
 from transports.defence import Drops
 
 from .context import ClientContext, ClientStats, read_header, reason
-from .errors import CommitConflictError, KeyPackageError, NotFoundError
+from .errors import AmbiguousGroupError, CommitConflictError, KeyPackageError, NotFoundError
 from .events import (
     ClientEvent,
     ClientWarning,
@@ -74,7 +81,14 @@ from .events import (
     member_name,
 )
 from .inbound import Inbound
-from .keypackages import ClaimWatch, KeyPackagePool, PoolReport, Progress
+from .keypackages import (
+    ClaimWatch,
+    KeyPackagePool,
+    PoolReport,
+    Progress,
+    device_extensions,
+    device_of,
+)
 from .outbound import SETTLE_TIMEOUT, Outbound
 from .pinning import check_and_pin, fingerprint
 from .room_access import (
@@ -101,15 +115,34 @@ class AddResult:
     epoch: int
     added_clients: tuple[str, ...]
     missing_users: tuple[str, ...]
+    #: leaves removed because their device came back with new keys (it had lost its
+    #: state): one per such device, named by its user
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class GroupSummary:
+    """One group as :meth:`MLSClient.groups` lists it. ``name``: the shared name (the
+    group's :class:`~mls_core.extensions.GroupName`), else the local one; ``members``:
+    one user id per leaf (a user with two devices appears twice)."""
+
     group_id: bytes
     name: str | None
     epoch: int
     active: bool
     members: tuple[str, ...]
+    topic: str | None = None
+    local_name: str | None = None
+    shared_name: str | None = None
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The distinct user ids, in leaf order."""
+        return tuple(dict.fromkeys(self.members))
+
+    @property
+    def devices(self) -> int:
+        return len(self.members)
 
 
 class MLSClient:
@@ -254,17 +287,41 @@ class MLSClient:
     # ------------------------------------------------------------------ inspection
 
     async def resolve_group(self, ref: str) -> bytes:
-        """A group id from a local name, a full hex id or a unique hex prefix."""
-        records = await self._ctx.store.groups()
-        for rec in records:
-            if rec.name == ref or rec.group_id.hex() == ref.lower():
-                return rec.group_id
-        found = [r.group_id for r in records
-                 if ref and r.group_id.hex().startswith(ref.lower())]
-        if len(found) == 1:
-            return found[0]
-        raise NotFoundError(f"no group named {ref!r}" if not found
-                            else f"the group prefix {ref!r} is ambiguous")
+        """A group id from a reference: a full hex id, a shared name (the group's
+        :class:`~mls_core.extensions.GroupName`), a local name or a unique hex prefix,
+        in that order. A name or prefix that fits several groups raises
+        :class:`~mls_client.errors.AmbiguousGroupError` listing them; groups we left
+        count only when no active group fits."""
+        summaries = await self.groups()
+        if not ref:
+            raise NotFoundError("an empty group reference")
+        low = ref.lower()
+        for s in summaries:
+            if s.group_id.hex() == low:
+                return s.group_id
+        ranked = sorted(summaries, key=lambda s: not s.active)
+        passes: list[tuple[Callable[[GroupSummary], bool], str]] = [
+            (lambda s: s.shared_name == ref, "name"),
+            (lambda s: s.local_name == ref, "local name"),
+            (lambda s: s.group_id.hex().startswith(low), "id prefix")]
+        for fits, what in passes:
+            found = [s for s in ranked if fits(s)]
+            if any(s.active for s in found):
+                found = [s for s in found if s.active]
+            if len(found) == 1:
+                return found[0].group_id
+            if found:
+                raise AmbiguousGroupError(
+                    f"the group {what} {ref!r} fits {len(found)} groups; use an id prefix: "
+                    + "; ".join(_candidate(s) for s in found),
+                    tuple(s.group_id for s in found))
+        raise NotFoundError(f"no group named {ref!r}")
+
+    async def group_name(self, group_id: bytes) -> GroupName | None:
+        """The group's shared name and topic from its GroupContext (None: it has none,
+        or a malformed one)."""
+        async with self._lock:
+            return _shared_name((await self._ctx.load(group_id)).context.extensions)
 
     async def group(self, group_id: bytes) -> Group:
         """A copy of the current state of a group, for inspection."""
@@ -289,10 +346,16 @@ class MLSClient:
             out = []
             for rec in await self._ctx.store.groups():
                 names: tuple[str, ...] = ()
+                shared = None
                 if rec.active and rec.state is not None:
                     group = await self._ctx.load(rec.group_id)
                     names = tuple(member_name(m) for m in group.members)
-                out.append(GroupSummary(rec.group_id, rec.name, rec.epoch, rec.active, names))
+                    shared = _shared_name(group.context.extensions)
+                out.append(GroupSummary(
+                    rec.group_id, rec.name if shared is None else shared.name_text,
+                    rec.epoch, rec.active, names,
+                    None if shared is None else shared.topic_text, rec.name,
+                    None if shared is None else shared.name_text))
             return out
 
     async def inbox(self, group_id: bytes | None = None, *, unread_only: bool = False,
@@ -310,14 +373,26 @@ class MLSClient:
     async def create_group(self, *, name: str | None = None, suite_id: int | None = None,
                            group_id: bytes | None = None,
                            extensions: Sequence[Extension] = (),
-                           policy: RoomPolicy | None = None) -> bytes:
+                           policy: RoomPolicy | None = None, topic: str | None = None,
+                           local_name: str | None = None) -> bytes:
         """A new group with us as its only member (epoch 0); its GroupInfo is published.
+        ``name`` and ``topic``: the shared name every member sees (a
+        :class:`~mls_core.extensions.GroupName` GroupContext extension); ``local_name``:
+        a name only this client knows.
         ``policy``: the room policy every member enforces (:mod:`mls_core.room_policy`).
         A transport that names an external sender (a bridge: ``external_sender``) gets
         it listed in ``external_senders``, allowed to propose Remove (§12.1.8)."""
+        if topic is not None and name is None:
+            raise UsageError("a topic needs a group name")
+        if name is not None:
+            extensions = with_extension(extensions, GroupName.build(name, topic or "")
+                                        .extension())
+        known = await self.groups()
+        taken = {s.shared_name for s in known if s.active} | {s.local_name for s in known}
+        for wanted in (name, local_name):
+            if wanted is not None and wanted in taken:
+                raise UsageError(f"a group named {wanted!r} already exists")
         async with self._lock:
-            if name is not None and any(r.name == name for r in await self._ctx.store.groups()):
-                raise UsageError(f"a group named {name!r} already exists")
             suite_id = suite_id or self._ctx.settings.cipher_suite
             extensions, policy = await self._with_external_sender(suite_id, extensions,
                                                                   policy)
@@ -325,14 +400,16 @@ class MLSClient:
                 extensions = [*extensions, policy.extension()]
             priv, _ = await self._ctx.signature_key(suite_id)
             types = {e.extension_type for e in extensions} - DEFAULT_EXTENSIONS
-            caps = default_capabilities(extensions=sorted(types | {ROOM_POLICY_EXTENSION}))
+            caps = default_capabilities(extensions=sorted(
+                types | {ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION}))
             group = Group.create(suite_id, self._ctx.credential, priv, group_id=group_id,
                                  extensions=extensions, capabilities=caps,
-                                 now=self._ctx.now(), config=self._ctx.config)
+                                 now=self._ctx.now(), config=self._ctx.config,
+                                 leaf_extensions=device_extensions(self.client_id))
             if await self._ctx.store.group(group.group_id) is not None:
                 raise UsageError("a group with that id already exists")
             async with self._ctx.transaction(group.group_id) as tx:
-                await self._ctx.save(tx, group, name=name)
+                await self._ctx.save(tx, group, name=local_name)
             await self._ctx.transport.subscribe(self.client_id, group.group_id)
             created = getattr(self._ctx.transport, "group_created", None)
             if created is not None:  # e.g. transports.bridged: the bridge opens its rooms,
@@ -376,17 +453,29 @@ class MLSClient:
                     missing.append(user)
                 claimed.extend(valid)
 
-            def build(g: Group) -> list[Add] | None:
+            stale_keys: set[bytes] = set()
+
+            def build(g: Group) -> list[Add | Remove] | None:
                 present = {m.signature_key for m in g.members}
-                adds = [Add(kp) for _, kp in claimed
-                        if kp.leaf_node.signature_key not in present]
-                return adds or None
+                new = [kp for _, kp in claimed if kp.leaf_node.signature_key not in present]
+                if not new:
+                    return None
+                policy = RoomPolicy.from_extensions(g.context.extensions)
+                stale = [] if policy is not None and policy.role_of(
+                    self._ctx.credential.identity) < policy.min_role(Action.REMOVE) \
+                    else _replaced_leaves(g, new)  # else a member with the right does
+                stale_keys.clear()
+                stale_keys.update(m.signature_key for m in g.members if m.index in stale)
+                return [*map(Remove, stale), *map(Add, new)]
 
             clients = {kp.leaf_node.signature_key: c.client_id for c, kp in claimed}
             event = await self._out.commit(group_id, build, joiners=clients)
             added = () if event is None else tuple(
                 clients[m.signature_key] for m in event.added if m.signature_key in clients)
-            return AddResult((await self._ctx.load(group_id)).epoch, added, tuple(missing))
+            replaced = () if event is None else tuple(
+                member_name(m) for m in event.removed if m.signature_key in stale_keys)
+            return AddResult((await self._ctx.load(group_id)).epoch, added, tuple(missing),
+                             replaced)
 
     def _validated(self, claimed: ClaimedKeyPackage, user: str,
                    group: Group) -> KeyPackage | None:
@@ -402,6 +491,12 @@ class MLSClient:
                                  validator=self._ctx.config.validator)
             if kp.leaf_node.credential.identity != user.encode():
                 raise KeyPackageError(f"its credential does not name {user}")
+            device = device_of(kp.leaf_node.extensions)
+            if device is not None and device.decode("utf-8", "replace") not in {
+                    claimed.client_id, split_client(claimed.client_id)[1]}:
+                # the Welcome would go to a device that does not hold its private keys
+                raise KeyPackageError(f"its application_id names another device, "
+                                      f"{device.decode('utf-8', 'replace')!r}")
         except MLSError as exc:
             self._ctx.emit(ClientWarning(group.group_id, f"KeyPackage of client "
                                          f"{claimed.client_id} rejected: {reason(exc)}"))
@@ -475,6 +570,31 @@ class MLSClient:
             assert event is not None
             return event
 
+    async def rename_group(self, group_id: bytes, name: str,
+                           topic: str | None = None) -> CommitApplied:
+        """Set the group's shared name (and topic; None keeps the current one) by a
+        GroupContextExtensions Commit (§12.1.7) that keeps the other extensions (the room
+        policy, external senders); the room policy must allow us to change extensions
+        (PolicyError otherwise)."""
+        async with self._lock:
+            await self._ready()
+            current = _shared_name((await self._ctx.load(group_id)).context.extensions)
+            if topic is None:
+                topic = "" if current is None else current.topic_text
+            value = GroupName.build(name, topic)
+
+            def build(g: Group) -> list[GroupContextExtensions] | None:
+                if GroupName.from_extensions(g.context.extensions) == value:
+                    return None
+                return [GroupContextExtensions(with_extension(g.context.extensions,
+                                                              value.extension()))]
+
+            event = await self._out.commit(group_id, build)
+            if event is None:
+                raise UsageError(f"the group is already named {name!r}"
+                                 + (" with that topic" if topic else ""))
+            return event
+
     async def leave(self, group_id: bytes) -> None:
         """Propose our own removal (§12.1.3); another member commits it. The proposal is
         repeated after every epoch change until a Commit removes us. The last member
@@ -515,6 +635,9 @@ class MLSClient:
             if rec is not None and not rec.active:
                 raise UsageError("we left or were removed from this group: ask a member "
                                  "to add us again")
+            locate = getattr(self._ctx.transport, "locate_group", None)
+            if rec is None and locate is not None:  # the transport's state may be lost too
+                await locate(group_id)
             for _ in range(self._ctx.settings.commit_retries + 1):
                 info, tree = await self._ctx.transport.fetch_group_info(group_id)
                 group, commit, epoch = await self._external_commit(info, tree, stale_leaf)
@@ -563,10 +686,18 @@ class MLSClient:
         gc = info.group_context
         priv, pub = await self._ctx.signature_key(gc.cipher_suite)
         if stale is None:
-            stale = _leaf_with_key(info, tree, pub, self._ctx.config.limits)
+            stale = _stale_leaf(info, tree, pub, self._ctx.credential.identity,
+                                self.client_id.encode(), self._ctx.config.limits)
+        # our leaf supports what our KeyPackages support, so that a later Commit may add
+        # a room policy or a group name (§12.1.7) to a group that has none yet
+        types = {e.extension_type for e in gc.extensions} - DEFAULT_EXTENSIONS
+        caps = default_capabilities(extensions=sorted(
+            types | {ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION}))
         group, commit = Group.join_external(info_bytes, self._ctx.credential, priv,
                                             ratchet_tree=tree, remove_leaf=stale,
-                                            config=self._ctx.config, now=self._ctx.now())
+                                            config=self._ctx.config, now=self._ctx.now(),
+                                            leaf_extensions=device_extensions(self.client_id),
+                                            capabilities=caps)
         return group, commit, gc.epoch
 
     async def _install_recovered(self, group: Group) -> None:
@@ -976,6 +1107,23 @@ def _transport_drops(transport: object) -> list[Drops]:
     return out
 
 
+def _shared_name(extensions: Sequence[Extension]) -> GroupName | None:
+    """The group's GroupName; a malformed one (a foreign or hostile client's) counts as
+    none, so that listing and resolving groups keep working."""
+    try:
+        return GroupName.from_extensions(extensions)
+    except MLSError as exc:
+        log.info("ignoring a malformed group name: %s", exc)
+        return None
+
+
+def _candidate(summary: GroupSummary) -> str:
+    """One candidate of an ambiguous group reference: id prefix, name, users."""
+    users = ", ".join(summary.users[:4]) + (", ..." if len(summary.users) > 4 else "")
+    state = "" if summary.active else " (left)"
+    return f"{summary.group_id.hex()[:16]} {summary.name or '-'}{state} [{users}]"
+
+
 def _designated(group: Group, removes: set[int]) -> bool:
     """Whether we commit pending proposals: the lowest-index member not being removed
     does (any member also commits them before sending application data, §12.4)."""
@@ -983,15 +1131,37 @@ def _designated(group: Group, removes: set[int]) -> bool:
     return bool(candidates) and min(candidates) == group.own_leaf_index
 
 
-def _leaf_with_key(info: GroupInfo, tree: bytes | None, signature_key: bytes,
-                   limits: InputLimits) -> int | None:
-    """Our old leaf in the published tree: the one holding our signature key. The tree
-    is not verified yet (join_external does that next), so it is decoded within the
-    join bounds: a hostile GroupInfo costs no more here than there."""
+def _stale_leaf(info: GroupInfo, tree: bytes | None, signature_key: bytes,
+                identity: bytes | None, device: bytes, limits: InputLimits) -> int | None:
+    """Our old leaf in the published tree: the one holding our signature key or, after
+    the whole state was lost (a new signature key), the one of our identity whose
+    application_id names this device (RFC 9420 §5.3.3). The tree is not verified yet
+    (join_external does that next), so it is decoded within the join bounds: a hostile
+    GroupInfo costs no more here than there."""
     if tree is None and not any(e.extension_type == ExtensionType.RATCHET_TREE
                                 for e in info.extensions):
         return None
-    for index, leaf in unverified_tree(info, tree, limits).leaves():
+    leaves = list(unverified_tree(info, tree, limits).leaves())
+    for index, leaf in leaves:
         if leaf.signature_key == signature_key:
             return index
+    for index, leaf in leaves:
+        if leaf.credential.identity == identity and device_of(leaf.extensions) == device:
+            return index
     return None
+
+
+def _replaced_leaves(group: Group, new: Sequence[KeyPackage]) -> list[int]:
+    """Leaves of devices that come back with a new KeyPackage: same identity, same
+    application_id (the device's client id, §5.3.3), another signature key. The device
+    lost its state, so these leaves can no longer read anything; the Commit that adds
+    the device again removes them."""
+    devices = {(kp.leaf_node.credential.identity, device_of(kp.leaf_node.extensions)):
+               kp.leaf_node.signature_key for kp in new
+               if device_of(kp.leaf_node.extensions) is not None}
+    out = []
+    for index, leaf in group.tree.leaves():
+        key = devices.get((leaf.credential.identity, device_of(leaf.extensions)))
+        if key is not None and key != leaf.signature_key and index != group.own_leaf_index:
+            out.append(index)
+    return out

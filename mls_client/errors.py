@@ -35,6 +35,15 @@ class NotFoundError(ClientError):
     """A named identity, group or member does not exist here."""
 
 
+class AmbiguousGroupError(NotFoundError):
+    """A group reference (name or id prefix) matches several groups; ``candidates`` are
+    their ids, and the message lists them."""
+
+    def __init__(self, message: str, candidates: tuple[bytes, ...]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
 class KeyPackageError(ClientError):
     """A KeyPackage could not be claimed or did not validate (RFC 9420 §10.1)."""
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from mls_core.ciphersuite import get_suite
 from mls_core.credentials import Credential
+from mls_core.extensions import GROUP_NAME_EXTENSION, Extension, ExtensionType
 from mls_core.framing import MLSMessage
 from mls_core.key_package import create_key_package, default_capabilities
 from mls_core.room_policy import ROOM_POLICY_EXTENSION
@@ -27,10 +28,26 @@ from .errors import NotFoundError
 from .settings import DAY, Settings
 from .store import Store, StoredKeyPackage
 
-#: our leaves support the room policy extension, so groups may carry one (§7.2)
-CAPABILITIES = default_capabilities(extensions=[ROOM_POLICY_EXTENSION])
+#: our leaves support the room policy and group name extensions, so groups may carry
+#: them (§7.2, §12.1.7)
+CAPABILITIES = default_capabilities(extensions=[ROOM_POLICY_EXTENSION, GROUP_NAME_EXTENSION])
 
 log = logging.getLogger("mls_bridge.client")
+
+
+def device_extensions(client_id: str) -> tuple[Extension, ...]:
+    """The LeafNode extensions of every leaf this client makes: application_id = the
+    client id (RFC 9420 §5.3.3), so that a device's leaf can be told from its user's
+    other devices after the device lost its keys (recover and re-invite remove it)."""
+    return (Extension(ExtensionType.APPLICATION_ID, client_id.encode()),)
+
+
+def device_of(extensions: Sequence[Extension]) -> bytes | None:
+    """The application_id among LeafNode extensions (None: a leaf without one)."""
+    for ext in extensions:
+        if ext.extension_type == ExtensionType.APPLICATION_ID:
+            return ext.extension_data
+    return None
 
 #: ``progress(done, total)`` for long operations (CLI output)
 Progress = Callable[[int, int], None]
@@ -44,6 +61,9 @@ class PoolReport:
     remaining: int
     last_resort_rotated: bool
     expired: int
+    #: KeyPackages of this client id published before its state was lost (their keys
+    #: are gone), withdrawn from the Delivery Service before the new ones
+    replaced: int = 0
 
 
 #: reuse grace where the transport cannot claim atomically (KeyPackageSettings)
@@ -81,7 +101,9 @@ class KeyPackagePool:
         out = []
         for i in range(count):
             kp, private = create_key_package(suite, credential, keys[0], now=now,
-                                             lifetime=lifetime, capabilities=CAPABILITIES)
+                                             lifetime=lifetime, capabilities=CAPABILITIES,
+                                             leaf_extensions=device_extensions(
+                                                 self._client_id))
             out.append(StoredKeyPackage(
                 ref=suite.make_key_package_ref(kp.encode()), suite=suite_id,
                 key_package=MLSMessage.of(kp).encode(), init_priv=private.init_priv,
@@ -142,6 +164,7 @@ class KeyPackagePool:
         """Prune expired KeyPackages, refill the pool below the threshold, rotate the
         last-resort KeyPackage when due."""
         kps = await self._store.key_packages()
+        replaced = 0 if kps else await self.retract_stale()
         grace_end = now - reuse_grace(self._settings, self._transport)
         expired = [kp.ref for kp in kps if kp.not_after < now or (
             kp.used and not kp.last_resort and (kp.used_at or 0) <= grace_end)]
@@ -158,7 +181,23 @@ class KeyPackagePool:
         rotated = self._last_resort_due(kps, now)
         if rotated:
             await self.rotate_last_resort(now)
-        return PoolReport(published, remaining + published, rotated, len(expired))
+        return PoolReport(published, remaining + published, rotated, len(expired), replaced)
+
+    async def retract_stale(self) -> int:
+        """Before this database publishes anything (it holds no KeyPackage, not even a
+        last-resort one, which is never deleted): withdraw whatever the Delivery Service
+        still holds for our client id. Those were published by a previous install of
+        this device whose state was lost, so no Welcome to them can be opened
+        (RFC 9750 "Recovery After State Loss"). A transport that cannot withdraw
+        KeyPackages (no ``retract_key_packages``) returns 0."""
+        retract = getattr(self._transport, "retract_key_packages", None)
+        if retract is None:
+            return 0
+        count = int(await retract(self._client_id))
+        if count:
+            log.info("withdrew %d KeyPackage(s) of %s published before this device's "
+                        "state was lost", count, self._client_id)
+        return count
 
 
 #: seconds between refills that claims of our KeyPackages trigger

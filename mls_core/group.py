@@ -124,8 +124,10 @@ class Group:
         capabilities: Capabilities | None = None,
         now: int = 0,
         config: GroupConfig | None = None,
+        leaf_extensions: Sequence[Extension] = (),
     ) -> Group:
-        """A new one-member group at epoch 0 (§11)."""
+        """A new one-member group at epoch 0 (§11). ``leaf_extensions``: of our LeafNode
+        (e.g. application_id, §5.3.3), each listed in ``capabilities`` unless default."""
         suite = get_suite(suite_id)
         group_id = os.urandom(suite.hash_length) if group_id is None else group_id
         enc_priv, enc_pub = suite.generate_key_pair()
@@ -138,7 +140,7 @@ class Group:
                             if e.extension_type not in DEFAULT_EXTENSIONS]),
             leaf_node_source=LeafNodeSource.KEY_PACKAGE,
             source_data=Lifetime(max(0, now - 3600), (now or 0) + 365 * 24 * 3600),
-            extensions=(),
+            extensions=tuple(leaf_extensions),
             group_context=None,
         ))
         tree = RatchetTree.create(suite, leaf)
@@ -636,15 +638,20 @@ class Group:
                       *, ratchet_tree: bytes | None = None, remove_leaf: int | None = None,
                       config: GroupConfig | None = None, authenticated_data: bytes = b"",
                       psk_ids: Sequence[bytes] = (),
-                      now: int | None = None) -> tuple[Group, bytes]:
+                      now: int | None = None,
+                      leaf_extensions: Sequence[Extension] = (),
+                      capabilities: Capabilities | None = None) -> tuple[Group, bytes]:
         """Join by external Commit from a GroupInfo (§12.4.3.2). Returns the new group
         (already in the new epoch) and the Commit to send; if the Delivery Service rejects
         the Commit, drop the group and retry with a fresh GroupInfo. ``psk_ids`` adds
-        external PSKs (known through ``config.external_psks``) to the Commit."""
+        external PSKs (known through ``config.external_psks``) to the Commit;
+        ``leaf_extensions`` (e.g. application_id, §5.3.3) and ``capabilities`` (default:
+        the group's extension types) go into our new LeafNode."""
         cfg = config or GroupConfig()
         state, commit_bytes = join_flow.join_external(
             group_info, credential, signature_priv, ratchet_tree, remove_leaf, cfg,
-            authenticated_data, now, psk_ids)
+            authenticated_data, now, psk_ids, leaf_extensions=leaf_extensions,
+            capabilities=capabilities)
         if cfg.commit_policy is not None:  # refuse locally what the members would refuse
             pub = MLSMessage.decode(commit_bytes).public_message
             assert pub is not None and pub.content.commit is not None

@@ -12,7 +12,7 @@ from .config import GroupConfig, InputLimits
 from .credentials import Credential
 from .epoch import EpochState
 from .errors import LimitError, ProtocolError, UsageError, ValidationError, VersionError
-from .extensions import ExtensionType
+from .extensions import Extension, ExtensionType
 from .framing import (
     AuthenticatedContent,
     ContentType,
@@ -33,7 +33,7 @@ from .key_schedule import (
     verify_confirmation_tag,
 )
 from .messages import ExternalPub, GroupInfo, KeyPackage
-from .nodes import LeafNode, LeafNodeSource, RatchetTreeReader
+from .nodes import Capabilities, LeafNode, LeafNodeSource, RatchetTreeReader
 from .proposal_list import CommittedProposal, required_capabilities
 from .proposals import ExternalInit, PreSharedKey, Proposal, ProposalOrRef, Remove
 from .protection import sign_content
@@ -207,10 +207,14 @@ def verified_group_info(group_info: bytes, ratchet_tree: bytes | None, config: G
 def join_external(group_info: bytes, credential: Credential, signature_priv: bytes,
                   ratchet_tree: bytes | None, remove_leaf: int | None, config: GroupConfig,
                   authenticated_data: bytes, now: int | None,
-                  psk_ids: Sequence[bytes] = ()) -> tuple[EpochState, bytes]:
+                  psk_ids: Sequence[bytes] = (), *,
+                  leaf_extensions: Sequence[Extension] = (),
+                  capabilities: Capabilities | None = None) -> tuple[EpochState, bytes]:
     """Build an external Commit from a GroupInfo (§12.4.3.2) and the state it leads to.
     ``psk_ids`` adds one PreSharedKey proposal per external PSK (in
-    ``config.external_psks``), as §12.2 allows in an external Commit."""
+    ``config.external_psks``), as §12.2 allows in an external Commit;
+    ``leaf_extensions`` and ``capabilities`` (default: the group's extension types) go
+    into the joiner's LeafNode."""
     info, tree = verified_group_info(group_info, ratchet_tree, config, now)
     gc = info.group_context
     suite = get_suite(gc.cipher_suite)
@@ -227,10 +231,10 @@ def join_external(group_info: bytes, credential: Credential, signature_priv: byt
                              [CommittedProposal(p, sender) for p in proposals])
     me = staged.tree.reserve_leaf()
     template = LeafNode(b"", suite.signature_public_key(signature_priv), credential,
-                        default_capabilities(extensions=[
+                        capabilities or default_capabilities(extensions=[
                             e.extension_type for e in gc.extensions
                             if e.extension_type not in DEFAULT_EXTENSIONS]),
-                        LeafNodeSource.COMMIT, b"", (), b"")
+                        LeafNodeSource.COMMIT, b"", tuple(leaf_extensions), b"")
     _check_supported(template, gc)
     prepared = prepare_update_path(staged.tree, me, signature_priv, gc.group_id, leaf=template)
     provisional = GroupContext(gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1,

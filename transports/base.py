@@ -235,6 +235,16 @@ class DeliveryTransport(Protocol):
       room membership has no such method). :class:`~mls_client.MLSClient` calls it on
       every sync and acts on them (docs/xmpp.md "Rooms and the group binding",
       docs/matrix.md "Native moderation → MLS removal").
+    * ``async retract_key_packages(client_id) -> int``: withdraw every KeyPackage
+      published for ``client_id``, last-resort included, and return how many there
+      were. A device whose state was lost keeps its client id but not the private keys
+      of what it published: those KeyPackages would lead adders to Welcomes nobody can
+      open, so the client withdraws them before it publishes new ones (RFC 9750
+      "Recovery After State Loss"; MLSClient on a new identity).
+    * ``async locate_group(group_id) -> bool``: find the group's room again when the
+      transport's own state about it was lost with the device's (Matrix: the account
+      is still in the room, the journal forgot the binding); whether it is known now.
+      :meth:`MLSClient.recover_group` calls it before :meth:`fetch_group_info`.
     """
 
     async def publish_key_packages(self, client_id: str, user_id: str,

@@ -428,6 +428,16 @@ class BridgedTransport:
                                    entries: Sequence[KeyPackageEntry]) -> None:
         await self.inner.publish_key_packages(client_id, user_id, entries)
 
+    async def retract_key_packages(self, client_id: str) -> int:
+        """The network transport's (0 if it cannot withdraw KeyPackages)."""
+        retract = getattr(self.inner, "retract_key_packages", None)
+        return 0 if retract is None else int(await retract(client_id))
+
+    async def locate_group(self, group_id: bytes) -> bool:
+        """The network transport's (DeliveryTransport, optional)."""
+        locate = getattr(self.inner, "locate_group", None)
+        return True if locate is None else bool(await locate(group_id))
+
     async def key_package_count(self, client_id: str) -> int:
         return await self.inner.key_package_count(client_id)
 

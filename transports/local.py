@@ -337,6 +337,14 @@ class LocalDeliveryService:
             except sqlite3.IntegrityError:
                 raise InvalidRequestError("a KeyPackageRef is already published") from None
 
+    async def retract_key_packages(self, client_id: str) -> int:
+        """Withdraw every KeyPackage of ``client_id`` (DeliveryTransport, optional)."""
+        client_id = require_id("client_id", client_id)
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM key_packages WHERE client_id = ?",
+                                   (client_id,))
+        return max(0, cur.rowcount)
+
     async def key_package_count(self, client_id: str) -> int:
         client_id = require_id("client_id", client_id)
         async with self._read() as db:
@@ -702,6 +710,9 @@ class LocalAccount:
     async def publish_key_packages(self, client_id: str, user_id: str,
                                    entries: Sequence[KeyPackageEntry]) -> None:
         await self.service.publish_key_packages(client_id, user_id, entries)
+
+    async def retract_key_packages(self, client_id: str) -> int:
+        return await self.service.retract_key_packages(client_id)
 
     async def key_package_count(self, client_id: str) -> int:
         return await self.service.key_package_count(client_id)

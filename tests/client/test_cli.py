@@ -74,11 +74,12 @@ def test_scripted_conversation(tmp_path: Path) -> None:
     assert len(gid) == 64 and int(gid, 16) >= 0
     invited = alice("invite", "team", "bob", "carol")
     assert invited.stdout.startswith("epoch 1: added ")
+    assert invited.stdout.rstrip().endswith("; Welcome sent")
 
     joined = bob("read")
     assert f"joined group {gid[:16]} at epoch 1" in joined.stderr
     alice("send", "team", "hello team")
-    assert bob("read").stdout.strip() == f"[{gid[:16]}] epoch 1 alice: hello team"
+    assert bob("read").stdout.strip() == "[team] epoch 1 alice: hello team"
     assert bob("read").stdout == ""  # already read
 
     groups = bob("groups").stdout.split()
@@ -129,8 +130,8 @@ def test_usage_and_settings_errors(tmp_path: Path) -> None:
     assert bad.stderr.startswith("mls-bridge: error: invalid settings: key_packages.pool_size")
     assert "MLS_BRIDGE_KEY_PACKAGES__POOL_SIZE" in bad.stderr
     assert run("frobnicate").returncode == 2
-    usage = run("recover", "not-hex")
-    assert usage.returncode == 2 and "not a hex group id" in usage.stderr
+    usage = run("recover")
+    assert usage.returncode == 2 and "the following arguments are required" in usage.stderr
     assert "Traceback" not in bad.stderr + usage.stderr
 
 

@@ -95,6 +95,9 @@ log = logging.getLogger(__name__)
 _ROOM_EVENTS_MARK = "room_events.cursor"
 
 DEFAULT_LONG_POLL_MS = 5_000
+#: claims :meth:`MatrixDeliveryTransport.retract_key_packages` makes at most (more
+#: than a pool holds: mls_client's pool_size is at most 1000)
+MAX_RETRACT = 1_100
 DEFAULT_TIMELINE_LIMIT = 500
 DEFAULT_SUBMIT_TIMEOUT = 30.0
 #: backoff of :meth:`MatrixDeliveryTransport.receive` after a failed ``/sync`` (seconds):
@@ -302,6 +305,22 @@ class MatrixDeliveryTransport:
             body["fallback_keys"] = fallback
         await self._upload(body, fresh)
 
+    async def retract_key_packages(self, client_id: str) -> int:
+        """Withdraw this device's KeyPackages (DeliveryTransport, optional). The client
+        API cannot delete one-time keys, so they are claimed, one ``/keys/claim`` each,
+        until the server hands out the fallback key (or nothing); the fallback key is
+        replaced by the next last-resort upload. Returns how many there were."""
+        self._check(client_id)
+        withdrawn = 0
+        for _ in range(MAX_RETRACT):
+            claimed = await self._claim(self.matrix_user_id, [self.device_id])
+            if not claimed:
+                break
+            withdrawn += 1
+            if claimed[0].last_resort:
+                break
+        return withdrawn
+
     async def key_package_count(self, client_id: str) -> int:
         self._check(client_id)
         count = await self._upload({}, 0)
@@ -442,6 +461,39 @@ class MatrixDeliveryTransport:
             if self._journal.membership(room_id, self.matrix_user_id) != "join":
                 await self._api.request("POST", f"{CLIENT}/join/{quote(room_id)}", {})
         self._apply([Subscribe(room_id, group_id)])
+
+    async def locate_group(self, group_id: bytes) -> bool:
+        """Bind the group's room again when our journal does not know it (the device
+        lost its state and recovers the group: RFC 9750 "Recovery After State Loss";
+        DeliveryTransport, optional): a sync binds the rooms it sees; else each room
+        the account is joined to is asked for its group binding. Whether the group's
+        room is known now."""
+        group_id = require_bytes("group_id", group_id)
+        if self._journal.room_for_group(group_id) is not None:
+            return True
+        await self._sync(0)
+        if self._journal.room_for_group(group_id) is not None:
+            return True
+        joined = await self._api.request("GET", f"{CLIENT}/joined_rooms")
+        rooms = joined.get("joined_rooms") if isinstance(joined, dict) else None
+        found = []
+        for room_id in rooms if isinstance(rooms, list) else []:
+            if not isinstance(room_id, str):
+                continue
+            try:
+                bound = ev.parse_group_state(await self._api.request(
+                    "GET", f"{CLIENT}/rooms/{quote(room_id)}/state/{ev.GROUP_STATE}/"))
+            except (MatrixApiError, ev.MalformedEventError):
+                continue
+            if bound == group_id:
+                found.append(room_id)
+        if len(found) != 1:  # none, or a room that copies the binding: bind neither
+            if found:
+                log.warning("rooms %s all claim group %s: none is bound", ", ".join(found),
+                            group_id.hex())
+            return False
+        self._apply([Subscribe(found[0], group_id)])
+        return True
 
     async def _join_invited(self, group_id: bytes) -> str | None:
         """Join the room we were invited to for ``group_id`` (e.g. by :meth:`admit`),

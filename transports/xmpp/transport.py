@@ -1713,6 +1713,24 @@ class XmppDeliveryTransport:
         except XmppError as exc:
             log.warning("retracting the KeyPackage a Welcome used failed: %s", exc)
 
+    async def retract_key_packages(self, client_id: str) -> int:
+        """Retract every item of this device's KeyPackage node and forget the refs it
+        published (its private record too), so that a Welcome naming one of them is
+        refused as not for us: the keys behind them are gone (DeliveryTransport,
+        optional). Returns how many items were retracted."""
+        self._own("client_id", client_id)
+        await self._wait_online()
+        async with self._claim_lock:
+            await self._process_claims_locked()
+            self._retract = set()
+            refs = sorted(await self._items(None, self.device))
+            await self.plugin.pep_retract(self._kp_node(self.device), refs)
+            records = [item.get("id", "") for item in
+                       await self.plugin.pep_items(None, self._published_node)]
+            await self.plugin.pep_retract(self._published_node, [r for r in records if r])
+            self._published.clear()
+        return len(refs)
+
     async def key_package_count(self, client_id: str) -> int:
         self._own("client_id", client_id)
         await self._wait_online()
