@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mls_client.client import _leaf_with_key
+from mls_client.client import _stale_leaf
 from mls_core.ciphersuite import get_suite
 from mls_core.config import InputLimits
 from mls_core.credentials import Credential
@@ -31,10 +31,11 @@ def test_the_old_leaf_is_looked_up_within_the_bounds() -> None:
     info = MLSMessage.decode(creator.group_info(with_ratchet_tree=False)).group_info
     assert info is not None
     tree = creator.ratchet_tree_bytes()
-    assert _leaf_with_key(info, tree, other_pub, InputLimits()) == 1
-    assert _leaf_with_key(info, None, other_pub, InputLimits()) is None
+    assert _stale_leaf(info, tree, other_pub, b"nobody", b"dev", InputLimits()) == 1
+    assert _stale_leaf(info, None, other_pub, b"nobody", b"dev", InputLimits()) is None
     real = decode_ratchet_tree(tree)
     huge: list[Node | None] = [None] * (2 * (1 << 20) - 1)
     huge[0], huge[-1] = real[0], real[-1]
     with pytest.raises(LimitError):
-        _leaf_with_key(info, encode_ratchet_tree(huge), other_pub, InputLimits())
+        _stale_leaf(info, encode_ratchet_tree(huge), other_pub, b"nobody", b"dev",
+                    InputLimits())
