@@ -256,7 +256,7 @@ class CipherSuite:
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """MAC(key, data): HMAC with the suite's hash (§5.1)."""
-        return hmac.digest(key, data, self.hash_name)
+        return self.hpke.kdf.hmac(key, data)
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(self.mac(key, data), tag)

@@ -452,3 +452,17 @@ def test_encrypt_with_label_many_matches_single(suite_id: int) -> None:
         assert suite.decrypt_with_label(sk, "Welcome", context, enc, ct) == f"secret {i}".encode()
         with pytest.raises(CryptoError):
             suite.decrypt_with_label(sk, "Welcome", context + b"x", enc, ct)
+
+
+@pytest.mark.parametrize("kdf_id", [hpke.KDF_HKDF_SHA256, hpke.KDF_HKDF_SHA384,
+                                    hpke.KDF_HKDF_SHA512])
+def test_hmac_equals_the_standard_library(kdf_id: int) -> None:
+    """The written-out HMAC (RFC 2104) is ``hmac.digest`` for keys shorter than, equal
+    to and longer than the hash's block, and for empty and long messages."""
+    import hmac as std_hmac
+
+    kdf = hpke._KDFS[kdf_id]
+    for key_len in (0, 1, 32, kdf._block - 1, kdf._block, kdf._block + 1, 300):
+        key = bytes((7 * i + 1) % 256 for i in range(key_len))
+        for msg in (b"", b"m", b"x" * 1000):
+            assert kdf.hmac(key, msg) == std_hmac.digest(key, msg, kdf.hash_name)
