@@ -419,8 +419,10 @@ class RatchetTree:
     def leaves(self) -> Iterator[tuple[int, LeafNode]]:
         """(leaf_index, LeafNode) of every member, in leaf order."""
         for i, node in enumerate(islice(self._nodes, 0, None, 2)):
-            if node is not None and node.leaf_node is not None:
-                yield i, node.leaf_node
+            if node is not None:
+                value = node.value
+                if isinstance(value, LeafNode):
+                    yield i, value
 
     def parents(self) -> Iterator[tuple[int, ParentNode]]:
         """(node_index, ParentNode) of every non-blank parent node."""

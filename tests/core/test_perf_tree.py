@@ -355,3 +355,22 @@ def test_first_commit_after_join_resolves_nothing_anew() -> None:
         joined.process(commit.commit, now=NOW)
     assert resolved[0] == 0
     assert joined.epoch_authenticator == creator.epoch_authenticator
+
+
+def test_validate_tree_checks_credential_support_from_the_counts() -> None:
+    """§7.3 on join: a credential type in use that one member does not support fails
+    validation (checked from the tree's counts, not by rescanning every leaf)."""
+    from mls_core.key_package import default_capabilities
+
+    suite = get_suite(1)
+    leaves = []
+    for i, credentials in enumerate(((1, 2), (2,), (1, 2))):  # member 1 lacks basic (1)
+        sig, _ = suite.generate_signature_key_pair()
+        kp, _ = create_key_package(suite, Credential.basic(b"c%d" % i), sig, now=NOW,
+                                   capabilities=default_capabilities(credentials=credentials))
+        leaves.append(kp.leaf_node)
+    tree = RatchetTree(suite, [Node.of(leaves[0]), None, Node.of(leaves[2])])
+    validate_tree(tree, b"group", now=NOW)
+    tree.set_leaf(1, leaves[1])
+    with pytest.raises(ValidationError, match=r"credential types \[1\]"):
+        validate_tree(tree, b"group", now=NOW)
