@@ -54,6 +54,19 @@ def _vb(data: bytes, out: bytearray) -> None:
 _KDF_LABEL_HEADS: dict[tuple[bytes | str, int], bytes] = {}
 
 
+def _kdf_label_head(label: bytes | str, length: int) -> bytes:
+    """``uint16 length; opaque label<V>`` of KDFLabel (§8), memoised per (label, length)."""
+    head = _KDF_LABEL_HEADS.get((label, length))
+    if head is None:
+        raw = label.encode() if isinstance(label, str) else label
+        buf = bytearray(length.to_bytes(2, "big"))
+        _vb(MLS_LABEL_PREFIX + raw, buf)
+        head = bytes(buf)
+        if len(_KDF_LABEL_HEADS) < 1024:  # labels are protocol constants; stay bounded
+            _KDF_LABEL_HEADS[(label, length)] = head
+    return head
+
+
 def _labeled(label: bytes, context: bytes) -> bytes:
     """Encode ``struct { opaque label<V>; opaque context<V>; }`` with the MLS prefix:
     the shape of SignContent (§5.1.2) and EncryptContext (§5.1.3)."""
@@ -256,7 +269,7 @@ class CipherSuite:
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """MAC(key, data): HMAC with the suite's hash (§5.1)."""
-        return hmac.digest(key, data, self.hash_name)
+        return self.hpke.kdf.hmac(key, data)
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(self.mac(key, data), tag)
@@ -275,14 +288,7 @@ class CipherSuite:
     ) -> bytes:
         """ExpandWithLabel(Secret, Label, Context, Length) = KDF.Expand(Secret, KDFLabel, Length),
         KDFLabel = struct { uint16 length; opaque label<V>; opaque context<V>; } (§8)."""
-        head = _KDF_LABEL_HEADS.get((label, length))
-        if head is None:
-            raw = label.encode() if isinstance(label, str) else label
-            buf = bytearray(length.to_bytes(2, "big"))
-            _vb(MLS_LABEL_PREFIX + raw, buf)
-            head = bytes(buf)
-            if len(_KDF_LABEL_HEADS) < 1024:  # labels are protocol constants; stay bounded
-                _KDF_LABEL_HEADS[(label, length)] = head
+        head = _kdf_label_head(label, length)
         n = len(context)
         if n < 0x40:
             return self.expand(secret, head + bytes((n,)) + context, length)
@@ -299,6 +305,44 @@ class CipherSuite:
     ) -> bytes:
         """DeriveTreeSecret(Secret, Label, Generation, Length) (§9)."""
         return self.expand_with_label(secret, label, generation.to_bytes(4, "big"), length)
+
+    @cached_property
+    def _ratchet_heads(self) -> tuple[bytes, bytes, bytes]:
+        """The KDFLabels of DeriveTreeSecret's "key", "nonce" and "secret" up to the
+        generation, each with the one-byte length of its 4-byte context (§8, §9.1)."""
+        return tuple(  # type: ignore[return-value]
+            _kdf_label_head(label, length) + b"\x04"
+            for label, length in ((b"key", self.aead_key_size),
+                                  (b"nonce", self.aead_nonce_size),
+                                  (b"secret", self.hash_length)))
+
+    def ratchet_step(self, secret: bytes, generation: int,
+                     last: bool = False) -> tuple[bytes, bytes, bytes]:
+        """(key, nonce, next ratchet secret) of one generation of a sender ratchet:
+        DeriveTreeSecret(secret, "key" / "nonce" / "secret", generation, Nk / Nn / Nh)
+        (§9.1), as three HMACs with the labels built once per suite. ``last``: the final
+        generation, with no next secret (b"")."""
+        hmac_, n_k, n_n = self.hpke.kdf.hmac, self.aead_key_size, self.aead_nonce_size
+        head_key, head_nonce, head_secret = self._ratchet_heads
+        tail = generation.to_bytes(4, "big") + b"\x01"  # context, then HKDF's counter
+        key = hmac_(secret, head_key + tail)[:n_k]
+        nonce = hmac_(secret, head_nonce + tail)[:n_n]
+        return key, nonce, b"" if last else hmac_(secret, head_secret + tail)
+
+    def sender_data_key_nonce(self, sender_data_secret: bytes,
+                              ciphertext: bytes) -> tuple[bytes, bytes]:
+        """(sender_data_key, sender_data_nonce) = ExpandWithLabel(sender_data_secret,
+        "key" / "nonce", ciphertext_sample, Nk / Nn), the sample the first KDF.Nh bytes
+        of the content ciphertext, or all of it if shorter (§6.3.2)."""
+        sample = ciphertext[: self.hash_length]
+        n_k, n_n = self.aead_key_size, self.aead_nonce_size
+        hmac_ = self.hpke.kdf.hmac
+        context = bytearray()
+        _vb(sample, context)
+        context += b"\x01"
+        key = hmac_(sender_data_secret, _kdf_label_head(b"key", n_k) + context)[:n_k]
+        nonce = hmac_(sender_data_secret, _kdf_label_head(b"nonce", n_n) + context)[:n_n]
+        return key, nonce
 
     def ref_hash(self, label: bytes | str, value: bytes) -> bytes:
         """RefHash(label, value) = Hash(RefHashInput{label<V>, value<V>}) (§5.2)."""

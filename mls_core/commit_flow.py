@@ -23,7 +23,6 @@ from .framing import (
     FramedContent,
     FramedContentAuthData,
     MLSMessage,
-    PrivateMessageContent,
     PublicMessage,
     Sender,
     SenderType,
@@ -243,11 +242,9 @@ def _protect(state: EpochState, signed: AuthenticatedContent, padding_block: int
                                               state.secrets.membership_key))
     else:
         key = state.secret_tree.next(state.own_leaf, ContentType.COMMIT)
-        size = len(PrivateMessageContent(ContentType.COMMIT, signed.content.body,
-                                         signed.auth).encode())  # the plaintext (§6.3.1)
-        padding = (-size) % padding_block if padding_block > 1 else 0
         msg = MLSMessage.of(to_private_message(state.suite, signed,
-                                               state.secrets.sender_data_secret, key, padding))
+                                               state.secrets.sender_data_secret, key,
+                                               padding_block=padding_block))
     return msg.encode()
 
 

@@ -36,7 +36,6 @@ from .framing import (
     FramedContent,
     MLSMessage,
     PrivateMessage,
-    PrivateMessageContent,
     PublicMessage,
     Sender,
     SenderType,
@@ -251,16 +250,8 @@ class Group:
         else:
             key = st.secret_tree.next(st.own_leaf, content_type)
             msg = to_private_message(st.suite, signed, st.secrets.sender_data_secret, key,
-                                     padding=self._padding(signed))
+                                     padding_block=self._config.padding_block)
         return MLSMessage.of(msg).encode()
-
-    def _padding(self, content: AuthenticatedContent) -> int:
-        block = self._config.padding_block
-        if block <= 1:
-            return 0
-        c = content.content  # pad the PrivateMessageContent plaintext (§6.3.1)
-        size = len(PrivateMessageContent(c.content_type, c.body, content.auth).encode())
-        return (-size) % block
 
     def propose(self, proposal: Proposal | ProposalBody,
                 *, authenticated_data: bytes = b"") -> bytes:

@@ -8,8 +8,13 @@ context (§5.2) and single-shot seal/open (§6.1).
 
 Keys cross this API as bytes: SerializePublicKey / SerializePrivateKey of §7.1.1-§7.1.2
 (uncompressed SEC1 points and big-endian scalars on the NIST curves, raw RFC 7748 strings
-for X25519/X448). Built on ``cryptography``'s DH primitives and on ``hmac``; its own
-``hpke`` module is not used (it has no X448 and no DeriveKeyPair).
+for X25519/X448). Built on ``cryptography``'s DH primitives and on ``hmac``. Single-shot
+SealBase/OpenBase (§6.1) go to ``cryptography``'s own ``hpke`` module where the
+installed release has it and the suite (X25519 and the NIST curves, every KDF and AEAD
+here; no application AAD), so the hot path of an UpdatePath runs in one native call; the code
+here remains for X448, DeriveKeyPair, the exporter contexts of SetupBaseS/R, a non-empty
+AAD, and a batch whose ``info`` is large (see :meth:`Hpke.seal_base_many`). The two
+agree on every such suite (tests/core/test_hpke.py and the official vectors).
 
 Failures: an invalid recipient public key when sealing, an invalid private key, or a
 DeriveKeyPair that finds no scalar raise :class:`CryptoError`; anything wrong while opening
@@ -18,6 +23,7 @@ DeriveKeyPair that finds no scalar raise :class:`CryptoError`; anything wrong wh
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Callable, Sequence
@@ -30,6 +36,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .errors import CryptoError, DecryptionError, UnsupportedError, UsageError
+
+_native_hpke: Any
+try:
+    from cryptography.hazmat.primitives import hpke as _native_hpke
+except ImportError:  # pragma: no cover - older cryptography releases have no hpke module
+    _native_hpke = None
 
 HPKE_VERSION = b"HPKE-v1"
 MODE_BASE = 0x00
@@ -52,32 +64,56 @@ AEAD_CHACHA20POLY1305 = 0x0003
 # --------------------------------------------------------------------------- KDF
 
 
-class Kdf:
-    """HKDF (RFC 5869) with one hash: the KDF of §7.2, ids 1/2/3."""
+#: HMAC's inner and outer pads (RFC 2104 §2) as ``bytes.translate`` tables
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
-    __slots__ = ("hash_name", "id", "n_h")
+
+class Kdf:
+    """HKDF (RFC 5869) with one hash: the KDF of §7.2, ids 1/2/3.
+
+    HMAC (RFC 2104) is written out over ``hashlib``'s constructor of the hash rather
+    than called as ``hmac.digest``: with OpenSSL 3 the latter looks the hash up by name
+    on every call, which made it twice as slow on the short inputs of every MLS key
+    derivation (ten per application message). tests/core/test_hpke.py checks the two
+    agree for every hash and key length."""
+
+    __slots__ = ("_block", "_new", "hash_name", "id", "n_h")
 
     def __init__(self, kdf_id: int, hash_name: str, n_h: int) -> None:
         self.id = kdf_id
         self.hash_name = hash_name
         self.n_h = n_h
+        self._new = getattr(hashlib, hash_name)
+        self._block = self._new().block_size
+
+    def hmac(self, key: bytes, msg: bytes) -> bytes:
+        """HMAC-Hash(key, msg) = H((K ^ opad) || H((K ^ ipad) || msg)) (RFC 2104 §2)."""
+        new = self._new
+        if len(key) > self._block:
+            key = new(key).digest()
+        key = key.ljust(self._block, b"\0")
+        inner = new(key.translate(_IPAD))
+        inner.update(msg)
+        digest: bytes = new(key.translate(_OPAD) + inner.digest()).digest()
+        return digest
 
     def extract(self, salt: bytes, ikm: bytes) -> bytes:
         """Extract(salt, ikm) = HMAC-Hash(salt, ikm); an empty salt acts as Nh zero bytes
         because HMAC zero-pads its key."""
-        return hmac.digest(salt, ikm, self.hash_name)
+        return self.hmac(salt, ikm)
 
     def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """Expand(prk, info, L) (RFC 5869 §2.3); L at most 255 * Nh."""
         if length <= self.n_h:  # the common case: one block
-            return hmac.digest(prk, info + b"\x01", self.hash_name)[:length]
+            return self.hmac(prk, info + b"\x01")[:length]
         if length > 255 * self.n_h:
             raise UsageError("HKDF-Expand length too large")
         out = bytearray()
         block = b""
         counter = 1
         while len(out) < length:
-            block = hmac.digest(prk, block + info + bytes((counter,)), self.hash_name)
+            block = self.hmac(prk, block + info + bytes((counter,)))
             out += block
             counter += 1
         return bytes(out[:length])
@@ -415,10 +451,38 @@ class Context:
         return self.labeled.expand(self.exporter_secret, b"sec", exporter_context, length)
 
 
-class Hpke:
-    """One HPKE ciphersuite (KEM, KDF, AEAD) in mode_base (RFC 9180 §5.1.1, §6.1)."""
+_NATIVE_KEMS = {KEM_P256: "P256", KEM_P384: "P384", KEM_P521: "P521", KEM_X25519: "X25519"}
+_NATIVE_KDFS = {KDF_HKDF_SHA256: "HKDF_SHA256", KDF_HKDF_SHA384: "HKDF_SHA384",
+                KDF_HKDF_SHA512: "HKDF_SHA512"}
+_NATIVE_AEADS = {AEAD_AES128GCM: "AES_128_GCM", AEAD_AES256GCM: "AES_256_GCM",
+                 AEAD_CHACHA20POLY1305: "CHACHA20_POLY1305"}
 
-    def __init__(self, kem_id: int, kdf_id: int, aead_id: int) -> None:
+#: Largest ``info`` a batch seals natively: the native call hashes ``info`` for every
+#: recipient, the batch here once for all (a Welcome's ``info`` holds the whole
+#: encrypted GroupInfo, hundreds of KiB in a large group; an UpdatePath's is ~100 bytes).
+NATIVE_BATCH_INFO_MAX = 1024
+
+
+def native_suite(kem_id: int, kdf_id: int, aead_id: int) -> Any | None:
+    """``cryptography``'s HPKE Suite for these algorithms, or None where it lacks one
+    (X448, or a release without the module)."""
+    if _native_hpke is None:
+        return None
+    names = (_NATIVE_KEMS.get(kem_id), _NATIVE_KDFS.get(kdf_id), _NATIVE_AEADS.get(aead_id))
+    kem, kdf, aead = (getattr(kind, name, None) if name else None for kind, name in zip(
+        (_native_hpke.KEM, _native_hpke.KDF, _native_hpke.AEAD), names, strict=True))
+    if kem is None or kdf is None or aead is None:
+        return None
+    return _native_hpke.Suite(kem, kdf, aead)
+
+
+class Hpke:
+    """One HPKE ciphersuite (KEM, KDF, AEAD) in mode_base (RFC 9180 §5.1.1, §6.1).
+
+    ``native=False`` keeps every operation in the code here (to check the two against
+    each other)."""
+
+    def __init__(self, kem_id: int, kdf_id: int, aead_id: int, *, native: bool = True) -> None:
         try:
             self.kem: DHKem = _KEMS[kem_id]
             self.kdf: Kdf = _KDFS[kdf_id]
@@ -431,6 +495,22 @@ class Hpke:
         # mode_base uses psk = psk_id = "" (§5.1), so mode || psk_id_hash is a constant
         psk_id_hash = self._labeled.extract(b"", b"psk_id_hash", b"")
         self._context_prefix = bytes((MODE_BASE,)) + psk_id_hash
+        self._native = native_suite(kem_id, kdf_id, aead_id) if native else None
+
+    @property
+    def native(self) -> bool:
+        """Whether single-shot seal/open go to ``cryptography``'s HPKE."""
+        return self._native is not None
+
+    def _native_seal(self, pk_r: bytes, info: bytes, pt: bytes) -> tuple[bytes, bytes]:
+        assert self._native is not None
+        public_r = self.kem._load_public(pk_r)  # CryptoError for an invalid key (§7.1.4)
+        try:
+            blob: bytes = self._native.encrypt(pt, public_r, info)
+        except ValueError:  # e.g. a DH output of zero (§7.1.4)
+            raise CryptoError("HPKE encapsulation failed") from None
+        n = self.kem.n_enc
+        return blob[:n], blob[n:]
 
     def _schedule_context(self, info: bytes) -> bytes:
         """mode || psk_id_hash || info_hash: the key_schedule_context (§5.1)."""
@@ -467,6 +547,8 @@ class Hpke:
                   ikm_e: bytes | None = None) -> tuple[bytes, bytes]:
         """SealBase(pkR, info, aad, pt) -> (enc, ct) (§6.1). ``ikm_e`` (tests only) fixes
         the ephemeral key; the first message of a context uses base_nonce unchanged."""
+        if self._native is not None and ikm_e is None and not aad:
+            return self._native_seal(pk_r, info, pt)
         shared_secret, enc = self.kem.encap(pk_r, ikm_e)
         key, nonce = self._key_nonce(*self._secret(shared_secret, info))
         return enc, self.aead.seal(key, nonce, aad, pt)
@@ -475,7 +557,10 @@ class Hpke:
                        aad: bytes) -> list[tuple[bytes, bytes]]:
         """SealBase to many (pkR, pt) pairs with one ``info``: the same as calling
         :meth:`seal_base` for each, but ``info`` (e.g. a Welcome's large
-        encrypted_group_info) is hashed once, not once per recipient."""
+        encrypted_group_info) is hashed once, not once per recipient. A small ``info``
+        (an UpdatePath's) goes to the native implementation, one call per recipient."""
+        if self._native is not None and not aad and len(info) <= NATIVE_BATCH_INFO_MAX:
+            return [self._native_seal(pk_r, info, pt) for pk_r, pt in recipients]
         context = self._schedule_context(info)
         out = []
         for pk_r, pt in recipients:
@@ -487,6 +572,17 @@ class Hpke:
 
     def open_base(self, enc: bytes, sk_r: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
         """OpenBase(enc, skR, info, aad, ct) -> pt (§6.1); DecryptionError on failure."""
+        if self._native is not None and not aad:
+            private_r = self.kem._load_private(sk_r)  # CryptoError, as in decap
+            # The native call takes enc || ct and splits it at Nenc: check the split
+            # here, or a shifted boundary between the two would be accepted.
+            if len(enc) != self.kem.n_enc:
+                raise DecryptionError("HPKE decapsulation failed")
+            try:
+                pt: bytes = self._native.decrypt(enc + ct, private_r, info)
+            except (InvalidTag, ValueError):
+                raise DecryptionError("HPKE decryption failed") from None
+            return pt
         shared_secret = self.kem.decap(enc, sk_r)
         key, nonce = self._key_nonce(*self._secret(shared_secret, info))
         return self.aead.open(key, nonce, aad, ct)

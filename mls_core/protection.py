@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Callable
 
 from .ciphersuite import CipherSuite
+from .codec import encode_varint
 from .errors import DecodeError, ProtocolError, UsageError, VerificationError
 from .framing import (
     AuthenticatedContent,
@@ -20,7 +21,6 @@ from .framing import (
     ContentType,
     FramedContent,
     FramedContentAuthData,
-    PrivateContentAAD,
     PrivateMessage,
     PrivateMessageContent,
     PublicMessage,
@@ -129,6 +129,17 @@ def from_public_message(
 # -------------------------------------------------------------------- §6.3 PrivateMessage
 
 
+def _aads(group_id: bytes, epoch: int, content_type: int,
+          authenticated_data: bytes) -> tuple[bytes, bytes]:
+    """(PrivateContentAAD, SenderDataAAD) (§6.3.1, §6.3.2): the second is the first
+    without its last field, so both come from one encoding."""
+    sd_aad = SenderDataAAD(group_id, epoch, content_type).encode()
+    out = bytearray(sd_aad)
+    encode_varint(len(authenticated_data), out)
+    out += authenticated_data
+    return bytes(out), sd_aad
+
+
 def to_private_message(
     suite: CipherSuite,
     content: AuthenticatedContent,
@@ -136,33 +147,41 @@ def to_private_message(
     key: RatchetKey,
     padding: int = 0,
     reuse_guard: bytes | None = None,
+    *,
+    padding_block: int = 0,
 ) -> PrivateMessage:
     """Encrypt signed member content (§6.3.1) with ``key`` (the sender's next ratchet
-    generation) and its sender data (§6.3.2)."""
+    generation) and its sender data (§6.3.2). ``padding`` zero bytes end the plaintext,
+    or with ``padding_block`` > 1 as many as round its length up to a multiple of it."""
     framed = content.content
     if content.wire_format != WireFormat.MLS_PRIVATE_MESSAGE:
         raise UsageError("content was signed for another wire format")
     if framed.sender.sender_type != SenderType.MEMBER or framed.sender.index is None:
         raise UsageError("§6.3.2: only members send PrivateMessages")
     guard = new_reuse_guard() if reuse_guard is None else reuse_guard
-    plaintext = PrivateMessageContent(framed.content_type, framed.body, content.auth, padding)
-    aad = PrivateContentAAD(framed.group_id, framed.epoch, framed.content_type,
-                            framed.authenticated_data).encode()
-    ciphertext = suite.seal(key.key, apply_reuse_guard(key.nonce, guard), aad, plaintext.encode())
+    plaintext = PrivateMessageContent(framed.content_type, framed.body, content.auth,
+                                      padding).encode()
+    if padding_block > 1:
+        plaintext += bytes(-len(plaintext) % padding_block)
+    aad, sd_aad = _aads(framed.group_id, framed.epoch, framed.content_type,
+                        framed.authenticated_data)
+    ciphertext = suite.seal(key.key, apply_reuse_guard(key.nonce, guard), aad, plaintext)
     sender_data = SenderData(framed.sender.index, key.generation, guard).encode()
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, ciphertext)
-    sd_aad = SenderDataAAD(framed.group_id, framed.epoch, framed.content_type).encode()
     encrypted_sender_data = suite.seal(sd_key, sd_nonce, sd_aad, sender_data)
     return PrivateMessage(framed.group_id, framed.epoch, framed.content_type,
                           framed.authenticated_data, encrypted_sender_data, ciphertext)
 
 
 def decrypt_sender_data(
-    suite: CipherSuite, message: PrivateMessage, sender_data_secret: bytes
+    suite: CipherSuite, message: PrivateMessage, sender_data_secret: bytes,
+    sd_aad: bytes | None = None,
 ) -> SenderData:
-    """Decrypt and decode the SenderData of a PrivateMessage (§6.3.2)."""
+    """Decrypt and decode the SenderData of a PrivateMessage (§6.3.2); ``sd_aad``, the
+    SenderDataAAD, if the caller has it already."""
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
-    sd_aad = SenderDataAAD(message.group_id, message.epoch, message.content_type).encode()
+    if sd_aad is None:
+        sd_aad = SenderDataAAD(message.group_id, message.epoch, message.content_type).encode()
     return SenderData.decode(suite.open(sd_key, sd_nonce, sd_aad, message.encrypted_sender_data))
 
 
@@ -177,10 +196,10 @@ def from_private_message(
     ``key_source(leaf, content_type, generation)`` supplies the ratchet key; the caller
     checks that the leaf is a non-blank member (§6.3.2) inside it or afterwards, and
     verifies the signature with :func:`verify_content`."""
-    sender_data = decrypt_sender_data(suite, message, sender_data_secret)
+    aad, sd_aad = _aads(message.group_id, message.epoch, message.content_type,
+                        message.authenticated_data)
+    sender_data = decrypt_sender_data(suite, message, sender_data_secret, sd_aad)
     key = key_source(sender_data.leaf_index, message.content_type, sender_data.generation)
-    aad = PrivateContentAAD(message.group_id, message.epoch, message.content_type,
-                            message.authenticated_data).encode()
     nonce = apply_reuse_guard(key.nonce, sender_data.reuse_guard)
     plaintext = suite.open(key.key, nonce, aad, message.ciphertext)
     try:

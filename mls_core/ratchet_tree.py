@@ -11,7 +11,8 @@ bind absolute leaf indices, never the tree's width), so a change to node ``x``
 invalidates exactly ``x`` and its ancestors, extending the tree invalidates only the new
 nodes and truncating invalidates nothing. After one leaf changes, :meth:`tree_hash`
 rehashes O(log n) nodes; the first tree hash of a new tree (a joiner's, §12.4.3.1)
-hashes all 2n - 1 nodes level by level on plain lists. The hash inputs are assembled
+hashes all 2n - 1 nodes level by level on plain lists and fills every resolution in the
+same walk, so the joiner's first Commit finds them cached. The hash inputs are assembled
 from each node's memoized wire encoding, so no node is encoded twice. An index of the
 HPKE and signature keys in use answers the uniqueness questions of §7.3 and §12.4.2
 without a scan.
@@ -264,6 +265,17 @@ def _with_unmerged(unmerged: tuple[int, ...], index: int) -> tuple[int, ...]:
     return (*unmerged[:at], index, *unmerged[at:])
 
 
+def _resolution_of(x: int, value: LeafNode | ParentNode | None,
+                   left_res: tuple[int, ...] | None,
+                   right_res: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The resolution of parent node ``x`` holding ``value`` from its children's (§4.1.1)."""
+    if value is None:
+        assert left_res is not None and right_res is not None
+        return left_res + right_res
+    unmerged = value.unmerged_leaves  # type: ignore[union-attr]
+    return (x, *[2 * i for i in unmerged]) if unmerged else (x,)
+
+
 class RatchetTree:
     """A ratchet tree in array form with cached tree hashes and resolutions (§7.7)."""
 
@@ -416,8 +428,10 @@ class RatchetTree:
     def leaves(self) -> Iterator[tuple[int, LeafNode]]:
         """(leaf_index, LeafNode) of every member, in leaf order."""
         for i, node in enumerate(islice(self._nodes, 0, None, 2)):
-            if node is not None and node.leaf_node is not None:
-                yield i, node.leaf_node
+            if node is not None:
+                value = node.value
+                if isinstance(value, LeafNode):
+                    yield i, value
 
     def parents(self) -> Iterator[tuple[int, ParentNode]]:
         """(node_index, ParentNode) of every non-blank parent node."""
@@ -657,27 +671,37 @@ class RatchetTree:
         return self._rehash(x, level(x))
 
     def _hash_all(self) -> None:
-        """Fill every node's tree hash, level by level on plain lists: the first tree
-        hash of a decoded tree (e.g. on join) needs all 2n - 1 of them."""
+        """Fill every node's tree hash and resolution (§7.8, §4.1.1) level by level on
+        plain lists: the first tree hash of a decoded tree (e.g. on join) needs all
+        2n - 1 hashes, and the first Commit the joiner processes needs the resolution of
+        every copath node of the committer, i.e. of the whole tree. Walking the tree
+        once for both keeps that Commit as cheap as the ones after it."""
         nodes, hashes = list(self._nodes), list(self._hashes)
+        resolutions = list(self._resolutions)
         width = len(nodes)
         hash_leaf, hash_parent = self._hash_leaf, self._hash_parent
         for x in range(0, width, 2):
+            node = nodes[x]
             if hashes[x] is None:
-                node = nodes[x]
                 hashes[x] = hash_leaf(x >> 1, None if node is None else node.value)
+            if resolutions[x] is None:
+                resolutions[x] = () if node is None else (x,)
         lvl = 1
         while (1 << lvl) <= width:
             half = 1 << (lvl - 1)
             for x in range((1 << lvl) - 1, width, 1 << (lvl + 1)):
+                node = nodes[x]
+                value = None if node is None else node.value
                 if hashes[x] is None:
-                    node = nodes[x]
                     left_hash, right_hash = hashes[x - half], hashes[x + half]
                     assert left_hash is not None and right_hash is not None
-                    hashes[x] = hash_parent(None if node is None else node.value,
-                                            left_hash, right_hash)
+                    hashes[x] = hash_parent(value, left_hash, right_hash)
+                if resolutions[x] is None:
+                    resolutions[x] = _resolution_of(x, value, resolutions[x - half],
+                                                    resolutions[x + half])
             lvl += 1
         self._hashes = _CowList(hashes)
+        self._resolutions = _CowList(resolutions)
         self._unhashed = False
 
     def _rehash(self, x: int, lvl: int) -> bytes:

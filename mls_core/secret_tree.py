@@ -92,10 +92,7 @@ def sender_data_key_nonce(suite: CipherSuite, sender_data_secret: bytes,
                           ciphertext: bytes) -> tuple[bytes, bytes]:
     """(sender_data_key, sender_data_nonce) from the first KDF.Nh bytes of the content
     ciphertext, or all of it if shorter (§6.3.2)."""
-    sample = ciphertext[: suite.hash_length]
-    key = suite.expand_with_label(sender_data_secret, b"key", sample, suite.aead_key_size)
-    nonce = suite.expand_with_label(sender_data_secret, b"nonce", sample, suite.aead_nonce_size)
-    return key, nonce
+    return suite.sender_data_key_nonce(sender_data_secret, ciphertext)
 
 
 # --------------------------------------------------------------------------- hash ratchet
@@ -159,13 +156,8 @@ class HashRatchet:
         gen = self._generation
         if gen > MAX_GENERATION:
             raise ProtocolError("§9.1: sender ratchet exhausted (generation is a uint32)")
-        s = self._suite
-        key = s.derive_tree_secret(self._secret, b"key", gen, s.aead_key_size)
-        nonce = s.derive_tree_secret(self._secret, b"nonce", gen, s.aead_nonce_size)
-        if gen < MAX_GENERATION:
-            self._secret = s.derive_tree_secret(self._secret, b"secret", gen, s.hash_length)
-        else:
-            self._secret = b""
+        key, nonce, self._secret = self._suite.ratchet_step(self._secret, gen,
+                                                             last=gen == MAX_GENERATION)
         self._generation = gen + 1
         return key, nonce
 
@@ -182,6 +174,16 @@ class HashRatchet:
             oldest = next(iter(self._retained))
             del self._retained[oldest]
             self._floor = max(self._floor, oldest + 1)
+
+    def _snapshot(self) -> _RatchetState:
+        """What :meth:`get`/:meth:`next` may change, for :meth:`_restore`: no copy of
+        the ratchet itself (retained keys copied only if there are any)."""
+        retained = dict(self._retained) if self._retained else None
+        return self._secret, self._generation, self._floor, retained
+
+    def _restore(self, state: _RatchetState) -> None:
+        self._secret, self._generation, self._floor, retained = state
+        self._retained = {} if retained is None else retained
 
     def copy(self) -> HashRatchet:
         """An independent copy (for checkpoints; see :meth:`SecretTree.checkpoint`)."""
@@ -264,12 +266,18 @@ class HashRatchet:
 # --------------------------------------------------------------------------- secret tree
 
 
+#: (secret, generation, floor, retained keys or None) of a HashRatchet
+_RatchetState = tuple[bytes, int, int, dict[int, tuple[bytes, bytes]] | None]
+
+
 class SecretTreeCheckpoint(NamedTuple):
-    """State of one leaf of a SecretTree captured by :meth:`SecretTree.checkpoint`."""
+    """State of one leaf of a SecretTree captured by :meth:`SecretTree.checkpoint`: the
+    leaf's two ratchets and their states then, or (a leaf not used yet) the frontier."""
 
     leaf: int
     ratchets: tuple[HashRatchet, HashRatchet] | None
     nodes: dict[int, bytes] | None
+    states: tuple[_RatchetState, _RatchetState] | None = None
 
 
 class SecretTree:
@@ -375,20 +383,23 @@ class SecretTree:
     def checkpoint(self, leaf: int) -> SecretTreeCheckpoint:
         """Capture what a ``next``/``get`` on ``leaf`` may change, so that a message that
         later fails verification can be undone with :meth:`restore` (atomic processing).
-        Cheap: a copy of that leaf's two ratchets, plus the frontier the first time the
-        leaf is used."""
+        Cheap, as it is taken for every message received: the few scalars of that
+        leaf's two ratchets (no copy of them), or the frontier the first time the leaf
+        is used."""
         pair = self._ratchets.get(leaf)
         if pair is None:
             return SecretTreeCheckpoint(leaf, None, dict(self._nodes))
-        return SecretTreeCheckpoint(leaf, (pair[0].copy(), pair[1].copy()), None)
+        return SecretTreeCheckpoint(leaf, pair, None, (pair[0]._snapshot(), pair[1]._snapshot()))
 
     def restore(self, cp: SecretTreeCheckpoint) -> None:
         """Undo everything done to ``cp.leaf`` since :meth:`checkpoint`."""
-        if cp.ratchets is None:
+        if cp.ratchets is None or cp.states is None:
             self._ratchets.pop(cp.leaf, None)
             if cp.nodes is not None:
                 self._nodes = cp.nodes
         else:
+            for ratchet, state in zip(cp.ratchets, cp.states, strict=True):
+                ratchet._restore(state)
             self._ratchets[cp.leaf] = cp.ratchets
 
     # --- storage -----------------------------------------------------------------

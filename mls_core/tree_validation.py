@@ -140,7 +140,7 @@ def validate_tree(
         check_leaf_node(tree.suite, leaf, group_id=group_id, leaf_index=i, now=now,
                         validator=validator, required_capabilities=required_capabilities,
                         verify_signature=False)
-    check_credential_support(leaf for _, leaf in members)
+    check_tree_credential_support(tree)
     verify_leaf_signatures(tree.suite, members, group_id)
 
 
@@ -214,6 +214,17 @@ def _nearest_non_blank(tree: RatchetTree) -> list[int]:
         for x in range(step - 1, width, step << 1):
             nearest[x] = x if nodes[x] is not None else nearest[_parent_of(x)]
     return nearest
+
+
+def check_tree_credential_support(tree: RatchetTree) -> None:
+    """§7.3: every credential type in use in ``tree`` is supported by every member, from
+    the tree's counts (each member counts once per type it supports) in O(#types)."""
+    members = tree.member_count
+    missing = {int(t) for t in tree.credential_types_in_use()
+               if tree.credential_type_support(t) != members}
+    if missing:
+        raise ValidationError(f"§7.3: credential types {sorted(missing)} are not "
+                              "supported by every member")
 
 
 def check_credential_support(leaves: Iterable[LeafNode]) -> None:

@@ -205,3 +205,22 @@ def test_encrypt_with_label_round_trip_property(sid: int, label: bytes, context:
     sk, pk = suite.derive_key_pair(b"fixed recipient" * 4)
     kem_output, ct = suite.encrypt_with_label(pk, label, context, pt)
     assert suite.decrypt_with_label(sk, label, context, kem_output, ct) == pt
+
+
+@pytest.mark.parametrize("suite_id", SUPPORTED_SUITES)
+def test_fused_derivations_equal_the_labeled_ones(suite_id: int) -> None:
+    """ratchet_step and sender_data_key_nonce are DeriveTreeSecret (§9.1) and
+    ExpandWithLabel (§6.3.2) with the labels built once: the same bytes."""
+    suite = get_suite(suite_id)
+    secret = bytes(range(suite.hash_length))
+    for gen in (0, 1, 0x01020304, 0xFFFFFFFF):
+        expected = tuple(suite.derive_tree_secret(secret, label, gen, size) for label, size in
+                         (("key", suite.aead_key_size), ("nonce", suite.aead_nonce_size),
+                          ("secret", suite.hash_length)))
+        assert suite.ratchet_step(secret, gen) == expected
+        assert suite.ratchet_step(secret, gen, last=True) == (*expected[:2], b"")
+    for ciphertext in (b"", b"c" * 5, bytes(range(100))):
+        sample = ciphertext[:suite.hash_length]
+        assert suite.sender_data_key_nonce(secret, ciphertext) == (
+            suite.expand_with_label(secret, "key", sample, suite.aead_key_size),
+            suite.expand_with_label(secret, "nonce", sample, suite.aead_nonce_size))

@@ -291,7 +291,7 @@ def _their_private_key(kem_id: int, sk: bytes) -> Any:
 def test_interop_with_cryptography_hpke(sid: int) -> None:
     """An independent RFC 9180 implementation opens ours and we open theirs."""
     theirs = _their_suite(sid)
-    ours = _hpke(sid)
+    ours = hpke.Hpke(*MLS_HPKE[sid], native=False)
     sk, pk = ours.kem.derive_key_pair(b"interop" * 10)
     their_sk = _their_private_key(ours.kem.id, sk)
     enc, ct = ours.seal_base(pk, b"info", b"", b"from us")
@@ -301,26 +301,61 @@ def test_interop_with_cryptography_hpke(sid: int) -> None:
     assert ours.open_base(blob[:n], sk, b"info", b"", blob[n:]) == b"from them"
 
 
+@pytest.mark.parametrize("sid", SUPPORTED_SUITES)
+def test_native_and_ours_agree(sid: int) -> None:
+    """Where ``cryptography``'s HPKE has the suite, seal/open use it; ours opens what it
+    seals and the other way round, one by one and in batches (a small ``info`` sealed
+    natively, a large one by ours), and both refuse the same tampering. X448 stays ours."""
+    native = _hpke(sid)
+    ours = hpke.Hpke(*MLS_HPKE[sid], native=False)
+    assert not ours.native
+    if hpke.native_suite(*MLS_HPKE[sid]) is None:
+        assert native.kem.id == hpke.KEM_X448 and not native.native
+        pytest.skip("cryptography's hpke module lacks this KEM: ours is used")
+    assert native.native
+    sk, pk = ours.kem.derive_key_pair(b"agree" * 13)
+    for sealer, opener in ((native, ours), (ours, native)):
+        enc, ct = sealer.seal_base(pk, b"info", b"", b"pt")
+        assert opener.open_base(enc, sk, b"info", b"", ct) == b"pt"
+        with pytest.raises(DecryptionError):
+            opener.open_base(enc, sk, b"info", b"", _flip(ct))
+        for info in (b"i" * 100, b"I" * (hpke.NATIVE_BATCH_INFO_MAX + 1)):
+            sealed = sealer.seal_base_many([(pk, b"a"), (pk, b"bb")], info, b"")
+            assert [opener.open_base(e, sk, info, b"", c) for e, c in sealed] == [b"a", b"bb"]
+    suite = get_suite(sid)
+    kem_output, ct = suite.encrypt_with_label(pk, "UpdatePathNode", b"ctx", b"secret")
+    assert ours.open_base(kem_output, sk, _encrypt_context(b"UpdatePathNode", b"ctx"), b"",
+                          ct) == b"secret"
+
+
+def _encrypt_context(label: bytes, context: bytes) -> bytes:
+    """EncryptContext (RFC 9420 §5.1.3), written out independently of mls_core."""
+    full = b"MLS 1.0 " + label
+    return bytes((len(full),)) + full + bytes((len(context),)) + context
+
+
 # --------------------------------------------------------------------------- failures
 
 
 @pytest.mark.parametrize("sid", SUPPORTED_SUITES)
-def test_tampering_raises_decryption_error(sid: int) -> None:
+@pytest.mark.parametrize("aad", [b"aad", b""])  # b"": the native path, where it exists
+def test_tampering_raises_decryption_error(sid: int, aad: bytes) -> None:
     suite = _hpke(sid)
     sk, pk = suite.kem.derive_key_pair(b"a" * 66)
     other_sk, _ = suite.kem.derive_key_pair(b"b" * 66)
-    enc, ct = suite.seal_base(pk, b"info", b"aad", b"secret")
+    enc, ct = suite.seal_base(pk, b"info", aad, b"secret")
     bad_inputs = [
-        (enc, sk, b"info", b"aad", _flip(ct)),  # tag
-        (enc, sk, b"info", b"aad", _flip(ct, 0)),  # body
-        (enc, sk, b"info", b"aad", ct[:-1]),  # truncated
-        (enc, sk, b"info", b"aad", b""),  # shorter than a tag
-        (enc, sk, b"infO", b"aad", ct),  # info
-        (enc, sk, b"info", b"aaD", ct),  # aad
-        (enc, other_sk, b"info", b"aad", ct),  # wrong recipient
-        (_flip(enc, 5), sk, b"info", b"aad", ct),  # enc: another or an invalid point
-        (enc[:-1], sk, b"info", b"aad", ct),  # enc: wrong length
-        (b"", sk, b"info", b"aad", ct),
+        (enc, sk, b"info", aad, _flip(ct)),  # tag
+        (enc, sk, b"info", aad, _flip(ct, 0)),  # body
+        (enc, sk, b"info", aad, ct[:-1]),  # truncated
+        (enc, sk, b"info", aad, b""),  # shorter than a tag
+        (enc, sk, b"infO", aad, ct),  # info
+        (enc, sk, b"info", aad + b"!", ct),  # aad
+        (enc, other_sk, b"info", aad, ct),  # wrong recipient
+        (_flip(enc, 5), sk, b"info", aad, ct),  # enc: another or an invalid point
+        (enc[:-1], sk, b"info", aad, ct),  # enc: wrong length
+        (enc[:-1], sk, b"info", aad, enc[-1:] + ct),  # enc || ct split one byte early
+        (b"", sk, b"info", aad, ct),
     ]
     for args in bad_inputs:
         with pytest.raises(DecryptionError):
@@ -417,3 +452,17 @@ def test_encrypt_with_label_many_matches_single(suite_id: int) -> None:
         assert suite.decrypt_with_label(sk, "Welcome", context, enc, ct) == f"secret {i}".encode()
         with pytest.raises(CryptoError):
             suite.decrypt_with_label(sk, "Welcome", context + b"x", enc, ct)
+
+
+@pytest.mark.parametrize("kdf_id", [hpke.KDF_HKDF_SHA256, hpke.KDF_HKDF_SHA384,
+                                    hpke.KDF_HKDF_SHA512])
+def test_hmac_equals_the_standard_library(kdf_id: int) -> None:
+    """The written-out HMAC (RFC 2104) is ``hmac.digest`` for keys shorter than, equal
+    to and longer than the hash's block, and for empty and long messages."""
+    import hmac as std_hmac
+
+    kdf = hpke._KDFS[kdf_id]
+    for key_len in (0, 1, 32, kdf._block - 1, kdf._block, kdf._block + 1, 300):
+        key = bytes((7 * i + 1) % 256 for i in range(key_len))
+        for msg in (b"", b"m", b"x" * 1000):
+            assert kdf.hmac(key, msg) == std_hmac.digest(key, msg, kdf.hash_name)

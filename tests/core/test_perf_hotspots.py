@@ -464,3 +464,37 @@ def test_first_resolution_of_a_large_subtree_pauses_the_collector(
     copy = tree.copy()
     copy._resolutions = ratchet_tree._CowList([None] * len(tree._nodes))
     assert copy.resolution(root) == cached
+
+
+@pytest.mark.parametrize("authenticated_data", [b"", b"a" * 70])
+def test_private_message_aads_equal_declared_structs(authenticated_data: bytes) -> None:
+    """PrivateContentAAD and SenderDataAAD (§6.3.1, §6.3.2) from one encoding are the
+    encodings of the declared structs."""
+    from mls_core.framing import PrivateContentAAD, SenderDataAAD
+    from mls_core.protection import _aads
+
+    aad, sd_aad = _aads(b"group", 2**40 + 3, 1, authenticated_data)
+    assert aad == PrivateContentAAD(b"group", 2**40 + 3, 1, authenticated_data).encode()
+    assert sd_aad == SenderDataAAD(b"group", 2**40 + 3, 1).encode()
+
+
+def test_application_message_plaintext_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a padding block (the default) the PrivateMessageContent plaintext (§6.3.1) is
+    encoded once per message: the padding follows from that encoding's length."""
+    from mls_core.framing import PrivateMessageContent
+
+    fresh = _build(3)
+    member = fresh.join(0)
+    original = PrivateMessageContent.encode
+    calls = [0]
+
+    def encode(self: PrivateMessageContent) -> bytes:
+        calls[0] += 1
+        return original(self)
+
+    monkeypatch.setattr(PrivateMessageContent, "encode", encode)
+    assert fresh.creator._config.padding_block > 1
+    wire = fresh.creator.encrypt(b"hello")
+    assert calls[0] == 1
+    event = member.process(wire, now=NOW)
+    assert isinstance(event, ApplicationMessage) and event.data == b"hello"

@@ -20,7 +20,7 @@ from mls_core.group import Group
 from mls_core.key_package import create_key_package
 from mls_core.nodes import LeafNode, LeafNodeSource, Lifetime, Node, NodeType, ParentNode
 from mls_core.parent_hash import ParentHashInput, compute_parent_hash
-from mls_core.proposals import Add
+from mls_core.proposals import Add, Remove
 from mls_core.ratchet_tree import (
     LeafNodeHashInput,
     ParentNodeHashInput,
@@ -314,3 +314,63 @@ def test_batch_verification_without_threads(monkeypatch: pytest.MonkeyPatch) -> 
     good = suite.sign_with_label(priv, b"L", b"m")
     items = [(pub, b"m", good), (pub, b"x", good), (pub, b"m", good)]
     assert suite.verify_many_with_label(b"L", items) == [True, False, True]
+
+
+def test_first_tree_hash_fills_every_resolution() -> None:
+    """The bulk walk of the first tree hash also caches each node's resolution (§4.1.1),
+    equal to the lazily computed one, unmerged leaves and blanks included."""
+    creator, _ = _group(1, 6)
+    suite = creator.suite
+    for name in (b"late-1", b"late-2"):  # unmerged leaves below non-blank parents
+        sig, _ = suite.generate_signature_key_pair()
+        kp, _ = create_key_package(suite, Credential.basic(name), sig, now=NOW)
+        creator.commit([Add(kp)], force_path=False, now=NOW)
+        creator.merge_pending_commit()
+    creator.commit([Remove(2)], force_path=False, now=NOW)  # a blank leaf and path
+    creator.merge_pending_commit()
+    tree = RatchetTree.decode(suite, creator.tree.encode())
+    tree.tree_hash()
+    cached = [tree._resolutions[x] for x in range(tree.width)]
+    assert None not in cached
+    fresh = RatchetTree.decode(suite, creator.tree.encode())
+    assert [fresh.resolution(x) for x in range(fresh.width)] == cached
+    assert any(len(r) > 1 and r[0] & 1 for r in cached)  # a parent with unmerged leaves
+
+
+def test_first_commit_after_join_resolves_nothing_anew() -> None:
+    """A joiner's first Commit needs the resolution of every copath node of the
+    committer; the join already cached them, so none is computed while processing."""
+    creator, _ = _group(1, 4)
+    suite = creator.suite
+    sig, _ = suite.generate_signature_key_pair()
+    kp, priv = create_key_package(suite, Credential.basic(b"joiner"), sig, now=NOW)
+    result = creator.commit([Add(kp)], now=NOW)
+    creator.merge_pending_commit()
+    assert result.welcome is not None
+    joined = Group.join(result.welcome, kp, priv, now=NOW)
+    commit = creator.commit(now=NOW)
+    creator.merge_pending_commit()
+    resolved = [0]
+    with _counting(RatchetTree, "_resolve", resolved):
+        joined.process(commit.commit, now=NOW)
+    assert resolved[0] == 0
+    assert joined.epoch_authenticator == creator.epoch_authenticator
+
+
+def test_validate_tree_checks_credential_support_from_the_counts() -> None:
+    """§7.3 on join: a credential type in use that one member does not support fails
+    validation (checked from the tree's counts, not by rescanning every leaf)."""
+    from mls_core.key_package import default_capabilities
+
+    suite = get_suite(1)
+    leaves = []
+    for i, credentials in enumerate(((1, 2), (2,), (1, 2))):  # member 1 lacks basic (1)
+        sig, _ = suite.generate_signature_key_pair()
+        kp, _ = create_key_package(suite, Credential.basic(b"c%d" % i), sig, now=NOW,
+                                   capabilities=default_capabilities(credentials=credentials))
+        leaves.append(kp.leaf_node)
+    tree = RatchetTree(suite, [Node.of(leaves[0]), None, Node.of(leaves[2])])
+    validate_tree(tree, b"group", now=NOW)
+    tree.set_leaf(1, leaves[1])
+    with pytest.raises(ValidationError, match=r"credential types \[1\]"):
+        validate_tree(tree, b"group", now=NOW)

@@ -270,3 +270,22 @@ def test_checkpoint_restore_undoes_a_consumed_key() -> None:
     assert tree.ratchet(3, RatchetType.APPLICATION).generation == 6
     with pytest.raises(ReplayError):
         tree.get(3, 1, 5)
+
+
+def test_checkpoint_restore_keeps_retained_keys_and_ratchet_objects() -> None:
+    """Restoring puts back the generation, the ratchet secret and exactly the retained
+    keys of the checkpoint, in the same ratchet objects (no copies are kept)."""
+    tree = SecretTree(get_suite(1), bytes(range(32)), 8)
+    tree.get(3, 1, 2)  # retains generations 0 and 1
+    ratchet = tree.ratchet(3, RatchetType.APPLICATION)
+    cp = tree.checkpoint(3)
+    one = tree.get(3, 1, 1)  # a retained key consumed
+    tree.get(3, 1, 6)  # more retained
+    tree.restore(cp)
+    assert tree.ratchet(3, RatchetType.APPLICATION) is ratchet
+    assert ratchet.retained_generations == (0, 1) and ratchet.generation == 3
+    assert tree.get(3, 1, 1) == one
+    cp = tree.checkpoint(3)
+    tree.get(3, 1, 4)
+    tree.restore(cp)
+    assert ratchet.retained_generations == (0,) and ratchet.generation == 3
