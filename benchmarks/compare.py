@@ -365,21 +365,29 @@ class Session:
         cells = {op: cell.settle(self.metric) for op, cell in self.cells.items()}
         for op in OPS:
             cell = cells.setdefault(op, Cell())
-            if cell.value is None:
+            if cell.value is None and cell.na is None:  # the stack's own "na" stands
                 cell.timeout = self.timed_out
-                cell.na = cell.na or self.dead or "no figure"
+                cell.na = self.dead or "no figure"
         return cells
 
 
 Results = dict[str, dict[int, dict[str, Cell]]]
 
 
+@dataclass
+class SizeRun:
+    """What :func:`run_size` measured: cells per stack, each round's stack order, and
+    the stacks cut off by ``--timeout``."""
+
+    cells: dict[str, dict[str, Cell]]
+    orders: list[list[str]]
+    timed_out: set[str]
+
+
 def run_size(peers: Sequence[Peer], n: int, iterations: int, app_seconds: float,
-             timeout: float, metric: str = "cpu",
-             progress: bool = True) -> tuple[dict[str, dict[str, Cell]], list[list[str]]]:
+             timeout: float, metric: str = "cpu", progress: bool = True) -> SizeRun:
     """Every stack at size n: the setups one after another, then ``iterations``
-    interleaved rounds (:func:`round_order`). Returns the cells and the order in which
-    the stacks ran each round."""
+    interleaved rounds (:func:`round_order`)."""
     sessions: dict[str, Session] = {}
     orders: list[list[str]] = []
     try:
@@ -403,7 +411,8 @@ def run_size(peers: Sequence[Peer], n: int, iterations: int, app_seconds: float,
     finally:
         for session in sessions.values():
             session.close()
-    return {name: s.result() for name, s in sessions.items()}, orders
+    return SizeRun({name: s.result() for name, s in sessions.items()}, orders,
+                   {name for name, s in sessions.items() if s.timed_out})
 
 
 def run_all(peers: Sequence[Peer], sizes: Sequence[int], iterations: int, app_seconds: float,
@@ -418,10 +427,10 @@ def run_all(peers: Sequence[Peer], sizes: Sequence[int], iterations: int, app_se
             if peer.name in timed_out:
                 why = f"timeout (> {timeout:.0f} s at n={timed_out[peer.name]})"
                 results[peer.name][n] = {op: Cell(timeout=True, na=why) for op in OPS}
-        cells, _ = run_size(live, n, iterations, app_seconds, timeout, metric, progress)
-        for name, per_op in cells.items():
+        run = run_size(live, n, iterations, app_seconds, timeout, metric, progress)
+        for name, per_op in run.cells.items():
             results[name][n] = per_op
-            if any(c.timeout for c in per_op.values()):
+            if name in run.timed_out:
                 timed_out[name] = n
     return results
 
@@ -548,8 +557,10 @@ def targets(results: Results) -> list[str]:
     for n in sorted(ours):
         first, steady = cell("ours", n, "first_process"), cell("ours", n, "process")
         if first and steady and first.value is not None and steady.value:
+            cold = (f" (round 1, in a process that never processed a Commit before: "
+                    f"{fmt_seconds(first.cpu[0])})" if first.cpu else "")
             lines.append(f"ours n={n}: first process after a join {fmt_seconds(first.value)}"
-                         f", steady process {fmt_seconds(steady.value)} "
+                         f"{cold}, steady process {fmt_seconds(steady.value)} "
                          f"({first.value / steady.value:.1f}x)")
     for name, limit in (("ts-mls", 1.0), ("rfc9420", 1.0), ("mls-rs", 3.0),
                         ("mls-rs-objects", 3.0)):

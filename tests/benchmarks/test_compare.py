@@ -167,7 +167,9 @@ def fake_peer(name: str, log: Path, fail_round: int = 0) -> compare.Peer:
 def test_stacks_are_interleaved_round_by_round(tmp_path: Path) -> None:
     log = tmp_path / "rounds.log"
     peers = [fake_peer(name, log) for name in ("a", "b", "c")]
-    cells, orders = compare.run_size(peers, 4, 3, 0.0, timeout=60, progress=False)
+    run = compare.run_size(peers, 4, 3, 0.0, timeout=60, progress=False)
+    cells, orders = run.cells, run.orders
+    assert run.timed_out == set()
     ran = [tuple(line.split()) for line in log.read_text().splitlines()]
     assert ran == [("1", "a"), ("1", "b"), ("1", "c"), ("2", "b"), ("2", "c"), ("2", "a"),
                    ("3", "c"), ("3", "a"), ("3", "b")]
@@ -183,7 +185,8 @@ def test_a_stack_that_dies_keeps_its_rounds_and_says_why(tmp_path: Path) -> None
     log = tmp_path / "rounds.log"
     peers = [fake_peer("ok", log), fake_peer("late", log, fail_round=2),
              fake_peer("early", log, fail_round=1)]
-    cells, orders = compare.run_size(peers, 4, 3, 0.0, timeout=60, progress=False)
+    run = compare.run_size(peers, 4, 3, 0.0, timeout=60, progress=False)
+    cells, orders = run.cells, run.orders
     assert orders == [["ok", "late", "early"], ["late", "ok"], ["ok"]]  # dead: not asked
     assert cells["ok"]["commit"].cpu == [0.01, 0.02, 0.03]
     assert cells["late"]["commit"].cpu == [0.01] and cells["late"]["commit"].na is None
@@ -232,3 +235,30 @@ def test_from_json_reprints_saved_runs(tmp_path: Path,
     assert results["ours"][5]["app"].value == statistics.median(saved["5"]["app"]["cpu_rate"])
     assert compare.main(["--from-json", str(out), "--metric", "cpu"]) == 0
     assert "process: " in capsys.readouterr().out
+
+
+HANGS = """
+import json, sys, time
+def emit(r): print(json.dumps(r), flush=True)
+emit({"op": "build", "n": 4, "samples": [0.5], "cpu": [0.4]})
+emit({"ready": True})
+r = 0
+for line in sys.stdin:
+    r += 1
+    if r == 2:
+        time.sleep(60)
+    emit({"op": "join", "n": 4, "samples": [0.02], "cpu": [0.01]})
+    emit({"op": "process", "n": 4, "na": "receiver rejects the commit"})
+    emit({"done": r})
+"""
+
+
+def test_timeout_keeps_a_stacks_own_na_and_skips_larger_sizes() -> None:
+    peer = compare.Peer("hangs", (sys.executable, "-c", HANGS, "--"))
+    results = compare.run_all([peer], [4, 8], 3, 0.0, timeout=3, progress=False)
+    cells = results["hangs"][4]
+    assert cells["join"].value == 0.01 and not cells["join"].timeout
+    assert cells["process"].na == "receiver rejects the commit"
+    assert not cells["process"].timeout                 # its own reason, not the timeout
+    assert cells["commit"].timeout and "timeout" in (cells["commit"].na or "")
+    assert all(c.timeout for c in results["hangs"][8].values())  # not tried at n = 8
