@@ -618,7 +618,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                     help="run nothing: print the tables of earlier --json files (merged)")
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes, 2 rounds, 0.3 s of application messages per round")
+                    help="small sizes, 2 rounds, 0.15 s of application messages per round")
     ap.add_argument("--iterations", type=int,
                     help="rounds: samples per timed operation (default 5)")
     ap.add_argument("--app-seconds", type=float,
@@ -635,7 +635,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(n < 2 for n in args.sizes):
         ap.error("group sizes must be at least 2")
     args.iterations = args.iterations or (2 if args.quick else 5)
-    args.app_seconds = args.app_seconds or (0.3 if args.quick else 1.0)
+    args.app_seconds = args.app_seconds or (0.15 if args.quick else 1.0)
     if args.iterations < 1:
         ap.error("--iterations must be at least 1")
     return args
