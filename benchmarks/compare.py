@@ -1,61 +1,83 @@
-"""Our MLS stack side by side with peer stacks: ts-mls, mls-rs and rfc9420.
+"""Our MLS stack side by side with peer stacks: ts-mls, mls-rs (two ways) and rfc9420.
 
-``python -m benchmarks.compare [--sizes 16,128,1000,10000] [--peers ours,ts-mls,mls-rs,rfc9420]
-[--json out.json] [--quick] [--iterations K] [--timeout S] [--metric wall|cpu]``, or
-``python -m benchmarks.compare --from-json out.json [more.json ...] [--metric cpu]`` to
-print saved runs again.
+``python -m benchmarks.compare [--sizes 16,128,1000,10000]
+[--peers ours,ts-mls,mls-rs,mls-rs-objects,rfc9420] [--json out.json] [--quick]
+[--iterations K] [--timeout S] [--metric cpu|wall]``, or ``python -m benchmarks.compare
+--from-json out.json [more.json ...] [--metric wall]`` to print saved runs again.
 
 Install the peers first with ``bash benchmarks/peers/setup.sh`` (npm ci and a separate
-venv, so they never enter this project's dependencies). For each group size n and each
-stack, one fresh process runs the shared sequence of ``benchmarks/peers/common.py`` (the
-Node script mirrors it) on cipher suite 1, and prints one JSON line per operation:
+venv, so they never enter this project's dependencies). For each group size n, one
+process per stack is started (one after another) and sets up the group of
+``benchmarks/peers/common.py`` (the Node script mirrors it) on cipher suite 1. Then K
+rounds: in each, every stack in turn takes one sample of each operation, the stack order
+rotating from round to round; round r + 1 starts only when every stack finished round r,
+so a change of load on the shared machine hits every stack alike. The operations:
 
-* **build** — create the group and add the other n - 1 members in one Commit (§12.4);
+* **build** — create the group and add the other n - 1 members in one Commit (§12.4):
+  one sample, at setup;
 * **join** — a member joins from that Welcome, ratchet tree included (§12.4.3.1);
+* **first_process** — that freshly joined member processes its first Commit (§12.4.2);
 * **app** — 1 KiB application messages per second, encrypt + decrypt (§6.3);
 * **commit** — an empty Commit with a full UpdatePath, created and merged (§12.4.1);
-* **process** — another member processes that Commit (§12.4.2).
+* **process** — a member that has processed Commits before processes that Commit.
 
-Time cells are the best of ``--iterations`` samples of wall time, or with ``--metric cpu``
-of the stack process's CPU time (the machine is shared; ``--json`` keeps every sample of
-both). Each cell prints the ratio ours/peer: for times below 1 means we
-are faster, for messages per second above 1 means we are faster. A stack process that
-exceeds ``--timeout`` is killed: the operations it had not finished read "timeout", and
-larger sizes of that stack are not tried. A stack that is not installed or fails an
-operation gets "n/a" with the reason. See docs/benchmarks.md.
+A cell is the median of the K samples of the stack process's CPU time (``--metric
+wall``: of wall time); ``--json`` keeps every sample of both. mls-rs has two columns:
+``mls-rs (bytes)`` hands every message over as bytes through its Python binding, whose
+UniFFI code copies byte by byte; ``mls-rs (objects)`` hands the binding's ``Message``
+objects over in memory, with no copy. Each cell prints the ratio ours/peer: for times
+below 1 means we are faster, for messages per second above 1 means we are faster. A
+stack process that exceeds ``--timeout`` (its own time, summed over setup and rounds) is
+killed: its unfinished operations read "timeout", and larger sizes of that stack are not
+tried. A stack that is not installed or fails an operation gets "n/a" with the reason.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
 import platform
+import queue
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "benchmarks" / "peers"
 PEER_VENV = PEERS_DIR / ".venv"
-OPS = ("build", "join", "commit", "process", "app")
+OPS = ("build", "join", "first_process", "commit", "process", "app")
 OP_TITLES = {
-    "build": "build the group (create + one Commit adding n-1 members)",
+    "build": "build the group (create + one Commit adding n-1 members; one sample)",
     "join": "join from the Welcome (ratchet tree inside)",
+    "first_process": "first process after a join: a member fresh from the Welcome "
+                     "processes its first Commit",
     "commit": "create a full-path Commit (empty, PublicMessage) and merge it",
-    "process": "process that Commit as another member",
+    "process": "process that Commit as a member that processed Commits before "
+               "(steady state)",
     "app": "application messages per second (1 KiB, encrypt + decrypt)",
 }
-ALL_PEERS = ("ours", "ts-mls", "mls-rs", "rfc9420")
+ALL_PEERS = ("ours", "ts-mls", "mls-rs", "mls-rs-objects", "rfc9420")
+LABELS = {"mls-rs": "mls-rs (bytes)", "mls-rs-objects": "mls-rs (objects)"}
 DEFAULT_SIZES = (16, 128, 1000, 10_000)
 QUICK_SIZES = (16, 128)
 SETUP_HINT = "run: bash benchmarks/peers/setup.sh"
+
+
+def label(name: str) -> str:
+    """A stack's column title."""
+    return LABELS.get(name, name)
 
 
 # --------------------------------------------------------------------------- stacks
@@ -77,9 +99,10 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def python_peer(name: str, module: str, package_glob: str, venv: Path) -> Peer:
+def python_peer(name: str, module: str, package_glob: str, venv: Path,
+                extra: tuple[str, ...] = ()) -> Peer:
     python = venv_python(venv)
-    command = (str(python), "-m", f"benchmarks.peers.{module}")
+    command = (str(python), "-m", f"benchmarks.peers.{module}", *extra)
     if not python.exists():
         return Peer(name, command, f"no venv at {venv} ({SETUP_HINT})")
     if not glob.glob(str(venv / "lib" / "python*" / "site-packages" / package_glob)):
@@ -103,22 +126,31 @@ def find_peer(name: str, venv: Path = PEER_VENV, peers_dir: Path = PEERS_DIR) ->
         return node_peer(peers_dir)
     if name == "mls-rs":
         return python_peer(name, "mls_rs_bench", "mls_rs_uniffi", venv)
+    if name == "mls-rs-objects":
+        return python_peer(name, "mls_rs_bench", "mls_rs_uniffi", venv, ("--objects",))
     if name == "rfc9420":
         return python_peer(name, "rfc9420_bench", "rfc9420", venv)
     raise SystemExit(f"unknown peer {name!r} (choose from {', '.join(ALL_PEERS)})")
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- cells
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of K samples (the mean of the middle two when K is even)."""
+    if not values:
+        raise ValueError("no samples")
+    return float(statistics.median(values))
 
 
 @dataclass
 class Cell:
     """One (stack, n, operation) result: a value, or the reason there is none."""
 
-    value: float | None = None          # seconds (best sample) or messages per second
+    value: float | None = None          # seconds (median sample) or messages per second
     samples: list[float] = field(default_factory=list)   # wall seconds
     cpu: list[float] = field(default_factory=list)       # CPU seconds of the same calls
-    rates: dict[str, float] = field(default_factory=dict)  # app: "rate", "cpu_rate"
+    rates: dict[str, list[float]] = field(default_factory=dict)  # app: "rate", "cpu_rate"
     size: int | None = None             # bytes of the Commit / Welcome
     na: str | None = None               # not available, and why
     timeout: bool = False
@@ -138,27 +170,58 @@ class Cell:
             out["timeout"] = True
         return out
 
+    def add(self, record: dict[str, Any]) -> None:
+        """Add one bench line (one round's sample, or several) to this cell. An "na"
+        stands only while no round gave a figure; the first note and size stay."""
+        if "na" in record:
+            self.na = self.na or str(record["na"])
+        for key in ("rate", "cpu_rate"):
+            if key in record:
+                got = record[key]
+                self.rates.setdefault(key, []).extend(
+                    [float(v) for v in got] if isinstance(got, list) else [float(got)])
+        self.samples.extend(float(v) for v in record.get("samples", []))
+        self.cpu.extend(float(v) for v in record.get("cpu", []))
+        if self.size is None and record.get("bytes") is not None:
+            self.size = int(record["bytes"])
+        if self.note is None and record.get("note"):
+            self.note = str(record["note"])
 
-def cell_from_record(record: dict[str, Any], metric: str = "wall") -> Cell:
-    """A bench script's JSON line as a table cell; its value is the best wall-time (or,
-    with ``metric="cpu"``, CPU-time) sample, or the messages per second of that time."""
-    if "na" in record:
-        return Cell(na=str(record["na"]))
-    if "rate" in record:
-        rates: dict[str, float] = {k: float(record[k]) for k in ("rate", "cpu_rate")
-                                   if k in record}
-        key = "cpu_rate" if metric == "cpu" and "cpu_rate" in rates else "rate"
-        return Cell(value=rates[key], rates=rates)
-    samples = [float(s) for s in record["samples"]]
-    cpu = [float(s) for s in record.get("cpu", [])]
-    best = min(cpu) if metric == "cpu" and cpu else min(samples)
-    return Cell(value=best, samples=samples, cpu=cpu, size=record.get("bytes"),
-                note=record.get("note"))
+    def settle(self, metric: str) -> Cell:
+        """Set :attr:`value`: the median of the CPU (``metric="cpu"``) or wall samples,
+        or of the per-round rates; clear "na" if there is a figure."""
+        if self.rates:
+            key = "cpu_rate" if metric == "cpu" and "cpu_rate" in self.rates else "rate"
+            self.value = median(self.rates[key])
+        elif self.samples or self.cpu:
+            self.value = median(self.cpu if metric == "cpu" and self.cpu else self.samples)
+        if self.value is not None:
+            self.na = None
+            self.timeout = False
+        return self
 
 
-def parse_output(stdout: str, metric: str = "wall") -> dict[str, Cell]:
+def cell_from_record(record: dict[str, Any], metric: str = "cpu") -> Cell:
+    """A bench script's JSON line as a table cell; its value is the median CPU-time (or,
+    with ``metric="wall"``, wall-time) sample, or the median messages per second."""
+    cell = Cell()
+    cell.add(record)
+    return cell.settle(metric)
+
+
+def parse_output(stdout: str, metric: str = "cpu") -> dict[str, Cell]:
+    """The cells of a bench process's output (``all``, or lines of ``serve`` rounds)."""
     cells: dict[str, Cell] = {}
-    for line in stdout.splitlines():
+    for record in parse_lines(stdout.splitlines()):
+        if record.get("op") in OPS:
+            cells.setdefault(record["op"], Cell()).add(record)
+    return {op: cell.settle(metric) for op, cell in cells.items()}
+
+
+def parse_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
+    """The JSON objects among a bench process's output lines."""
+    out: list[dict[str, Any]] = []
+    for line in lines:
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -166,9 +229,9 @@ def parse_output(stdout: str, metric: str = "wall") -> dict[str, Cell]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and record.get("op") in OPS:
-            cells[record["op"]] = cell_from_record(record, metric)
-    return cells
+        if isinstance(record, dict):
+            out.append(record)
+    return out
 
 
 def error_summary(stderr: str) -> str:
@@ -179,59 +242,196 @@ def error_summary(stderr: str) -> str:
     return (messages or lines or ["no output"])[-1][:300]
 
 
-def run_peer(peer: Peer, n: int, iterations: int, app_seconds: float,
-             timeout: float, metric: str = "wall") -> dict[str, Cell]:
-    """Every operation of one stack at one size, in a fresh process."""
-    if peer.missing is not None:
-        return {op: Cell(na=peer.missing) for op in OPS}
-    argv = peer.argv("all", n, iterations, app_seconds)
-    try:
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        cells = parse_output(_text(exc.stdout), metric)
+# --------------------------------------------------------------------------- running
+
+
+def round_order(names: Sequence[str], r: int) -> list[str]:
+    """The stacks' order in round r: rotated by r, so that no stack always runs right
+    after the same other one, or always first."""
+    if not names:
+        return []
+    k = r % len(names)
+    return [*names[k:], *names[:k]]
+
+
+class Session:
+    """One stack's ``serve`` process at one size: set up once, then asked for one
+    sample of every operation per :meth:`round`. ``spent`` is the wall time this
+    stack's process was working (setup and rounds), which ``--timeout`` caps."""
+
+    def __init__(self, peer: Peer, n: int, app_seconds: float, timeout: float,
+                 metric: str) -> None:
+        self.peer, self.n, self.timeout, self.metric = peer, n, timeout, metric
+        self.cells: dict[str, Cell] = {}
+        self.spent = 0.0
+        self.dead: str | None = None     # why no more rounds can run
+        self.timed_out = False
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: IO[str] | None = None
+        if peer.missing is not None:
+            self.dead = peer.missing
+            return
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
+        try:
+            self.proc = subprocess.Popen(peer.argv("serve", n, 1, app_seconds), cwd=ROOT,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.stderr, text=True, bufsize=1)
+        except OSError as exc:
+            self.dead = f"cannot start: {exc}"
+            return
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _until(self, key: str) -> bool:
+        """Take the process's lines into the cells until one has ``key``: False if the
+        process died or ran out of time first (then :attr:`dead` says why)."""
+        start = time.perf_counter()
+        try:
+            while True:
+                left = self.timeout - self.spent - (time.perf_counter() - start)
+                try:
+                    line = self.lines.get(timeout=max(left, 0.0))
+                except queue.Empty:
+                    self.timed_out = True
+                    self.dead = f"timeout (> {self.timeout:.0f} s)"
+                    self.close()
+                    return False
+                if line is None:
+                    self.dead = f"exit {self._exit_code()}: {self._error()}"
+                    return False
+                for record in parse_lines([line]):
+                    if record.get(key) is not None:
+                        return True
+                    if record.get("op") in OPS:
+                        self.cells.setdefault(record["op"], Cell()).add(record)
+        finally:
+            self.spent += time.perf_counter() - start
+
+    def start(self) -> bool:
+        """Wait for the setup (the build); False if the stack cannot go on."""
+        return self.dead is None and self._until("ready")
+
+    def round(self) -> bool:
+        """One sample of every operation; False if the stack cannot go on."""
+        if self.dead is not None or self.proc is None or self.proc.stdin is None:
+            return False
+        try:
+            self.proc.stdin.write("round\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self.dead = f"exit {self._exit_code()}: {self._error()}"
+            return False
+        return self._until("done")
+
+    def _exit_code(self) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _error(self) -> str:
+        if self.stderr is None:
+            return "no output"
+        self.stderr.seek(0)
+        return error_summary(self.stderr.read())
+
+    def close(self) -> None:
+        """End the process (EOF on its stdin; killed if it was cut off by the timeout)."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.timed_out:
+                self.proc.kill()
+            elif self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.stderr is not None:
+            self.stderr.close()
+            self.stderr = None
+
+    def result(self) -> dict[str, Cell]:
+        """Every operation's cell; those without a figure say why."""
+        cells = {op: cell.settle(self.metric) for op, cell in self.cells.items()}
         for op in OPS:
-            cells.setdefault(op, Cell(timeout=True, na=f"timeout (> {timeout:.0f} s)"))
+            cell = cells.setdefault(op, Cell())
+            if cell.value is None and cell.na is None:  # the stack's own "na" stands
+                cell.timeout = self.timed_out
+                cell.na = self.dead or "no figure"
         return cells
-    except OSError as exc:
-        return {op: Cell(na=f"cannot start: {exc}") for op in OPS}
-    cells = parse_output(proc.stdout, metric)
-    for op in OPS:
-        if op not in cells:
-            why = f"exit {proc.returncode}: {error_summary(proc.stderr)}"
-            cells[op] = Cell(na=why)
-    return cells
-
-
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
 Results = dict[str, dict[int, dict[str, Cell]]]
 
 
+@dataclass
+class SizeRun:
+    """What :func:`run_size` measured: cells per stack, each round's stack order, and
+    the stacks cut off by ``--timeout``."""
+
+    cells: dict[str, dict[str, Cell]]
+    orders: list[list[str]]
+    timed_out: set[str]
+
+
+def run_size(peers: Sequence[Peer], n: int, iterations: int, app_seconds: float,
+             timeout: float, metric: str = "cpu", progress: bool = True) -> SizeRun:
+    """Every stack at size n: the setups one after another, then ``iterations``
+    interleaved rounds (:func:`round_order`)."""
+    sessions: dict[str, Session] = {}
+    orders: list[list[str]] = []
+    try:
+        for peer in peers:
+            session = Session(peer, n, app_seconds, timeout, metric)
+            sessions[peer.name] = session
+            session.start()
+            if progress:
+                print(f"  {peer.name:14} n={n:<6} setup {session.spent:7.1f} s"
+                      + (f" ({session.dead})" if session.dead else ""),
+                      file=sys.stderr, flush=True)
+        names = [p.name for p in peers]
+        for r in range(iterations):
+            order = [name for name in round_order(names, r) if sessions[name].dead is None]
+            orders.append(order)
+            for name in order:
+                sessions[name].round()
+            if progress and order:
+                print(f"  round {r + 1}/{iterations} n={n}: {', '.join(order)}",
+                      file=sys.stderr, flush=True)
+    finally:
+        for session in sessions.values():
+            session.close()
+    return SizeRun({name: s.result() for name, s in sessions.items()}, orders,
+                   {name for name, s in sessions.items() if s.timed_out})
+
+
 def run_all(peers: Sequence[Peer], sizes: Sequence[int], iterations: int, app_seconds: float,
-            timeout: float, progress: bool = True, metric: str = "wall") -> Results:
-    """Size by size, every stack in turn (same run, same machine). A stack that timed
-    out at a size is not tried at larger ones."""
+            timeout: float, progress: bool = True, metric: str = "cpu") -> Results:
+    """Size by size, the stacks interleaved round by round (same run, same machine). A
+    stack that timed out at a size is not tried at larger ones."""
     results: Results = {p.name: {} for p in peers}
     timed_out: dict[str, int] = {}
     for n in sizes:
+        live = [p for p in peers if p.name not in timed_out]
         for peer in peers:
             if peer.name in timed_out:
                 why = f"timeout (> {timeout:.0f} s at n={timed_out[peer.name]})"
                 results[peer.name][n] = {op: Cell(timeout=True, na=why) for op in OPS}
-                continue
-            start = time.perf_counter()
-            cells = run_peer(peer, n, iterations, app_seconds, timeout, metric)
-            results[peer.name][n] = cells
-            if any(c.timeout for c in cells.values()):
-                timed_out[peer.name] = n
-            if progress:
-                print(f"  {peer.name:8} n={n:<6} {time.perf_counter() - start:7.1f} s",
-                      file=sys.stderr, flush=True)
+        run = run_size(live, n, iterations, app_seconds, timeout, metric, progress)
+        for name, per_op in run.cells.items():
+            results[name][n] = per_op
+            if name in run.timed_out:
+                timed_out[name] = n
     return results
 
 
@@ -278,7 +478,7 @@ def table(results: Results, sizes: Sequence[int]) -> list[str]:
     for op in OPS:
         lines.append("")
         lines.append(f"{op}: {OP_TITLES[op]}")
-        lines.append(f"{'n':>7} " + " ".join(f"{name:>{width}}" for name in names))
+        lines.append(f"{'n':>7} " + " ".join(f"{label(name):>{width}}" for name in names))
         for n in sizes:
             ours = results.get("ours", {}).get(n, {}).get(op)
             row = []
@@ -287,7 +487,7 @@ def table(results: Results, sizes: Sequence[int]) -> list[str]:
                 row.append(f"{fmt_cell(op, cell, ours, name == 'ours'):>{width}}")
                 for why in (cell.na if cell.value is None else None, cell.note):
                     if why:
-                        notes.setdefault(f"{name}: {why}", f"{op} n={n}")
+                        notes.setdefault(f"{label(name)}: {why}", f"{op} n={n}")
             lines.append(f"{n:>7} " + " ".join(row))
     lines.append("")
     lines.append("(ratio) = ours/peer: for times < 1 means ours is faster; for msg/s > 1 "
@@ -330,36 +530,50 @@ def peer_versions() -> dict[str, str]:
 
 
 def targets(results: Results) -> list[str]:
-    """The issue's targets, where this run has the figures (reported, not asserted)."""
+    """The issues' targets, where this run has the figures (reported, not asserted)."""
     ours = results.get("ours", {})
     lines: list[str] = []
 
-    def value(name: str, n: int, op: str) -> float | None:
-        return results.get(name, {}).get(n, {}).get(op, Cell()).value
+    def cell(name: str, n: int, op: str) -> Cell | None:
+        return results.get(name, {}).get(n, {}).get(op)
 
-    us = value("ours", 1000, "process")
-    for name, limit in (("ts-mls", 1.0), ("rfc9420", 1.0), ("mls-rs", 3.0)):
-        cell = results.get(name, {}).get(1000, {}).get("process")
-        if us is None or cell is None:
-            continue
-        if cell.value is None:
-            lines.append(f"process commit n=1000 vs {name}: cannot tell, {name} is "
-                         f"{'timeout' if cell.timeout else 'n/a'} ({cell.na})")
-            continue
-        r = us / cell.value
-        lines.append(f"process commit n=1000 vs {name}: {fmt_ratio(r)} (target <= "
-                     f"{limit:g}x): {'met' if r <= limit else 'NOT met'}")
-    big, small = value("ours", 10_000, "commit"), value("ours", 1000, "commit")
-    if big is not None and small is not None:
-        lines.append(f"commit n=10000 / n=1000: {big / small:.2f}x (target <= 1.5x; this "
-                     "table's commit encrypts to every member, O(n): the O(log n) "
-                     "steady-state ratio is benchmarks.group's)")
-    join_cell = ours.get(10_000, {}).get("join")
-    if join_cell is not None and join_cell.value is not None:
-        join = join_cell.value
-        cpu = f", best CPU time {min(join_cell.cpu):.2f} s" if join_cell.cpu else ""
-        lines.append(f"join n=10000: {join:.2f} s{cpu} (target < 2 s): "
-                     f"{'met' if join < 2 else 'NOT met'}")
+    def versus(op: str, name: str, limit: float | None, what: str) -> None:
+        us, them = cell("ours", 1000, op), cell(name, 1000, op)
+        if us is None or us.value is None or them is None:
+            return
+        if them.value is None:
+            lines.append(f"{what} n=1000 vs {label(name)}: cannot tell, "
+                         f"{'timeout' if them.timeout else 'n/a'} ({them.na})")
+            return
+        r = us.value / them.value
+        verdict = "" if limit is None else (
+            f" (target <= {limit:g}x): {'met' if r <= limit else 'NOT met'}")
+        lines.append(f"{what} n=1000 vs {label(name)}: {fmt_seconds(us.value)} / "
+                     f"{fmt_seconds(them.value)} = {fmt_ratio(r)}{verdict}")
+
+    versus("join", "mls-rs-objects", 1.0, "issue 16: join")
+    versus("process", "mls-rs-objects", None, "issue 16: process commit")
+    versus("first_process", "mls-rs-objects", None, "issue 16: first process after a join")
+    for n in sorted(ours):
+        first, steady = cell("ours", n, "first_process"), cell("ours", n, "process")
+        if first and steady and first.value is not None and steady.value:
+            cold = (f" (round 1, in a process that never processed a Commit before: "
+                    f"{fmt_seconds(first.cpu[0])})" if first.cpu else "")
+            lines.append(f"ours n={n}: first process after a join {fmt_seconds(first.value)}"
+                         f"{cold}, steady process {fmt_seconds(steady.value)} "
+                         f"({first.value / steady.value:.1f}x)")
+    for name, limit in (("ts-mls", 1.0), ("rfc9420", 1.0), ("mls-rs", 3.0),
+                        ("mls-rs-objects", 3.0)):
+        versus("process", name, limit, "issue 6: process commit")
+    big, small = cell("ours", 10_000, "commit"), cell("ours", 1000, "commit")
+    if big and small and big.value is not None and small.value:
+        lines.append(f"issue 6: commit n=10000 / n=1000: {big.value / small.value:.2f}x "
+                     "(target <= 1.5x; this table's commit encrypts to every member, O(n): "
+                     "the O(log n) steady-state ratio is benchmarks.group's)")
+    join = cell("ours", 10_000, "join")
+    if join is not None and join.value is not None:
+        lines.append(f"issue 6: join n=10000: {join.value:.2f} s (target < 2 s): "
+                     f"{'met' if join.value < 2 else 'NOT met'}")
     return lines if ours else []
 
 
@@ -369,13 +583,18 @@ def to_json(results: Results, args: argparse.Namespace, sizes: Sequence[int],
         return {str(n): {op: ratio(results.get("ours", {}).get(n, {}).get(op), c)
                          for op, c in cells.items()} for n, cells in results[name].items()}
 
+    unit = "CPU s" if args.metric == "cpu" else "wall s"
     return {
         "suite": 1,
         "sizes": list(sizes),
         "iterations": args.iterations,
         "timeout_s": args.timeout,
         "metric": args.metric,
-        "units": {op: ("messages/s" if op == "app" else "s (best sample)") for op in OPS},
+        "statistic": "median",
+        "schedule": "interleaved: one process per stack and size, one sample of every "
+                    "operation per round, stack order rotated each round",
+        "units": {op: ("messages/s (median of the rounds)" if op == "app"
+                       else f"{unit} (median sample)") for op in OPS},
         "machine": machine(),
         "results": {name: {str(n): {op: c.to_json() for op, c in cells.items()}
                            for n, cells in per.items()} for name, per in results.items()},
@@ -399,11 +618,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                     help="run nothing: print the tables of earlier --json files (merged)")
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes, 2 iterations, 0.3 s of application messages")
-    ap.add_argument("--iterations", type=int, help="samples per timed operation (default 5)")
-    ap.add_argument("--app-seconds", type=float, help="time per app figure (default 1)")
-    ap.add_argument("--metric", choices=("wall", "cpu"), default="wall",
-                    help="table figures from wall time or from the stack process's CPU "
+                    help="small sizes, 2 rounds, 0.15 s of application messages per round")
+    ap.add_argument("--iterations", type=int,
+                    help="rounds: samples per timed operation (default 5)")
+    ap.add_argument("--app-seconds", type=float,
+                    help="time per app sample, each round (default 1)")
+    ap.add_argument("--metric", choices=("cpu", "wall"), default="cpu",
+                    help="table figures from the stack process's CPU time or from wall "
                     "time (default %(default)s; both are in --json)")
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="seconds per stack and size before 'timeout' (default %(default)s)")
@@ -414,19 +635,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(n < 2 for n in args.sizes):
         ap.error("group sizes must be at least 2")
     args.iterations = args.iterations or (2 if args.quick else 5)
-    args.app_seconds = args.app_seconds or (0.3 if args.quick else 1.0)
+    args.app_seconds = args.app_seconds or (0.15 if args.quick else 1.0)
     if args.iterations < 1:
         ap.error("--iterations must be at least 1")
     return args
 
 
 def cell_from_json(op: str, data: dict[str, Any], metric: str) -> Cell:
-    """The inverse of :meth:`Cell.to_json`, re-picking the value by ``metric``."""
+    """The inverse of :meth:`Cell.to_json`, re-picking the value by ``metric`` (files of
+    the earlier best-of format load too: their single app rate is its own median)."""
     if data.get("value") is None:
         return Cell(na=data.get("na"), timeout=bool(data.get("timeout")))
     if op == "app":
-        rates = {"rate": data["value"], **{k: v for k, v in data.items() if k.endswith("rate")}}
-        return cell_from_record(rates, metric)
+        rates = {k: v for k, v in data.items() if k in ("rate", "cpu_rate")}
+        return cell_from_record(rates or {"rate": data["value"]}, metric)
     return cell_from_record({"samples": data["samples"], "cpu": data.get("cpu_samples", []),
                              "bytes": data.get("size"), "note": data.get("note")}, metric)
 
@@ -444,16 +666,21 @@ def load_results(paths: Sequence[Path], metric: str) -> tuple[Results, list[int]
     return results, sizes
 
 
+def print_targets(results: Results) -> None:
+    target_lines = targets(results)
+    if target_lines:
+        print("\ntargets:")
+        print("\n".join(f"  {line}" for line in target_lines))
+
+
 def reprint(args: argparse.Namespace) -> int:
     """``--from-json``: print the tables and targets of saved runs again."""
     results, sizes = load_results(args.from_json, args.metric)
     print(f"MLS stacks side by side, from {', '.join(map(str, args.from_json))} "
-          f"({args.metric} time)")
-    print("\n".join(table(results, sizes)))
-    target_lines = targets(results)
-    if target_lines:
-        print("\ntargets (issue 6):")
-        print("\n".join(f"  {line}" for line in target_lines))
+          f"(median {args.metric} time)")
+    names = [n for n in ALL_PEERS if n in results] + [n for n in results if n not in ALL_PEERS]
+    print("\n".join(table({n: results[n] for n in names}, sizes)))
+    print_targets(results)
     return 0
 
 
@@ -465,22 +692,19 @@ def main(argv: list[str] | None = None) -> int:
     peers = [find_peer(name) for name in names]
     if "ours" not in names:
         print("note: 'ours' is not in --peers, so no ratios", file=sys.stderr)
-    print(f"MLS stacks side by side: cipher suite 1, sizes {list(args.sizes)}, best of "
-          f"{args.iterations} ({args.metric} time), timeout {args.timeout:.0f} s per stack "
-          "and size")
+    print(f"MLS stacks side by side: cipher suite 1, sizes {list(args.sizes)}, median of "
+          f"{args.iterations} ({args.metric} time), stacks interleaved round by round, "
+          f"timeout {args.timeout:.0f} s per stack and size")
     for peer in peers:
         if peer.missing:
-            print(f"  {peer.name}: n/a ({peer.missing})")
+            print(f"  {label(peer.name)}: n/a ({peer.missing})")
     start = time.perf_counter()
     results = run_all(peers, args.sizes, args.iterations, args.app_seconds, args.timeout,
                       metric=args.metric)
     print("\n".join(table(results, args.sizes)))
-    target_lines = targets(results)
-    if target_lines:
-        print("\ntargets (issue 6):")
-        print("\n".join(f"  {line}" for line in target_lines))
+    print_targets(results)
     if args.json is not None:
-        args.json.write_text(json.dumps(to_json(results, args, args.sizes, target_lines),
+        args.json.write_text(json.dumps(to_json(results, args, args.sizes, targets(results)),
                                         indent=2))
         print(f"\nJSON: {args.json}")
     print(f"({time.perf_counter() - start:.1f} s)")

@@ -2,32 +2,46 @@
 runs in the peers' own venv, ``benchmarks/peers/.venv``).
 
 ``python -m benchmarks.peers.<stack>_bench OP N ITERATIONS [--app-seconds S]`` with OP one
-of ``build join commit process app all``. Each finished operation prints one JSON line:
+of ``build join first_process commit process app all serve``.
+
+The bench is a sequence of *rounds* on one group, built once per process:
+
+* **setup** — the creator makes the group and one Commit adding the n - 1 other members
+  by value (Add-only, so no UpdatePath, §12.4), and merges it: the **build** sample (one;
+  OP ``build`` builds ITERATIONS times instead). The joiners' KeyPackages are made
+  beforehand, untimed (in a real group every joiner makes its own). Then, untimed, the
+  creator makes one empty full-path Commit C1 and merges it: every member that joins from
+  the build Welcome is in the epoch C1 leaves, so each can process C1 as its first message.
+* **round r** (r = 0, 1, ...), one sample of each operation:
+
+  * **join** — joiner r (a different member each round) joins from the build Welcome,
+    the ratchet tree in it (§12.4.3.1);
+  * **first_process** — that fresh member processes C1 (§12.4.2): its first Commit, with
+    whatever caches a stack builds lazily still cold. Joiner 0 stays as member B;
+  * **app** — the creator encrypts 1 KiB and B decrypts it (§6.3), both to and from wire
+    bytes, for ``--app-seconds``: one rate (messages per wall and per CPU second);
+  * **commit** — the creator makes an empty Commit with a full UpdatePath (§12.4.1,
+    §7.5), sent as a PublicMessage, and merges it; the timing ends with its wire form;
+  * **process** — B processes that Commit: B's second and later Commits, the steady
+    state. Then the creator and B must derive the same exporter secret (§8.5), untimed.
+
+OP ``all`` runs setup and ITERATIONS rounds and prints one JSON line per operation:
 
 * ``{"op": "commit", "n": 1000, "samples": [s, ...], "cpu": [s, ...], "bytes": 82656}``:
-  wall seconds per iteration (``time.perf_counter``), and CPU seconds of the process;
-* ``{"op": "app", "n": 1000, "rate": 1234.5, "cpu_rate": 1300.2, "messages": 600}``: 1 KiB
-  application messages per second of wall time (and of CPU time), encrypt + decrypt;
+  wall seconds per sample (``time.perf_counter``) and CPU seconds of the process
+  (``time.process_time``, every thread);
+* ``{"op": "app", "n": 1000, "rate": [r, ...], "cpu_rate": [r, ...], "messages": 600}``:
+  1 KiB application messages per second of wall time and of CPU time, one per round;
 * ``{"op": "process", "n": 1000, "na": "reason"}``: the stack cannot do it.
 
-What is timed (RFC 9420 section in brackets), the same in every stack:
-
-* **build** — the creator makes the group and one Commit adding the n - 1 other members
-  by value (Add-only, so no UpdatePath, §12.4), and merges it. Their KeyPackages are made
-  beforehand, untimed (in a real group every joiner makes its own). One sample unless
-  OP is ``build``, which builds ITERATIONS times.
-* **join** — one added member joins from that Commit's Welcome, the ratchet tree in it
-  (§12.4.3.1): ITERATIONS distinct members, one sample each.
-* **app** — the creator encrypts 1 KiB and the first joined member (B) decrypts it (§6.3),
-  both to and from wire bytes, until ``--app-seconds`` have passed.
-* **commit** — the creator makes an empty Commit with a full UpdatePath (§12.4.1, §7.5),
-  sent as a PublicMessage, and merges it; the timing ends with its wire bytes.
-* **process** — B decodes and processes that Commit (§12.4.2). Commit and process
-  alternate ITERATIONS times; after the last round the stacks are asked to agree on an
-  exporter secret (§8.5), untimed.
+OP ``serve`` is how ``benchmarks.compare`` interleaves stacks: after setup it prints the
+build line and ``{"ready": true}``, then runs one round per ``round`` line read on stdin,
+printing that round's lines (one sample each) and ``{"done": R}``, until EOF.
 
 The tree after the mass add has every parent node blank, so every one of these commits
 encrypts its path secrets to all n - 1 other members: O(n) HPKE, in every stack alike.
+When a stack's receiver rejects a Commit, the group has forked: later rounds time only
+join and commit (each is fresh work), and app and process keep the rounds before.
 """
 
 from __future__ import annotations
@@ -37,12 +51,12 @@ import json
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 KIB = bytes(range(256)) * 4
-OPS = ("build", "join", "app", "commit", "process")
+OPS = ("build", "join", "first_process", "app", "commit", "process")
 GROUP_ID = b"benchmark-group-" + bytes(16)
 
 M = TypeVar("M")  # a stack's handle on a member's group state
@@ -58,20 +72,22 @@ class Stack(ABC, Generic[M]):
         """Make the creator and the n - 1 joiners' KeyPackages (untimed)."""
 
     @abstractmethod
-    def build(self) -> int:
-        """Create the group and add every joiner in one Commit; returns Welcome bytes."""
+    def build(self) -> int | None:
+        """Create the group and add every joiner in one Commit; returns Welcome bytes (or
+        None: then :meth:`welcome_size` says, outside the timer)."""
 
     @abstractmethod
     def join(self, joiner: int) -> M:
         """Joiner ``joiner`` (0 <= joiner < n - 1) joins from the build Welcome."""
 
     @abstractmethod
-    def commit(self) -> bytes:
-        """The creator's empty full-path Commit, merged; its MLSMessage bytes."""
+    def commit(self) -> Any:
+        """The creator's empty full-path Commit, merged; its MLSMessage as the stack hands
+        it to a receiver (bytes, unless a stack passes objects)."""
 
     @abstractmethod
-    def process(self, member: M, commit: bytes) -> None:
-        """``member`` processes the creator's Commit."""
+    def process(self, member: M, commit: Any) -> None:
+        """``member`` processes the creator's Commit (as :meth:`commit` returned it)."""
 
     @abstractmethod
     def app_round(self, member: M) -> None:
@@ -80,6 +96,14 @@ class Stack(ABC, Generic[M]):
     @abstractmethod
     def agree(self, member: M) -> bool:
         """Do the creator and ``member`` derive the same exporter secret (§8.5)?"""
+
+    def welcome_size(self) -> int | None:
+        """Bytes of the build Welcome, when :meth:`build` did not return them."""
+        return None
+
+    def wire_size(self, commit: Any) -> int:
+        """Bytes of a Commit :meth:`commit` returned (called outside the timer)."""
+        return len(commit)
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -102,9 +126,11 @@ class Samples:
         self.cpu.append(time.process_time() - cpu)
         return out
 
-    def record(self, op: str, n: int, size: int, **extra: Any) -> dict[str, Any]:
-        return {"op": op, "n": n, "samples": self.wall, "cpu": self.cpu, "bytes": size,
-                **extra}
+    def record(self, op: str, n: int, size: int | None, **extra: Any) -> dict[str, Any]:
+        out = {"op": op, "n": n, "samples": self.wall, "cpu": self.cpu, **extra}
+        if size is not None:
+            out["bytes"] = size
+        return out
 
 
 def reason(exc: BaseException) -> str:
@@ -120,31 +146,8 @@ def run_build_only(stack: Stack[Any], n: int, iterations: int) -> None:
     emit(samples.record("build", n, size))
 
 
-def run_all(stack: Stack[M], n: int, iterations: int, wanted: set[str],
-            app_seconds: float) -> None:
-    """Every operation in order (build, join, app, commit + process), emitting the
-    ``wanted`` ones as soon as each is done."""
-    def out(record: dict[str, Any]) -> None:
-        if record["op"] in wanted:
-            emit(record)
-
-    stack.prepare(n)
-    builds, joins = Samples(), Samples()
-    welcome_bytes = builds.time(stack.build)
-    out(builds.record("build", n, welcome_bytes))
-    members = [joins.time(partial(stack.join, n - 2 - j))
-               for j in range(min(iterations, n - 1))]
-    out(joins.record("join", n, welcome_bytes))
-    member = members[0]
-    del members[1:]  # the other joiners' states are not needed any more
-    if wanted & {"app"}:
-        run_app(stack, member, n, app_seconds, out)
-    if wanted & {"commit", "process"}:
-        run_commits(stack, member, n, iterations, out)
-
-
-def run_app(stack: Stack[M], member: M, n: int, seconds: float,
-            out: Callable[[dict[str, Any]], None]) -> None:
+def app_rate(stack: Stack[M], member: M, n: int, seconds: float) -> dict[str, Any]:
+    """One app sample: messages per wall and per CPU second over ``seconds``."""
     try:
         count, spent, cpu = 0, 0.0, time.process_time()
         while spent < seconds or count < 20:
@@ -154,47 +157,170 @@ def run_app(stack: Stack[M], member: M, n: int, seconds: float,
             spent += time.perf_counter() - start
             count += 10
         cpu = time.process_time() - cpu
-        out({"op": "app", "n": n, "rate": count / spent, "cpu_rate": count / max(cpu, 1e-9),
-             "messages": count})
+        return {"op": "app", "n": n, "rate": [count / spent],
+                "cpu_rate": [count / max(cpu, 1e-9)], "messages": count}
     except Exception as exc:  # a peer's own failure becomes its table cell
-        out({"op": "app", "n": n, "na": reason(exc)})
+        return {"op": "app", "n": n, "na": reason(exc)}
 
 
-def run_commits(stack: Stack[M], member: M, n: int, iterations: int,
-                out: Callable[[dict[str, Any]], None]) -> None:
-    creates, processes = Samples(), Samples()
-    size = 0
+@dataclass
+class Bench(Generic[M]):
+    """Setup once, then one sample of every operation per :meth:`round` (see the module
+    docstring). Each method returns the JSON records it produced."""
+
+    stack: Stack[M]
+    n: int
+    app_seconds: float
+    first_commit: Any = None
+    member: M | None = None          # B: joiner 0, the steady-state receiver
+    forked: str | None = None        # why B cannot follow the creator any more
+    first_broken: str | None = None  # why a fresh joiner cannot process C1
+    size: int | None = None          # bytes of the round Commits
+    first_size: int | None = None    # bytes of C1
+    rounds: int = field(default=0)
+
+    def setup(self) -> list[dict[str, Any]]:
+        self.stack.prepare(self.n)
+        builds = Samples()
+        welcome_bytes = builds.time(self.stack.build)
+        if welcome_bytes is None:
+            welcome_bytes = self.stack.welcome_size()
+        try:
+            self.first_commit = self.stack.commit()
+            self.first_size = self.stack.wire_size(self.first_commit)
+        except Exception as exc:
+            self.first_broken = f"no Commit to process: {reason(exc)}"
+        return [builds.record("build", self.n, welcome_bytes)]
+
+    def round(self) -> list[dict[str, Any]]:
+        r, n = self.rounds, self.n
+        self.rounds += 1
+        out: list[dict[str, Any]] = []
+        if r >= n - 1:
+            why = f"no fresh joiner left (n - 1 = {n - 1} joiners, round {r + 1})"
+            out += [{"op": "join", "n": n, "na": why}, {"op": "first_process", "n": n,
+                                                         "na": why}]
+        else:
+            out += self._join(r)
+        if self.forked is None and self.member is not None:
+            out.append(app_rate(self.stack, self.member, n, self.app_seconds))
+        else:
+            out.append({"op": "app", "n": n, "na": "no member is in the creator's epoch: "
+                        f"{self.forked or 'no member B'}"})
+        out += self._commit_and_process()
+        return out
+
+    def _join(self, r: int) -> list[dict[str, Any]]:
+        n, joins, firsts = self.n, Samples(), Samples()
+        try:
+            member = joins.time(lambda: self.stack.join(n - 2 - r))
+        except Exception as exc:
+            why = reason(exc)
+            if r == 0:
+                self.forked = f"no member B: {why}"
+            return [{"op": "join", "n": n, "na": why},
+                    {"op": "first_process", "n": n, "na": "no joined member"}]
+        out = [joins.record("join", n, None)]
+        if r == 0:
+            self.member = member
+        if self.first_broken is None:
+            try:
+                firsts.time(lambda: self.stack.process(member, self.first_commit))
+                out.append(firsts.record("first_process", n, self.first_size))
+            except Exception as exc:
+                self.first_broken = f"receiver rejects the commit: {reason(exc)}"
+        if self.first_broken is not None:
+            out.append({"op": "first_process", "n": n, "na": self.first_broken})
+            if r == 0:
+                self.forked = self.first_broken
+        return out
+
+    def _commit_and_process(self) -> list[dict[str, Any]]:
+        n, creates, processes = self.n, Samples(), Samples()
+        try:
+            commit = creates.time(self.stack.commit)
+        except Exception as exc:
+            return [{"op": "commit", "n": n, "na": reason(exc)},
+                    {"op": "process", "n": n, "na": "no commit to process"}]
+        if self.size is None:
+            self.size = self.stack.wire_size(commit)
+        if self.forked is not None or self.member is None:
+            why = self.forked or "no member B"
+            return [creates.record("commit", n, self.size, note=why),
+                    {"op": "process", "n": n, "na": why}]
+        member = self.member
+        try:
+            processes.time(lambda: self.stack.process(member, commit))
+        except Exception as exc:
+            self.forked = f"receiver rejects the commit: {reason(exc)}"
+            return [creates.record("commit", n, self.size,
+                                   note=f"rejected by the stack's own receiver: {reason(exc)}"),
+                    {"op": "process", "n": n, "na": self.forked}]
+        if not self.stack.agree(member):
+            self.forked = "creator and member disagree after the commits"
+            return [{"op": op, "n": n, "na": self.forked} for op in ("commit", "process")]
+        return [creates.record("commit", n, self.size),
+                processes.record("process", n, self.size)]
+
+
+def merge(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-round records of one process as one record per operation, in ``OPS`` order:
+    samples (and app rates) concatenated; the first "na" stands only if no round
+    produced a figure; the first note and size are kept."""
+    merged: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        cur = merged.setdefault(rec["op"], {"op": rec["op"], "n": rec["n"]})
+        for key in ("samples", "cpu", "rate", "cpu_rate"):
+            if key in rec:
+                cur.setdefault(key, []).extend(rec[key])
+        if "messages" in rec:
+            cur["messages"] = cur.get("messages", 0) + rec["messages"]
+        for key in ("bytes", "note", "na"):
+            if key in rec:
+                cur.setdefault(key, rec[key])
+    for cur in merged.values():
+        if "na" in cur and ("samples" in cur or "rate" in cur):
+            del cur["na"]
+    return [merged[op] for op in OPS if op in merged]
+
+
+def run_all(stack: Stack[Any], n: int, iterations: int, wanted: set[str],
+            app_seconds: float) -> None:
+    """Setup and ``iterations`` rounds in this process; the ``wanted`` operations, each
+    as one JSON line of all its samples."""
+    bench = Bench(stack, n, app_seconds)
+    records = bench.setup()
     for _ in range(iterations):
-        try:
-            commit = creates.time(stack.commit)
-        except Exception as exc:
-            out({"op": "commit", "n": n, "na": reason(exc)})
-            out({"op": "process", "n": n, "na": "no commit to process"})
-            return
-        size = len(commit)
-        try:
-            processes.time(partial(stack.process, member, commit))
-        except Exception as exc:
-            out(creates.record("commit", n, size,
-                               note=f"rejected by the stack's own receiver: {reason(exc)}"))
-            out({"op": "process", "n": n, "na": f"receiver rejects the commit: {reason(exc)}"})
-            return
-    if not stack.agree(member):
-        out({"op": "commit", "n": n, "na": "creator and member disagree after the commits"})
-        out({"op": "process", "n": n, "na": "creator and member disagree after the commits"})
-        return
-    out(creates.record("commit", n, size))
-    out(processes.record("process", n, size))
+        records += bench.round()
+    for record in merge(records):
+        if record["op"] in wanted:
+            emit(record)
+
+
+def serve(stack: Stack[Any], n: int, app_seconds: float,
+          lines: Iterable[str] = sys.stdin) -> None:
+    """Setup, ``{"ready": true}``, then one round per ``round`` line until EOF."""
+    bench = Bench(stack, n, app_seconds)
+    for record in bench.setup():
+        emit(record)
+    emit({"ready": True})
+    for line in lines:
+        if line.strip() != "round":
+            continue
+        for record in bench.round():
+            emit(record)
+        emit({"done": bench.rounds})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("op", choices=(*OPS, "all"))
+    ap.add_argument("op", choices=(*OPS, "all", "serve"))
     ap.add_argument("n", type=int, help="group size (>= 2)")
-    ap.add_argument("iterations", type=int, help="samples per timed operation (>= 1)")
+    ap.add_argument("iterations", type=int, nargs="?", default=1,
+                    help="rounds, or builds for OP build (>= 1; serve: unused)")
     ap.add_argument("--app-seconds", type=float, default=1.0,
-                    help="time spent on application messages (default %(default)s)")
+                    help="time spent on application messages per round (default %(default)s)")
     args = ap.parse_args(argv)
     if args.n < 2 or args.iterations < 1:
         ap.error("n must be at least 2 and iterations at least 1")
@@ -206,9 +332,11 @@ def main(stack: Stack[Any], argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.op == "build":
         run_build_only(stack, args.n, args.iterations)
-        return 0
-    wanted = set(OPS) if args.op == "all" else {args.op}
-    run_all(stack, args.n, args.iterations, wanted, args.app_seconds)
+    elif args.op == "serve":
+        serve(stack, args.n, args.app_seconds)
+    else:
+        wanted = set(OPS) if args.op == "all" else {args.op}
+        run_all(stack, args.n, args.iterations, wanted, args.app_seconds)
     return 0
 
 

@@ -2,14 +2,18 @@
 // ts-mls (npm, pinned in benchmarks/peers/package-lock.json) under the same driver as the
 // Python benches (benchmarks/peers/common.py: read its docstring for what each operation times).
 //
-// Usage: node benchmarks/peers/ts_mls_bench.mjs OP N ITERATIONS [--app-seconds S]
-//   OP: build | join | app | commit | process | all. One JSON line per finished operation:
-//   {"op","n","samples":[wall seconds...],"cpu":[CPU seconds...],"bytes"} | {"op","n","rate","cpu_rate","messages"} | {"op","n","na"}.
+// Usage: node benchmarks/peers/ts_mls_bench.mjs OP N [ITERATIONS] [--app-seconds S]
+//   OP: build | join | first_process | app | commit | process | all | serve. Setup once,
+//   then rounds of one sample per operation; "all" prints one JSON line per operation:
+//   {"op","n","samples":[wall seconds...],"cpu":[CPU seconds...],"bytes"} | {"op","n","rate":[...],"cpu_rate":[...],"messages"} | {"op","n","na"};
+//   "serve" prints the build line and {"ready":true}, then runs one round per "round" line
+//   on stdin (its lines, then {"done":R}) until EOF.
 //
 // Suite 1 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519), handshakes as PublicMessage
 // (wireAsPublicMessage), the ratchet tree in the Welcome (ratchetTreeExtension). Timing is
 // performance.now(); every operation includes encoding to / decoding from MLSMessage bytes.
 
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 
@@ -32,7 +36,7 @@ import {
 } from "ts-mls";
 
 const SUITE = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
-const OPS = ["build", "join", "app", "commit", "process"];
+const OPS = ["build", "join", "first_process", "app", "commit", "process"];
 const KIB = Uint8Array.from({ length: 1024 }, (_, i) => i % 256);
 const GROUP_ID = new Uint8Array(32).fill(7);
 const enc = new TextEncoder();
@@ -59,7 +63,9 @@ class Samples {
   }
 
   record(op, n, size, extra = {}) {
-    return { op, n, samples: this.wall, cpu: this.cpu, bytes: size, ...extra };
+    const out = { op, n, samples: this.wall, cpu: this.cpu, ...extra };
+    if (size !== undefined) out.bytes = size;
+    return out;
   }
 }
 
@@ -144,7 +150,7 @@ async function runBuildOnly(stack, n, iterations) {
   emit(samples.record("build", n, size));
 }
 
-async function runApp(stack, member, n, seconds, out) {
+async function appRate(stack, member, n, seconds) {
   try {
     let count = 0;
     let spent = 0;
@@ -157,57 +163,139 @@ async function runApp(stack, member, n, seconds, out) {
     }
     const used = process.cpuUsage(cpuStart);
     const cpu = Math.max((used.user + used.system) / 1e6, 1e-9);
-    out({ op: "app", n, rate: count / spent, cpu_rate: count / cpu, messages: count });
+    return { op: "app", n, rate: [count / spent], cpu_rate: [count / cpu], messages: count };
   } catch (e) {
-    out({ op: "app", n, na: reason(e) });
+    return { op: "app", n, na: reason(e) };
   }
 }
 
-async function runCommits(stack, member, n, iterations, out) {
-  const creates = new Samples();
-  const processes = new Samples();
-  let size = 0;
-  for (let i = 0; i < iterations; i++) {
+/** Setup once, then one sample of every operation per round (common.py's Bench). */
+class Bench {
+  constructor(stack, n, appSeconds) {
+    Object.assign(this, { stack, n, appSeconds, rounds: 0, member: undefined,
+      forked: undefined, firstBroken: undefined, size: undefined, firstSize: undefined });
+  }
+
+  async setup() {
+    await this.stack.prepare(this.n);
+    const builds = new Samples();
+    const welcomeBytes = await builds.time(() => this.stack.build());
+    try {
+      this.firstCommit = await this.stack.commit();
+      this.firstSize = this.firstCommit.length;
+    } catch (e) {
+      this.firstBroken = `no Commit to process: ${reason(e)}`;
+    }
+    return [builds.record("build", this.n, welcomeBytes)];
+  }
+
+  async round() {
+    const r = this.rounds++;
+    const n = this.n;
+    let out = [];
+    if (r >= n - 1) {
+      const why = `no fresh joiner left (n - 1 = ${n - 1} joiners, round ${r + 1})`;
+      out.push({ op: "join", n, na: why }, { op: "first_process", n, na: why });
+    } else {
+      out = out.concat(await this.join(r));
+    }
+    if (this.forked === undefined && this.member !== undefined)
+      out.push(await appRate(this.stack, this.member, n, this.appSeconds));
+    else
+      out.push({ op: "app", n, na: `no member is in the creator's epoch: ${this.forked ?? "no member B"}` });
+    return out.concat(await this.commitAndProcess());
+  }
+
+  async join(r) {
+    const n = this.n;
+    const joins = new Samples();
+    const firsts = new Samples();
+    let member;
+    try {
+      member = await joins.time(() => this.stack.join(n - 2 - r));
+    } catch (e) {
+      if (r === 0) this.forked = `no member B: ${reason(e)}`;
+      return [{ op: "join", n, na: reason(e) }, { op: "first_process", n, na: "no joined member" }];
+    }
+    const out = [joins.record("join", n, undefined)];
+    if (r === 0) this.member = member;
+    if (this.firstBroken === undefined) {
+      try {
+        await firsts.time(() => this.stack.process(member, this.firstCommit));
+        out.push(firsts.record("first_process", n, this.firstSize));
+      } catch (e) {
+        this.firstBroken = `receiver rejects the commit: ${reason(e)}`;
+      }
+    }
+    if (this.firstBroken !== undefined) {
+      out.push({ op: "first_process", n, na: this.firstBroken });
+      if (r === 0) this.forked = this.firstBroken;
+    }
+    return out;
+  }
+
+  async commitAndProcess() {
+    const n = this.n;
+    const creates = new Samples();
+    const processes = new Samples();
     let commit;
     try {
-      commit = await creates.time(() => stack.commit());
-      size = commit.length;
+      commit = await creates.time(() => this.stack.commit());
     } catch (e) {
-      out({ op: "commit", n, na: reason(e) });
-      out({ op: "process", n, na: "no commit to process" });
-      return;
+      return [{ op: "commit", n, na: reason(e) }, { op: "process", n, na: "no commit to process" }];
+    }
+    this.size ??= commit.length;
+    if (this.forked !== undefined || this.member === undefined) {
+      const why = this.forked ?? "no member B";
+      return [creates.record("commit", n, this.size, { note: why }),
+        { op: "process", n, na: why }];
     }
     try {
-      await processes.time(() => stack.process(member, commit));
+      await processes.time(() => this.stack.process(this.member, commit));
     } catch (e) {
-      out(creates.record("commit", n, size, { note: `rejected by the stack's own receiver: ${reason(e)}` }));
-      out({ op: "process", n, na: `receiver rejects the commit: ${reason(e)}` });
-      return;
+      this.forked = `receiver rejects the commit: ${reason(e)}`;
+      return [creates.record("commit", n, this.size, { note: `rejected by the stack's own receiver: ${reason(e)}` }),
+        { op: "process", n, na: this.forked }];
     }
+    if (!(await this.stack.agree(this.member))) {
+      this.forked = "creator and member disagree after the commits";
+      return ["commit", "process"].map((op) => ({ op, n, na: this.forked }));
+    }
+    return [creates.record("commit", n, this.size), processes.record("process", n, this.size)];
   }
-  if (!(await stack.agree(member))) {
-    for (const op of ["commit", "process"]) out({ op, n, na: "creator and member disagree after the commits" });
-    return;
+}
+
+/** Per-round records as one record per operation (common.py's merge). */
+function merge(records) {
+  const merged = new Map();
+  for (const rec of records) {
+    if (!merged.has(rec.op)) merged.set(rec.op, { op: rec.op, n: rec.n });
+    const cur = merged.get(rec.op);
+    for (const key of ["samples", "cpu", "rate", "cpu_rate"])
+      if (key in rec) cur[key] = (cur[key] ?? []).concat(rec[key]);
+    if ("messages" in rec) cur.messages = (cur.messages ?? 0) + rec.messages;
+    for (const key of ["bytes", "note", "na"]) if (key in rec && !(key in cur)) cur[key] = rec[key];
   }
-  out(creates.record("commit", n, size));
-  out(processes.record("process", n, size));
+  for (const cur of merged.values()) if ("na" in cur && ("samples" in cur || "rate" in cur)) delete cur.na;
+  return OPS.filter((op) => merged.has(op)).map((op) => merged.get(op));
 }
 
 async function runAll(stack, n, iterations, wanted, appSeconds) {
-  const out = (record) => { if (wanted.has(record.op)) emit(record); };
-  await stack.prepare(n);
-  const builds = new Samples();
-  const joins = new Samples();
-  const welcomeBytes = await builds.time(() => stack.build());
-  out(builds.record("build", n, welcomeBytes));
-  let member;
-  for (let j = 0; j < Math.min(iterations, n - 1); j++) {
-    const m = await joins.time(() => stack.join(n - 2 - j));
-    if (j === 0) member = m;
+  const bench = new Bench(stack, n, appSeconds);
+  let records = await bench.setup();
+  for (let i = 0; i < iterations; i++) records = records.concat(await bench.round());
+  for (const record of merge(records)) if (wanted.has(record.op)) emit(record);
+}
+
+async function serve(stack, n, appSeconds) {
+  const bench = new Bench(stack, n, appSeconds);
+  for (const record of await bench.setup()) emit(record);
+  emit({ ready: true });
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line.trim() !== "round") continue;
+    for (const record of await bench.round()) emit(record);
+    emit({ done: bench.rounds });
   }
-  out(joins.record("join", n, welcomeBytes));
-  if (wanted.has("app")) await runApp(stack, member, n, appSeconds, out);
-  if (wanted.has("commit") || wanted.has("process")) await runCommits(stack, member, n, iterations, out);
 }
 
 async function main() {
@@ -217,13 +305,14 @@ async function main() {
   });
   const [op, nText, itText] = positionals;
   const n = Number(nText);
-  const iterations = Number(itText);
-  if (![...OPS, "all"].includes(op) || !(n >= 2) || !(iterations >= 1)) {
-    process.stderr.write("usage: ts_mls_bench.mjs OP N ITERATIONS [--app-seconds S]\n");
+  const iterations = Number(itText ?? "1");
+  if (![...OPS, "all", "serve"].includes(op) || !(n >= 2) || !(iterations >= 1)) {
+    process.stderr.write("usage: ts_mls_bench.mjs OP N [ITERATIONS] [--app-seconds S]\n");
     process.exit(2);
   }
   const stack = new TsMls(await getCiphersuiteImpl(getCiphersuiteFromName(SUITE)));
   if (op === "build") await runBuildOnly(stack, n, iterations);
+  else if (op === "serve") await serve(stack, n, Number(values["app-seconds"]));
   else await runAll(stack, n, iterations, new Set(op === "all" ? OPS : [op]), Number(values["app-seconds"]));
 }
 

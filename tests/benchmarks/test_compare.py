@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,12 +30,14 @@ def test_ours_only_writes_every_operation(tmp_path: Path,
             assert "na" not in cell, (op, cell)
             assert isinstance(cell["value"], float) and math.isfinite(cell["value"])
             assert cell["value"] > 0
-        assert len(cells["commit"]["samples"]) == 2
-        assert len(cells["process"]["samples"]) == 2
-        assert cells["commit"]["value"] == min(cells["commit"]["samples"])
+        for op in ("join", "first_process", "commit", "process"):
+            assert len(cells[op]["samples"]) == 2 == len(cells[op]["cpu_samples"]), op
+            assert cells[op]["value"] == statistics.median(cells[op]["cpu_samples"]), op
         assert cells["commit"]["size"] > 0
-        assert len(cells["join"]["cpu_samples"]) == 2
-        assert cells["app"]["cpu_rate"] > 0
+        assert cells["first_process"]["size"] == cells["commit"]["size"]
+        assert len(cells["app"]["cpu_rate"]) == 2
+        assert cells["app"]["value"] == statistics.median(cells["app"]["cpu_rate"])
+    assert data["metric"] == "cpu" and data["statistic"] == "median"
     printed = capsys.readouterr().out
     for op in compare.OPS:
         assert f"{op}: " in printed
@@ -88,14 +92,133 @@ def test_error_summary_skips_stack_frames() -> None:
     assert compare.error_summary("") == "no output"
 
 
-def test_metric_picks_wall_or_cpu_samples() -> None:
-    record = {"op": "join", "n": 4, "samples": [0.5, 0.3], "cpu": [0.2, 0.25], "bytes": 9}
-    assert compare.cell_from_record(record).value == 0.3
-    assert compare.cell_from_record(record, "cpu").value == 0.2
-    app = {"op": "app", "n": 4, "rate": 100.0, "cpu_rate": 400.0, "messages": 20}
-    assert compare.cell_from_record(app).value == 100.0
-    assert compare.cell_from_record(app, "cpu").value == 400.0
-    assert compare.cell_from_record(app, "cpu").to_json()["cpu_rate"] == 400.0
+def test_metric_picks_median_of_cpu_or_wall_samples() -> None:
+    record = {"op": "join", "n": 4, "samples": [0.5, 0.3, 0.9], "cpu": [0.2, 0.25, 0.1],
+              "bytes": 9}
+    assert compare.cell_from_record(record).value == 0.2          # CPU is the default
+    assert compare.cell_from_record(record, "wall").value == 0.5
+    app = {"op": "app", "n": 4, "rate": [100.0, 300.0], "cpu_rate": [400.0, 200.0, 900.0]}
+    assert compare.cell_from_record(app, "wall").value == 200.0
+    assert compare.cell_from_record(app).value == 400.0
+    assert compare.cell_from_record(app).to_json()["cpu_rate"] == [400.0, 200.0, 900.0]
+    old_app = {"op": "app", "rate": 100.0, "cpu_rate": 400.0}  # the earlier best-of lines
+    assert compare.cell_from_record(old_app).value == 400.0
+
+
+def test_median_is_not_the_best() -> None:
+    assert compare.median([5.0, 1.0, 3.0]) == 3.0
+    assert compare.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    with pytest.raises(ValueError):
+        compare.median([])
+    cell = compare.Cell()
+    for cpu in (0.3, 0.1, 0.2):  # one sample per round, as compare reads them
+        cell.add({"op": "process", "samples": [cpu * 2], "cpu": [cpu]})
+    assert cell.settle("cpu").value == 0.2 and cell.cpu == [0.3, 0.1, 0.2]
+    assert cell.settle("wall").value == 0.4
+
+
+def test_a_round_with_a_figure_clears_an_earlier_na() -> None:
+    cell = compare.Cell()
+    cell.add({"op": "join", "na": "no fresh joiner left"})
+    assert cell.settle("cpu").value is None and cell.na == "no fresh joiner left"
+    cell.add({"op": "join", "samples": [0.2], "cpu": [0.1]})
+    assert cell.settle("cpu").value == 0.1 and cell.na is None
+
+
+def test_round_order_rotates_and_keeps_every_stack() -> None:
+    names = ["ours", "ts-mls", "mls-rs", "mls-rs-objects"]
+    orders = [compare.round_order(names, r) for r in range(4)]
+    assert orders[0] == names
+    assert orders[1] == ["ts-mls", "mls-rs", "mls-rs-objects", "ours"]
+    assert all(sorted(o) == sorted(names) for o in orders)
+    assert sorted(o[0] for o in orders) == sorted(names)  # each stack leads once
+    assert compare.round_order(names, 4) == names
+    assert compare.round_order([], 3) == []
+
+
+FAKE_SERVE = """
+import json, sys
+name, log, fail_round = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def emit(r): print(json.dumps(r), flush=True)
+emit({"op": "build", "n": 4, "samples": [0.5], "cpu": [0.4], "bytes": 10})
+emit({"ready": True})
+r = 0
+for line in sys.stdin:
+    if line.strip() != "round":
+        continue
+    r += 1
+    with open(log, "a") as f:
+        f.write(f"{r} {name}\\n")
+    if r == fail_round:
+        sys.exit("ValueError: fake failure in round %d" % r)
+    for op in ("join", "first_process", "commit", "process"):
+        emit({"op": op, "n": 4, "samples": [r * 0.02], "cpu": [r * 0.01], "bytes": 7})
+    emit({"op": "app", "n": 4, "rate": [100.0 * r], "cpu_rate": [200.0 * r]})
+    emit({"done": r})
+"""
+
+
+def fake_peer(name: str, log: Path, fail_round: int = 0) -> compare.Peer:
+    """A stand-in stack speaking the serve protocol: it logs each round it runs."""
+    return compare.Peer(name, (sys.executable, "-c", FAKE_SERVE, name, str(log),
+                               str(fail_round), "--"))
+
+
+def test_stacks_are_interleaved_round_by_round(tmp_path: Path) -> None:
+    log = tmp_path / "rounds.log"
+    peers = [fake_peer(name, log) for name in ("a", "b", "c")]
+    run = compare.run_size(peers, 4, 3, 0.0, timeout=60, progress=False)
+    cells, orders = run.cells, run.orders
+    assert run.timed_out == set()
+    ran = [tuple(line.split()) for line in log.read_text().splitlines()]
+    assert ran == [("1", "a"), ("1", "b"), ("1", "c"), ("2", "b"), ("2", "c"), ("2", "a"),
+                   ("3", "c"), ("3", "a"), ("3", "b")]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    for name in "abc":
+        assert cells[name]["process"].cpu == [0.01, 0.02, 0.03]
+        assert cells[name]["process"].value == 0.02            # median CPU, not best
+        assert cells[name]["app"].value == 400.0               # median CPU rate
+        assert cells[name]["build"].value == 0.4
+
+
+def test_a_stack_that_dies_keeps_its_rounds_and_says_why(tmp_path: Path) -> None:
+    log = tmp_path / "rounds.log"
+    peers = [fake_peer("ok", log), fake_peer("late", log, fail_round=2),
+             fake_peer("early", log, fail_round=1)]
+    run = compare.run_size(peers, 4, 3, 0.0, timeout=60, progress=False)
+    cells, orders = run.cells, run.orders
+    assert orders == [["ok", "late", "early"], ["late", "ok"], ["ok"]]  # dead: not asked
+    assert cells["ok"]["commit"].cpu == [0.01, 0.02, 0.03]
+    assert cells["late"]["commit"].cpu == [0.01] and cells["late"]["commit"].na is None
+    early = cells["early"]
+    assert early["build"].value == 0.4
+    assert early["process"].value is None
+    assert "fake failure in round 1" in (early["process"].na or "")
+
+
+def test_mls_rs_has_a_bytes_and_an_objects_column(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    (venv / "lib" / "python3.11" / "site-packages" / "mls_rs_uniffi").mkdir(parents=True)
+    bytes_peer = compare.find_peer("mls-rs", venv=venv)
+    objects_peer = compare.find_peer("mls-rs-objects", venv=venv)
+    assert bytes_peer.missing is None and objects_peer.missing is None
+    assert "--objects" not in bytes_peer.command
+    assert objects_peer.argv("serve", 16, 1, 0.5)[3:5] == ["--objects", "serve"]
+    results: compare.Results = {
+        "ours": {1000: {"join": compare.Cell(value=0.2)}},
+        "mls-rs": {1000: {"join": compare.Cell(value=0.25)}},
+        "mls-rs-objects": {1000: {"join": compare.Cell(value=0.1)}},
+    }
+    lines = compare.table(results, [1000])
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("join: "))
+    header, row = lines[at + 1], lines[at + 2]
+    assert "mls-rs (bytes)" in header and "mls-rs (objects)" in header
+    assert header.index("mls-rs (bytes)") < header.index("mls-rs (objects)")
+    assert "(0.80x)" in row and "(2.00x)" in row
+    target = [t for t in compare.targets(results) if "issue 16: join" in t]
+    assert target and "2.00x" in target[0] and "NOT met" in target[0]
 
 
 def test_from_json_reprints_saved_runs(tmp_path: Path,
@@ -108,7 +231,34 @@ def test_from_json_reprints_saved_runs(tmp_path: Path,
     results, sizes = compare.load_results([out], "cpu")
     assert sizes == [3, 5]
     join = results["ours"][5]["join"]
-    assert join.value == min(saved["5"]["join"]["cpu_samples"])
-    assert results["ours"][5]["app"].value == saved["5"]["app"]["cpu_rate"]
+    assert join.value == statistics.median(saved["5"]["join"]["cpu_samples"])
+    assert results["ours"][5]["app"].value == statistics.median(saved["5"]["app"]["cpu_rate"])
     assert compare.main(["--from-json", str(out), "--metric", "cpu"]) == 0
     assert "process: " in capsys.readouterr().out
+
+
+HANGS = """
+import json, sys, time
+def emit(r): print(json.dumps(r), flush=True)
+emit({"op": "build", "n": 4, "samples": [0.5], "cpu": [0.4]})
+emit({"ready": True})
+r = 0
+for line in sys.stdin:
+    r += 1
+    if r == 2:
+        time.sleep(60)
+    emit({"op": "join", "n": 4, "samples": [0.02], "cpu": [0.01]})
+    emit({"op": "process", "n": 4, "na": "receiver rejects the commit"})
+    emit({"done": r})
+"""
+
+
+def test_timeout_keeps_a_stacks_own_na_and_skips_larger_sizes() -> None:
+    peer = compare.Peer("hangs", (sys.executable, "-c", HANGS, "--"))
+    results = compare.run_all([peer], [4, 8], 3, 0.0, timeout=3, progress=False)
+    cells = results["hangs"][4]
+    assert cells["join"].value == 0.01 and not cells["join"].timeout
+    assert cells["process"].na == "receiver rejects the commit"
+    assert not cells["process"].timeout                 # its own reason, not the timeout
+    assert cells["commit"].timeout and "timeout" in (cells["commit"].na or "")
+    assert all(c.timeout for c in results["hangs"][8].values())  # not tried at n = 8
