@@ -30,8 +30,8 @@ import logging
 import signal
 from pathlib import Path
 
+from mls_cli.main import add_metrics_arguments
 from mls_client import Settings
-from mls_client.cli import add_metrics_arguments
 from mls_client.events import MessageReceived
 from mls_client.matrix_bot import MatrixBot
 from transports.matrix.journal import MembershipChange

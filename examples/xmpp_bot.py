@@ -28,8 +28,8 @@ import logging
 import signal
 from pathlib import Path
 
+from mls_cli.main import add_metrics_arguments
 from mls_client import MLSClient, Settings
-from mls_client.cli import add_metrics_arguments
 from mls_client.events import ClientEvent, GroupJoined, MessageReceived
 from transports.xmpp.transport import XmppDeliveryTransport
 

@@ -1,10 +1,9 @@
-"""The ``mls-bridge`` command, run in subprocesses (the installed script if present,
-else ``python -m mls_client.cli``)."""
+"""The ``mls-bridge`` command, run in subprocesses (``python -m mls_cli``: the installed
+script may belong to another checkout)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _command() -> list[str]:
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    script = shutil.which("mls-bridge", path=search)
-    return [script] if script else [sys.executable, "-m", "mls_client.cli"]
+    return [sys.executable, "-m", "mls_cli"]
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None,

@@ -20,13 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from mls_core.errors import MLSError, UsageError
-from mls_core.room_policy import Action, Role, RoomPolicy
-from transports.base import TransportError
-
-from .client import MLSClient
-from .errors import NotFoundError
-from .events import (
+from mls_client.client import MLSClient
+from mls_client.errors import NotFoundError
+from mls_client.events import (
     ClientEvent,
     ClientWarning,
     CommitProcessed,
@@ -36,8 +32,11 @@ from .events import (
     RemovedFromGroup,
     SignatureKeyChanged,
 )
-from .keypackages import Progress
-from .settings import Settings
+from mls_client.keypackages import Progress
+from mls_client.settings import Settings
+from mls_core.errors import MLSError, UsageError
+from mls_core.room_policy import Action, Role, RoomPolicy
+from transports.base import TransportError
 
 Command = Callable[[MLSClient, argparse.Namespace, TextIO], Awaitable[None]]
 
@@ -409,8 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """The single-service tour, then the cross-network one (bridge/demo.py)."""
     from bridge import demo as bridge_demo
-
-    from .demo import run_demo
+    from mls_client.demo import run_demo
 
     status = 0 if args.only_bridge else asyncio.run(run_demo(print, clients=args.clients))
     if args.real:
