@@ -73,6 +73,19 @@ class SessionConflictError(FatalTransportError):
     was replaced stops instead."""
 
 
+class LoginError(FatalTransportError):
+    """The server refused to let us in, and retrying the same settings cannot help: a
+    wrong password or account, a TLS/plaintext mismatch, an address that is not such a
+    server. The message says which setting to check."""
+
+
+class UnreachableError(TransportError):
+    """The server could not be reached at the address tried (named in the message):
+    it may be down, or the address may be wrong. Transient: a retry may succeed."""
+
+    transient = True
+
+
 class StorageError(TransportError):
     """The database failed (locked for too long, unreadable, schema newer than this code)."""
 

@@ -101,7 +101,9 @@ def test_scripted_conversation(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["send", "nosuchgroup", "hi"], "no group named 'nosuchgroup'"),
     (["identity", "create", "alice"], "already holds the identity alice"),
-    (["invite", "team", "nobody"], "nobody was added"),
+    (["invite", "team", "nobody"], "nobody has no MLS identity to add (no KeyPackage "
+     "published): check the address, and ask them to run 'mls-bridge identity create'"),
+    (["invite", "team", "alice"], "alice is already a member of team"),
     (["recover", "00ff"], "no GroupInfo published"),
 ])
 def test_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
