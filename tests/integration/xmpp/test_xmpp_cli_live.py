@@ -16,7 +16,7 @@ def _config(root: Path, server: ProsodyServer, user: str, *, register: bool = Tr
     """A user's settings file, as README.md's first chat writes it."""
     if register:
         server.register(user, PASSWORD)
-    settings = {"jid": f'"{user}@{server.domain}/phone"', "password": f'"{PASSWORD}"',
+    settings = {"jid": f'"{user}@{server.domain}"', "password": f'"{PASSWORD}"',
                 "host": '"127.0.0.1"', "port": str(server.port),
                 "allow_plaintext": "true", **change}
     path = root / f"{user}.toml"
