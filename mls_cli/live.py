@@ -170,6 +170,9 @@ async def _show(client: MLSClient, group_id: bytes | None, event: ClientEvent,
 async def listen(client: MLSClient, group_id: bytes | None, out: TextIO,
                  as_json: bool) -> None:
     """``mls-bridge listen``: until Ctrl-C."""
+    which = "all groups" if group_id is None else await group_label(client, group_id)
+    print(f"listening to {which} as {client.user_id} (Ctrl-C to stop)", file=sys.stderr,
+          flush=True)
     async with interruptible() as stop:
         await follow(client, group_id, printer(out, as_json), stop)
 
@@ -220,6 +223,8 @@ async def _chat_terminal(client: MLSClient, group_id: bytes, label: str,
     from prompt_toolkit.patch_stdout import patch_stdout
 
     session: PromptSession[str] = PromptSession()
+    print(f"chat in {label} as {client.user_id}: Enter sends a line; Ctrl-D or Ctrl-C "
+          "leaves", flush=True)
     with patch_stdout(raw=True):
         follower = asyncio.create_task(
             follow(client, group_id, printer(sys.stdout, False), stop))

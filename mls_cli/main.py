@@ -3,11 +3,14 @@
 ``mls-bridge demo`` runs a self-contained walk-through on a temporary local Delivery
 Service. The other subcommands work on one client's state directory, so they can be
 scripted: each prints its result on stdout (a group id, messages, member lists),
-progress on stderr, and on failure one ``mls-bridge: error: ...`` line on stderr with a
-non-zero exit status (1 for errors, 2 for bad usage).
+progress on stderr (a line whenever a wait passes two seconds), and on failure one
+``mls-bridge: error: ...`` line on stderr that says what to check, with a non-zero exit
+status (1 for errors, 2 for bad usage). ``listen`` and ``chat`` stay connected
+(:mod:`mls_cli.live`). Library log lines are hidden unless ``-v``.
 
 Settings come from ``--config FILE`` (TOML), ``MLS_BRIDGE_*`` variables and the options
-``--state-dir`` and ``--ds`` (the LocalDeliveryService database shared by the clients).
+``--state-dir`` and ``--ds`` (the LocalDeliveryService database shared by the clients);
+these options go before or after the subcommand.
 """
 
 from __future__ import annotations

@@ -3,12 +3,17 @@ script may belong to another checkout)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mls_cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,3 +157,54 @@ def test_room_policy_from_the_command_line(tmp_path: Path) -> None:
     bob("read")
     assert bob("invite", gid, "carol").stdout.startswith("epoch 3: added ")
     assert "bob: moderator" in carol("group", "policy", gid).stdout
+
+
+def test_common_options_go_before_or_after_the_command() -> None:
+    parser = build_parser()
+    for argv in (["--config", "a.toml", "-v", "send", "team", "hi"],
+                 ["send", "team", "hi", "--config", "a.toml", "-v"],
+                 ["send", "--config", "a.toml", "team", "-v", "hi"]):
+        args = parser.parse_args(argv)
+        assert (args.config, args.verbose, args.text) == (Path("a.toml"), 1, "hi")
+    nested = parser.parse_args(["group", "create", "--name", "t", "--state-dir", "s"])
+    assert nested.state_dir == Path("s") and nested.config is None
+    for argv in (["bridge", "--config", "b.toml"], ["--config", "b.toml", "bridge"]):
+        assert parser.parse_args(argv).config == Path("b.toml")
+    usage = run("bridge")
+    assert usage.returncode == 2 and "bridge needs --config" in usage.stderr
+
+
+def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
+    """listen --json prints each event as it arrives and exits 0 on Ctrl-C; chat sends
+    piped lines and shows what arrived (the real-server runs: tests/integration)."""
+    alice, bob = User(tmp_path, "alice"), User(tmp_path, "bob")
+    alice("identity", "create", "alice")
+    bob("identity", "create", "bob")
+    gid = alice("group", "create", "--name", "team").stdout.strip()
+    alice("invite", "team", "bob")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    listen = subprocess.Popen([*_command(), *map(str, bob.args), "listen", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO, env={**env, "PYTHONPATH": str(REPO),
+                                             "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    try:
+        assert listen.stdout is not None
+        joined = json.loads(listen.stdout.readline())
+        assert (joined["kind"], joined["group_id"], joined["epoch"]) == ("joined", gid, 1)
+        alice("send", "team", "hello bob")
+        message = json.loads(listen.stdout.readline())
+        assert (message["kind"], message["sender"], message["text"], message["group"]) \
+            == ("message", "alice", "hello bob", gid[:16])
+    finally:
+        listen.send_signal(signal.SIGINT)
+        _, err = listen.communicate(timeout=60)
+    assert listen.returncode == 0 and "Traceback" not in err
+
+    alice("send", "team", "before the chat")
+    chat = subprocess.run([*_command(), *map(str, bob.args), "chat", gid[:8]],
+                          input="one\n\ntwo\n", capture_output=True, text=True, cwd=REPO,
+                          env={**env, "PYTHONPATH": str(REPO)}, timeout=120, check=False)
+    assert chat.returncode == 0, chat.stderr
+    assert re.search(r"^\d\d:\d\d:\d\d \[\w+\] alice: before the chat$", chat.stdout, re.M)
+    read = alice("read").stdout.splitlines()
+    assert read == ["[team] epoch 1 bob: one", "[team] epoch 1 bob: two"]
