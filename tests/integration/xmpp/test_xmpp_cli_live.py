@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
-from tests.integration.cli_live import cli, conversation, fails_with
+from tests.client.test_cli import run
+from tests.integration.cli_live import Listener, cli, conversation, fails_with
 from tests.servers.prosody import ProsodyServer, free_port
 
 from .helpers import PASSWORD
@@ -56,3 +59,49 @@ def test_xmpp_mistakes_are_one_clear_line(prosody: ProsodyServer, tmp_path: Path
     cli(alice, "invite", "team", f"xmpp:errbob@{prosody.domain}")
     assert f"xmpp:errbob@{prosody.domain} is already a member of team" in fails_with(
         alice, "invite", "team", f"xmpp:errbob@{prosody.domain}")
+
+
+def test_listen_stays_connected_through_a_server_restart(prosody: ProsodyServer,
+                                                         tmp_path: Path) -> None:
+    alice = _config(tmp_path, prosody, "restartalice")
+    bob = _config(tmp_path, prosody, "restartbob")
+    cli(alice, "identity", "create")
+    cli(bob, "identity", "create")
+    gid = cli(alice, "group", "create", "--name", "team").strip()
+    cli(alice, "invite", "team", f"xmpp:restartbob@{prosody.domain}")
+    with Listener(bob) as listener:
+        listener.next(lambda r: r["kind"] == "joined")
+        prosody.stop()
+        time.sleep(3)
+        prosody.start()
+        cli(alice, "send", "team", "after the restart")
+        message = listener.next(lambda r: r["kind"] == "message", timeout=90)
+        assert message["text"] == "after the restart" and message["group_id"] == gid
+    assert listener.proc.returncode == 0, listener.stderr
+
+
+def test_a_silent_port_gets_a_progress_line(tmp_path: Path) -> None:
+    """A port that accepts but never answers: a progress line after 2 s, then one
+    error line naming the address (instead of a silent wait)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        path = tmp_path / "silent.toml"
+        path.write_text(f'state_dir = "{tmp_path / "silent"}"\n[transport]\nkind = "xmpp"\n'
+                        f'[xmpp]\njid = "nobody@localhost"\npassword = "x"\n'
+                        f'host = "127.0.0.1"\nport = {port}\nconnect_timeout = 4\n')
+        result = run("--config", path, "groups", home=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"connecting to the XMPP server 127.0.0.1:{port} ... (Ctrl-C to give up)",
+        f"mls-bridge: error: no XMPP login at 127.0.0.1:{port} within 4 s: is that the "
+        "server's client port (usually 5222)? Check [xmpp] host and port"]
+
+
+def test_verbose_shows_the_library_lines(prosody: ProsodyServer, tmp_path: Path) -> None:
+    wrong = _config(tmp_path, prosody, "verbosewrong", password='"not it"')
+    quiet = run("--config", wrong, "groups", home=tmp_path)
+    loud = run("groups", "--config", wrong, "-v", home=tmp_path)
+    assert quiet.returncode == loud.returncode == 1
+    assert "slixmpp" not in quiet.stderr and "slixmpp" in loud.stderr
