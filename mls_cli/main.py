@@ -440,9 +440,12 @@ def server_of(settings: Settings) -> str:
     """The server the settings connect to, as a progress line names it."""
     if settings.transport.kind == "xmpp" and settings.xmpp is not None:
         x = settings.xmpp
-        return f"the XMPP server {x.host or x.bare_jid.partition('@')[2]}:{x.port}"
+        server = f"the XMPP server {x.host or x.bare_jid.partition('@')[2]}:{x.port}"
+        return server + (f" and the bridge {x.bridge}" if x.bridge else "")
     if settings.transport.kind == "matrix" and settings.matrix is not None:
-        return f"the Matrix homeserver {settings.matrix.homeserver}"
+        m = settings.matrix
+        server = f"the Matrix homeserver {m.homeserver}"
+        return server + (f" and the bridge {m.bridge}" if m.bridge else "")
     return f"the local delivery service {settings.delivery_db_path}"
 
 
@@ -472,7 +475,8 @@ async def _run(args: argparse.Namespace) -> None:
         if args.command in LIVE_COMMANDS:
             await args.func(client, args, sys.stdout)
         else:
-            async with progress_after(f"{args.command}: waiting for {server}"):
+            command = " ".join([args.command, *([args.action] if "action" in args else [])])
+            async with progress_after(f"{command}: waiting for {server}"):
                 await args.func(client, args, sys.stdout)
     finally:
         await client.close()
