@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -208,3 +212,53 @@ def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
     assert re.search(r"^\d\d:\d\d:\d\d \[\w+\] alice: before the chat$", chat.stdout, re.M)
     read = alice("read").stdout.splitlines()
     assert read == ["[team] epoch 1 bob: one", "[team] epoch 1 bob: two"]
+
+
+def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
+    """On a terminal (a pty here), a message arriving while a line is half typed is
+    printed above the prompt, the typed text is redrawn after it, Enter sends the whole
+    line and Ctrl-D leaves with status 0."""
+    alice, bob = User(tmp_path, "alice"), User(tmp_path, "bob")
+    alice("identity", "create", "alice")
+    bob("identity", "create", "bob")
+    gid = alice("group", "create", "--name", "team").stdout.strip()
+    alice("invite", "team", "bob")
+    bob("read")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    master, slave = pty.openpty()
+    chat = subprocess.Popen([*_command(), *map(str, bob.args), "chat", gid[:8]],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=REPO,
+                            env={**env, "PYTHONPATH": str(REPO), "TERM": "xterm",
+                                 "PROMPT_TOOLKIT_NO_CPR": "1",
+                                 "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    os.close(slave)
+    screen = ""
+
+    def until(done: Callable[[str], bool], timeout: float = 60) -> None:
+        """Read the terminal until ``done(screen)`` (escape sequences stripped)."""
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while not done(screen):
+            assert time.monotonic() < deadline, f"not yet: {screen!r}"
+            if select.select([master], [], [], 0.2)[0]:
+                raw = os.read(master, 4096).decode(errors="replace")
+                screen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+
+    prompt = f"{gid[:16]}>"
+    try:
+        until(lambda s: prompt in s)
+        os.write(master, b"half")
+        until(lambda s: "half" in s)
+        alice("send", "team", "incoming")
+        # the message, then the prompt with the half-typed text redrawn below it
+        until(lambda s: re.search(rf"alice: incoming.*{prompt}\s*half", s, re.S) is not None)
+        os.write(master, b" typed\r")
+        until(lambda s: "half typed" in s)
+        os.write(master, b"\x04")
+        assert chat.wait(timeout=60) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+        os.close(master)
+    assert "Traceback" not in screen
+    assert alice("read").stdout.splitlines() == ["[team] epoch 1 bob: half typed"]
