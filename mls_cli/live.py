@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
@@ -201,20 +202,46 @@ async def _chat_piped(client: MLSClient, group_id: bytes, out: TextIO,
     show = printer(out, False)
     follower = asyncio.create_task(follow(client, group_id, show, stop))
 
-    async def stdin_lines() -> AsyncIterator[str]:
-        while not stop.is_set():
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                return
-            yield line.rstrip("\n")
-
     try:
-        await _send_lines(client, group_id, stdin_lines())
+        await _send_lines(client, group_id, _stdin_lines(stop))
     finally:
         stop.set()
         await follower
     for event in await client.sync():  # what arrived meanwhile is shown before leaving
         await _show(client, group_id, event, show)
+
+
+async def _stdin_lines(stop: asyncio.Event) -> AsyncIterator[str]:
+    """The lines of stdin until its end or ``stop``. Read by a daemon thread: a read
+    blocked on a pipe (or a file) cannot be cancelled, and must not keep the process
+    alive after Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def put(line: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are leaving
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    def read() -> None:
+        for line in sys.stdin:
+            put(line.rstrip("\n"))
+        put(None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            line = asyncio.ensure_future(lines.get())
+            await asyncio.wait({line, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not line.done():
+                line.cancel()
+                return
+            text = line.result()
+            if text is None:
+                return
+            yield text
+    finally:
+        stopped.cancel()
 
 
 async def _chat_terminal(client: MLSClient, group_id: bytes, label: str,
@@ -229,15 +256,25 @@ async def _chat_terminal(client: MLSClient, group_id: bytes, label: str,
         follower = asyncio.create_task(
             follow(client, group_id, printer(sys.stdout, False), stop))
 
-        async def typed() -> AsyncIterator[str]:
-            while not stop.is_set():
-                try:
-                    yield await session.prompt_async(f"{label}> ")
-                except (EOFError, KeyboardInterrupt):
-                    return
+        # lines are sent by their own task, in order, so the prompt is back at once:
+        # between prompts the terminal is in cooked mode, where a Ctrl-D typed during
+        # a slow send would be lost
+        outgoing: asyncio.Queue[str | None] = asyncio.Queue()
 
+        async def queued() -> AsyncIterator[str]:
+            while (text := await outgoing.get()) is not None:
+                yield text
+
+        sending = asyncio.create_task(_send_lines(client, group_id, queued()))
         try:
-            await _send_lines(client, group_id, typed())
+            while not stop.is_set() and not sending.done():
+                try:
+                    outgoing.put_nowait(await session.prompt_async(f"{label}> "))
+                except (EOFError, KeyboardInterrupt):
+                    break
+            outgoing.put_nowait(None)
+            await sending
         finally:
+            sending.cancel()
             stop.set()
             await follower

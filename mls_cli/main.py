@@ -516,9 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MLSError, TransportError, _Failure, OSError) as exc:
         print(f"mls-bridge: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if args.command in LIVE_COMMANDS:  # the way to stop them: a clean exit
-            return 0
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if args.command in LIVE_COMMANDS:  # the way to stop them: a clean exit (a
+            return 0                       # second Ctrl-C cancels what still runs)
         print("mls-bridge: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line unless MLS_BRIDGE_DEBUG asks for more

@@ -253,7 +253,7 @@ def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
         # the message, then the prompt with the half-typed text redrawn below it
         until(lambda s: re.search(rf"alice: incoming.*{prompt}\s*half", s, re.S) is not None)
         os.write(master, b" typed\r")
-        until(lambda s: "half typed" in s)
+        until(lambda s: re.search(rf"half typed.*{prompt}", s, re.S) is not None)
         os.write(master, b"\x04")
         assert chat.wait(timeout=60) == 0
     finally:
