@@ -82,8 +82,9 @@ async def to_line(client: MLSClient, event: ClientEvent) -> Line | None:
     group = None if gid is None else await group_label(client, gid)
     hexid = None if gid is None else gid.hex()
 
-    def line(kind: str, text: str, **more: object) -> Line:
-        return Line(kind, now, group, hexid, text=text, **more)  # type: ignore[arg-type]
+    def line(kind: str, text: str, *, sender: str | None = None, epoch: int | None = None,
+             added: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> Line:
+        return Line(kind, now, group, hexid, sender, text, epoch, added, removed)
 
     if isinstance(event, MessageReceived):
         return line("message", event.data.decode("utf-8", errors="replace"),
