@@ -12,7 +12,7 @@ Run it against your homeserver with a settings file::
     password = "..."          # or access_token = "..."
     device_id = "ECHOBOT"
 
-    python examples/matrix_bot.py --config bot.toml   # --metrics-port 9464: Prometheus
+    .venv/bin/python examples/matrix_bot.py --config bot.toml   # --metrics-port 9464: Prometheus
 
 Then, from another MLS client (e.g. ``mls-bridge`` with its own ``[matrix]`` table),
 create a group and ``invite`` ``matrix:@echo-bot:example.org``: the bot joins the room
@@ -30,8 +30,8 @@ import logging
 import signal
 from pathlib import Path
 
+from mls_cli.main import add_metrics_arguments
 from mls_client import Settings
-from mls_client.cli import add_metrics_arguments
 from mls_client.events import MessageReceived
 from mls_client.matrix_bot import MatrixBot
 from transports.matrix.journal import MembershipChange

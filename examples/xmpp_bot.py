@@ -10,7 +10,7 @@ Run it with a client settings file whose transport is XMPP::
     jid = "echobot@example.org/bot"
     password = "..."
 
-    python examples/xmpp_bot.py --config bot.toml   # --metrics-port 9464: Prometheus
+    .venv/bin/python examples/xmpp_bot.py --config bot.toml   # --metrics-port 9464: Prometheus
 
 The first run creates the bot's identity (``xmpp:<bare JID>``, client id = the full JID)
 and publishes KeyPackages; then any member can add ``xmpp:echobot@example.org`` to a
@@ -28,8 +28,8 @@ import logging
 import signal
 from pathlib import Path
 
+from mls_cli.main import add_metrics_arguments
 from mls_client import MLSClient, Settings
-from mls_client.cli import add_metrics_arguments
 from mls_client.events import ClientEvent, GroupJoined, MessageReceived
 from transports.xmpp.transport import XmppDeliveryTransport
 

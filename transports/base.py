@@ -73,11 +73,24 @@ class SessionConflictError(FatalTransportError):
     was replaced stops instead."""
 
 
-class CredentialsRejectedError(FatalTransportError):
+class LoginError(FatalTransportError):
+    """The server refused to let us in, and retrying the same settings cannot help: a
+    wrong password or account, a TLS/plaintext mismatch, an address that is not such a
+    server. The message says which setting to check."""
+
+
+class CredentialsRejectedError(LoginError):
     """The server no longer accepts this device's credentials: a Matrix access token
     that was revoked or whose device was logged out (HTTP 401 ``M_UNKNOWN_TOKEN``), or an
     XMPP password refused when the transport reconnects. Retrying cannot fix it: the
     device must log in again with valid credentials."""
+
+
+class UnreachableError(TransportError):
+    """The server could not be reached at the address tried (named in the message):
+    it may be down, or the address may be wrong. Transient: a retry may succeed."""
+
+    transient = True
 
 
 class StorageError(TransportError):

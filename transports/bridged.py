@@ -399,7 +399,9 @@ class BridgedTransport:
             if not items:
                 if time.monotonic() > deadline:
                     raise TransportError(f"the bridge {self.bridge} did not answer "
-                                         f"({body.op}) within {self._timeout:g} s")
+                                         f"({body.op}) within {self._timeout:g} s: is the "
+                                         "bridge service running, and is 'bridge' in the "
+                                         "settings its account?")
                 await asyncio.sleep(self._poll)
 
     async def external_sender(self, suite_id: int) -> bytes:

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.config import BridgeConfig
 from bridge.hub import Rule
-from mls_client.cli import main
+from mls_cli.main import main
 from transports.base import InvalidRequestError
 
 GOOD = """\

@@ -1,23 +1,29 @@
-"""The ``mls-bridge`` command, run in subprocesses (the installed script if present,
-else ``python -m mls_client.cli``)."""
+"""The ``mls-bridge`` command, run in subprocesses (``python -m mls_cli``: the installed
+script may belong to another checkout)."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import pty
+import re
+import select
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from mls_cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _command() -> list[str]:
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    script = shutil.which("mls-bridge", path=search)
-    return [script] if script else [sys.executable, "-m", "mls_client.cli"]
+    return [sys.executable, "-m", "mls_cli"]
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None,
@@ -105,7 +111,9 @@ def test_scripted_conversation(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["send", "nosuchgroup", "hi"], "no group named 'nosuchgroup'"),
     (["identity", "create", "alice"], "already holds the identity alice"),
-    (["invite", "team", "nobody"], "nobody was added"),
+    (["invite", "team", "nobody"], "nobody has no MLS identity to add (no KeyPackage "
+     "published): check the address, and ask them to run 'mls-bridge identity create'"),
+    (["invite", "team", "alice"], "alice is already a member of team"),
     (["recover", "00ff"], "no GroupInfo published"),
 ])
 def test_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -154,3 +162,104 @@ def test_room_policy_from_the_command_line(tmp_path: Path) -> None:
     bob("read")
     assert bob("invite", gid, "carol").stdout.startswith("epoch 3: added ")
     assert "bob: moderator" in carol("group", "policy", gid).stdout
+
+
+def test_common_options_go_before_or_after_the_command() -> None:
+    parser = build_parser()
+    for argv in (["--config", "a.toml", "-v", "send", "team", "hi"],
+                 ["send", "team", "hi", "--config", "a.toml", "-v"],
+                 ["send", "--config", "a.toml", "team", "-v", "hi"]):
+        args = parser.parse_args(argv)
+        assert (args.config, args.verbose, args.text) == (Path("a.toml"), 1, "hi")
+    nested = parser.parse_args(["group", "create", "--name", "t", "--state-dir", "s"])
+    assert nested.state_dir == Path("s") and nested.config is None
+    for argv in (["bridge", "--config", "b.toml"], ["--config", "b.toml", "bridge"]):
+        assert parser.parse_args(argv).config == Path("b.toml")
+    usage = run("bridge")
+    assert usage.returncode == 2 and "bridge needs --config" in usage.stderr
+
+
+def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
+    """listen --json prints each event as it arrives and exits 0 on Ctrl-C; chat sends
+    piped lines and shows what arrived (the real-server runs: tests/integration)."""
+    alice, bob = User(tmp_path, "alice"), User(tmp_path, "bob")
+    alice("identity", "create", "alice")
+    bob("identity", "create", "bob")
+    gid = alice("group", "create", "--name", "team").stdout.strip()
+    alice("invite", "team", "bob")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    listen = subprocess.Popen([*_command(), *map(str, bob.args), "listen", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO, env={**env, "PYTHONPATH": str(REPO),
+                                             "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    try:
+        assert listen.stdout is not None
+        joined = json.loads(listen.stdout.readline())
+        assert (joined["kind"], joined["group_id"], joined["epoch"]) == ("joined", gid, 1)
+        alice("send", "team", "hello bob")
+        message = json.loads(listen.stdout.readline())
+        assert (message["kind"], message["sender"], message["text"], message["group"]) \
+            == ("message", "alice", "hello bob", gid[:16])
+    finally:
+        listen.send_signal(signal.SIGINT)
+        _, err = listen.communicate(timeout=60)
+    assert listen.returncode == 0 and "Traceback" not in err
+
+    alice("send", "team", "before the chat")
+    chat = subprocess.run([*_command(), *map(str, bob.args), "chat", gid[:8]],
+                          input="one\n\ntwo\n", capture_output=True, text=True, cwd=REPO,
+                          env={**env, "PYTHONPATH": str(REPO)}, timeout=120, check=False)
+    assert chat.returncode == 0, chat.stderr
+    assert re.search(r"^\d\d:\d\d:\d\d \[\w+\] alice: before the chat$", chat.stdout, re.M)
+    read = alice("read").stdout.splitlines()
+    assert read == ["[team] epoch 1 bob: one", "[team] epoch 1 bob: two"]
+
+
+def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
+    """On a terminal (a pty here), a message arriving while a line is half typed is
+    printed above the prompt, the typed text is redrawn after it, Enter sends the whole
+    line and Ctrl-D leaves with status 0."""
+    alice, bob = User(tmp_path, "alice"), User(tmp_path, "bob")
+    alice("identity", "create", "alice")
+    bob("identity", "create", "bob")
+    gid = alice("group", "create", "--name", "team").stdout.strip()
+    alice("invite", "team", "bob")
+    bob("read")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    master, slave = pty.openpty()
+    chat = subprocess.Popen([*_command(), *map(str, bob.args), "chat", gid[:8]],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=REPO,
+                            env={**env, "PYTHONPATH": str(REPO), "TERM": "xterm",
+                                 "PROMPT_TOOLKIT_NO_CPR": "1",
+                                 "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    os.close(slave)
+    screen = ""
+
+    def until(done: Callable[[str], bool], timeout: float = 60) -> None:
+        """Read the terminal until ``done(screen)`` (escape sequences stripped)."""
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while not done(screen):
+            assert time.monotonic() < deadline, f"not yet: {screen!r}"
+            if select.select([master], [], [], 0.2)[0]:
+                raw = os.read(master, 4096).decode(errors="replace")
+                screen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+
+    prompt = f"{gid[:16]}>"
+    try:
+        until(lambda s: prompt in s)
+        os.write(master, b"half")
+        until(lambda s: "half" in s)
+        alice("send", "team", "incoming")
+        # the message, then the prompt with the half-typed text redrawn below it
+        until(lambda s: re.search(rf"alice: incoming.*{prompt}\s*half", s, re.S) is not None)
+        os.write(master, b" typed\r")
+        until(lambda s: re.search(rf"half typed.*{prompt}", s, re.S) is not None)
+        os.write(master, b"\x04")
+        assert chat.wait(timeout=60) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+        os.close(master)
+    assert "Traceback" not in screen
+    assert alice("read").stdout.splitlines() == ["[team] epoch 1 bob: half typed"]

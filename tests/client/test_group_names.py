@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mls_client import AmbiguousGroupError, MLSClient, NotFoundError
-from mls_client.cli import cmd_groups
+from mls_cli.main import cmd_groups
 from mls_core.errors import PolicyError, UsageError, ValidationError
 from mls_core.room_policy import RoomPolicy
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mls_cli.main import main as cli_main
 from mls_client import client as client_module
-from mls_client.cli import main as cli_main
 from mls_client.errors import ConfigError, DeliveryPendingError
 from mls_client.events import ClientEvent, ConnectionLost, ConnectionRestored, MessageReceived
 from mls_client.metrics import serve_client_metrics

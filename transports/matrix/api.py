@@ -17,7 +17,13 @@ from typing import Any
 import aiohttp
 from nio import AsyncClient, AsyncClientConfig, LoginResponse  # type: ignore[import-untyped]
 
-from transports.base import CredentialsRejectedError, InvalidRequestError, TransportError
+from transports.base import (
+    CredentialsRejectedError,
+    InvalidRequestError,
+    LoginError,
+    TransportError,
+    UnreachableError,
+)
 
 from .events import PayloadTooLargeError
 
@@ -50,6 +56,25 @@ TOKEN_ERRCODES = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
 def quote(value: str) -> str:
     """Percent-encode a path segment (room ids contain ``!`` and ``:``)."""
     return urllib.parse.quote(value, safe="")
+
+
+def _login_refused(homeserver: str, user_id: str, resp: object) -> TransportError:
+    """The typed error of a refused password login (a nio ``LoginError``), saying which
+    setting to check: M_FORBIDDEN is a wrong password or user; no Matrix error code at
+    all means the URL does not lead to a homeserver's client API."""
+    errcode = getattr(resp, "status_code", None)
+    transport = getattr(resp, "transport_response", None)
+    status = getattr(transport, "status", None)
+    if errcode == "M_FORBIDDEN":
+        return LoginError(f"the homeserver {homeserver} refused the login of {user_id}: "
+                          "wrong password, or no such user; check [matrix] user_id and "
+                          "password")
+    if errcode in (None, "", "None") or not str(errcode).startswith("M_"):
+        return LoginError(f"{homeserver} does not answer as a Matrix homeserver"
+                          f"{f' (HTTP {status})' if status else ''}: check [matrix] "
+                          "homeserver, the server's base URL (e.g. https://matrix.example.org)")
+    return MatrixApiError(int(status or 403), str(errcode),
+                          f"login failed: {getattr(resp, 'message', resp)}")
 
 
 def _error(status: int, body: object) -> TransportError:
@@ -94,13 +119,25 @@ class MatrixApi:
             elif password is not None:
                 resp = await client.login(password=password, device_name=device_name)
                 if not isinstance(resp, LoginResponse):
-                    raise MatrixApiError(403, str(getattr(resp, "status_code", "M_FORBIDDEN")),
-                                         f"login failed: {getattr(resp, 'message', resp)}")
+                    raise _login_refused(homeserver, user_id, resp)
             else:
                 raise InvalidRequestError("a password or an access token is required")
+        except aiohttp.ClientConnectorError as exc:
+            await client.close()
+            why = exc.os_error.strerror or str(exc.os_error)
+            raise UnreachableError(f"cannot reach the Matrix homeserver at {homeserver} "
+                                   f"({why}): is it running? Check [matrix] homeserver"
+                                   ) from None
+        except aiohttp.ClientResponseError as exc:
+            await client.close()
+            raise LoginError(f"{homeserver} does not answer as a Matrix homeserver "
+                             f"(HTTP {exc.status}): check [matrix] homeserver, the "
+                             "server's base URL (e.g. https://matrix.example.org)") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             await client.close()
-            raise TransportError(f"cannot reach {homeserver}: {exc}") from None
+            raise UnreachableError(f"no answer from the Matrix homeserver at {homeserver} "
+                                   f"({exc or type(exc).__name__}): is it running? "
+                                   "Check [matrix] homeserver") from None
         except BaseException:
             await client.close()
             raise

@@ -47,6 +47,15 @@ class MatrixSettings(BaseModel):
             raise ValueError("either password or access_token is required")
         return self
 
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not a URL: write it with its scheme, e.g. "
+                             f"https://{value.split('://')[-1]} (http:// for a local test "
+                             "server)")
+        return value
+
     @field_validator("bridge")
     @classmethod
     def _bridge(cls, value: str | None) -> str | None:

@@ -63,6 +63,7 @@ from transports.base import (
     IncomingMessage,
     InvalidRequestError,
     KeyPackageEntry,
+    LoginError,
     MessageKind,
     NoKeyPackageError,
     RoomChange,
@@ -73,6 +74,7 @@ from transports.base import (
     TransportClosedError,
     TransportError,
     UnknownGroupError,
+    UnreachableError,
 )
 from transports.defence import Drops, RateLimiter
 from transports.group_info import GroupInfoRejected, check_group_info
@@ -418,14 +420,21 @@ class XmppDeliveryTransport:
         return transport
 
     async def _connect(self) -> None:
-        failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
 
-        def fail(reason: object) -> None:
+        def auth_failed(_: object) -> None:
+            # nothing attempted: no mechanism was acceptable on this stream (slixmpp
+            # offers SCRAM without TLS only with allow_plaintext)
+            tried = self.xmpp.plugin["feature_mechanisms"].attempted_mechs
             if not failed.done():
-                failed.set_result(str(reason))
+                failed.set_result(self._login_error(None if tried else "no TLS"))
 
-        self.xmpp.add_event_handler("failed_all_auth", fail)
-        self.xmpp.add_event_handler("connection_failed", fail)
+        def connection_failed(reason: object) -> None:
+            if not failed.done():
+                failed.set_result(self._login_error(reason))
+
+        self.xmpp.add_event_handler("failed_all_auth", auth_failed)
+        self.xmpp.add_event_handler("connection_failed", connection_failed)
         try:
             self.xmpp.connect(self.settings.host, self.settings.port)
             online: asyncio.Future[object] = asyncio.ensure_future(self._online.wait())
@@ -436,12 +445,39 @@ class XmppDeliveryTransport:
             online.cancel()
             await asyncio.wait({online})
             if online not in done:
-                why = failed.result() if failed.done() else "timed out"
-                raise TransportError(f"cannot log in as {self.jid}: {why}")
+                if failed.done():
+                    raise failed.result()
+                raise UnreachableError(
+                    f"no XMPP login at {self._address} within "
+                    f"{self.settings.connect_timeout:g} s: is that the server's client "
+                    "port (usually 5222)? Check [xmpp] host and port")
         finally:
-            self.xmpp.del_event_handler("failed_all_auth", fail)
-            self.xmpp.del_event_handler("connection_failed", fail)
+            self.xmpp.del_event_handler("failed_all_auth", auth_failed)
+            self.xmpp.del_event_handler("connection_failed", connection_failed)
         await self._start_sources()
+
+    @property
+    def _address(self) -> str:
+        """The address a connection is tried at, as the user wrote it."""
+        return f"{self.settings.host or self.jid.domain}:{self.settings.port}"
+
+    def _login_error(self, reason: object) -> TransportError:
+        """The typed error, saying what to check, for a failed login (``reason`` None:
+        the server refused every authentication mechanism we offered)."""
+        text = str(reason or "")
+        if "SSL" in text or "TLS" in text:
+            hint = ("the server does not offer TLS there; for a local test server without "
+                    "TLS set allow_plaintext = true in [xmpp] (never on a real network)"
+                    if not self.settings.allow_plaintext else
+                    "the server requires TLS: remove allow_plaintext from [xmpp]")
+            why = getattr(reason, "reason", None) or text  # ssl.SSLError: its short name
+            return LoginError(f"no secure XMPP login at {self._address} ({why}): {hint}")
+        if reason is None:
+            return LoginError(f"the XMPP server refused the login of {self.bare}: wrong "
+                              "password, or no such account; check [xmpp] jid and password")
+        why = getattr(reason, "strerror", None) or text
+        return UnreachableError(f"cannot reach the XMPP server at {self._address} ({why}): "
+                                "is it running? Check [xmpp] host and port")
 
     async def _start_sources(self) -> None:
         if OWN not in self._sources:

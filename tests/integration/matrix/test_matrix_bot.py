@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mls_cli.main import main
 from mls_client import Settings
-from mls_client.cli import main
 from mls_client.events import MessageReceived, RemovedFromGroup
 from mls_client.matrix_bot import MatrixBot
 from tests.client.helpers import async_test

@@ -3,30 +3,31 @@
 ``mls-bridge demo`` runs a self-contained walk-through on a temporary local Delivery
 Service. The other subcommands work on one client's state directory, so they can be
 scripted: each prints its result on stdout (a group id, messages, member lists),
-progress on stderr, and on failure one ``mls-bridge: error: ...`` line on stderr with a
-non-zero exit status (1 for errors, 2 for bad usage).
+progress on stderr (a line whenever a wait passes two seconds), and on failure one
+``mls-bridge: error: ...`` line on stderr that says what to check, with a non-zero exit
+status (1 for errors, 2 for bad usage). ``listen`` and ``chat`` stay connected
+(:mod:`mls_cli.live`). Library log lines are hidden unless ``-v``.
 
 Settings come from ``--config FILE`` (TOML), ``MLS_BRIDGE_*`` variables and the options
-``--state-dir`` and ``--ds`` (the LocalDeliveryService database shared by the clients).
+``--state-dir`` and ``--ds`` (the LocalDeliveryService database shared by the clients);
+these options go before or after the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from mls_core.errors import MLSError, UsageError
-from mls_core.room_policy import Action, Role, RoomPolicy
-from transports.base import TransportError
-
-from .client import MLSClient
-from .errors import AmbiguousGroupError, NotFoundError
-from .events import (
+from mls_client.client import MLSClient
+from mls_client.errors import AmbiguousGroupError, NotFoundError
+from mls_client.events import (
     ClientEvent,
     ClientWarning,
     CommitProcessed,
@@ -35,9 +36,18 @@ from .events import (
     MessageRejected,
     RemovedFromGroup,
     SignatureKeyChanged,
+    member_name,
 )
-from .keypackages import Progress
-from .settings import Settings
+from mls_client.keypackages import Progress
+from mls_client.settings import Settings
+from mls_core.errors import MLSError, UsageError
+from mls_core.room_policy import Action, Role, RoomPolicy
+from transports.base import TransportError
+
+from .live import chat, listen
+
+#: seconds a wait lasts before a progress line says what it is waiting for
+PROGRESS_DELAY = 2.0
 
 Command = Callable[[MLSClient, argparse.Namespace, TextIO], Awaitable[None]]
 
@@ -174,16 +184,28 @@ async def cmd_invite(client: MLSClient, args: argparse.Namespace, out: TextIO) -
     group_id = await _group(client, args.group)
     _note(f"claiming KeyPackages of {', '.join(args.users)} ...")
     result = await client.add_members(group_id, args.users)
-    for user in result.missing_users:
-        _note(f"warning: no valid KeyPackage for {user}; not added")
+    members = {member_name(m) for m in await client.members(group_id)}
+    reasons = [_not_added(user, user in members, args.group) for user in args.users
+               if user in result.missing_users or not result.added_clients]
     if not result.added_clients:
-        raise _Failure("nobody was added")
+        raise _Failure("; ".join(reasons) or "nobody was added")
+    for why in reasons:
+        _note(f"warning: {why}")
     for user in result.replaced:
         _note(f"removed a stale leaf of {user}: that device lost its state and was "
               "added again with new keys")
     # add_members returns once the Commit was accepted and the Welcome sent
     print(f"epoch {result.epoch}: added {', '.join(result.added_clients)}; Welcome sent",
           file=out)
+
+
+def _not_added(user: str, member: bool, group: str) -> str:
+    """Why ``user`` was not added, and what to do about it."""
+    if member:
+        return (f"{user} is already a member of {group} (no device of theirs is missing "
+                "from it)")
+    return (f"{user} has no MLS identity to add (no KeyPackage published): check the "
+            "address, and ask them to run 'mls-bridge identity create' first")
 
 
 async def cmd_remove(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -264,6 +286,15 @@ async def cmd_recover(client: MLSClient, args: argparse.Namespace, out: TextIO) 
     print(f"rejoined {group_id.hex()[:16]} at epoch {epoch}", file=out)
 
 
+async def cmd_listen(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
+    group_id = None if args.group is None else await _group(client, args.group)
+    await listen(client, group_id, out, args.json)
+
+
+async def cmd_chat(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
+    await chat(client, await _group(client, args.group), out)
+
+
 class _Failure(Exception):
     """A command finished without doing what was asked (reported as an error)."""
 
@@ -295,10 +326,7 @@ def add_metrics_arguments(parser: argparse.ArgumentParser, what: str = "/metrics
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mls-bridge", description="An MLS (RFC 9420) client over a Delivery Service.")
-    parser.add_argument("--config", type=Path, help="TOML settings file "
-                        "(default: $MLS_BRIDGE_CONFIG)")
-    parser.add_argument("--state-dir", type=Path, help="this client's state directory")
-    parser.add_argument("--ds", type=Path, help="LocalDeliveryService database file")
+    _add_common_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="walk through a group of clients on a temp service")
@@ -313,8 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     bridge = sub.add_parser("bridge", help="run the bridge service (one MLS group over "
                             "XMPP and Matrix rooms; docs/bridge.md)")
-    bridge.add_argument("--config", dest="bridge_config", type=Path, required=True,
-                        help="bridge.toml (see bridge/config.py)")
     add_metrics_arguments(bridge, "/metrics and /healthz")
 
     ident = sub.add_parser("identity", help="this client's identity")
@@ -359,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   ("remove", cmd_remove, "remove users from a group")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("group", help="group name, id or unique id prefix")
-        p.add_argument("users", nargs="+", metavar="USER")
+        p.add_argument("users", nargs="+", metavar="USER",
+                       help="user ids, e.g. xmpp:bob@example.org or matrix:@bob:example.org")
         p.set_defaults(func=func)
 
     send = sub.add_parser("send", help="send a text message ('-' reads stdin)")
@@ -390,7 +417,45 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("group", help="group name, id or unique id prefix (after losing "
                          "the whole state directory: the full group id)")
     recover.set_defaults(func=cmd_recover)
+
+    listen_p = sub.add_parser("listen", help="stay connected and print what arrives, "
+                              "one line each, until Ctrl-C")
+    listen_p.add_argument("group", nargs="?", help="only this group (default: all)")
+    listen_p.add_argument("--json", action="store_true", help="one JSON object per line "
+                          "(time, kind, group, group_id, sender, text, epoch, added, "
+                          "removed)")
+    listen_p.set_defaults(func=cmd_listen)
+    chat_p = sub.add_parser("chat", help="send the lines typed (or piped) to a group, "
+                            "and print what arrives")
+    chat_p.add_argument("group", help="group name, id or unique id prefix")
+    chat_p.set_defaults(func=cmd_chat)
+
+    _everywhere(parser)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """The options every command takes, before or after its name (``default``:
+    None at the top level; SUPPRESS in a subcommand, so an option given before the
+    subcommand is not overwritten by its absence after it)."""
+    parser.add_argument("--config", type=Path, default=default, help="TOML settings "
+                        "file (default: $MLS_BRIDGE_CONFIG; for 'bridge': bridge.toml)")
+    parser.add_argument("--state-dir", type=Path, default=default,
+                        help="this client's state directory")
+    parser.add_argument("--ds", type=Path, default=default,
+                        help="LocalDeliveryService database file")
+    parser.add_argument("-v", "--verbose", action="count",
+                        default=0 if default is None else default,
+                        help="show the libraries' log lines (-vv: debug)")
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand, at any depth, the common options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_common_options(child, argparse.SUPPRESS)
+                _everywhere(child)
 
 
 # ---------------------------------------------------------------------------- main
@@ -403,21 +468,77 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(args.config, overrides=overrides)
 
 
+#: commands that wait for input by design: no "still waiting" line once connected
+LIVE_COMMANDS = ("listen", "chat")
+
+
+def server_of(settings: Settings) -> str:
+    """The server the settings connect to, as a progress line names it."""
+    if settings.transport.kind == "xmpp" and settings.xmpp is not None:
+        x = settings.xmpp
+        server = f"the XMPP server {x.host or x.bare_jid.partition('@')[2]}:{x.port}"
+        return server + (f" and the bridge {x.bridge}" if x.bridge else "")
+    if settings.transport.kind == "matrix" and settings.matrix is not None:
+        m = settings.matrix
+        server = f"the Matrix homeserver {m.homeserver}"
+        return server + (f" and the bridge {m.bridge}" if m.bridge else "")
+    return f"the local delivery service {settings.delivery_db_path}"
+
+
+@contextlib.asynccontextmanager
+async def progress_after(what: str, delay: float = PROGRESS_DELAY) -> AsyncIterator[None]:
+    """Print ``what ...`` on stderr if the block is still running after ``delay``
+    seconds, so no wait is silent."""
+
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        _note(f"{what} ... (Ctrl-C to give up)")
+
+    task = asyncio.create_task(later())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def _run(args: argparse.Namespace) -> None:
     settings = _settings(args)
-    client = await MLSClient.open(settings)
+    server = server_of(settings)
+    async with progress_after(f"connecting to {server}"):
+        client = await MLSClient.open(settings)
     try:
-        await args.func(client, args, sys.stdout)
+        if args.command in LIVE_COMMANDS:
+            await args.func(client, args, sys.stdout)
+        else:
+            command = " ".join([args.command, *([args.action] if "action" in args else [])])
+            async with progress_after(f"{command}: waiting for {server}"):
+                await args.func(client, args, sys.stdout)
     finally:
         await client.close()
 
 
+def quiet_libraries(verbosity: int) -> None:
+    """Library log lines (slixmpp, matrix-nio, asyncio, ours) are hidden unless ``-v``:
+    the CLI says what matters itself, in one line. Without a handler, Python would
+    print every WARNING on stderr (logging.lastResort)."""
+    root = logging.getLogger()
+    if verbosity == 0:
+        root.addHandler(logging.NullHandler())
+        return
+    logging.basicConfig(level=logging.INFO if verbosity == 1 else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return _demo(args)
         if args.command == "bridge":
+            if args.config is None:
+                parser.error("bridge needs --config BRIDGE_TOML (see docs/bridge.md)")
             from bridge.main import MetricsAddress
             from bridge.main import main as bridge_main
 
@@ -425,12 +546,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                        else MetricsAddress(args.metrics_host, args.metrics_port))
             if metrics is not None:
                 import mls_client.metrics  # noqa: F401  (a clear error before logging in)
-            return bridge_main(args.bridge_config, metrics)
+            return bridge_main(args.config, metrics)
+        quiet_libraries(args.verbose)
         asyncio.run(_run(args))
     except (MLSError, TransportError, _Failure, OSError) as exc:
         print(f"mls-bridge: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if args.command in LIVE_COMMANDS:  # the way to stop them: a clean exit (a
+            return 0                       # second Ctrl-C cancels what still runs)
         print("mls-bridge: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line unless MLS_BRIDGE_DEBUG asks for more
@@ -445,8 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """The single-service tour, then the cross-network one (bridge/demo.py)."""
     from bridge import demo as bridge_demo
-
-    from .demo import run_demo
+    from mls_client.demo import run_demo
 
     status = 0 if args.only_bridge else asyncio.run(run_demo(print, clients=args.clients))
     if args.real:
