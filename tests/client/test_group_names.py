@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mls_client import AmbiguousGroupError, MLSClient, NotFoundError
 from mls_cli.main import cmd_groups
+from mls_client import AmbiguousGroupError, MLSClient, NotFoundError
 from mls_core.errors import PolicyError, UsageError, ValidationError
 from mls_core.room_policy import RoomPolicy
 
