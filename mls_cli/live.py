@@ -66,8 +66,8 @@ class Line:
 
 
 async def group_label(client: MLSClient, group_id: bytes) -> str:
-    """The name a group is shown under: its local name, else a 16-digit id prefix (the
-    one place to change when group names are shared)."""
+    """The name a group is shown under: its shared name (inside the group), else its
+    local name, else a 16-digit id prefix."""
     for summary in await client.groups():
         if summary.group_id == group_id and summary.name:
             return summary.name

@@ -106,7 +106,8 @@ class Listener:
 def conversation(alice: Path, bob: Path, alice_user: str, bob_user: str) -> None:
     """The first chat: alice creates ``team`` and invites bob; bob's ``listen --json``
     shows the join, then alice's message within a few seconds of her send; bob answers
-    with ``send`` and with a piped ``chat``; each exit is clean."""
+    with ``send team`` (the name is shared inside the group) and with a piped ``chat``;
+    each exit is clean."""
     cli(alice, "identity", "create")
     cli(bob, "identity", "create")
     gid = cli(alice, "group", "create", "--name", "team").strip()
@@ -120,14 +121,15 @@ def conversation(alice: Path, bob: Path, alice_user: str, bob_user: str) -> None
         assert time.monotonic() - sent < 15
         assert message["text"] == "hello bob" and message["group_id"] == gid
         assert message["sender"] == alice_user and message["epoch"] == 1
+        assert message["group"] == "team"  # the name travels inside the group
     assert listener.proc.returncode == 0, listener.stderr
     assert not any(noise in listener.stderr for noise in LIBRARY_NOISE), listener.stderr
 
-    cli(bob, "send", gid[:12], "hi alice")
+    cli(bob, "send", "team", "hi alice")  # bob uses the shared name
     alice_said = cli(alice, "read")
     assert "hi alice" in alice_said
     cli(alice, "send", "team", "before your chat")
-    chatted = chat(bob, gid[:12], "first line\n\nsecond line\n")
+    chatted = chat(bob, "team", "first line\n\nsecond line\n")
     assert chatted.returncode == 0, chatted.stderr
     assert "before your chat" in chatted.stdout
     read = cli(alice, "read")
