@@ -125,20 +125,21 @@ def interpret(data: bytes, sender: str, group_id: bytes) -> Interpreted:
     own_sender, own_room = sender_uri(sender), room_uri(group_id)
     if content.sender_uri is not None and content.sender_uri != own_sender:
         raise ContentRefusedError(f"senderUri {content.sender_uri!r} is not the MLS sender "
-                                  f"{own_sender!r}")
+                                  f"{own_sender!r}", "spoofed_sender")
     if content.room_uri is not None and content.room_uri != own_room:
         raise ContentRefusedError(f"roomUri {content.room_uri!r} is not this group's "
-                                  f"{own_room!r}")
+                                  f"{own_room!r}", "spoofed_room")
     cid = message_id(data, own_sender, own_room)
     at, after = _expiry(content.expires)
     null = isinstance(content.body.part, NullPart)
     if content.body.disposition == Disposition.REACTION:
         if content.in_reply_to is None:
-            raise ContentRefusedError("a reaction without inReplyTo")
+            raise ContentRefusedError("a reaction without inReplyTo", "malformed_content")
         if content.replaces is not None and null:
             return Interpreted(content, cid, UNREACTION, content.replaces, at, after)
         if null:
-            raise ContentRefusedError("an empty reaction that replaces nothing")
+            raise ContentRefusedError("an empty reaction that replaces nothing",
+                                      "malformed_content")
         return Interpreted(content, cid, REACTION, content.in_reply_to, at, after)
     if content.replaces is not None:
         return Interpreted(content, cid, DELETE if null else EDIT, content.replaces, at, after)
@@ -162,13 +163,23 @@ async def target_of(store: Store, group_id: bytes, sender: str,
     if target is not None and target.kind == EDIT and target.ref is not None:
         target = await store.by_content_id(group_id, target.ref)
     what = "reaction" if meta.kind == UNREACTION else "message"
-    if target is None:
-        raise ContentRefusedError(f"{meta.kind} of an unknown {what} {meta.ref.hex()[:16]}")
+    if target is None:  # e.g. sent before we joined, expired, deleted
+        raise ContentRefusedError(f"{meta.kind} of an unknown {what} {meta.ref.hex()[:16]}",
+                                  "unknown_message", benign=True)
     if target.kind != (REACTION if meta.kind == UNREACTION else MESSAGE):
-        raise ContentRefusedError(f"{meta.kind} of a {target.kind}, not a {what}")
+        raise ContentRefusedError(f"{meta.kind} of a {target.kind}, not a {what}",
+                                  "malformed_content")
     if target.sender != sender:
         raise ContentRefusedError(f"{meta.kind} of a {what} of {target.sender}: only its "
-                                  "original sender may")
+                                  "original sender may", "not_original_sender")
+    if meta.kind == EDIT and meta.content is not None:
+        # "even the original sender ... MUST NOT be able to change the semantics of any
+        # other portion of the message except for the contents of the NestedPart"
+        before = decoded(target)
+        if before is not None and (before.in_reply_to, before.topic_id) != (
+                meta.content.in_reply_to, meta.content.topic_id):
+            raise ContentRefusedError("an edit may change only the body, not inReplyTo or "
+                                      "topicId", "edit_changes_semantics")
     return target
 
 

@@ -70,4 +70,12 @@ class ContentRefusedError(ClientError):
     """MIMI content that MLS authenticated but that the client refuses
     (draft-ietf-mimi-content "Security Considerations"): its senderUri is not the MLS
     sender or its roomUri not the group, it edits, deletes or withdraws a message of
-    another sender or one unknown here, or it has no meaning (a reaction to nothing)."""
+    another sender or one unknown here, or it has no meaning (a reaction to nothing).
+    ``slug`` names the reason in drop counts; ``benign``: ordinary operation produces
+    it (an edit of a message from before we joined), logged at INFO."""
+
+    def __init__(self, message: str, slug: str = "content_refused", *,
+                 benign: bool = False) -> None:
+        super().__init__(message)
+        self.slug = slug
+        self.benign = benign

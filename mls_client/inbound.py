@@ -170,8 +170,9 @@ class Inbound:
         if refused is not None:  # MLS authenticated it, its content is refused
             ctx.stats.messages_rejected += 1
             sender_name = ctx.leaf_name(group, getattr(event, "sender", -1))
-            ctx.drops.drop(sender=sender_name, kind="content", reason="content_refused",
-                           detail=f"group {gid.hex()[:16]}: {refused}")
+            ctx.drops.drop(sender=sender_name, kind="content", reason=refused.slug,
+                           detail=f"group {gid.hex()[:16]}: {refused}",
+                           benign=refused.benign)
             ctx.emit(MessageRejected(gid, f"{sender_name}: {reason(refused)}"))
             return
         if expired:  # expired before it arrived: never shown (docs/content.md)

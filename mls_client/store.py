@@ -591,7 +591,11 @@ class Transaction:
                       content_id: bytes | None = None, kind: str = "message",
                       ref: bytes | None = None, expires_at: int | None = None,
                       expires_after: int | None = None) -> int:
-        """Add an application message to the inbox (at most once per ``msg_hash``)."""
+        """Add an application message to the inbox (at most once per ``msg_hash``). Our
+        own copy (``outgoing``, read) of a message visible for ``expires_after`` seconds
+        after reading expires that long after sending."""
+        if outgoing and expires_after is not None and expires_at is None:
+            expires_at = _now() + expires_after
         return await self._exec(
             "INSERT INTO inbox (group_id, sender, sender_leaf, epoch, data, outgoing, msg_hash,"
             " received_at, read, message_id, content_id, kind, ref, expires_at, "

@@ -233,7 +233,7 @@ async def test_forged_edit_and_spoofed_sender_are_refused_with_a_warning(
                    for r in caplog.records if r.levelno == logging.WARNING)
         rows = await alice.inbox(gid)
         assert [mimi.text_of(mimi.decoded(r), r.data) for r in rows] == ["the plan"]
-        assert alice.stats.dropped.get("content_refused") == 1
+        assert alice.stats.dropped.get("not_original_sender") == 1
     finally:
         await net.close()
 
@@ -398,3 +398,41 @@ async def test_inbox_content_columns_are_migrated(tmp_path: Path) -> None:
                                                                        "message", None, None)
     finally:
         await store.close()
+
+
+@async_test
+async def test_edit_rules_beyond_the_sender(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An edit may change only the body (draft "Security Considerations"); a second
+    edit still targets the original; an edit of a message unknown here (sent before we
+    joined) is refused quietly (INFO); another member cannot withdraw our reaction."""
+    net, alice, bob, gid = await _pair(tmp_path)
+    try:
+        first = await alice.send_text(gid, "first")
+        mid = await alice.reply(gid, first, "v1")
+        await net.sync("bob")
+        await alice.edit(gid, mid, "v2")
+        await alice.edit(gid, mid, "v3")
+        got = _of((await net.sync("bob"))["bob"], MessageEdited)
+        assert [e.text for e in got] == ["v2", "v3"]
+        row = await bob.message(gid, mid)
+        assert row is not None and mimi.text_of(mimi.decoded(row), row.data) == "v3"
+        rid = await bob.react(gid, mid, "+1")
+        await net.sync("alice")
+        with pytest.raises(ContentRefusedError, match="only its original sender"):
+            await alice.unreact(gid, rid)
+        unknown = bytes([1]) + bytes(31)
+        moved, _ = mimi.build("alice", gid, mimi.text_body("v4"), replaces=mid)  # no reply
+        ghost, _ = mimi.build("alice", gid, mimi.text_body("?"), replaces=unknown)
+        with caplog.at_level(logging.INFO):
+            await _forge(net, "alice", gid, moved, ghost)
+            got = (await net.sync("bob"))["bob"]
+        reasons = [e.reason for e in _of(got, MessageRejected)]
+        assert len(reasons) == 2 and "inReplyTo" in reasons[0] and "unknown" in reasons[1]
+        levels = {r.levelno for r in caplog.records if "unknown_message" in r.getMessage()}
+        assert levels == {logging.INFO}
+        assert bob.stats.dropped.get("edit_changes_semantics") == 1
+        row = await bob.message(gid, mid)
+        assert row is not None and mimi.text_of(mimi.decoded(row), row.data) == "v3"
+    finally:
+        await net.close()
