@@ -104,7 +104,7 @@ class Reaction:
     sender: str
     message_id: bytes
     target: bytes
-    reaction: str
+    reaction: str = field(repr=False)
     removed: bool = False
     #: for a withdrawal: the message id of the reaction withdrawn
     replaces: bytes | None = None

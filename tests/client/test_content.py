@@ -436,3 +436,16 @@ async def test_edit_rules_beyond_the_sender(tmp_path: Path,
         assert row is not None and mimi.text_of(mimi.decoded(row), row.data) == "v3"
     finally:
         await net.close()
+
+
+def test_reprs_hide_keys_and_content() -> None:
+    """Events and parts may be logged: no key, nonce or text in their repr."""
+    from mls_client.attachments import external_part, seal
+
+    sealed = seal(b"secret file")
+    part = external_part(sealed, "https://example.org/b", 11, content_type="text/plain")
+    body = mimi.text_body("secret text")
+    reaction = Reaction(b"g", "bob", bytes(32), bytes(32), "secret-reaction")
+    for shown in (repr(part), repr(body), repr(sealed), repr(reaction)):
+        assert sealed.key.hex() not in shown and repr(sealed.key) not in shown
+        assert "secret" not in shown, shown
