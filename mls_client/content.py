@@ -37,7 +37,7 @@ from mimi_content import (
     message_id,
     new_salt,
 )
-from mimi_content.content import URI_RE, MultiPart
+from mimi_content.content import URI_RE
 
 from .errors import ContentRefusedError
 from .events import ClientEvent, MessageDeleted, MessageEdited, Reaction
@@ -274,9 +274,3 @@ def decoded(message: InboxMessage) -> MimiContent | None:
     except ContentError:
         return None
 
-
-def multipart(*parts: NestedPart) -> NestedPart:
-    """Parts shown together (``processAll``)."""
-    from mimi_content import PartSemantics
-
-    return NestedPart(Disposition.RENDER, "", MultiPart(PartSemantics.PROCESS_ALL, parts))
