@@ -119,3 +119,27 @@ async def file_transfer(net: Clients, gid: bytes, sender: str, receiver: str,
         else:
             raise AssertionError("a tampered attachment was accepted")
     return timings
+
+
+async def forged_edit(net: Clients, gid: bytes, victim: str, forger: str) -> None:
+    """``forger`` (a modified client: it skips its own checks) sends a valid MLS message
+    editing ``victim``'s message: ``victim`` refuses it and keeps its text. The
+    forger's stored state is not used again (call this last)."""
+    from mls_client import content as mimi
+    from mls_client.events import MessageRejected
+
+    cv, cf = net.clients[victim], net.clients[forger]
+    mid = await cv.send_text(gid, "the original")
+    await next_event(net, forger, MessageReceived, lambda e: e.message_id == mid)
+    data, _ = mimi.build(cf.user_id, gid, mimi.text_body("forged"), replaces=mid)
+    group = await cf.group(gid)
+    payload = group.encrypt(data)
+    result = await cf.transport.submit(gid, group.epoch, payload, is_commit=False,
+                                       sender=cf.client_id)
+    assert result.accepted
+    rejected = await next_event(net, victim, MessageRejected,
+                                lambda e: "only its original sender" in e.reason)
+    assert cf.user_id in rejected.reason
+    row = await cv.message(gid, mid)
+    assert row is not None and not row.edited
+    assert cv.stats.dropped.get("not_original_sender") == 1

@@ -1,12 +1,13 @@
 """MIMI content over a real Prosody (issue 18): reply, reaction, edit and delete seen as
 such, a 5 MB attachment through XEP-0363 HTTP File Upload (``mod_http_file_share``)
-received intact, and a blob tampered with on the server refused."""
+received intact, a blob tampered with on the server refused, and a forged edit
+(another member editing alice's message) refused."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.content import conversation, file_transfer
+from tests.integration.content import conversation, file_transfer, forged_edit
 from tests.servers.prosody import ProsodyServer
 
 from .helpers import XNet, xmpp_test
@@ -24,6 +25,7 @@ async def test_reply_react_edit_delete_and_attachment_over_xmpp(prosody: Prosody
         await net.settle()
         timings = await conversation(net, gid, "alice", "bob")
         timings |= await file_transfer(net, gid, "bob", "alice", prosody.data_path)
+        await forged_edit(net, gid, "alice", "bob")
         print(f"\nxmpp content timings: {timings}")
     finally:
         await net.close()
