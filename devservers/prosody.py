@@ -1,7 +1,9 @@
 """A private Prosody on 127.0.0.1 (tests, `mls-bridge demo --real`): free port, temp dirs.
 
 Follows the verified facts in ``shared/reference/servers.md``: plaintext c2s on
-127.0.0.1, PEP, MAM (XEP-0313) for accounts and MUC rooms (``mod_muc_mam``), no
+127.0.0.1, PEP, MAM (XEP-0313) for accounts and MUC rooms (``mod_muc_mam``), XEP-0363
+HTTP File Upload (``mod_http_file_share`` on ``upload.DOMAIN``, plain HTTP on 127.0.0.1,
+for MIMI attachments: docs/content.md), no
 ``limits`` module (it throttles c2s), accounts created with ``prosodyctl register``.
 Prosody keeps its data in ``data_path``, so :meth:`ProsodyServer.restart` keeps
 accounts, PEP nodes, rooms and archives.
@@ -35,8 +37,17 @@ c2s_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
 s2s_ports = {{ }}
 s2s_interfaces = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_port} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ }}
+-- XEP-0363 HTTP File Upload (mod_http_file_share): URLs on the loopback address, so
+-- any HTTP client (another network's member through the bridge) fetches them
+http_external_url = "http://127.0.0.1:{http_port}/"
+http_default_host = "{upload}"
+http_max_content_size = {upload_limit}
+http_file_share_size_limit = {upload_limit}
+http_file_share_daily_quota = {upload_quota}
+http_file_share_expires_after = 7 * 86400
 component_ports = {{ }}
 admin_socket = "{data}/prosody.sock"
 c2s_require_encryption = false
@@ -55,6 +66,8 @@ max_archive_query_results = 250
 pep_max_items = 256
 
 VirtualHost "{domain}"
+
+Component "{upload}" "http_file_share"
 
 Component "{muc}" "muc"
     modules_enabled = {{ "muc_mam" }}
@@ -85,6 +98,10 @@ class ProsodyServer:
     stanza_limit: int = 262_144
     log_level: str = "warn"
     port: int = field(default_factory=free_port)
+    #: the HTTP port of XEP-0363 file upload (mod_http_file_share)
+    http_port: int = field(default_factory=free_port)
+    #: largest file the upload service accepts (bytes)
+    upload_limit: int = 100 * 1024 * 1024
     domain: str = DOMAIN
     muc_domain: str = MUC_DOMAIN
     _proc: subprocess.Popen[bytes] | None = None
@@ -92,6 +109,11 @@ class ProsodyServer:
     @property
     def config_path(self) -> Path:
         return self.root / "prosody.cfg.lua"
+
+    @property
+    def upload_domain(self) -> str:
+        """The XEP-0363 upload component (listed in the domain's service discovery)."""
+        return f"upload.{self.domain}"
 
     @property
     def data_path(self) -> Path:
@@ -102,7 +124,8 @@ class ProsodyServer:
         self.config_path.write_text(_CONFIG.format(
             pidfile=self.root / "prosody.pid", data=self.data_path, port=self.port,
             stanza_limit=self.stanza_limit, log_level=self.log_level, domain=self.domain,
-            muc=self.muc_domain))
+            muc=self.muc_domain, http_port=self.http_port, upload=self.upload_domain,
+            upload_limit=self.upload_limit, upload_quota=self.upload_limit * 20))
 
     def start(self) -> None:
         """Start in the foreground (as a child) and wait until the c2s port accepts."""

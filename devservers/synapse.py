@@ -126,6 +126,11 @@ class SynapseServer:
                          "args": {"database": str(self.data_dir / "homeserver.db")}},
             "media_store_path": str(self.data_dir / "media"),
             "max_upload_size": self.max_upload_size,
+            # MIMI attachments (docs/content.md): their URL is an ordinary HTTP URL that
+            # a member on another network (through the bridge) fetches without a Matrix
+            # token; Synapse >= 1.120 otherwise serves new media only on the
+            # authenticated endpoints (MSC3916). The content is AES-GCM encrypted.
+            "enable_authenticated_media": False,
             "signing_key_path": str(self.data_dir / "signing.key"),
             "log_config": str(log_config),
             "trusted_key_servers": [],

@@ -161,7 +161,7 @@ class SinglePart:
 
     CARDINALITY: ClassVar[Cardinality] = Cardinality.SINGLE
     content_type: str = wire(MEDIA)
-    content: bytes = wire(Bstr())
+    content: bytes = wire(Bstr(), secret=True)
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ class ExternalPart:
     expires: int = wire(Uint(4))
     size: int = wire(Uint(8))
     enc_alg: int = wire(Uint(2))
-    key: bytes = wire(Bstr(max_len=64))
-    nonce: bytes = wire(Bstr(max_len=64))
+    key: bytes = wire(Bstr(max_len=64), secret=True)
+    nonce: bytes = wire(Bstr(max_len=64), secret=True)
     aad: bytes = wire(Bstr(max_len=4096))
     hash_alg: int = wire(Uint(1))
     content_hash: bytes = wire(Bstr(max_len=64))

@@ -25,9 +25,10 @@ class Spec(Protocol):
     def dump(self, value: Any) -> Any: ...
 
 
-def wire(spec: Spec) -> Any:
-    """Declare a struct field with its CDDL type (the field's position is its order)."""
-    return dataclasses.field(metadata={"wire": spec})
+def wire(spec: Spec, *, secret: bool = False) -> Any:
+    """Declare a struct field with its CDDL type (the field's position is its order);
+    ``secret``: left out of ``repr`` (key material, content: never logged)."""
+    return dataclasses.field(metadata={"wire": spec}, repr=not secret)
 
 
 def fields_of(cls: type) -> list[tuple[str, Spec]]:

@@ -29,8 +29,17 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from mimi_content import (
+    AttachmentError,
+    Disposition,
+    Expiration,
+    ExternalPart,
+    NestedPart,
+    NullPart,
+)
 from mls_core.ciphersuite import get_suite
 from mls_core.config import InputLimits
 from mls_core.errors import MLSError, ProtocolError, UsageError
@@ -67,7 +76,9 @@ from transports.base import (
 )
 from transports.bridged import split_client
 from transports.defence import Drops
+from transports.media import MediaStore, http_download, media_store_of
 
+from . import attachments, content
 from .context import ClientContext, ClientStats, read_header, reason
 from .errors import AmbiguousGroupError, CommitConflictError, KeyPackageError, NotFoundError
 from .events import (
@@ -78,6 +89,7 @@ from .events import (
     ConnectionRestored,
     GroupJoined,
     KickedFromRoom,
+    MessageReceived,
     member_name,
 )
 from .inbound import Inbound
@@ -174,6 +186,9 @@ class MLSClient:
         self._rights_due: set[bytes] | None = None
         #: failed room-rights updates in a row, per group
         self._rights_tries: dict[bytes, int] = {}
+        #: where :meth:`send_file` uploads (None: the transport's network, through
+        #: ``transports.media.media_store_of``)
+        self.media_store: MediaStore | None = None
 
     @classmethod
     async def open(cls, settings: Settings, transport: DeliveryTransport | None = None, *,
@@ -188,6 +203,8 @@ class MLSClient:
         store = await Store.open(settings.client_db_path)
         client = cls(store, transport, settings, clock=clock, owns_transport=owns)
         client._ctx.identity = await store.identity()
+        async with store.transaction() as tx:  # expired messages go at once
+            await tx.purge_expired(client._ctx.now())
         return client
 
     async def close(self) -> None:
@@ -359,13 +376,17 @@ class MLSClient:
             return out
 
     async def inbox(self, group_id: bytes | None = None, *, unread_only: bool = False,
-                    mark_read: bool = False) -> list[InboxMessage]:
-        """Stored application messages (received, and ours as outgoing), oldest first."""
+                    mark_read: bool = False, kinds: Sequence[str] | None = ("message",)
+                    ) -> list[InboxMessage]:
+        """Stored application messages (received, and ours as outgoing), oldest first,
+        not expired. ``kinds``: ``message`` (default: what is shown; an edited message
+        holds its edit), ``reaction``, ``edit``, ``delete``, ``unreaction``; None: all."""
         async with self._lock:
-            msgs = await self._ctx.store.inbox(group_id, unread_only=unread_only)
+            msgs = await self._ctx.store.inbox(group_id, unread_only=unread_only,
+                                               kinds=kinds, now=self._ctx.now())
             if mark_read and msgs:
                 async with self._ctx.store.transaction() as tx:
-                    await tx.mark_read(m.id for m in msgs if not m.read)
+                    await tx.mark_read((m.id for m in msgs if not m.read), self._ctx.now())
             return msgs
 
     # ------------------------------------------------------------------ group operations
@@ -622,6 +643,146 @@ class MLSClient:
             await self._ready()
             return await self._out.send(group_id, bytes(data), message_id=message_id)
 
+    # ------------------------------------------------------------------ MIMI content
+
+    async def send_text(self, group_id: bytes, text: str, *, markdown: bool = False,
+                        in_reply_to: bytes | None = None, expires_at: int | None = None,
+                        visible_for: int | None = None) -> bytes:
+        """Send a text message as MIMI content (draft-ietf-mimi-content), plain or in the
+        draft's GFM-MIMI Markdown (mentions: :func:`mls_client.content.mention`);
+        ``in_reply_to``: a message id; ``expires_at`` (seconds since the epoch) or
+        ``visible_for`` (seconds after each receiver first reads it) make it expire.
+        Returns its message id."""
+        if expires_at is not None and visible_for is not None:
+            raise UsageError("give expires_at or visible_for, not both")
+        expires = (Expiration(True, visible_for) if visible_for is not None
+                   else None if expires_at is None else Expiration(False, expires_at))
+        return await self._send_content(group_id, content.text_body(text, markdown=markdown),
+                                        in_reply_to=in_reply_to, expires=expires)
+
+    async def reply(self, group_id: bytes, message_id: bytes, text: str, *,
+                    markdown: bool = False) -> bytes:
+        """Reply to ``message_id`` (``inReplyTo``); returns the reply's message id."""
+        return await self.send_text(group_id, text, markdown=markdown, in_reply_to=message_id)
+
+    async def react(self, group_id: bytes, message_id: bytes, reaction: str) -> bytes:
+        """React to ``message_id`` (disposition ``reaction``, the draft's
+        ``reaction.edn``); returns the reaction's message id (to :meth:`unreact`)."""
+        if not reaction:
+            raise UsageError("a reaction must not be empty")
+        return await self._send_content(group_id, content.reaction_body(reaction),
+                                        in_reply_to=message_id)
+
+    async def unreact(self, group_id: bytes, reaction_id: bytes) -> bytes:
+        """Withdraw our reaction ``reaction_id`` (the draft's ``unlike.edn``: a NullPart
+        reaction replacing it)."""
+        row = await self._content_row(group_id, reaction_id)
+        if row.kind != content.REACTION or row.ref is None:
+            raise UsageError("that message is not a reaction")
+        return await self._send_content(group_id, content.reaction_body(None),
+                                        replaces=reaction_id, in_reply_to=row.ref)
+
+    async def edit(self, group_id: bytes, message_id: bytes, text: str, *,
+                   markdown: bool = False) -> bytes:
+        """Replace the text of our message ``message_id`` (``replaces``; the draft's
+        ``edit.edn``). Only its original sender may (ContentRefusedError)."""
+        original = await self._content_row(group_id, message_id)
+        return await self._send_content(
+            group_id, content.text_body(text, markdown=markdown), replaces=message_id,
+            in_reply_to=None if original.kind != content.MESSAGE else original.ref)
+
+    async def delete_message(self, group_id: bytes, message_id: bytes) -> bytes:
+        """Delete our message ``message_id`` for everyone (a NullPart replacing it; the
+        draft's ``delete.edn``). Only its original sender may (ContentRefusedError)."""
+        original = await self._content_row(group_id, message_id)
+        return await self._send_content(
+            group_id, NestedPart(Disposition.RENDER, "", NullPart()), replaces=message_id,
+            in_reply_to=original.ref)
+
+    async def send_file(self, group_id: bytes, data: bytes | Path, *,
+                        content_type: str = "application/octet-stream",
+                        filename: str | None = None, description: str = "",
+                        in_reply_to: bytes | None = None) -> bytes:
+        """Send a file as an encrypted attachment (draft "External content"): encrypted
+        with AES-128-GCM under a fresh key and nonce, uploaded to our own network
+        (XEP-0363 on XMPP, the media repository on Matrix); the key, nonce and hash go
+        in the MLS message only. Returns the message id."""
+        if isinstance(data, Path):
+            filename = data.name if filename is None else filename
+            data = await asyncio.to_thread(data.read_bytes)
+        limit = self._ctx.settings.attachments.max_size
+        if len(data) > limit:
+            raise AttachmentError(f"the file's {len(data)} bytes exceed the attachment "
+                                  f"limit of {limit}")
+        store = self.media_store or media_store_of(self._ctx.transport)
+        if store is None:
+            raise UsageError("this transport cannot store attachments")
+        sealed = await asyncio.to_thread(attachments.seal, data)
+        try:
+            url = await store.upload_media(sealed.ciphertext)
+        except TransportError as exc:
+            raise AttachmentError(f"the attachment could not be uploaded: "
+                                  f"{reason(exc)}") from None
+        part = attachments.external_part(sealed, url, len(data), content_type=content_type,
+                                         filename=filename or "", description=description)
+        return await self._send_content(group_id, NestedPart(Disposition.ATTACHMENT, "", part),
+                                        in_reply_to=in_reply_to)
+
+    async def fetch_attachment(self, part: ExternalPart | MessageReceived) -> bytes:
+        """Download an attachment (the first of a message), check its hash and decrypt
+        it. A failed, oversized or tampered download is an AttachmentError."""
+        if isinstance(part, MessageReceived):
+            found = part.attachments
+            if not found:
+                raise AttachmentError("the message has no attachment")
+            part = found[0]
+        settings = self._ctx.settings.attachments
+        attachments.check_fetchable(part, settings.max_size, self._ctx.now())
+        try:
+            blob = await http_download(part.url, settings.max_size + attachments.TAG_SIZE,
+                                       timeout=settings.download_timeout)
+        except TransportError as exc:
+            raise AttachmentError(f"the attachment could not be downloaded: "
+                                  f"{reason(exc)}") from None
+        return await asyncio.to_thread(attachments.unseal, part, blob)
+
+    async def message(self, group_id: bytes, message_id: bytes) -> InboxMessage | None:
+        """The stored message (or reaction) with that MIMI message id, unless expired."""
+        async with self._lock:
+            row = await self._ctx.store.by_content_id(group_id, message_id)
+        if row is None or (row.expires_at is not None and row.expires_at <= self._ctx.now()):
+            return None
+        return row
+
+    async def reactions(self, group_id: bytes, message_id: bytes) -> list[InboxMessage]:
+        """The reactions to a message still in force, oldest first."""
+        async with self._lock:
+            return await self._ctx.store.inbox(group_id, kinds=(content.REACTION,),
+                                               ref=message_id, now=self._ctx.now())
+
+    async def purge_expired(self) -> int:
+        """Delete expired messages from the store (done on open and every sync)."""
+        async with self._lock:
+            return await self._purge_expired()
+
+    async def _purge_expired(self) -> int:
+        async with self._ctx.store.transaction() as tx:
+            return await tx.purge_expired(self._ctx.now())
+
+    async def _content_row(self, group_id: bytes, message_id: bytes) -> InboxMessage:
+        row = await self.message(group_id, message_id)
+        if row is None:
+            raise NotFoundError(f"no message {message_id.hex()[:16]} in this group")
+        return row
+
+    async def _send_content(self, group_id: bytes, body: NestedPart, *,
+                            replaces: bytes | None = None, in_reply_to: bytes | None = None,
+                            expires: Expiration | None = None) -> bytes:
+        data, cid = content.build(self.user_id, group_id, body, replaces=replaces,
+                                  in_reply_to=in_reply_to, expires=expires)
+        await self.send(group_id, data)
+        return cid
+
     # ------------------------------------------------------------------ recovery
 
     async def recover_group(self, group_id: bytes, *, stale_leaf: int | None = None) -> int:
@@ -721,6 +882,7 @@ class MLSClient:
             if self._closed:
                 raise UsageError("the client is closed")
             await self._prepare()
+            await self._purge_expired()
             if housekeeping:
                 await self._housekeeping()
             events, self._ctx.queued = self._ctx.queued, []

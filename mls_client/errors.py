@@ -8,6 +8,9 @@ caller can catch everything MLS-related with one ``except``.
     ``KeyPackageError``      a claimed KeyPackage is missing or fails validation.
     ``CommitConflictError``  our Commit kept losing the race for its epoch (RFC 9750).
     ``SenderMismatchError``  the network's sender of a message is not its MLS sender.
+    ``ContentRefusedError``  MIMI content MLS authenticated but the client refuses:
+                             a spoofed sender or room URI, an edit or delete of
+                             another sender's message (docs/content.md).
     ``TransportUnavailableError`` the transport stayed unavailable for
                              ``submit_wait`` seconds, nothing queued (a TransportError);
       ``DeliveryPendingError``   ... after the message was queued: it stays queued.
@@ -70,3 +73,18 @@ class DeliveryPendingError(TransportUnavailableError):
     is submitted again by the next :meth:`~mls_client.client.MLSClient.sync`, and stored
     at most once: the application must not send it again, except under the same
     ``message_id`` (docs/resilience.md)."""
+
+
+class ContentRefusedError(ClientError):
+    """MIMI content that MLS authenticated but that the client refuses
+    (draft-ietf-mimi-content "Security Considerations"): its senderUri is not the MLS
+    sender or its roomUri not the group, it edits, deletes or withdraws a message of
+    another sender or one unknown here, or it has no meaning (a reaction to nothing).
+    ``slug`` names the reason in drop counts; ``benign``: ordinary operation produces
+    it (an edit of a message from before we joined), logged at INFO."""
+
+    def __init__(self, message: str, slug: str = "content_refused", *,
+                 benign: bool = False) -> None:
+        super().__init__(message)
+        self.slug = slug
+        self.benign = benign

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mimi_content import ExternalPart, MimiContent
 from mls_core.events import Member
 
 
@@ -32,6 +33,81 @@ class MessageReceived:
     epoch: int
     data: bytes = field(repr=False)
     inbox_id: int = 0
+    #: the MIMI content (None: a plain UTF-8 message of an older version)
+    content: MimiContent | None = field(default=None, repr=False)
+    #: the MIMI message id (draft-ietf-mimi-content "Message ID"), if MIMI content
+    message_id: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        """The text to show (the first text part, or the plain UTF-8 payload)."""
+        from .content import text_of
+
+        return text_of(self.content, self.data)
+
+    @property
+    def in_reply_to(self) -> bytes | None:
+        """The message id this one replies to."""
+        return None if self.content is None else self.content.in_reply_to
+
+    @property
+    def attachments(self) -> tuple[ExternalPart, ...]:
+        """Its external parts (fetch each with ``MLSClient.fetch_attachment``)."""
+        from .content import attachments_of
+
+        return attachments_of(self.content)
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """URIs its Markdown links to (mentions when they name members)."""
+        from .content import mentions_of
+
+        return mentions_of(self.content)
+
+
+@dataclass(frozen=True)
+class MessageEdited:
+    """The original sender replaced the content of ``replaces``
+    (draft-ietf-mimi-content "Editing a message"); the inbox row holds the new one."""
+
+    group_id: bytes
+    sender: str
+    message_id: bytes
+    replaces: bytes
+    content: MimiContent = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        from .content import text_of
+
+        return text_of(self.content, b"")
+
+
+@dataclass(frozen=True)
+class MessageDeleted:
+    """The original sender deleted ``replaces`` (draft "Deleting a message"); it was
+    removed from the inbox."""
+
+    group_id: bytes
+    sender: str
+    message_id: bytes
+    replaces: bytes
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """``sender`` reacted to ``target`` (draft "Reactions") or, ``removed``, withdrew
+    its reaction ``message_id`` replaces (draft's ``unlike`` example; ``reaction`` is
+    then the withdrawn one's, or "" if unknown)."""
+
+    group_id: bytes
+    sender: str
+    message_id: bytes
+    target: bytes
+    reaction: str = field(repr=False)
+    removed: bool = False
+    #: for a withdrawal: the message id of the reaction withdrawn
+    replaces: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +208,7 @@ class ConnectionRestored:
     outage: float
 
 
-ClientEvent = (MessageReceived | GroupJoined | CommitProcessed | RemovedFromGroup
+ClientEvent = (MessageReceived | MessageEdited | MessageDeleted | Reaction | GroupJoined
+               | CommitProcessed | RemovedFromGroup
                | KickedFromRoom | ProposalQueued | MessageRejected | ClientWarning
                | SignatureKeyChanged | ConnectionLost | ConnectionRestored)

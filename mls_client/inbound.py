@@ -21,8 +21,10 @@ from mls_core.key_package import KeyPackagePrivate
 from mls_core.proposals import Add
 from transports.base import IncomingMessage, MessageKind
 
+from .content import Interpreted, content_columns, content_event, interpret, target_of
+from .content import apply as apply_content
 from .context import ClientContext, Header, digest, read_header, reason
-from .errors import KeyPackageError, SenderMismatchError
+from .errors import ContentRefusedError, KeyPackageError, SenderMismatchError
 from .events import (
     ClientEvent,
     GroupJoined,
@@ -35,7 +37,7 @@ from .events import (
 from .keypackages import reuse_grace
 from .outbound import Outbound
 from .pinning import check_and_pin
-from .store import StoredKeyPackage, Transaction
+from .store import InboxMessage, StoredKeyPackage, Transaction
 
 FETCH_BATCH = 256
 
@@ -139,6 +141,9 @@ class Inbound:
                                                    message_id))
         inbox_id = 0
         warnings: list[SignatureKeyChanged] = []
+        meta, target, refused = await self._content(group, event, duplicate)
+        expired = (meta is not None and meta.expires_at is not None
+                   and meta.expires_at <= ctx.now())
         async with ctx.transaction(gid) as tx:
             if removed:
                 await ctx.drop(tx, group)
@@ -149,21 +154,50 @@ class Inbound:
                 if not removed:
                     warnings = await check_and_pin(ctx.store, tx, gid,
                                                    _changed_members(group, event))
-            if isinstance(event, ApplicationMessage) and not duplicate:
+            if isinstance(event, ApplicationMessage) and meta is not None and not expired:
                 inbox_id = await tx.deliver(gid, ctx.leaf_name(group, event.sender),
                                             event.sender, event.epoch, event.data,
-                                            msg_hash=h, message_id=message_id)
-            await _finish(tx, h, cursor, gid, "duplicate" if duplicate else "ok", buffered_id)
+                                            msg_hash=h, message_id=message_id,
+                                            **content_columns(meta))
+                await apply_content(tx, gid, meta, event.data, target)
+            outcome = ("duplicate" if duplicate else "rejected" if refused is not None
+                       else "expired" if expired else "ok")
+            await _finish(tx, h, cursor, gid, outcome, buffered_id)
         ctx.stats.messages_processed += 1
         if duplicate:  # its sender encrypted it again: delivered once (docs/resilience.md)
             ctx.stats.duplicates_dropped += 1
             return
-        ctx.emit(self._event_of(group, event, inbox_id))
+        if refused is not None:  # MLS authenticated it, its content is refused
+            ctx.stats.messages_rejected += 1
+            sender_name = ctx.leaf_name(group, getattr(event, "sender", -1))
+            ctx.drops.drop(sender=sender_name, kind="content", reason=refused.slug,
+                           detail=f"group {gid.hex()[:16]}: {refused}",
+                           benign=refused.benign)
+            ctx.emit(MessageRejected(gid, f"{sender_name}: {reason(refused)}"))
+            return
+        if expired:  # expired before it arrived: never shown (docs/content.md)
+            return
+        ctx.emit(self._event_of(group, event, inbox_id, meta, target))
         for warning in warnings:
             ctx.emit(warning)
         if removed:
             with contextlib.suppress(Exception):
                 await ctx.transport.unsubscribe(ctx.client_id, gid)
+
+    async def _content(self, group: Group, event: Event, duplicate: bool
+                       ) -> tuple[Interpreted | None, InboxMessage | None,
+                                  ContentRefusedError | None]:
+        """What an application message is (MIMI content or plain text) and, for an
+        edit, delete or unreaction, the message it replaces, checked (docs/content.md);
+        (None, None, error) if its content is refused."""
+        if not isinstance(event, ApplicationMessage) or duplicate:
+            return None, None, None
+        sender = self._ctx.leaf_name(group, event.sender)
+        try:
+            meta = interpret(event.data, sender, group.group_id)
+            return meta, await target_of(self._ctx.store, group.group_id, sender, meta), None
+        except ContentRefusedError as exc:
+            return None, None, exc
 
     async def _forget_lost_commits(self, tx: Transaction, gid: bytes) -> None:
         """Another member's Commit was applied: our pending Commit for the group lost."""
@@ -173,12 +207,19 @@ class Inbound:
 
     def _event_of(self, group: Group,
                   event: ApplicationMessage | ProposalReceived | CommitApplied,
-                  inbox_id: int) -> ClientEvent:
+                  inbox_id: int, meta: Interpreted | None = None,
+                  target: InboxMessage | None = None) -> ClientEvent:
         ctx = self._ctx
         gid = group.group_id
         if isinstance(event, ApplicationMessage):
-            return MessageReceived(gid, ctx.leaf_name(group, event.sender), event.sender,
-                                   event.epoch, event.data, inbox_id)
+            sender = ctx.leaf_name(group, event.sender)
+            if meta is not None:
+                special = content_event(gid, sender, meta, target)
+                if special is not None:
+                    return special
+            return MessageReceived(gid, sender, event.sender, event.epoch, event.data,
+                                   inbox_id, None if meta is None else meta.content,
+                                   None if meta is None else meta.content_id)
         if isinstance(event, ProposalReceived):
             s = event.sender
             who = (ctx.leaf_name(group, s.index) if s.sender_type == SenderType.MEMBER

@@ -33,6 +33,8 @@ from mls_core.proposals import Add, Proposal, ProposalBody, Remove
 from transports.base import SubmitResult, TransportError, is_transient
 from transports.validation import require_message_id
 
+from .content import apply as apply_content
+from .content import content_columns, interpret, target_of
 from .context import ClientContext, digest, reason
 from .errors import CommitConflictError, DeliveryPendingError, TransportUnavailableError
 from .events import ClientWarning
@@ -264,6 +266,10 @@ class Outbound:
             if earlier is not None:
                 return earlier
         message_id = message_id or new_message_id()
+        # MIMI content is checked as a receiver would (docs/content.md): we may not
+        # spoof, nor edit or delete another sender's message
+        meta = interpret(data, ctx.user_id, group_id)
+        target = await target_of(ctx.store, group_id, ctx.user_id, meta)
         for _ in range(self._retries + 1):
             if (await ctx.record(group_id)).leaving:
                 raise UsageError("we are leaving this group")
@@ -278,7 +284,9 @@ class Outbound:
                                             message_id=message_id)
                 own = await tx.deliver(group_id, ctx.user_id, group.own_leaf_index,
                                        group.epoch, data, outgoing=True,
-                                       msg_hash=digest(ciphertext), message_id=message_id)
+                                       msg_hash=digest(ciphertext), message_id=message_id,
+                                       **content_columns(meta))
+                await apply_content(tx, group_id, meta, data, target)
             if await self._submit_entry(group_id, group.epoch, ciphertext, entry,
                                         message_id):
                 return ciphertext

@@ -100,6 +100,15 @@ class TrustSettings(_Section):
     new_signature_key: Literal["warn", "reject"] = "warn"
 
 
+class AttachmentSettings(_Section):
+    """Encrypted attachments (docs/content.md "Attachments")."""
+
+    #: the largest attachment sent or downloaded (bytes)
+    max_size: int = Field(default=100 * 1024 * 1024, ge=1, le=1 << 40)
+    #: seconds a download may take
+    download_timeout: float = Field(default=300.0, gt=0, le=86400)
+
+
 class Settings(_Section):
     """Everything an :class:`~mls_client.client.MLSClient` needs besides its identity."""
 
@@ -119,6 +128,7 @@ class Settings(_Section):
     key_packages: KeyPackageSettings = KeyPackageSettings()
     windows: WindowSettings = WindowSettings()
     trust: TrustSettings = TrustSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
     xmpp: XmppSettings | None = None
     matrix: MatrixSettings | None = None
 

@@ -139,6 +139,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE inbox ADD COLUMN message_id TEXT",
         "CREATE INDEX inbox_message_id ON inbox (group_id, sender, message_id)",
     ),
+    (
+        # MIMI content (docs/content.md "In the client"): the MIMI message id, what the
+        # message is (message, edit, delete, reaction, unreaction), the message id it
+        # refers to (replaces, or inReplyTo of a reply or reaction), its absolute
+        # expiry, a relative expiry counted from its first read, and whether an edit
+        # replaced its content. Rows stored before this version are plain messages.
+        "ALTER TABLE inbox ADD COLUMN content_id BLOB",
+        "ALTER TABLE inbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'message'",
+        "ALTER TABLE inbox ADD COLUMN ref BLOB",
+        "ALTER TABLE inbox ADD COLUMN expires_at INTEGER",
+        "ALTER TABLE inbox ADD COLUMN expires_after INTEGER",
+        "ALTER TABLE inbox ADD COLUMN edited INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX inbox_content_id ON inbox (group_id, content_id)",
+        "CREATE INDEX inbox_ref ON inbox (group_id, ref)",
+        "CREATE INDEX inbox_expires_at ON inbox (expires_at) WHERE expires_at IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: processed-log rows kept; older ones are pruned (the cursor already excludes them)
@@ -205,6 +221,17 @@ class InboxMessage:
     outgoing: bool
     received_at: int
     read: bool
+    #: the MIMI message id (draft-ietf-mimi-content "Message ID"); None: not MIMI content
+    content_id: bytes | None = None
+    #: ``message``, ``edit``, ``delete``, ``reaction`` or ``unreaction``
+    kind: str = "message"
+    #: the message id it refers to: ``replaces`` of an edit, delete or unreaction,
+    #: ``inReplyTo`` of a reply or reaction
+    ref: bytes | None = None
+    #: when it expires (seconds since the epoch), if it does
+    expires_at: int | None = None
+    #: an edit by its sender replaced the content (``data`` holds the edit)
+    edited: bool = False
 
 
 @dataclass(frozen=True)
@@ -398,8 +425,22 @@ class Store:
         return int(row[0])
 
     async def inbox(self, group_id: bytes | None = None, *, unread_only: bool = False,
-                    include_outgoing: bool = True) -> list[InboxMessage]:
-        where, params = ["1"], []
+                    include_outgoing: bool = True, kinds: Sequence[str] | None = None,
+                    now: int | None = None, ref: bytes | None = None
+                    ) -> list[InboxMessage]:
+        """Inbox rows, oldest first: of ``kinds`` (all if None), referring to ``ref``,
+        not expired at ``now`` (if given)."""
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if kinds is not None:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if ref is not None:
+            where.append("ref = ?")
+            params.append(ref)
+        if now is not None:
+            where.append("(expires_at IS NULL OR expires_at > ?)")
+            params.append(now)
         if group_id is not None:
             where.append("group_id = ?")
             params.append(group_id)
@@ -415,6 +456,12 @@ class Store:
         """The inbox row of the message with that ciphertext hash."""
         row = await self._one(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE msg_hash = ?",
                               (msg_hash,))
+        return None if row is None else _inbox(row)
+
+    async def by_content_id(self, group_id: bytes, content_id: bytes) -> InboxMessage | None:
+        """The inbox row of the MIMI message ``content_id`` in the group."""
+        row = await self._one(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE group_id = ? AND "
+                              "content_id = ? ORDER BY id LIMIT 1", (group_id, content_id))
         return None if row is None else _inbox(row)
 
     async def outbox(self) -> list[OutboxEntry]:
@@ -540,20 +587,50 @@ class Transaction:
 
     async def deliver(self, group_id: bytes, sender: str, sender_leaf: int, epoch: int,
                       data: bytes, *, outgoing: bool = False,
-                      msg_hash: bytes | None = None, message_id: str | None = None) -> int:
-        """Add an application message to the inbox (at most once per ``msg_hash``)."""
+                      msg_hash: bytes | None = None, message_id: str | None = None,
+                      content_id: bytes | None = None, kind: str = "message",
+                      ref: bytes | None = None, expires_at: int | None = None,
+                      expires_after: int | None = None) -> int:
+        """Add an application message to the inbox (at most once per ``msg_hash``). Our
+        own copy (``outgoing``, read) of a message visible for ``expires_after`` seconds
+        after reading expires that long after sending."""
+        if outgoing and expires_after is not None and expires_at is None:
+            expires_at = _now() + expires_after
         return await self._exec(
             "INSERT INTO inbox (group_id, sender, sender_leaf, epoch, data, outgoing, msg_hash,"
-            " received_at, read, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " received_at, read, message_id, content_id, kind, ref, expires_at, "
+            "expires_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (group_id, sender, sender_leaf, epoch, data, int(outgoing), msg_hash, _now(),
-             int(outgoing), message_id))
+             int(outgoing), message_id, content_id, kind, ref, expires_at, expires_after))
+
+    async def replace_content(self, inbox_id: int, data: bytes) -> None:
+        """An authorized edit: the message's content becomes ``data`` (the edit)."""
+        await self._exec("UPDATE inbox SET data = ?, edited = 1 WHERE id = ?",
+                         (data, inbox_id))
+
+    async def delete_referring(self, group_id: bytes, ref: bytes, kinds: Sequence[str]) -> None:
+        """Delete the rows of ``kinds`` that refer to the message ``ref``."""
+        await self._exec(f"DELETE FROM inbox WHERE group_id = ? AND ref = ? AND kind IN "
+                         f"({','.join('?' * len(kinds))})", (group_id, ref, *kinds))
+
+    async def purge_expired(self, now: int) -> int:
+        """Delete the messages whose expiry passed (draft-ietf-mimi-content "Expiring
+        messages"); returns how many."""
+        async with self._conn.execute("DELETE FROM inbox WHERE expires_at IS NOT NULL AND "
+                                      "expires_at <= ?", (now,)) as cur:
+            return int(cur.rowcount or 0)
 
     async def delete_inbox(self, inbox_id: int) -> None:
         await self._exec("DELETE FROM inbox WHERE id = ?", (inbox_id,))
 
-    async def mark_read(self, ids: Iterable[int]) -> None:
+    async def mark_read(self, ids: Iterable[int], now: int | None = None) -> None:
+        """Mark read; a relative expiry starts counting at the first read."""
+        when = _now() if now is None else now
         for i in ids:
-            await self._exec("UPDATE inbox SET read = 1 WHERE id = ?", (i,))
+            await self._exec("UPDATE inbox SET read = 1, expires_at = CASE WHEN "
+                             "expires_after IS NOT NULL AND read = 0 THEN MIN(COALESCE("
+                             "expires_at, ? + expires_after), ? + expires_after) ELSE "
+                             "expires_at END WHERE id = ?", (when, when, i))
 
     async def add_outbox(self, group_id: bytes, epoch: int, kind: str, payload: bytes, *,
                          welcome: bytes | None = None, welcome_to: Sequence[str] = (),
@@ -598,12 +675,14 @@ _KP_SELECT = _KP_COLUMNS + ", used_at, used_in"
 _GROUP_COLUMNS = "group_id, name, state, epoch, active, leaving, needs_update, joined_epoch"
 
 
-_INBOX_COLUMNS = "id, group_id, sender, sender_leaf, epoch, data, outgoing, received_at, read"
+_INBOX_COLUMNS = ("id, group_id, sender, sender_leaf, epoch, data, outgoing, received_at, "
+                  "read, content_id, kind, ref, expires_at, edited")
 
 
 def _inbox(r: Any) -> InboxMessage:
     return InboxMessage(r[0], bytes(r[1]), r[2], r[3], r[4], bytes(r[5]), bool(r[6]), r[7],
-                        bool(r[8]))
+                        bool(r[8]), None if r[9] is None else bytes(r[9]), r[10],
+                        None if r[11] is None else bytes(r[11]), r[12], bool(r[13]))
 
 
 def _key_package(r: Any) -> StoredKeyPackage:

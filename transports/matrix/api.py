@@ -219,6 +219,18 @@ class MatrixApi:
             raise TransportError("the media repository returned no content_uri")
         return uri
 
+    def media_url(self, mxc: str) -> str:
+        """The plain HTTP URL of an ``mxc://server/id`` URI (client-server API "Content
+        repository": ``GET /_matrix/media/v3/download/{server}/{id}``), which any HTTP
+        client fetches without a token where the homeserver serves media
+        unauthenticated (Synapse ``enable_authenticated_media: false``; docs/content.md)."""
+        parts = urllib.parse.urlsplit(mxc)
+        media_id = parts.path.lstrip("/")
+        if parts.scheme != "mxc" or not parts.netloc or not media_id or "/" in media_id:
+            raise TransportError("the media repository returned a malformed mxc URI")
+        base = str(self._nio.homeserver).rstrip("/")
+        return f"{base}/_matrix/media/v3/download/{quote(parts.netloc)}/{quote(media_id)}"
+
     async def download(self, server: str, media_id: str, max_size: int) -> bytes:
         """Fetch media (authenticated media API, Matrix 1.11), at most ``max_size``."""
         return await self.raw("GET", f"/_matrix/client/v1/media/download/{quote(server)}/"

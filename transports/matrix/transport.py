@@ -253,6 +253,13 @@ class MatrixDeliveryTransport:
             raise InvalidRequestError(f"this transport serves {self.client_id}, not "
                                       f"{client_id!r}")
 
+    async def upload_media(self, data: bytes) -> str:
+        """Store an (encrypted) blob in the media repository
+        (``transports.media.MediaStore``); returns its plain HTTP download URL."""
+        if self._closed:
+            raise TransportClosedError("the Matrix transport is closed")
+        return self._api.media_url(await self._api.upload(data))
+
     async def close(self) -> None:
         if self._closed:
             return

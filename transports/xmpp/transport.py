@@ -41,6 +41,7 @@ import binascii
 import contextlib
 import copy
 import hashlib
+import io
 import json
 import logging
 import random
@@ -51,8 +52,11 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import aiohttp
 import slixmpp
 from slixmpp import JID, Message
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.xep_0363.http_upload import FileTooBig, HTTPError, UploadServiceNotFound
 
 from mls_core.errors import MLSError
 from mls_core.framing import ContentType, MLSMessage
@@ -80,6 +84,7 @@ from transports.defence import Drops, RateLimiter
 from transports.group_info import GroupInfoRejected, check_group_info
 from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
+from transports.media import BLOB_TYPE, MediaTooLargeError
 from transports.validation import (
     require_bytes,
     require_client_ids,
@@ -389,7 +394,7 @@ class XmppDeliveryTransport:
             xmpp.enable_direct_tls = False
             xmpp.enable_plaintext = True
             xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
-        for name in ("xep_0030", "xep_0045", "xep_0199", "mls_bridge"):
+        for name in ("xep_0030", "xep_0045", "xep_0199", "xep_0363", "mls_bridge"):
             xmpp.register_plugin(name)
         return xmpp
 
@@ -634,6 +639,28 @@ class XmppDeliveryTransport:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await gone
+
+    async def upload_media(self, data: bytes) -> str:
+        """Store an (encrypted) blob with XEP-0363 HTTP File Upload on our server
+        (``transports.media.MediaStore``); returns its GET URL. The slot's file name is
+        random: the server learns neither the name nor the content."""
+        self._check_open()
+        if "xep_0363" not in self.xmpp.plugin:
+            self.xmpp.register_plugin("xep_0363")
+        upload = self.xmpp.plugin["xep_0363"]
+        try:
+            url = await upload.upload_file(
+                f"{secrets.token_hex(12)}.bin", size=len(data), content_type=BLOB_TYPE,
+                input_file=io.BytesIO(data), timeout=self.settings.submit_timeout)
+        except FileTooBig as exc:
+            raise MediaTooLargeError(f"the upload service refused the file: {exc}") from None
+        except UploadServiceNotFound:
+            domain = self.settings.bare_jid.partition("@")[2]
+            raise InvalidRequestError(f"{domain} offers no XEP-0363 HTTP File Upload "
+                                      "service") from None
+        except (HTTPError, IqError, IqTimeout, aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(f"XEP-0363 upload failed: {exc!r}") from None
+        return str(url)
 
     async def close(self) -> None:
         if self._closed:
