@@ -28,19 +28,24 @@ from mls_client.events import (
     ConnectionRestored,
     GroupJoined,
     KickedFromRoom,
+    MessageDeleted,
+    MessageEdited,
     MessageReceived,
     MessageRejected,
+    Reaction,
     RemovedFromGroup,
     SignatureKeyChanged,
 )
+
+from .content import SHOWN, describe_parts, short
 
 
 @dataclass(frozen=True)
 class Line:
     """One thing that happened, as ``listen`` prints it."""
 
-    #: message, joined, members, removed, kicked, warning, connection_lost,
-    #: connection_restored
+    #: message, edit, delete, reaction, unreaction, joined, members, removed, kicked,
+    #: warning, connection_lost, connection_restored
     kind: str
     time: float
     group: str | None = None
@@ -50,6 +55,10 @@ class Line:
     epoch: int | None = None
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    #: the MIMI message id (hex) of a message, edit, delete or reaction
+    message_id: str | None = None
+    #: the message it refers to (hex): replied to, edited, deleted or reacted to
+    ref: str | None = None
 
     def as_json(self) -> str:
         record = asdict(self)
@@ -61,7 +70,8 @@ class Line:
         clock = time.strftime("%H:%M:%S", time.localtime(self.time))
         where = f"[{self.group}] " if self.group is not None else ""
         if self.kind == "message":
-            return f"{clock} {where}{self.sender}: {self.text}"
+            mid = f"[{self.message_id[:SHOWN]}] " if self.message_id else ""
+            return f"{clock} {where}{self.sender}: {mid}{self.text}"
         return f"{clock} {where}* {self.text}"
 
 
@@ -83,12 +93,29 @@ async def to_line(client: MLSClient, event: ClientEvent) -> Line | None:
     hexid = None if gid is None else gid.hex()
 
     def line(kind: str, text: str, *, sender: str | None = None, epoch: int | None = None,
-             added: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> Line:
-        return Line(kind, now, group, hexid, sender, text, epoch, added, removed)
+             added: tuple[str, ...] = (), removed: tuple[str, ...] = (),
+             message_id: bytes | None = None, ref: bytes | None = None) -> Line:
+        return Line(kind, now, group, hexid, sender, text, epoch, added, removed,
+                    _hex(message_id), _hex(ref))
 
     if isinstance(event, MessageReceived):
-        return line("message", event.data.decode("utf-8", errors="replace"),
-                    sender=event.sender, epoch=event.epoch)
+        text = describe_parts(event.content, event.data, in_reply_to=event.in_reply_to)
+        return line("message", text, sender=event.sender, epoch=event.epoch,
+                    message_id=event.message_id, ref=event.in_reply_to)
+    if isinstance(event, MessageEdited):
+        return line("edit", f"{event.sender} edited {short(event.replaces)}: {event.text}",
+                    sender=event.sender, message_id=event.message_id, ref=event.replaces)
+    if isinstance(event, MessageDeleted):
+        return line("delete", f"{event.sender} deleted {short(event.replaces)}",
+                    sender=event.sender, message_id=event.message_id, ref=event.replaces)
+    if isinstance(event, Reaction):
+        if event.removed:
+            return line("unreaction", f"{event.sender} withdrew {event.reaction or 'a'} "
+                        f"reaction to {short(event.target)}", sender=event.sender,
+                        message_id=event.message_id, ref=event.target)
+        return line("reaction", f"{event.sender} reacted {event.reaction} to "
+                    f"{short(event.target)}", sender=event.sender,
+                    message_id=event.message_id, ref=event.target)
     if isinstance(event, GroupJoined):
         return line("joined", f"joined at epoch {event.epoch} ({event.via})",
                     epoch=event.epoch)
@@ -117,6 +144,10 @@ async def to_line(client: MLSClient, event: ClientEvent) -> Line | None:
                     f"{event.fingerprint}: a new device, or a substituted key; confirm "
                     "out of band", sender=event.identity)
     return None
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
 
 
 def printer(out: TextIO, as_json: bool) -> Callable[[Line], None]:
@@ -195,7 +226,7 @@ async def _send_lines(client: MLSClient, group_id: bytes,
                       lines: AsyncIterator[str]) -> None:
     async for text in lines:
         if text.strip():
-            await client.send(group_id, text.encode())
+            await client.send_text(group_id, text)
 
 
 async def _chat_piped(client: MLSClient, group_id: bytes, out: TextIO,

@@ -44,7 +44,11 @@ from mls_core.errors import MLSError, UsageError
 from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
 
+from . import content
 from .live import chat, listen
+
+#: the rich-message commands of :mod:`mls_cli.content`
+CONTENT_COMMANDS = ("send", "react", "unreact", "edit", "delete", "send-file", "fetch")
 
 #: seconds a wait lasts before a progress line says what it is waiting for
 PROGRESS_DELAY = 2.0
@@ -214,13 +218,17 @@ async def cmd_remove(client: MLSClient, args: argparse.Namespace, out: TextIO) -
     print(f"epoch {event.epoch}: removed {len(event.removed)} member(s)", file=out)
 
 
-async def cmd_send(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
+async def cmd_content(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
+    """``send``, ``react``, ``edit``, ... (:mod:`mls_cli.content`): the message they
+    sent is named by its id, to refer to it later."""
     group_id = await _group(client, args.group)
-    text = sys.stdin.read() if args.text == "-" else args.text
-    await client.send(group_id, text.encode())
+    message_id = await args.content_func(client, args, group_id, out)
+    if args.command == "fetch":
+        return
     shared = await client.group_name(group_id)
     where = group_id.hex()[:16] if shared is None else f"{shared.name_text} ({group_id.hex()[:16]})"
-    print(f"sent to {where} (epoch {await client.epoch(group_id)})", file=out)
+    print(f"sent to {where} (epoch {await client.epoch(group_id)}): message "
+          f"{message_id.hex()[:content.SHOWN]}", file=out)
 
 
 async def cmd_read(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -230,9 +238,8 @@ async def cmd_read(client: MLSClient, args: argparse.Namespace, out: TextIO) -> 
     for msg in await client.inbox(group_id, unread_only=not args.all, mark_read=True):
         if msg.outgoing and not args.all:
             continue
-        text = msg.data.decode("utf-8", errors="replace")
-        print(f"[{names.get(msg.group_id, '?')}] epoch {msg.epoch} {msg.sender}: {text}",
-              file=out)
+        print(f"[{names.get(msg.group_id, '?')}] epoch {msg.epoch} {msg.sender}: "
+              f"{content.show_row(msg)}", file=out)
 
 
 async def cmd_sync(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -389,10 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="user ids, e.g. xmpp:bob@example.org or matrix:@bob:example.org")
         p.set_defaults(func=func)
 
-    send = sub.add_parser("send", help="send a text message ('-' reads stdin)")
-    send.add_argument("group")
-    send.add_argument("text")
-    send.set_defaults(func=cmd_send)
+    content.add_parsers(sub)
+    for name in CONTENT_COMMANDS:
+        sub.choices[name].set_defaults(func=cmd_content)
 
     read = sub.add_parser("read", help="fetch and print new messages")
     read.add_argument("group", nargs="?")

@@ -84,8 +84,10 @@ def test_scripted_conversation(tmp_path: Path) -> None:
 
     joined = bob("read")
     assert f"joined group {gid[:16]} at epoch 1" in joined.stderr
-    alice("send", "team", "hello team")
-    assert bob("read").stdout.strip() == "[team] epoch 1 alice: hello team"
+    sent = alice("send", "team", "hello team").stdout
+    mid = re.fullmatch(r"sent to team \(\w{16}\) \(epoch 1\): message (\w{8})\n", sent)
+    assert mid, sent
+    assert bob("read").stdout.strip() == f"[team] epoch 1 alice: [{mid[1]}] hello team"
     assert bob("read").stdout == ""  # already read
 
     groups = bob("groups").stdout.split()
@@ -199,7 +201,8 @@ def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
         alice("send", "team", "hello bob")
         message = json.loads(listen.stdout.readline())
         assert (message["kind"], message["sender"], message["text"], message["group"]) \
-            == ("message", "alice", "hello bob", gid[:16])
+            == ("message", "alice", "hello bob", "team")
+        assert len(message["message_id"]) == 64
     finally:
         listen.send_signal(signal.SIGINT)
         _, err = listen.communicate(timeout=60)
@@ -210,9 +213,11 @@ def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
                           input="one\n\ntwo\n", capture_output=True, text=True, cwd=REPO,
                           env={**env, "PYTHONPATH": str(REPO)}, timeout=120, check=False)
     assert chat.returncode == 0, chat.stderr
-    assert re.search(r"^\d\d:\d\d:\d\d \[\w+\] alice: before the chat$", chat.stdout, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d \[team\] alice: \[\w{8}\] before the chat$", chat.stdout,
+                     re.M)
     read = alice("read").stdout.splitlines()
-    assert read == ["[team] epoch 1 bob: one", "[team] epoch 1 bob: two"]
+    assert [re.sub(r"\[\w{8}\] ", "", line) for line in read] \
+        == ["[team] epoch 1 bob: one", "[team] epoch 1 bob: two"]
 
 
 def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
@@ -245,14 +250,15 @@ def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
                 raw = os.read(master, 4096).decode(errors="replace")
                 screen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
 
-    prompt = f"{gid[:16]}>"
+    prompt = "team>"  # the shared name
     try:
         until(lambda s: prompt in s)
         os.write(master, b"half")
         until(lambda s: "half" in s)
         alice("send", "team", "incoming")
         # the message, then the prompt with the half-typed text redrawn below it
-        until(lambda s: re.search(rf"alice: incoming.*{prompt}\s*half", s, re.S) is not None)
+        until(lambda s: re.search(rf"alice: \[\w{{8}}\] incoming.*{prompt}\s*half", s, re.S)
+              is not None)
         os.write(master, b" typed\r")
         until(lambda s: re.search(rf"half typed.*{prompt}", s, re.S) is not None)
         os.write(master, b"\x04")
@@ -262,4 +268,53 @@ def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
             chat.kill()
         os.close(master)
     assert "Traceback" not in screen
-    assert alice("read").stdout.splitlines() == ["[team] epoch 1 bob: half typed"]
+    assert re.fullmatch(r"\[team\] epoch 1 bob: \[\w{8}\] half typed\n", alice("read").stdout)
+
+
+def test_rich_messages_from_the_command_line(tmp_path: Path) -> None:
+    """send --reply-to/--markdown, react, unreact, edit and delete by message id (or a
+    prefix); read shows ids, replies and edits; listen --json names each as its kind;
+    only the original sender may edit (issue 18; docs/content.md)."""
+    alice, bob = User(tmp_path, "alice"), User(tmp_path, "bob")
+    alice("identity", "create", "alice")
+    bob("identity", "create", "bob")
+    alice("group", "create", "--name", "team")
+    alice("invite", "team", "bob")
+    first = _sent_id(alice("send", "team", "lunch at noon?"))
+    bob("read")
+    reply = _sent_id(bob("send", "team", "**yes**", "--markdown", "--reply-to", first))
+    read = alice("read").stdout.strip()
+    assert read == f"[team] epoch 1 bob: [{reply}] **yes** (reply to {first})"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    listen = subprocess.Popen([*_command(), *map(str, bob.args), "listen", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO, env={**env, "PYTHONPATH": str(REPO),
+                                             "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    try:
+        assert listen.stdout is not None
+        reaction = _sent_id(alice("react", "team", reply[:6], "👍"))
+        alice("unreact", "team", reaction)
+        alice("edit", "team", first, "lunch at one?")
+        refused = alice("edit", "team", reply, "not mine", ok=False)
+        assert refused.returncode == 1 and "original sender" in refused.stderr
+        alice("delete", "team", first)
+        kinds = [json.loads(listen.stdout.readline()) for _ in range(4)]
+    finally:
+        listen.send_signal(signal.SIGINT)
+        _, err = listen.communicate(timeout=60)
+    assert listen.returncode == 0 and "Traceback" not in err
+    assert [k["kind"] for k in kinds] == ["reaction", "unreaction", "edit", "delete"]
+    assert kinds[0]["ref"].startswith(reply) and "👍" in kinds[0]["text"]
+    assert kinds[2]["ref"].startswith(first) and "lunch at one?" in kinds[2]["text"]
+    assert kinds[3]["ref"].startswith(first)
+    shown = bob("read", "--all").stdout
+    assert "lunch at noon?" not in shown and "lunch at one?" not in shown  # deleted
+    assert f"[{reply}] **yes**" in shown
+    missing = bob("react", "team", "ffff", "x", ok=False)
+    assert missing.returncode == 1 and "no message ffff" in missing.stderr
+
+
+def _sent_id(done: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r": message (\w{8})$", done.stdout.strip())
+    assert found, done.stdout
+    return found[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,7 @@ def test_cli_names_groups_and_recover(tmp_path: Path) -> None:
     gid = alice("group", "create", "--name", "team", "--topic", "plans").stdout.strip()
     alice("invite", "team", "bob")
     assert bob("send", "team", "hello").stdout.startswith(f"sent to team ({gid[:16]})")
-    assert alice("read").stdout.strip() == "[team] epoch 1 bob: hello"
+    assert re.fullmatch(r"\[team\] epoch 1 bob: \[\w{8}\] hello", alice("read").stdout.strip())
     listed = bob("groups").stdout.strip()
     assert listed == f"{gid}  team  epoch 1  2 users/2 devices  alice, bob  topic: plans"
     renamed = bob("group", "rename", gid[:8], "crew")
