@@ -45,8 +45,10 @@ async def run(config: Path, metrics_port: int | None = None,
 
     @bot.on_message
     async def echo(b: MatrixBot, msg: MessageReceived) -> None:
-        text = msg.data.decode("utf-8", errors="replace")
-        await b.client.send(msg.group_id, f"echo: {text}".encode())
+        if msg.message_id is not None:  # MIMI content: answer as a reply
+            await b.client.reply(msg.group_id, msg.message_id, f"echo: {msg.text}")
+        else:
+            await b.client.send_text(msg.group_id, f"echo: {msg.text}")
 
     @bot.on_membership
     async def membership(b: MatrixBot, change: MembershipChange) -> None:

@@ -34,7 +34,7 @@ from mls_client.events import ClientEvent, GroupJoined, MessageReceived
 from transports.xmpp.transport import XmppDeliveryTransport
 
 log = logging.getLogger("xmpp_bot")
-PREFIX = b"echo: "
+PREFIX = "echo: "
 
 
 class EchoBot:
@@ -47,8 +47,12 @@ class EchoBot:
     async def on_event(self, event: ClientEvent) -> None:
         if isinstance(event, GroupJoined):
             log.info("joined group %s at epoch %d", event.group_id.hex()[:16], event.epoch)
-        elif isinstance(event, MessageReceived) and not event.data.startswith(PREFIX):
-            await self.client.send(event.group_id, PREFIX + event.data)
+        elif isinstance(event, MessageReceived) and not event.text.startswith(PREFIX):
+            # a reply (MIMI inReplyTo) when the message has an id; plain text otherwise
+            if event.message_id is not None:
+                await self.client.reply(event.group_id, event.message_id, PREFIX + event.text)
+            else:
+                await self.client.send_text(event.group_id, PREFIX + event.text)
             self.answered += 1
 
 

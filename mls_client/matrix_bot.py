@@ -17,7 +17,7 @@ Example (see ``examples/matrix_bot.py``)::
     bot = await MatrixBot.start(Settings.load(path))
     @bot.on_message
     async def echo(bot, msg):
-        await bot.client.send(msg.group_id, b"echo: " + msg.data)
+        await bot.client.send_text(msg.group_id, "echo: " + msg.text)
     await bot.run()
 """
 

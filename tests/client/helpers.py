@@ -69,6 +69,11 @@ class Clients:
         return [e.data for e in self.events[name] if isinstance(e, MessageReceived)
                 and (group_id is None or e.group_id == group_id)]
 
+    def texts(self, name: str, group_id: bytes | None = None) -> list[str]:
+        """The text of each message received (MIMI content or plain UTF-8)."""
+        return [e.text for e in self.events[name] if isinstance(e, MessageReceived)
+                and (group_id is None or e.group_id == group_id)]
+
     async def agree(self, group_id: bytes, names: Sequence[str]) -> bytes:
         """Every named client is at the same epoch with the same authenticator."""
         auths = {n: await self.clients[n].epoch_authenticator(group_id) for n in names}

@@ -60,7 +60,7 @@ allow_plaintext = true
         await net["alice"].send(gid, b"ping")
 
         async def echoed() -> bool:
-            return b"echo: ping" in net.received("alice", gid)
+            return "echo: ping" in net.texts("alice", gid)
 
         await net.wait_for(echoed, "alice", timeout=20)
     finally:
