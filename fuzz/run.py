@@ -15,6 +15,7 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 WORK = Path(__file__).resolve().parent / ".work"
 TARGETS = ("decoders", "join", "join_external", "process_public", "process_private")
@@ -36,6 +37,18 @@ def _reproduce(name: str, files: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _instrument_generated_codecs(atheris: Any, codec: Any) -> None:
+    """mls_core.codec compiles each struct's decoder and encoder from generated source
+    (``_Source.build``) on first use: instrument those functions too, or the fuzzer
+    would see no coverage inside the structs it mutates."""
+    build = codec._Source.build
+
+    def instrumented(self: Any, fn: str, origin: str) -> Any:
+        return atheris.instrument_func(build(self, fn, origin))
+
+    codec._Source.build = instrumented
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="run an mls_core fuzz target")
     parser.add_argument("target", choices=TARGETS)
@@ -51,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     import atheris  # the 'fuzz' extra: pip install -e '.[fuzz]'
 
     with atheris.instrument_imports(include=["mls_core"]):
+        from mls_core import codec
+
+        _instrument_generated_codecs(atheris, codec)
         from .harness import target
         module = target(args.target)
     from .seed_corpus import seed_dir, write_seeds
