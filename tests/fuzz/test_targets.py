@@ -118,3 +118,17 @@ def test_decoder_seeds_cover_the_main_structs() -> None:
     names = {decoders.DECODERS[s[0]].name for s in decoders.seeds()}
     assert {"MLSMessage", "Welcome", "GroupInfo", "KeyPackage", "ratchet_tree", "LeafNode",
             "Commit", "Proposal", "GroupSecrets", "Group.from_bytes"} <= names
+
+
+def test_reproduce_replays_files_and_fails_on_a_crash(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seed = next(iter(harness.target("decoders").seeds()))
+    good = tmp_path / "seed"
+    good.write_bytes(seed)
+    assert run.main(["decoders", "--reproduce", str(good)]) == 0
+
+    def crash(data: bytes) -> Outcome:
+        raise IndexError("not an MLSError")
+
+    monkeypatch.setattr(decoders, "run_one", crash)
+    assert run.main(["decoders", "--reproduce", str(good)]) == 1
