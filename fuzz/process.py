@@ -216,6 +216,10 @@ def _messages(world: World, wire_format: int) -> Iterator[bytes]:
     g.propose_external_psk(PSK_ID)
     yield g.commit(now=NOW).commit
     yield world.group("carol", wire_format).commit([], now=NOW).commit
+    # Commits covering Carol's stored Update and PSK proposals by reference (§12.4)
+    yield world.group("bob_refs", wire_format).commit([], now=NOW).commit
+    yield world.group("bob_refs", wire_format).commit([Add(eve_kp)], force_path=False,
+                                                      now=NOW).commit
     yield bob().encrypt(b"hello alice", b"aad")
     yield world.past_application
     if wire_format == PUBLIC:

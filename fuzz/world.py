@@ -2,7 +2,10 @@
 
 A three-member group (Alice at leaf 0, Bob at 1, Carol at 2, RFC 9420 §12) over cipher
 suite 1 with an ``external_senders`` extension (§12.1.8.1) and an external PSK (§8.4),
-advanced to epoch 2 by a Commit of Bob's so that Alice also holds a past epoch (§14).
+advanced to epoch 2 by a Commit of Bob's so that Alice also holds a past epoch (§14),
+where Carol proposed an Update and an external PSK that Alice and Bob stored (§12.1), so
+Commits can cover proposals by reference. ``bob`` is Bob's state before he stored them
+(he can then still send application data), ``bob_refs`` after.
 Alice is the fuzzed receiver; the other keys let a target re-sign and re-encrypt mutated
 content so that mutations reach the checks behind signatures and AEAD.
 
@@ -33,7 +36,7 @@ SUITE_ID = 1
 NOW = 1_800_000_000
 PSK_ID = b"fuzz external psk"
 PSK = b"\x42" * 32
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 DEFAULT_PATH = Path(__file__).resolve().parent / ".work" / "world.json"
 
 
@@ -49,7 +52,7 @@ class World:
 
     #: signature private key of alice, bob, carol, dave, eve and the external sender "ext"
     keys: dict[str, bytes]
-    #: Group.to_bytes() of each member at the live epoch
+    #: Group.to_bytes() of alice, bob, bob_refs and carol at the live epoch
     states: dict[str, bytes]
     #: Dave's KeyPackage and its private keys
     dave_kp: bytes
@@ -115,10 +118,15 @@ def build_world() -> World:
     bob.merge_pending_commit()
     alice.process(res.commit, now=NOW)
     carol.process(res.commit, now=NOW)
+    plain_bob = bob.to_bytes()
+    # Carol's proposals, stored by Alice and Bob: Commits can cover them by reference
+    for proposal in (carol.propose_update(now=NOW), carol.propose_external_psk(PSK_ID)):
+        alice.process(proposal, now=NOW)
+        bob.process(proposal, now=NOW)
     dave_kp, dave_priv = create_key_package(suite, Credential.basic(b"dave"), keys["dave"],
                                             now=NOW)
-    return World(keys, {"alice": alice.to_bytes(), "bob": bob.to_bytes(),
-                        "carol": carol.to_bytes()},
+    return World(keys, {"alice": alice.to_bytes(), "bob": plain_bob,
+                        "bob_refs": bob.to_bytes(), "carol": carol.to_bytes()},
                  dave_kp.encode(), dave_priv.init_priv, dave_priv.encryption_priv,
                  past_application)
 
