@@ -9,7 +9,11 @@ content names (a member's leaf key, the external sender's key, the joiner's key 
 or an external Commit's path), given a valid membership tag (§6.2) or, for
 ``process_private``, encrypted under the real secret-tree key of the named leaf and the
 epoch's sender-data key (§6.3). Mutations then reach the checks behind the signature.
-``mode >> 1`` is the PrivateMessage padding (§6.3.1).
+Bit 1 set (with bit 0): first re-sign, with their owners' keys, the LeafNodes (§7.2) and
+KeyPackages (§10) inside the content (an Add's KeyPackage, an Update's leaf, a Commit's
+proposals by value and its UpdatePath leaf), so mutations of those reach the tree and
+KeyPackage checks behind their own signatures. ``mode >> 2`` is the PrivateMessage
+padding (§6.3.1).
 
 Oracle: only MLSError may escape; a rejected message must leave ``Group.to_bytes()``
 exactly as it was (errors.py: "never changes state"); an accepted one must leave a state
@@ -19,7 +23,7 @@ that stores and loads again.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from mls_core.credentials import Credential
@@ -37,9 +41,10 @@ from mls_core.framing import (
     WireFormat,
 )
 from mls_core.group import Group
-from mls_core.key_package import create_key_package
-from mls_core.messages import KeyPackage
-from mls_core.proposals import Add, GroupContextExtensions, Proposal, Remove
+from mls_core.key_package import create_key_package, sign_leaf_node
+from mls_core.messages import KeyPackage, KeyPackageTBS
+from mls_core.nodes import LeafNode, LeafNodeSource
+from mls_core.proposals import Add, GroupContextExtensions, Proposal, ProposalOrRef, Remove, Update
 from mls_core.protection import (
     FRAMED_CONTENT_TBS_LABEL,
     from_private_message,
@@ -111,6 +116,56 @@ def _signing_key(lv: Live, content: FramedContent) -> bytes:
     return lv.keyring.get(pub or b"", lv.world.keys["bob"])
 
 
+def _resign_leaf(lv: Live, leaf: LeafNode, group_id: bytes, index: int | None) -> LeafNode:
+    """``leaf`` signed again by its owner (§7.2), if the world holds its key."""
+    priv = lv.keyring.get(leaf.signature_key)
+    if priv is None or (leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE and index is None):
+        return leaf
+    return sign_leaf_node(lv.world.suite, priv, leaf.to_be_signed(group_id, index))
+
+
+def _resign_key_package(lv: Live, kp: KeyPackage) -> KeyPackage:
+    """``kp`` with its leaf and itself signed again by its owner (§10)."""
+    leaf = _resign_leaf(lv, kp.leaf_node, b"", None)
+    priv = lv.keyring.get(leaf.signature_key)
+    tbs = KeyPackageTBS(kp.version, kp.cipher_suite, kp.init_key, leaf, kp.extensions)
+    if priv is None:
+        return tbs.signed(kp.signature)
+    return tbs.signed(lv.world.suite.sign_with_label(priv, b"KeyPackageTBS", tbs.encode()))
+
+
+def _resign_proposal(lv: Live, p: Proposal, group_id: bytes, index: int | None) -> Proposal:
+    body = p.body
+    if isinstance(body, Add):
+        return replace(p, body=Add(_resign_key_package(lv, body.key_package)))
+    if isinstance(body, Update):
+        return replace(p, body=Update(_resign_leaf(lv, body.leaf_node, group_id, index)))
+    return p
+
+
+def resign_inner(lv: Live, content: FramedContent) -> FramedContent:
+    """``content`` with the LeafNodes and KeyPackages it carries signed again."""
+    gid = content.group_id
+    sender = content.sender
+    index = sender.index if sender.sender_type == SenderType.MEMBER else None
+    if content.proposal is not None:
+        return replace(content, body=_resign_proposal(lv, content.proposal, gid, index))
+    commit = content.commit
+    if commit is None:
+        return content
+    proposals = tuple(
+        ProposalOrRef.by_value(_resign_proposal(lv, por.proposal, gid, index))
+        if por.proposal is not None else por for por in commit.proposals)
+    path = commit.path
+    if path is not None:
+        if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:  # the joiner's new leaf
+            tree = lv.group._state.tree
+            index = next((i for i in range(tree.n_leaves) if tree.leaf(i) is None),
+                         tree.n_leaves)
+        path = replace(path, leaf_node=_resign_leaf(lv, path.leaf_node, gid, index))
+    return replace(content, body=replace(commit, proposals=proposals, path=path))
+
+
 def authenticate(lv: Live, content: FramedContent, tag: bytes | None,
                  wire_format: int) -> AuthenticatedContent:
     """Sign ``content`` as its sender would (SignWithLabel "FramedContentTBS", §6.1),
@@ -134,7 +189,8 @@ def _public(lv: Live, signed: AuthenticatedContent) -> PublicMessage:
     return PublicMessage(signed.content, signed.auth, tag)
 
 
-def rebuild(lv: Live, data: bytes, wire_format: int, padding: int) -> bytes | None:
+def rebuild(lv: Live, data: bytes, wire_format: int, inner: bool, padding: int,
+            ) -> bytes | None:
     """The authentic message for fuzzed ``data`` (module docstring); None if ``data``
     does not hold a PublicMessage the harness can sign."""
     try:
@@ -142,7 +198,8 @@ def rebuild(lv: Live, data: bytes, wire_format: int, padding: int) -> bytes | No
         pub = msg.public_message
         if pub is None:
             return None
-        signed = authenticate(lv, pub.content, pub.auth.confirmation_tag, wire_format)
+        content = resign_inner(lv, pub.content) if inner else pub.content
+        signed = authenticate(lv, content, pub.auth.confirmation_tag, wire_format)
         if wire_format == PUBLIC:
             return MLSMessage(msg.version, PUBLIC, _public(lv, signed)).encode()
         sender = signed.content.sender
@@ -168,7 +225,7 @@ def run_one(data: bytes, wire_format: int) -> Outcome:
     lv = live()
     message: bytes | None = data[1:]
     if data[0] & 1:
-        message = rebuild(lv, data[1:], wire_format, data[0] >> 1)
+        message = rebuild(lv, data[1:], wire_format, bool(data[0] & 2), data[0] >> 2)
     if message is None:
         return Outcome.SKIPPED
     group = lv.group
@@ -259,15 +316,19 @@ def _as_plaintext(world: World, data: bytes) -> bytes | None:
 
 
 def seeds(wire_format: int) -> Iterator[bytes]:
-    """Each real message raw (mode 0) and in re-signed form (mode 1)."""
+    """Each real message raw (mode 0) and in re-signed form (modes 1 and 3)."""
     world = load_world()
     for m in _messages(world, wire_format):
         yield b"\x00" + m
+        plain: bytes | None = m
         if wire_format == PUBLIC:
-            if MLSMessage.decode(m).public_message is not None:
-                yield b"\x01" + m
-        elif (plain := _as_plaintext(world, m)) is not None:
+            if MLSMessage.decode(m).public_message is None:
+                plain = None
+        else:
+            plain = _as_plaintext(world, m)
+        if plain is not None:
             yield b"\x01" + plain
+            yield b"\x03" + plain
     # an application message as a PublicMessage: §6 forbids it, the signature is fine
     app = FramedContent(b"fuzz group", live().group.epoch, Sender.member(1), b"",
                         ContentType.APPLICATION, b"data")

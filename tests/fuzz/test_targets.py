@@ -132,3 +132,45 @@ def test_reproduce_replays_files_and_fails_on_a_crash(tmp_path: Path,
 
     monkeypatch.setattr(decoders, "run_one", crash)
     assert run.main(["decoders", "--reproduce", str(good)]) == 1
+
+
+def test_inner_resigning_gets_a_mutated_key_package_past_its_signatures() -> None:
+    """Mode 3 re-signs the KeyPackage inside a Commit: a mutated lifetime then fails a
+    later check (§7.9.2 parent hash) instead of the KeyPackage's own signature."""
+    from dataclasses import replace
+
+    from fuzz.world import NOW
+    from mls_core.errors import MLSError
+    from mls_core.framing import MLSMessage
+    from mls_core.nodes import Lifetime
+    from mls_core.proposals import Add, ProposalOrRef
+
+    lv = process.live()
+
+    def add_commit(seed: bytes) -> bool:
+        pub = MLSMessage.decode(seed[1:]).public_message
+        c = None if pub is None else pub.content.commit
+        return c is not None and any(p.proposal is not None and isinstance(p.proposal.body, Add)
+                                     for p in c.proposals)
+
+    seed = next(s for s in process.seeds(process.PUBLIC) if s[0] == 1 and add_commit(s))
+    pub = MLSMessage.decode(seed[1:]).public_message
+    assert pub is not None and pub.content.commit is not None
+    commit = pub.content.commit
+    por = next(p for p in commit.proposals if p.proposal is not None)
+    assert por.proposal is not None and isinstance(por.proposal.body, Add)
+    kp = por.proposal.body.key_package
+    kp = replace(kp, leaf_node=replace(kp.leaf_node, source_data=Lifetime(NOW - 10, NOW + 10)))
+    proposals = tuple(ProposalOrRef.by_value(replace(p.proposal, body=Add(kp)))
+                      if p is por and p.proposal is not None else p for p in commit.proposals)
+    mutated = MLSMessage.of(replace(pub, content=replace(
+        pub.content, body=replace(commit, proposals=proposals)))).encode()
+    errors = []
+    for inner in (False, True):
+        message = process.rebuild(lv, mutated, process.PUBLIC, inner, 0)
+        assert message is not None
+        with pytest.raises(MLSError) as e:
+            lv.world.group("alice").process(message, now=NOW)
+        errors.append(str(e.value))
+    assert "signature on LeafNode" in errors[0]
+    assert "signature" not in errors[1], errors[1]
