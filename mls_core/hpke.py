@@ -7,7 +7,8 @@ ChaCha20-Poly1305 (AEAD ids 1/2/3), the mode_base key schedule (§5.1), the encr
 context (§5.2) and single-shot seal/open (§6.1). Beside the DH KEMs, the post-quantum KEMs
 of draft-ietf-hpke-pq: ML-KEM-768 (0x0041), ML-KEM-1024 (0x0042) and X-Wing (0x647a),
 with private keys as seeds and DeriveKeyPair chosen by profile (:data:`KEM_PROFILES`);
-their key schedule is the one here, over the KEM's shared secret (docs/pq.md).
+single-shot seal/open go to ``cryptography``'s hpke.Suite as for the DH KEMs, the key
+schedule here serves everything else (exporter, AAD, large-info batches; docs/pq.md).
 
 Keys cross this API as bytes: SerializePublicKey / SerializePrivateKey of §7.1.1-§7.1.2
 (uncompressed SEC1 points and big-endian scalars on the NIST curves, raw RFC 7748 strings
@@ -202,6 +203,15 @@ class Kem:
     def generate_key_pair(self) -> tuple[bytes, bytes]:
         """GenerateKeyPair() as serialized (private, public) key bytes."""
         return self.derive_key_pair(os.urandom(self.n_sk))
+
+    def native_public(self, pk: bytes) -> Any:
+        """The key object ``cryptography``'s hpke.Suite takes for ``pk``; CryptoError
+        for an invalid key (§7.1.4)."""
+        return self._load_public(pk)
+
+    def native_private(self, sk: bytes) -> Any:
+        """The key object ``cryptography``'s hpke.Suite takes for ``sk``."""
+        return self._load_private(sk)
 
     def encap(self, pk_r: bytes, ikm_e: bytes | None = None) -> tuple[bytes, bytes]:
         """Encap(pkR) -> (shared_secret, enc)."""
@@ -590,6 +600,16 @@ class XWing(_PqKem):
                       + private_x.public_key().public_bytes_raw())
         return out
 
+    def native_public(self, pk: bytes) -> Any:
+        if _native_hpke is None:  # pragma: no cover - native_suite is None then
+            raise UnsupportedError("cryptography has no hpke module")
+        return _native_hpke.MLKEM768X25519PublicKey(*self._load_public(pk))
+
+    def native_private(self, sk: bytes) -> Any:
+        if _native_hpke is None:  # pragma: no cover
+            raise UnsupportedError("cryptography has no hpke module")
+        return _native_hpke.MLKEM768X25519PrivateKey(*self._expand(sk))
+
     @staticmethod
     def _combine(ss_m: bytes, ss_x: bytes, ct_x: bytes, pk_x: bytes) -> bytes:
         return hashlib.sha3_256(ss_m + ss_x + ct_x + pk_x + XWING_LABEL).digest()
@@ -717,7 +737,9 @@ class Context:
         return self.labeled.expand(self.exporter_secret, b"sec", exporter_context, length)
 
 
-_NATIVE_KEMS = {KEM_P256: "P256", KEM_P384: "P384", KEM_P521: "P521", KEM_X25519: "X25519"}
+_NATIVE_KEMS = {KEM_P256: "P256", KEM_P384: "P384", KEM_P521: "P521", KEM_X25519: "X25519",
+                KEM_MLKEM768: "MLKEM768", KEM_MLKEM1024: "MLKEM1024",
+                KEM_XWING: "MLKEM768_X25519"}
 _NATIVE_KDFS = {KDF_HKDF_SHA256: "HKDF_SHA256", KDF_HKDF_SHA384: "HKDF_SHA384",
                 KDF_HKDF_SHA512: "HKDF_SHA512"}
 _NATIVE_AEADS = {AEAD_AES128GCM: "AES_128_GCM", AEAD_AES256GCM: "AES_256_GCM",
@@ -731,7 +753,8 @@ NATIVE_BATCH_INFO_MAX = 1024
 
 def native_suite(kem_id: int, kdf_id: int, aead_id: int) -> Any | None:
     """``cryptography``'s HPKE Suite for these algorithms, or None where it lacks one
-    (X448, or a release without the module)."""
+    (X448, or a release without the module). The PQ KEMs (ML-KEM-768/1024, X-Wing) are
+    there in release 51; their DeriveKeyPair and exporter stay ours."""
     if _native_hpke is None:
         return None
     names = (_NATIVE_KEMS.get(kem_id), _NATIVE_KDFS.get(kdf_id), _NATIVE_AEADS.get(aead_id))
@@ -747,8 +770,7 @@ class Hpke:
 
     ``native=False`` keeps every operation in the code here (to check the two against
     each other). ``kem_profile`` picks DeriveKeyPair for the PQ KEMs (see
-    :data:`KEM_PROFILES`); the post-quantum suites run the key schedule here over the
-    KEM's shared secret."""
+    :data:`KEM_PROFILES`)."""
 
     def __init__(self, kem_id: int, kdf_id: int, aead_id: int, *, native: bool = True,
                  kem_profile: str = PROFILE_HPKE_PQ) -> None:
@@ -773,7 +795,7 @@ class Hpke:
 
     def _native_seal(self, pk_r: bytes, info: bytes, pt: bytes) -> tuple[bytes, bytes]:
         assert self._native is not None
-        public_r = self.kem._load_public(pk_r)  # CryptoError for an invalid key (§7.1.4)
+        public_r = self.kem.native_public(pk_r)  # CryptoError for an invalid key (§7.1.4)
         try:
             blob: bytes = self._native.encrypt(pt, public_r, info)
         except ValueError:  # e.g. a DH output of zero (§7.1.4)
@@ -842,7 +864,7 @@ class Hpke:
     def open_base(self, enc: bytes, sk_r: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
         """OpenBase(enc, skR, info, aad, ct) -> pt (§6.1); DecryptionError on failure."""
         if self._native is not None and not aad:
-            private_r = self.kem._load_private(sk_r)  # CryptoError, as in decap
+            private_r = self.kem.native_private(sk_r)  # CryptoError, as in decap
             # The native call takes enc || ct and splits it at Nenc: check the split
             # here, or a shifted boundary between the two would be accepted.
             if len(enc) != self.kem.n_enc:
