@@ -115,3 +115,24 @@ def test_group_on_pq_suite(suite_id: int, wire_format: int) -> None:
     assert g.suite.id == suite_id and len(g.members) == 2
     assert len(g.epoch_authenticator) == 64
     assert len(g.export_secret(EXPORT_LABEL, b"", 32)) == 32
+
+
+def test_secret_lengths_follow_the_kdf_not_the_hash() -> None:
+    """Suite 79: SHA-384 hash, HKDF-SHA512 KDF. Every MLS secret is KDF.Nh = 64 bytes; a
+    48-byte (hash-sized) secret is refused; transcript-side values are 48 bytes."""
+    from mls_core.key_schedule import (
+        confirmation_tag,
+        derive_joiner_secret,
+        secrets_from_epoch_secret,
+    )
+
+    s = get_suite(79)
+    secrets = secrets_from_epoch_secret(s, bytes(64))
+    assert len(secrets.confirmation_key) == 64 and len(secrets.init_secret) == 64
+    assert len(confirmation_tag(s, secrets.confirmation_key, bytes(48))) == 48
+    assert len(s.hash(b"x")) == 48 and len(s.make_key_package_ref(b"kp")) == 48
+    with pytest.raises(UsageError, match=r"KDF\.Nh = 64"):
+        secrets_from_epoch_secret(s, bytes(48))
+    with pytest.raises(UsageError, match=r"KDF\.Nh = 64"):
+        derive_joiner_secret(s, bytes(64), bytes(48), b"context")
+    assert s.hpke.kdf.hash_name == "sha512" and s.mac(b"k", b"d") != s.hpke.kdf.hmac(b"k", b"d")
