@@ -48,3 +48,16 @@ def test_pq_vectors_present_and_mostly_reproducible() -> None:
         assert not any(p.startswith("everything") for p in parts_not_reproduced(
             PQ_DIR / FILES[0], e))
     assert len(load(PQ_DIR / FILES[1])) == 3
+
+
+def test_cli_counts_not_reproducible_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m mls_core.vectors`` on the PQ files: passes, failures and the entries
+    cryptography cannot reproduce are three separate counts, each reason printed."""
+    from mls_core.vectors.__main__ import main
+
+    assert main([str(PQ_DIR / name) for name in FILES]) == 0
+    out = capsys.readouterr().out
+    assert "hpke-pq-test-vectors: 6 passed, 0 failed, 7 not reproducible" in out
+    assert "xwing-test-vectors: 3 passed, 0 failed" in out
+    assert "entry 0 not reproducible: everything: KEM 0x0040 (ML-KEM-512)" in out
+    assert out.count("not reproduced: encapsulation with fixed randomness") == 7
