@@ -2,6 +2,9 @@
 
 ``python3 -m benchmarks.group [--sizes 16,128,1000,10000] [--suite 1] [--quick]``
 
+``--suite`` may name an experimental post-quantum suite (79-88, docs/pq.md), which is
+then enabled for the run; docs/benchmarks.md has their figures at n = 16, 128, 1,000.
+
 For each group size n, in a fresh process (so that peak memory is per size):
 
 * **build** — one creator adds n - 1 members by KeyPackage, ``--batch`` Adds per Commit
@@ -48,7 +51,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from mls_core.ciphersuite import CipherSuite, get_suite
+from mls_core.ciphersuite import (
+    EXPERIMENTAL_PQ_SUITES,
+    CipherSuite,
+    enable_experimental_pq,
+    get_suite,
+)
 from mls_core.config import GroupConfig
 from mls_core.credentials import Credential
 from mls_core.epoch import EpochState
@@ -245,6 +253,7 @@ def run_size(n: int, suite_id: int, batch: int, reps: int) -> dict[str, float]:
     creator = steady_state_group(suite, built)
     out["fill"] = time.perf_counter() - start
     del built  # the old epochs' trees: the peak figure is the steady state's
+    out["kp_bytes"] = len(new_joiner(suite, b"joiner").key_package.encode())
     out["join"], out["join_cpu"], member, out["welcome_bytes"] = add_and_join(suite, creator)
     commit_round(creator, member)  # warm-up: J now holds its path keys, as members do
     rounds = [commit_round(creator, member) for _ in range(reps)]
@@ -342,7 +351,7 @@ def print_header(suite_id: int, batch: int) -> None:
 
 def print_sizes(results: list[dict[str, float]]) -> None:
     print()
-    print("message sizes: " + "; ".join(
+    print(f"KeyPackage {results[0]['kp_bytes']:,.0f} B; message sizes: " + "; ".join(
         f"n={r['n']:.0f}: 1st Commit {r['first_bytes'] / 1024:,.1f} KiB, Commit "
         f"{r['commit_bytes']:,.0f} B, Welcome {r['welcome_bytes'] / 1024:,.1f} KiB"
         for r in results))
@@ -420,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ratio", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.suite in EXPERIMENTAL_PQ_SUITES:  # naming one is the opt-in (docs/pq.md)
+        enable_experimental_pq()
     if args.one is not None:
         print(json.dumps(run_size(args.one, args.suite, args.batch, args.reps)))
         return 0

@@ -23,6 +23,8 @@ from typing import Any
 
 import grpc
 
+from mls_core.ciphersuite import enable_experimental_pq
+
 from .errors import status_of
 from .generated import mls_client_pb2 as pb
 from .service import DEFAULT_NAME, InteropService
@@ -94,11 +96,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=50051,
                         help="port to listen on (0: any free port)")
     parser.add_argument("--name", default=DEFAULT_NAME, help="name reported by Name()")
+    parser.add_argument("--experimental-pq", action="store_true",
+                        help="also serve the experimental PQ suites 79-88 (docs/pq.md); "
+                        "MLS_EXPERIMENTAL_PQ=1 does the same")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if args.experimental_pq:
+        enable_experimental_pq()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         server, port = serve(args.host, args.port, args.name)

@@ -4,6 +4,7 @@ Examples::
 
     python -m interop.run interop/configs/welcome_join.json --clients ours,ts-mls
     python -m interop.run CONFIGS... --clients ours,ts-mls --alternate --suites 1,2,3
+    python -m interop.run CONFIGS... --clients ours,ts-mls --suites 79,80,81,82,83,84,85,86,87,88
 
 The runner starts the named clients itself (``ours`` = ``python -m interop.client``,
 ``ts-mls`` = ``node interop/ts-mls/server.mjs``) on free loopback ports, or connects to
@@ -31,6 +32,7 @@ client could not be used.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import sys
@@ -54,6 +56,7 @@ from interop.runner.results import (
     known_summary_line,
     summary_lines,
 )
+from mls_core.ciphersuite import EXPERIMENTAL_PQ_SUITES
 
 DEFAULT_MAX_RUNS = 1000
 
@@ -92,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per (suite, handshake mode) |P| runs, P = the clients supporting the suite: in "
         "run k = 0..|P|-1 actor i is played by client (i + k) mod |P|, so each client plays "
         "every actor once and every run of two or more actors mixes clients",
+    )
+    parser.add_argument(
+        "--experimental-pq", action="store_true",
+        help="let our client serve the experimental PQ suites 79-88 (docs/pq.md); implied "
+        "when --suites names one of them",
     )
     parser.add_argument("--seed", help="seed for random assignments (default: drawn, printed)")
     parser.add_argument("--public", action="store_true", help="only PublicMessage handshakes")
@@ -188,6 +196,9 @@ def _clients(args: argparse.Namespace, stack: ExitStack) -> list[Client]:
         raise RunnerError("--clients names no client")
     if args.log_dir is not None:
         args.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.experimental_pq or set(args.suites) & set(EXPERIMENTAL_PQ_SUITES):
+        # inherited by the `ours` client it starts: it then serves suites 79-88 too
+        os.environ["MLS_EXPERIMENTAL_PQ"] = "1"
     clients = start_clients(kinds, stack, timeout=args.start_timeout, log_dir=args.log_dir)
     for client in clients:
         suites = ",".join(str(s) for s in sorted(client.suites)) or "none"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from mls_core.ciphersuite import SUPPORTED_SUITES, get_suite
+from mls_core.ciphersuite import get_suite, supported_suites
 from mls_core.commit_flow import CommitResult
 from mls_core.credentials import Credential
 from mls_core.events import ApplicationMessage, CommitApplied, ProposalReceived
@@ -97,7 +97,7 @@ class InteropService:
 
     def SupportedCiphersuites(self, request: pb.SupportedCiphersuitesRequest,
                               ) -> pb.SupportedCiphersuitesResponse:
-        return pb.SupportedCiphersuitesResponse(ciphersuites=list(SUPPORTED_SUITES))
+        return pb.SupportedCiphersuitesResponse(ciphersuites=list(supported_suites()))
 
     # ------------------------------------------------------------------ becoming a member
 

@@ -40,6 +40,7 @@ from mls_client.events import (
 )
 from mls_client.keypackages import Progress
 from mls_client.settings import Settings
+from mls_core.ciphersuite import EXPERIMENTAL_PQ_SUITES, enable_experimental_pq
 from mls_core.errors import MLSError, UsageError
 from mls_core.room_policy import Action, Role, RoomPolicy
 from transports.base import TransportError
@@ -141,7 +142,10 @@ async def cmd_keypackages_publish(client: MLSClient, args: argparse.Namespace,
 
 async def cmd_group_create(client: MLSClient, args: argparse.Namespace, out: TextIO) -> None:
     policy = RoomPolicy.standard([client.user_id.encode()]) if args.policy else None
-    group_id = await client.create_group(name=args.name, topic=args.topic, policy=policy)
+    if args.suite is not None and args.suite in EXPERIMENTAL_PQ_SUITES:
+        enable_experimental_pq()
+    group_id = await client.create_group(name=args.name, topic=args.topic, policy=policy,
+                                         suite_id=args.suite)
     print(group_id.hex(), file=out)
 
 
@@ -339,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="walk through a group of clients on a temp service")
     demo.add_argument("--clients", type=int, default=5, choices=range(4, 9), metavar="N",
                       help="number of clients, 4-8 (default 5)")
+    demo.add_argument("--suite", type=int, default=1, metavar="ID",
+                      help="cipher suite of the single-service tour (default 1; 79-88: "
+                      "the experimental PQ suites, docs/pq.md)")
     demo.add_argument("--real", action="store_true",
                       help="run the cross-network part over a local Prosody and Synapse "
                            "(started in a temporary directory) instead of the embedded "
@@ -373,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     gcreate.add_argument("--name", help="the group's name, shared with every member "
                          "(at most 64 bytes of UTF-8)")
     gcreate.add_argument("--topic", help="the group's topic, shared with every member")
+    gcreate.add_argument("--suite", type=int, metavar="ID",
+                         help="cipher suite (default: the cipher_suite setting; 79-88: "
+                         "experimental PQ, opted in to by naming it)")
     gcreate.add_argument("--policy", action="store_true",
                          help="with a room policy: we are admin, moderators add and remove")
     gcreate.set_defaults(func=cmd_group_create)
@@ -577,7 +587,8 @@ def _demo(args: argparse.Namespace) -> int:
     from bridge import demo as bridge_demo
     from mls_client.demo import run_demo
 
-    status = 0 if args.only_bridge else asyncio.run(run_demo(print, clients=args.clients))
+    status = 0 if args.only_bridge else asyncio.run(
+        run_demo(print, clients=args.clients, suite=args.suite))
     if args.real:
         from bridge.real import real_accounts
 

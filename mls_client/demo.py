@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
+from mls_core.ciphersuite import EXPERIMENTAL_PQ_SUITES
 from mls_core.errors import MLSError
 from mls_core.group import Group
 from transports.base import (
@@ -110,8 +111,10 @@ class CrossingCommits:
 class Demo:
     """The clients of the tour and a few printing helpers."""
 
-    def __init__(self, out: Out, root: Path, ds: LocalDeliveryService) -> None:
+    def __init__(self, out: Out, root: Path, ds: LocalDeliveryService,
+                 suite: int = 1) -> None:
         self.out = out
+        self.suite = suite
         self.root = root
         self.ds = CrossingCommits(ds)
         self.clients: dict[str, MLSClient] = {}
@@ -125,7 +128,8 @@ class Demo:
         self.out(f"    {text}")
 
     async def open(self, name: str) -> MLSClient:
-        settings = Settings(state_dir=self.root / name,
+        settings = Settings(state_dir=self.root / name, cipher_suite=self.suite,
+                            experimental_pq=self.suite in EXPERIMENTAL_PQ_SUITES,
                             key_packages=KeyPackageSettings(pool_size=4, threshold=2))
         client = await MLSClient.open(settings, self.ds)
         self.clients[name] = client
@@ -168,12 +172,13 @@ class Demo:
             await client.close()
 
 
-async def run_demo(out: Out = print, *, clients: int = 5) -> int:
-    """Run the tour; 0 if every check held."""
+async def run_demo(out: Out = print, *, clients: int = 5, suite: int = 1) -> int:
+    """Run the tour on cipher suite ``suite`` (an experimental PQ suite is opted in to);
+    0 if every check held."""
     with tempfile.TemporaryDirectory(prefix="mls-bridge-demo-") as tmp:
         root = Path(tmp)
         async with LocalDeliveryService(root / "delivery.sqlite") as ds:
-            demo = Demo(out, root, ds)
+            demo = Demo(out, root, ds, suite)
             try:
                 return await _tour(demo, NAMES[:clients])
             finally:
@@ -182,7 +187,9 @@ async def run_demo(out: Out = print, *, clients: int = 5) -> int:
 
 async def _tour(demo: Demo, names: Sequence[str]) -> int:
     out = demo.out
-    out(f"mls-bridge demo: {len(names)} clients on a local Delivery Service ({demo.root})")
+    suite = "" if demo.suite == 1 else f", cipher suite {demo.suite}"
+    out(f"mls-bridge demo: {len(names)} clients on a local Delivery Service ({demo.root})"
+        + suite)
     for name in names:
         await demo.create(name)
     out(f"each of {', '.join(names)} has an identity, 4 KeyPackages and a last-resort one")

@@ -17,7 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mls_core.ciphersuite import SUPPORTED_SUITES
+from mls_core.ciphersuite import (
+    EXPERIMENTAL_PQ_SUITES,
+    SUPPORTED_SUITES,
+    enable_experimental_pq,
+)
 from mls_core.config import GroupConfig
 from mls_core.framing import WireFormat
 from mls_core.room_policy import RoomPolicyEnforcer
@@ -114,6 +118,10 @@ class Settings(_Section):
 
     state_dir: Path = DEFAULT_STATE_DIR
     cipher_suite: int = 1
+    #: opt in to the experimental post-quantum suites 79-88 (unregistered code points,
+    #: ts-mls profile; docs/pq.md): needed for ``cipher_suite`` = one of them, and makes
+    #: KeyPackages advertise them
+    experimental_pq: bool = False
     handshake_wire_format: Literal["private", "public"] = "private"
     padding_block: int = Field(default=32, ge=0, le=4096)
     #: how often a Commit that lost its epoch is rebuilt and resubmitted
@@ -147,10 +155,20 @@ class Settings(_Section):
     @field_validator("cipher_suite")
     @classmethod
     def _known_suite(cls, value: int) -> int:
-        if value not in SUPPORTED_SUITES:
+        if value not in SUPPORTED_SUITES and value not in EXPERIMENTAL_PQ_SUITES:
             raise ValueError(f"unsupported cipher suite {value} (supported: "
-                             f"{', '.join(map(str, SUPPORTED_SUITES))})")
+                             f"{', '.join(map(str, SUPPORTED_SUITES))}; experimental "
+                             "with experimental_pq = true: 79-88)")
         return value
+
+    @model_validator(mode="after")
+    def _experimental_opt_in(self) -> Settings:
+        if self.cipher_suite in EXPERIMENTAL_PQ_SUITES and not self.experimental_pq:
+            raise ValueError(f"cipher suite {self.cipher_suite} is an experimental PQ suite: "
+                             "set experimental_pq = true (docs/pq.md)")
+        if self.experimental_pq:  # process-wide, as mls_core's registry is
+            enable_experimental_pq()
+        return self
 
     @property
     def client_db_path(self) -> Path:

@@ -23,12 +23,13 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from . import hpke
 from .codec import encode_varint
 from .errors import DecryptionError, UnsupportedError, UsageError, VerificationError
+from .hpke import Kdf
 
 MLS_LABEL_PREFIX = b"MLS 1.0 "
 
@@ -215,6 +216,55 @@ def _point(pk: ec.EllipticCurvePublicKey) -> bytes:
     return pk.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
+class _MLDSA(_Signer):
+    """ML-DSA (FIPS 204), pure, with the empty context string, as the MLS signature
+    scheme of the PQ suites (draft-ietf-mls-pq-ciphersuites). The private key is the
+    32-byte seed xi (FIPS 204 §6.1), the public key the raw encoding of pk."""
+
+    def __init__(self, priv_cls: Any, pub_cls: Any, name: str) -> None:
+        self._priv = priv_cls
+        self._pub = pub_cls
+        self._name = name
+        self._priv_cache: dict[bytes, Any] = {}
+        self._pub_cache: dict[bytes, Any] = {}
+
+    def _load_uncached(self, private_key: bytes) -> Any:
+        if type(private_key) is not bytes or len(private_key) != 32:
+            raise UsageError(f"{self._name} private key must be a 32-byte seed")
+        return self._priv.from_seed_bytes(private_key)
+
+    def _load(self, private_key: bytes) -> Any:
+        return _cached(self._priv_cache, _PRIVATE_KEY_CACHE, private_key, self._load_uncached)
+
+    def generate(self) -> tuple[bytes, bytes]:
+        seed = os.urandom(32)
+        return seed, self.public_key(seed)
+
+    def public_key(self, private_key: bytes) -> bytes:
+        pub: bytes = self._load(private_key).public_key().public_bytes_raw()
+        return pub
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        sig: bytes = self._load(private_key).sign(message)
+        return sig
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        try:
+            key = _cached(self._pub_cache, _PUBLIC_KEY_CACHE, public_key,
+                          self._pub.from_public_bytes)
+            key.verify(signature, message)
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return True
+
+    def verify_uncached(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        try:
+            self._pub.from_public_bytes(public_key).verify(signature, message)
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return True
+
+
 # --------------------------------------------------------------------------- suites
 
 
@@ -231,16 +281,29 @@ class CipherSuite:
     signature_scheme: str
     _aead_cls: Any = field(repr=False, compare=False)
     _signer: _Signer = field(repr=False, compare=False)
+    #: DeriveKeyPair profile of a PQ KEM (hpke.KEM_PROFILES); ignored by the DH KEMs
+    kem_profile: str = hpke.PROFILE_HPKE_PQ
+    #: an experimental suite with an unregistered code point (docs/pq.md)
+    experimental: bool = False
 
     # --- sizes ---------------------------------------------------------------
     @cached_property
     def hash_length(self) -> int:
-        """Nh: output size of the hash / KDF (also the size of every MLS secret)."""
-        return hashlib.new(self.hash_name).digest_size
+        """KDF.Nh: the output size of the suite's KDF, the size of every MLS secret
+        (§5.1, §8). Equal to :attr:`hash_size` in every RFC 9420 suite; the ts-mls PQ
+        profile pairs SHA-384 with HKDF-SHA512 (79/80), where it is 64."""
+        return self.hpke.kdf.n_h
 
     @property
     def kdf_nh(self) -> int:
+        """KDF.Nh (the same as :attr:`hash_length`)."""
         return self.hash_length
+
+    @cached_property
+    def hash_size(self) -> int:
+        """Output size of the suite's hash (tree and transcript hashes, references, and
+        the MAC of §5.1)."""
+        return hashlib.new(self.hash_name).digest_size
 
     @cached_property
     def aead_key_size(self) -> int:
@@ -254,7 +317,15 @@ class CipherSuite:
 
     @cached_property
     def hpke(self) -> hpke.Hpke:
-        return hpke.Hpke(self.kem_id, self.kdf_id, self.aead_id)
+        return hpke.Hpke(self.kem_id, self.kdf_id, self.aead_id, kem_profile=self.kem_profile)
+
+    @cached_property
+    def _mac_kdf(self) -> Kdf:
+        """HMAC with the suite's hash (§5.1: MAC is HMAC with the suite's hash), which is
+        not the KDF's hash in the ts-mls SHA-384 suites."""
+        if self.hpke.kdf.hash_name == self.hash_name:
+            return self.hpke.kdf
+        return Kdf(0, self.hash_name, self.hash_size)
 
     # --- hash, MAC, KDF (RFC 5869) -----------------------------------------
     @cached_property
@@ -269,7 +340,8 @@ class CipherSuite:
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """MAC(key, data): HMAC with the suite's hash (§5.1)."""
-        return self.hpke.kdf.hmac(key, data)
+        out: bytes = self._mac_kdf.hmac(key, data)
+        return out
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(self.mac(key, data), tag)
@@ -380,7 +452,8 @@ class CipherSuite:
         return self.hpke.kem.derive_key_pair(ikm)
 
     def generate_key_pair(self) -> tuple[bytes, bytes]:
-        return self.hpke.kem.derive_key_pair(os.urandom(self.hpke.kem.n_sk))
+        """A fresh HPKE key pair (GenerateKeyPair)."""
+        return self.hpke.kem.generate_key_pair()
 
     def hpke_public_key(self, private_key: bytes) -> bytes:
         return self.hpke.kem.public_key(private_key)
@@ -505,14 +578,106 @@ _SUITES: dict[int, CipherSuite] = {
     )
 }
 
+#: The RFC 9420 suites: what a KeyPackage advertises unless the experimental PQ suites
+#: are enabled (:func:`supported_suites` is the live list).
 SUPPORTED_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
 
 
+# --------------------------------------------------------------------------- PQ suites
+#
+# Experimental post-quantum suites with UNREGISTERED code points: ts-mls 1.6.4's numbers
+# 79-88 (its 2.x moves them to 0xF009-0xF012, accepted here as aliases). They follow the
+# ts-mls profile (docs/pq.md): HKDF-SHA512 as HPKE and MLS KDF whatever the name says,
+# the name's hash for hashes and the MAC, ts-mls's DeriveKeyPair. 77/78 (ML-KEM-512) are
+# left out: cryptography 51 has no ML-KEM-512. Off unless enable_experimental_pq() is
+# called or MLS_EXPERIMENTAL_PQ=1 is set in the environment.
+
+_MLDSA87 = _MLDSA(mldsa.MLDSA87PrivateKey, mldsa.MLDSA87PublicKey, "ML-DSA-87")
+_TS_MLS_PQ = (
+    # (id, name, hash, KEM, AEAD, AEAD class, signature scheme, signer)
+    (79, "MLS_256_MLKEM768_AES256GCM_SHA384_Ed25519", "sha384", hpke.KEM_MLKEM768, 2,
+     AESGCM, "ed25519", _ED25519),
+    (80, "MLS_256_MLKEM768_CHACHA20POLY1305_SHA384_Ed25519", "sha384", hpke.KEM_MLKEM768, 3,
+     ChaCha20Poly1305, "ed25519", _ED25519),
+    (81, "MLS_256_MLKEM1024_AES256GCM_SHA512_Ed25519", "sha512", hpke.KEM_MLKEM1024, 2,
+     AESGCM, "ed25519", _ED25519),
+    (82, "MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_Ed25519", "sha512", hpke.KEM_MLKEM1024,
+     3, ChaCha20Poly1305, "ed25519", _ED25519),
+    (83, "MLS_256_XWING_AES256GCM_SHA512_Ed25519", "sha512", hpke.KEM_XWING, 2,
+     AESGCM, "ed25519", _ED25519),
+    (84, "MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519", "sha512", hpke.KEM_XWING, 3,
+     ChaCha20Poly1305, "ed25519", _ED25519),
+    (85, "MLS_256_MLKEM1024_AES256GCM_SHA512_MLDSA87", "sha512", hpke.KEM_MLKEM1024, 2,
+     AESGCM, "mldsa87", _MLDSA87),
+    (86, "MLS_256_MLKEM1024_CHACHA20POLY1305_SHA512_MLDSA87", "sha512", hpke.KEM_MLKEM1024,
+     3, ChaCha20Poly1305, "mldsa87", _MLDSA87),
+    (87, "MLS_256_XWING_AES256GCM_SHA512_MLDSA87", "sha512", hpke.KEM_XWING, 2,
+     AESGCM, "mldsa87", _MLDSA87),
+    (88, "MLS_256_XWING_CHACHA20POLY1305_SHA512_MLDSA87", "sha512", hpke.KEM_XWING, 3,
+     ChaCha20Poly1305, "mldsa87", _MLDSA87),
+)
+#: ts-mls 2.x's ids for the same suites: 0xF007 + (ts-mls 1.x id - 77)
+TS_MLS_2X_ALIASES: dict[int, int] = {0xF007 + sid - 77: sid for sid, *_ in _TS_MLS_PQ}
+#: ts-mls 1.x's ML-KEM-512 suites, which cryptography 51 cannot serve
+UNSUPPORTED_TS_MLS_PQ = (77, 78, 0xF007, 0xF008)
+
+
+def _pq_suite(sid: int, name: str, hash_name: str, kem: int, aead: int, aead_cls: Any,
+              sig: str, signer: _Signer) -> CipherSuite:
+    return CipherSuite(sid, name, hash_name, kem, hpke.KDF_HKDF_SHA512, aead, sig, aead_cls,
+                       signer, kem_profile=hpke.PROFILE_TS_MLS, experimental=True)
+
+
+_EXPERIMENTAL: dict[int, CipherSuite] = {
+    sid: _pq_suite(sid, *rest) for sid, *rest in _TS_MLS_PQ  # type: ignore[arg-type]
+}
+_EXPERIMENTAL.update({
+    alias: _pq_suite(alias, *next(rest for sid, *rest in _TS_MLS_PQ  # type: ignore[arg-type]
+                                  if sid == base))
+    for alias, base in TS_MLS_2X_ALIASES.items()
+})
+#: the experimental PQ suites' ids, ts-mls 1.x numbers first, then the 2.x aliases
+EXPERIMENTAL_PQ_SUITES: tuple[int, ...] = tuple(_EXPERIMENTAL)
+
+_experimental_enabled = os.environ.get("MLS_EXPERIMENTAL_PQ", "") not in ("", "0")
+
+
+def enable_experimental_pq(enabled: bool = True) -> None:
+    """Opt in to (or back out of) the experimental PQ suites: :func:`get_suite` then
+    serves them and :func:`supported_suites` (hence default KeyPackage capabilities)
+    lists them. Process-wide; the same as MLS_EXPERIMENTAL_PQ=1 at import."""
+    global _experimental_enabled
+    _experimental_enabled = enabled
+
+
+def experimental_pq_enabled() -> bool:
+    """Whether the experimental PQ suites are enabled."""
+    return _experimental_enabled
+
+
+def supported_suites() -> tuple[int, ...]:
+    """Every suite :func:`get_suite` serves now: the RFC 9420 suites, then (if enabled)
+    the experimental PQ suites 79-88 (their 2.x aliases are accepted, not advertised)."""
+    if not _experimental_enabled:
+        return SUPPORTED_SUITES
+    return SUPPORTED_SUITES + tuple(sid for sid, *_ in _TS_MLS_PQ)
+
+
 def get_suite(suite_id: int) -> CipherSuite:
-    """Return the CipherSuite for an IANA id, or raise UnsupportedError."""
-    try:
-        return _SUITES[suite_id]
-    except KeyError:
-        raise UnsupportedError(f"unsupported cipher suite {suite_id:#06x}") from None
-
-
+    """Return the CipherSuite for an id, or raise UnsupportedError (for an experimental
+    PQ suite too while those are not enabled)."""
+    suite = _SUITES.get(suite_id)
+    if suite is not None:
+        return suite
+    suite = _EXPERIMENTAL.get(suite_id)
+    if suite is not None:
+        if _experimental_enabled:
+            return suite
+        raise UnsupportedError(
+            f"cipher suite {suite_id:#06x} is an experimental PQ suite: enable it with "
+            "mls_core.ciphersuite.enable_experimental_pq() or MLS_EXPERIMENTAL_PQ=1")
+    if suite_id in UNSUPPORTED_TS_MLS_PQ:
+        raise UnsupportedError(
+            f"cipher suite {suite_id:#06x} (ML-KEM-512) is not supported: cryptography has "
+            "no ML-KEM-512")
+    raise UnsupportedError(f"unsupported cipher suite {suite_id:#06x}")

@@ -4,7 +4,11 @@ Only what MLS needs, but all of it for every MLS cipher suite: DHKEM (§4.1) ove
 (0x0010), P-384 (0x0011), P-521 (0x0012), X25519 (0x0020) and X448 (0x0021) with
 DeriveKeyPair (§7.1.3), HKDF-SHA256/384/512 (KDF ids 1/2/3), AES-128-GCM, AES-256-GCM and
 ChaCha20-Poly1305 (AEAD ids 1/2/3), the mode_base key schedule (§5.1), the encryption
-context (§5.2) and single-shot seal/open (§6.1).
+context (§5.2) and single-shot seal/open (§6.1). Beside the DH KEMs, the post-quantum KEMs
+of draft-ietf-hpke-pq: ML-KEM-768 (0x0041), ML-KEM-1024 (0x0042) and X-Wing (0x647a),
+with private keys as seeds and DeriveKeyPair chosen by profile (:data:`KEM_PROFILES`);
+single-shot seal/open go to ``cryptography``'s hpke.Suite as for the DH KEMs, the key
+schedule here serves everything else (exporter, AAD, large-info batches; docs/pq.md).
 
 Keys cross this API as bytes: SerializePublicKey / SerializePrivateKey of §7.1.1-§7.1.2
 (uncompressed SEC1 points and big-endian scalars on the NIST curves, raw RFC 7748 strings
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x448, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -166,7 +170,59 @@ class _Labeled:
 # --------------------------------------------------------------------------- KEMs
 
 
-class DHKem:
+class Kem:
+    """A KEM of RFC 9180 §4 over serialized byte keys: what :class:`Hpke` needs of one.
+
+    Implemented by :class:`DHKem` (§4.1) and by the post-quantum KEMs of
+    draft-ietf-hpke-pq (:class:`MlKem`, :class:`XWing`)."""
+
+    id: int
+    n_secret: int
+    n_enc: int
+    n_pk: int
+    n_sk: int
+
+    def _load_private(self, sk: bytes) -> Any:
+        raise NotImplementedError
+
+    def _load_public(self, pk: bytes) -> Any:
+        raise NotImplementedError
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """DeriveKeyPair(ikm) -> (SerializePrivateKey(sk), SerializePublicKey(pk))."""
+        raise NotImplementedError
+
+    def public_key(self, sk: bytes) -> bytes:
+        """SerializePublicKey(pk(DeserializePrivateKey(sk)))."""
+        raise NotImplementedError
+
+    def validate_public_key(self, pk: bytes) -> None:
+        """Raise CryptoError unless ``pk`` is a valid serialized public key."""
+        self._load_public(pk)
+
+    def generate_key_pair(self) -> tuple[bytes, bytes]:
+        """GenerateKeyPair() as serialized (private, public) key bytes."""
+        return self.derive_key_pair(os.urandom(self.n_sk))
+
+    def native_public(self, pk: bytes) -> Any:
+        """The key object ``cryptography``'s hpke.Suite takes for ``pk``; CryptoError
+        for an invalid key (§7.1.4)."""
+        return self._load_public(pk)
+
+    def native_private(self, sk: bytes) -> Any:
+        """The key object ``cryptography``'s hpke.Suite takes for ``sk``."""
+        return self._load_private(sk)
+
+    def encap(self, pk_r: bytes, ikm_e: bytes | None = None) -> tuple[bytes, bytes]:
+        """Encap(pkR) -> (shared_secret, enc)."""
+        raise NotImplementedError
+
+    def decap(self, enc: bytes, sk_r: bytes) -> bytes:
+        """Decap(enc, skR) -> shared_secret; DecryptionError if ``enc`` is invalid."""
+        raise NotImplementedError
+
+
+class DHKem(Kem):
     """DHKEM(Group, KDF) of §4.1 over raw byte keys. Subclasses supply the group."""
 
     id: int
@@ -212,14 +268,6 @@ class DHKem:
     def public_key(self, sk: bytes) -> bytes:
         """SerializePublicKey(pk(DeserializePrivateKey(sk)))."""
         return self._public_bytes(self._load_private(sk))
-
-    def validate_public_key(self, pk: bytes) -> None:
-        """Raise CryptoError unless ``pk`` is a valid serialized public key (§7.1.4)."""
-        self._load_public(pk)
-
-    def generate_key_pair(self) -> tuple[bytes, bytes]:
-        """GenerateKeyPair() as serialized (private, public) key bytes."""
-        return self.derive_key_pair(os.urandom(self.n_sk))
 
     def _extract_and_expand(self, dh: bytes, kem_context: bytes) -> bytes:
         eae_prk = self._labeled.extract(b"", b"eae_prk", dh)
@@ -377,6 +425,244 @@ _KEMS: dict[int, DHKem] = {
 }
 
 
+# --------------------------------------------------------------------------- PQ KEMs
+#
+# draft-ietf-hpke-pq: ML-KEM-768 (0x0041), ML-KEM-1024 (0x0042) and X-Wing, i.e.
+# MLKEM768-X25519 (0x647a, draft-connolly-cfrg-xwing-kem). Private keys are seeds: the
+# 64-byte d || z of FIPS 203 for ML-KEM, the 32-byte X-Wing seed. The KEM operations
+# come from ``cryptography`` (ML-KEM encapsulate/decapsulate, X25519); X-Wing's combiner
+# is written out here. ``cryptography`` cannot encapsulate with supplied randomness, so
+# an ``ikm_e`` for these KEMs is refused (UnsupportedError).
+
+KEM_MLKEM768 = 0x0041
+KEM_MLKEM1024 = 0x0042
+KEM_XWING = 0x647A
+
+#: DeriveKeyPair profiles of the PQ KEMs. ``hpke-pq``: draft-ietf-hpke-pq's
+#: LabeledDerive over SHAKE256. ``ts-mls``: what ts-mls 1.6.4 does (and so what its PQ
+#: MLS suites need): for ML-KEM the 64-byte ikm is the seed itself, for X-Wing the seed is
+#: SHAKE256(ikm, 32) as in the X-Wing draft's own derivation.
+PROFILE_HPKE_PQ = "hpke-pq"
+PROFILE_TS_MLS = "ts-mls"
+KEM_PROFILES = (PROFILE_HPKE_PQ, PROFILE_TS_MLS)
+
+#: XWingLabel (draft-connolly-cfrg-xwing-kem §5.3): the ASCII string \.//^\
+XWING_LABEL = b"\\.//^\\"
+
+
+def labeled_derive_shake256(suite_id: bytes, ikm: bytes, label: bytes, context: bytes,
+                            length: int) -> bytes:
+    """LabeledDerive(ikm, label, context, L) with SHAKE256 (draft-ietf-hpke-hpke §4,
+    used by draft-ietf-hpke-pq's DeriveKeyPair): SHAKE256(ikm || "HPKE-v1" || suite_id ||
+    I2OSP(len(label), 2) || label || I2OSP(L, 2) || context, L)."""
+    if not 0 <= length <= 0xFFFF or len(label) > 0xFFFF:
+        raise UsageError("LabeledDerive length out of range")
+    data = (ikm + HPKE_VERSION + suite_id + len(label).to_bytes(2, "big") + label
+            + length.to_bytes(2, "big") + context)
+    return hashlib.shake_256(data).digest(length)
+
+
+class _PqKem(Kem):
+    """Shared parts of the PQ KEMs: DeriveKeyPair by profile, key loading by seed."""
+
+    def __init__(self, kem_id: int, profile: str, n_pk: int, n_enc: int, n_sk: int) -> None:
+        if profile not in KEM_PROFILES:
+            raise UnsupportedError(f"unknown PQ KEM profile {profile!r}")
+        self.id = kem_id
+        self.profile = profile
+        self.n_secret = 32
+        self.n_pk = n_pk
+        self.n_enc = n_enc
+        self.n_sk = n_sk
+        self._suite_id = b"KEM" + kem_id.to_bytes(2, "big")
+
+    def _seed_from_ikm(self, ikm: bytes) -> bytes:
+        """The private key (seed) DeriveKeyPair makes of ``ikm`` under this profile."""
+        if self.profile == PROFILE_HPKE_PQ:
+            # draft-ietf-hpke-pq: seed = LabeledDerive(ikm, "DeriveKeyPair", "", Nsk)
+            return labeled_derive_shake256(self._suite_id, ikm, b"DeriveKeyPair", b"",
+                                           self.n_sk)
+        return self._ts_mls_seed(ikm)
+
+    def _ts_mls_seed(self, ikm: bytes) -> bytes:
+        raise NotImplementedError
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """DeriveKeyPair(ikm) -> (seed, SerializePublicKey(pk)) under this KEM's profile."""
+        sk = self._seed_from_ikm(ikm)
+        return sk, self.public_key(sk)
+
+    def generate_key_pair(self) -> tuple[bytes, bytes]:
+        """GenerateKeyPair(): a fresh random seed."""
+        sk = os.urandom(self.n_sk)
+        return sk, self.public_key(sk)
+
+    def _no_fixed_randomness(self, ikm_e: bytes | None) -> None:
+        if ikm_e is not None:
+            raise UnsupportedError(
+                "cryptography cannot encapsulate to a PQ KEM with supplied randomness")
+
+
+class MlKem(_PqKem):
+    """ML-KEM-768 / ML-KEM-1024 (FIPS 203) as an HPKE KEM (draft-ietf-hpke-pq §3):
+    Nsk = 64 (the seed d || z), Nsecret = 32; SerializePublicKey is the encapsulation key,
+    enc the ciphertext."""
+
+    def __init__(self, kem_id: int, profile: str, priv_cls: Any, pub_cls: Any,
+                 n_pk: int, n_enc: int) -> None:
+        super().__init__(kem_id, profile, n_pk, n_enc, 64)
+        self._priv = priv_cls
+        self._pub = pub_cls
+
+    def _ts_mls_seed(self, ikm: bytes) -> bytes:
+        # ts-mls hands the 64-byte ikm (an MLS node secret of a SHA-512 KDF) to
+        # ML-KEM.KeyGen as d || z; any other length is not a key it could derive.
+        if len(ikm) != self.n_sk:
+            raise CryptoError(f"ts-mls ML-KEM DeriveKeyPair needs a {self.n_sk}-byte ikm")
+        return bytes(ikm)
+
+    def _load_private(self, sk: bytes) -> Any:
+        if len(sk) != self.n_sk:
+            raise CryptoError("invalid HPKE private key")
+        try:
+            return self._priv.from_seed_bytes(sk)
+        except ValueError:
+            raise CryptoError("invalid HPKE private key") from None
+
+    def _load_public(self, pk: bytes) -> Any:
+        if len(pk) != self.n_pk:
+            raise CryptoError("invalid HPKE public key")
+        try:
+            return self._pub.from_public_bytes(pk)
+        except ValueError:  # e.g. a coefficient not reduced mod q (FIPS 203 §7.2)
+            raise CryptoError("invalid HPKE public key") from None
+
+    def public_key(self, sk: bytes) -> bytes:
+        out: bytes = self._load_private(sk).public_key().public_bytes_raw()
+        return out
+
+    def encap(self, pk_r: bytes, ikm_e: bytes | None = None) -> tuple[bytes, bytes]:
+        """Encap(pkR) = ML-KEM.Encaps(pkR) -> (shared_secret, ct)."""
+        self._no_fixed_randomness(ikm_e)
+        ss, ct = self._load_public(pk_r).encapsulate()
+        return bytes(ss), bytes(ct)
+
+    def decap(self, enc: bytes, sk_r: bytes) -> bytes:
+        """Decap(enc, skR) = ML-KEM.Decaps(dk, enc) (implicit rejection: a forged ``enc``
+        yields an unrelated secret, and the AEAD then fails)."""
+        private = self._load_private(sk_r)
+        if len(enc) != self.n_enc:
+            raise DecryptionError("HPKE decapsulation failed")
+        try:
+            ss: bytes = private.decapsulate(enc)
+        except ValueError:
+            raise DecryptionError("HPKE decapsulation failed") from None
+        return bytes(ss)
+
+
+class XWing(_PqKem):
+    """X-Wing, the ML-KEM-768 + X25519 hybrid (draft-connolly-cfrg-xwing-kem), HPKE KEM
+    0x647a: sk is a 32-byte seed, expanded by SHAKE256 to 96 bytes (ML-KEM seed d || z,
+    then the X25519 scalar); pk = pk_M || pk_X (1216 bytes), enc = ct_M || ct_X (1120);
+    ss = SHA3-256(ss_M || ss_X || ct_X || pk_X || XWingLabel)."""
+
+    _N_PK_M = 1184
+    _N_CT_M = 1088
+
+    def __init__(self, profile: str) -> None:
+        super().__init__(KEM_XWING, profile, 1216, 1120, 32)
+
+    def _ts_mls_seed(self, ikm: bytes) -> bytes:
+        return hashlib.shake_256(ikm).digest(32)
+
+    def _expand(self, sk: bytes) -> tuple[Any, x25519.X25519PrivateKey]:
+        if len(sk) != self.n_sk:
+            raise CryptoError("invalid HPKE private key")
+        expanded = hashlib.shake_256(sk).digest(96)
+        return (mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]),
+                x25519.X25519PrivateKey.from_private_bytes(expanded[64:]))
+
+    def _load_private(self, sk: bytes) -> Any:
+        return self._expand(sk)
+
+    def _load_public(self, pk: bytes) -> Any:
+        if len(pk) != self.n_pk:
+            raise CryptoError("invalid HPKE public key")
+        try:
+            return (mlkem.MLKEM768PublicKey.from_public_bytes(pk[:self._N_PK_M]),
+                    x25519.X25519PublicKey.from_public_bytes(pk[self._N_PK_M:]))
+        except ValueError:
+            raise CryptoError("invalid HPKE public key") from None
+
+    def public_key(self, sk: bytes) -> bytes:
+        private_m, private_x = self._expand(sk)
+        out: bytes = (private_m.public_key().public_bytes_raw()
+                      + private_x.public_key().public_bytes_raw())
+        return out
+
+    def native_public(self, pk: bytes) -> Any:
+        if _native_hpke is None:  # pragma: no cover - native_suite is None then
+            raise UnsupportedError("cryptography has no hpke module")
+        return _native_hpke.MLKEM768X25519PublicKey(*self._load_public(pk))
+
+    def native_private(self, sk: bytes) -> Any:
+        if _native_hpke is None:  # pragma: no cover
+            raise UnsupportedError("cryptography has no hpke module")
+        return _native_hpke.MLKEM768X25519PrivateKey(*self._expand(sk))
+
+    @staticmethod
+    def _combine(ss_m: bytes, ss_x: bytes, ct_x: bytes, pk_x: bytes) -> bytes:
+        return hashlib.sha3_256(ss_m + ss_x + ct_x + pk_x + XWING_LABEL).digest()
+
+    def encap(self, pk_r: bytes, ikm_e: bytes | None = None) -> tuple[bytes, bytes]:
+        """X-Wing Encapsulate(pk) -> (ss, ct_M || ct_X)."""
+        self._no_fixed_randomness(ikm_e)
+        public_m, public_x = self._load_public(pk_r)
+        ss_m, ct_m = public_m.encapsulate()
+        ephemeral = x25519.X25519PrivateKey.generate()
+        ct_x = ephemeral.public_key().public_bytes_raw()
+        try:
+            ss_x = ephemeral.exchange(public_x)
+        except ValueError:  # a small-order X25519 part of the recipient's key
+            raise CryptoError("HPKE encapsulation failed") from None
+        return self._combine(ss_m, ss_x, ct_x, pk_r[self._N_PK_M:]), bytes(ct_m) + ct_x
+
+    def decap(self, enc: bytes, sk_r: bytes) -> bytes:
+        """X-Wing Decapsulate(ct, sk) -> ss."""
+        private_m, private_x = self._expand(sk_r)
+        if len(enc) != self.n_enc:
+            raise DecryptionError("HPKE decapsulation failed")
+        ct_m, ct_x = enc[:self._N_CT_M], enc[self._N_CT_M:]
+        try:
+            ss_m = private_m.decapsulate(ct_m)
+            ss_x = private_x.exchange(x25519.X25519PublicKey.from_public_bytes(ct_x))
+        except ValueError:
+            raise DecryptionError("HPKE decapsulation failed") from None
+        pk_x = private_x.public_key().public_bytes_raw()
+        return self._combine(ss_m, ss_x, ct_x, pk_x)
+
+
+_PQ_KEMS: dict[tuple[int, str], Kem] = {}
+for _profile in KEM_PROFILES:
+    _PQ_KEMS[(KEM_MLKEM768, _profile)] = MlKem(
+        KEM_MLKEM768, _profile, mlkem.MLKEM768PrivateKey, mlkem.MLKEM768PublicKey, 1184, 1088)
+    _PQ_KEMS[(KEM_MLKEM1024, _profile)] = MlKem(
+        KEM_MLKEM1024, _profile, mlkem.MLKEM1024PrivateKey, mlkem.MLKEM1024PublicKey,
+        1568, 1568)
+    _PQ_KEMS[(KEM_XWING, _profile)] = XWing(_profile)
+
+
+def get_kem(kem_id: int, profile: str = PROFILE_HPKE_PQ) -> Kem:
+    """The KEM for ``kem_id``; ``profile`` picks the PQ KEMs' DeriveKeyPair (ignored for
+    the DH KEMs). Raises UnsupportedError for an unknown KEM or profile."""
+    kem: Kem | None = _KEMS.get(kem_id)
+    if kem is None:
+        kem = _PQ_KEMS.get((kem_id, profile))
+    if kem is None:
+        raise UnsupportedError("unsupported HPKE algorithm")
+    return kem
+
+
 # --------------------------------------------------------------------------- AEADs
 
 
@@ -451,7 +737,9 @@ class Context:
         return self.labeled.expand(self.exporter_secret, b"sec", exporter_context, length)
 
 
-_NATIVE_KEMS = {KEM_P256: "P256", KEM_P384: "P384", KEM_P521: "P521", KEM_X25519: "X25519"}
+_NATIVE_KEMS = {KEM_P256: "P256", KEM_P384: "P384", KEM_P521: "P521", KEM_X25519: "X25519",
+                KEM_MLKEM768: "MLKEM768", KEM_MLKEM1024: "MLKEM1024",
+                KEM_XWING: "MLKEM768_X25519"}
 _NATIVE_KDFS = {KDF_HKDF_SHA256: "HKDF_SHA256", KDF_HKDF_SHA384: "HKDF_SHA384",
                 KDF_HKDF_SHA512: "HKDF_SHA512"}
 _NATIVE_AEADS = {AEAD_AES128GCM: "AES_128_GCM", AEAD_AES256GCM: "AES_256_GCM",
@@ -465,7 +753,8 @@ NATIVE_BATCH_INFO_MAX = 1024
 
 def native_suite(kem_id: int, kdf_id: int, aead_id: int) -> Any | None:
     """``cryptography``'s HPKE Suite for these algorithms, or None where it lacks one
-    (X448, or a release without the module)."""
+    (X448, or a release without the module). The PQ KEMs (ML-KEM-768/1024, X-Wing) are
+    there in release 51; their DeriveKeyPair and exporter stay ours."""
     if _native_hpke is None:
         return None
     names = (_NATIVE_KEMS.get(kem_id), _NATIVE_KDFS.get(kdf_id), _NATIVE_AEADS.get(aead_id))
@@ -480,11 +769,13 @@ class Hpke:
     """One HPKE ciphersuite (KEM, KDF, AEAD) in mode_base (RFC 9180 §5.1.1, §6.1).
 
     ``native=False`` keeps every operation in the code here (to check the two against
-    each other)."""
+    each other). ``kem_profile`` picks DeriveKeyPair for the PQ KEMs (see
+    :data:`KEM_PROFILES`)."""
 
-    def __init__(self, kem_id: int, kdf_id: int, aead_id: int, *, native: bool = True) -> None:
+    def __init__(self, kem_id: int, kdf_id: int, aead_id: int, *, native: bool = True,
+                 kem_profile: str = PROFILE_HPKE_PQ) -> None:
+        self.kem: Kem = get_kem(kem_id, kem_profile)
         try:
-            self.kem: DHKem = _KEMS[kem_id]
             self.kdf: Kdf = _KDFS[kdf_id]
             self.aead: Aead = _AEADS[aead_id]
         except KeyError:
@@ -504,7 +795,7 @@ class Hpke:
 
     def _native_seal(self, pk_r: bytes, info: bytes, pt: bytes) -> tuple[bytes, bytes]:
         assert self._native is not None
-        public_r = self.kem._load_public(pk_r)  # CryptoError for an invalid key (§7.1.4)
+        public_r = self.kem.native_public(pk_r)  # CryptoError for an invalid key (§7.1.4)
         try:
             blob: bytes = self._native.encrypt(pt, public_r, info)
         except ValueError:  # e.g. a DH output of zero (§7.1.4)
@@ -573,7 +864,7 @@ class Hpke:
     def open_base(self, enc: bytes, sk_r: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
         """OpenBase(enc, skR, info, aad, ct) -> pt (§6.1); DecryptionError on failure."""
         if self._native is not None and not aad:
-            private_r = self.kem._load_private(sk_r)  # CryptoError, as in decap
+            private_r = self.kem.native_private(sk_r)  # CryptoError, as in decap
             # The native call takes enc || ct and splits it at Nenc: check the split
             # here, or a shifted boundary between the two would be accepted.
             if len(enc) != self.kem.n_enc:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .authentication import DEFAULT_VALIDATOR, CredentialValidator
-from .ciphersuite import SUPPORTED_SUITES, CipherSuite
+from .ciphersuite import CipherSuite, supported_suites
 from .credentials import Credential, CredentialType
 from .errors import ValidationError, VerificationError
 from .extensions import Extension, ExtensionType
@@ -31,9 +31,10 @@ DEFAULT_LIFETIME = 90 * 24 * 3600
 def default_capabilities(extensions: Iterable[int] = (), proposals: Iterable[int] = (),
                          credentials: Iterable[int] = (CredentialType.BASIC,
                                                        CredentialType.X509)) -> Capabilities:
-    """Capabilities advertising MLS 1.0, every suite we implement and the given
+    """Capabilities advertising MLS 1.0, every suite served now (the experimental PQ
+    suites only when enabled, see ciphersuite.enable_experimental_pq) and the given
     non-default extension/proposal types (§7.2)."""
-    return Capabilities((PROTOCOL_VERSION_MLS10,), tuple(SUPPORTED_SUITES),
+    return Capabilities((PROTOCOL_VERSION_MLS10,), supported_suites(),
                         tuple(extensions), tuple(proposals), tuple(int(c) for c in credentials))
 
 

@@ -13,6 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._check import NotReproducible
+
+__all__ = ["KINDS", "NotReproducible", "UnsupportedKind", "checker_for", "kind_of", "load",
+           "parts_not_reproduced", "run_file"]
+
 Checker = Callable[[dict[str, Any]], None]
 
 #: file-name stem -> checker module (relative to this package)
@@ -33,6 +38,9 @@ KINDS: dict[str, str] = {
     "passive-client-welcome": "passive_client",
     "passive-client-handling-commit": "passive_client",
     "passive-client-random": "passive_client",
+    # post-quantum HPKE (../shared/reference/pq/)
+    "hpke-pq-test-vectors": "hpke_pq",
+    "xwing-test-vectors": "xwing",
 }
 
 
@@ -61,13 +69,22 @@ def checker_for(path: str | Path) -> Checker:
     return fn
 
 
+def parts_not_reproduced(path: str | Path, entry: dict[str, Any]) -> list[str]:
+    """Parts of ``entry`` its checker cannot reproduce, each with the reason (empty for
+    the kinds that reproduce everything)."""
+    module = importlib.import_module(f"{__name__}.{KINDS[kind_of(path)]}")
+    fn = getattr(module, "parts_not_reproduced", None)
+    return list(fn(entry)) if fn is not None else []
+
+
 def load(path: str | Path) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = json.loads(Path(path).read_text())
     return data
 
 
 def run_file(path: str | Path) -> Iterator[tuple[int, BaseException | None]]:
-    """Yield (index, error-or-None) for each entry of a vector file."""
+    """Yield (index, error-or-None) for each entry of a vector file; a
+    :class:`NotReproducible` error marks an entry the installed libraries cannot check."""
     check = checker_for(path)
     for i, entry in enumerate(load(path)):
         try:

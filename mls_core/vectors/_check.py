@@ -25,3 +25,8 @@ def expect(name: str, got: Any, want: Any) -> None:
 def expect_true(name: str, cond: bool) -> None:
     if not cond:
         raise VectorMismatch(f"{name}: check failed")
+
+
+class NotReproducible(Exception):
+    """A vector (part) that cannot be reproduced with the installed libraries; the message
+    says why. Counted apart from passes and failures, never as a pass."""

@@ -35,7 +35,8 @@ from interop.runner.known import (
 from interop.runner.results import dumps_go, go_results, known_summary_line, summary_lines
 from tests.interop.test_runner import FakeStack
 
-#: Error texts seen in real ``ours,ts-mls`` runs (suites 1-7), with the entry explaining each.
+#: Error texts seen in real ``ours,ts-mls`` runs (suites 1-7 and 79-88), with the entry
+#: explaining each.
 REAL_ERRORS = [
     ("ts-mls-external-senders",
      "rpc error: code = InvalidArgument desc = ts-mls CodecError: Could not decode "
@@ -50,6 +51,9 @@ REAL_ERRORS = [
     ("ts-mls-external-pub-read",  # X448 suites 4 and 6
      "rpc error: code = Internal desc = ts-mls CryptoError: DeserializeError: Invalid "
      "length of the key"),
+    ("ts-mls-external-pub-read",  # X-Wing suites 83/84/87/88 (1216-byte key + prefix)
+     "rpc error: code = Internal desc = ts-mls CryptoError: DeserializeError: Invalid "
+     "key length: 1218"),
     ("ts-mls-external-pub-write",
      "rpc error: code = InvalidArgument desc = DecodeError: ExternalPub.external_pub: "
      "opaque<V>: truncated at offset 2: need 251 bytes, 30 left"),
