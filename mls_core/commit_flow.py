@@ -97,7 +97,7 @@ class CommitPlan:
     resumption_usage: int | None = None
 
 
-def _validation_context(state: EpochState, config: GroupConfig, now: int | None,
+def validation_context(state: EpochState, config: GroupConfig, now: int | None,
                         resumption_usage: int | None = None) -> ValidationContext:
     gc = state.context
     return ValidationContext(state.suite, gc.group_id, gc.version, gc.extensions,
@@ -163,7 +163,7 @@ def _choose_proposals(state: EpochState, config: GroupConfig, plan: CommitPlan, 
     result of applying the chosen list (§12.3), so that each list is validated (its
     KeyPackage signatures checked, §12.2) and applied once."""
     me = Sender.member(state.own_leaf)
-    ctx = _validation_context(state, config, now, plan.resumption_usage)
+    ctx = validation_context(state, config, now, plan.resumption_usage)
     chosen = [CommittedProposal(p, me) for p in plan.by_value]
     refs = [ProposalOrRef.by_value(p) for p in plan.by_value]
     validate_member_commit(chosen, state.own_leaf, ctx, state.tree)
@@ -312,7 +312,7 @@ def process_commit(state: EpochState, config: GroupConfig, content: Authenticate
     if content.auth.confirmation_tag is None:
         raise ValidationError("§6.1: Commit without confirmation_tag")
     proposals = _resolve(commit, sender, stored)
-    ctx = _validation_context(state, config, now)
+    ctx = validation_context(state, config, now)
     init_secret = state.secrets.init_secret
     if sender.sender_type == SenderType.MEMBER:
         committer = sender.index

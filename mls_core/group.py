@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from . import commit_flow, join_flow, storage
 from .ciphersuite import CipherSuite, get_suite
 from .commit import Commit
-from .commit_flow import CommitResult, check_policy
+from .commit_flow import CommitResult, check_policy, validation_context
 from .config import GroupConfig
 from .credentials import Credential
 from .epoch import EpochState, PastEpoch
@@ -56,7 +56,7 @@ from .key_schedule import (
 )
 from .messages import KeyPackage
 from .nodes import Capabilities, LeafNodeSource, LeafNodeTBS, LeafNodeTBSContext, Lifetime
-from .proposal_list import CommittedProposal
+from .proposal_list import CommittedProposal, validate_received_proposal
 from .proposals import (
     Add,
     PreSharedKey,
@@ -267,7 +267,7 @@ class Group:
         # its generation is consumed (§9.2).
         signed = self._sign(ContentType.PROPOSAL, proposal, wf, authenticated_data)
         data = self._protect(signed)
-        self._store_proposal(signed)
+        self._store_proposal(signed, validate=False)  # ours: built valid, policy checked
         return data
 
     def propose_update(self, *, now: int | None = None) -> bytes:
@@ -337,7 +337,7 @@ class Group:
         try:
             content = self._authenticated_content_of(msg)
             if content.content.content_type == ContentType.PROPOSAL:
-                return self._store_proposal(content)
+                return self._store_proposal(content, now)
             if content.content.content_type == ContentType.COMMIT:
                 return self._process_commit(content, now)
             raise ProtocolError("§6: application data must be sent as a PrivateMessage")
@@ -410,7 +410,8 @@ class Group:
         else:
             raise ValidationError(f"§6: unknown sender type {sender.sender_type}")
 
-    def _store_proposal(self, content: AuthenticatedContent) -> ProposalReceived:
+    def _store_proposal(self, content: AuthenticatedContent, now: int | None = None, *,
+                        validate: bool = True) -> ProposalReceived:
         proposal = content.content.proposal
         assert proposal is not None
         sender = content.content.sender
@@ -422,9 +423,11 @@ class Group:
         if proposal.proposal_type == ProposalType.UPDATE and \
                 sender.sender_type != SenderType.MEMBER:
             raise ValidationError("§12.1.2: Update proposals come from members")
-        check_policy(self._config, self._state,
-                     [CommittedProposal(proposal, sender, content.content.authenticated_data)],
-                     None)
+        received = CommittedProposal(proposal, sender, content.content.authenticated_data)
+        if validate:
+            validate_received_proposal(received, validation_context(self._state, self._config,
+                                                                    now), self._state.tree)
+        check_policy(self._config, self._state, [received], None)
         ref = self.suite.make_proposal_ref(content.encode())
         self._store_raw_proposal(ref, proposal, sender)
         return ProposalReceived(ref, proposal, sender)

@@ -181,6 +181,14 @@ def _check_gce_support(gce: GroupContextExtensions, view: RatchetTree,
                                   "GroupContext extensions")
 
 
+def validate_received_proposal(cp: CommittedProposal, ctx: ValidationContext,
+                               view: RatchetTree) -> None:
+    """A proposal received on its own is checked as far as it can be before a Commit
+    covers it (§12.1; a LeafNode is validated "when received ... in an Add, Update, or
+    Commit message", §7.3): an invalid one is refused, never stored."""
+    _check_single(cp, ctx, view)
+
+
 def validate_member_commit(proposals: Sequence[CommittedProposal], committer: int,
                            ctx: ValidationContext, view: RatchetTree) -> None:
     """§12.2: validity of the proposal list of a regular (member) Commit."""

@@ -285,6 +285,16 @@ def test_rule_invalid_individual_proposal_add_with_bad_key_package(world: World)
     rejects(world, b"c1", data, VerificationError, "KeyPackage")
 
 
+def test_an_add_proposal_with_a_bad_key_package_is_refused_on_receipt(world: World) -> None:
+    """§7.3, §12.1.1: a received Add is validated before it is stored (found by the
+    process_public fuzz target: an invalid proposal used to be stored and only left
+    out when a Commit covered it)."""
+    kp, _ = world.client().key_package()
+    bad = dataclasses.replace(kp, signature=bytes(len(kp.signature)))
+    data = world.members[b"c2"].g.propose(Add(bad))
+    rejects(world, b"c1", data, VerificationError, "KeyPackage")
+
+
 def committer_refuses_any(w: World, sender: bytes, proposals: Sequence[Any]) -> None:
     g = w.members[sender].g
     before = snapshot(g)
@@ -545,16 +555,20 @@ def test_bad_leaf_signature_in_update_proposal(world: World) -> None:
     update = update_of(c2, c2.g)
     bad = Update(dataclasses.replace(update.leaf_node,
                                      signature=bytes(len(update.leaf_node.signature))))
-    ref = ref_of(world, world.propose(b"c2", bad))
-    # a committer leaves the invalid Update out (§12.4: only valid proposals) ...
-    result = world.members[b"m0"].g.commit(now=NOW)
-    world.members[b"m0"].g.discard_pending_commit()
+    proposal = c2.g.propose(bad)
+    # a receiver refuses it on receipt and stores nothing (§7.3: a LeafNode is
+    # validated when received in an Update) ...
+    m0 = world.members[b"m0"].g
+    with pytest.raises(VerificationError, match="LeafNode"):
+        m0.process(proposal, now=NOW)
+    # ... so a committer has nothing to cover ...
+    result = m0.commit(now=NOW)
+    m0.discard_pending_commit()
     msg = MLSMessage.decode(result.commit).public_message
     assert msg is not None and msg.content.commit is not None
     assert msg.content.commit.proposals == ()
-    # ... and a receiver rejects a Commit that includes it
-    data = raw_commit(world, b"m0", [ref])
-    rejects(world, b"c1", data, VerificationError, "LeafNode")
+    # ... and every receiver refuses it the same way, its state unchanged
+    rejects(world, b"c1", proposal, VerificationError, "LeafNode")
 
 
 def ref_of(w: World, data: bytes) -> bytes:
@@ -566,12 +580,11 @@ def ref_of(w: World, data: bytes) -> bytes:
 
 
 def test_update_reusing_encryption_key(world: World) -> None:
-    """§7.3: an Update must change the leaf's encryption key."""
+    """§7.3: an Update must change the leaf's encryption key; it is refused on receipt."""
     c2 = world.members[b"c2"]
     same = c2.g.tree.leaf(2)
     assert same is not None
-    data = world.propose(b"c2", update_of(c2, c2.g, encryption_key=same.encryption_key))
-    data = raw_commit(world, b"m0", [ref_of(world, data)])
+    data = c2.g.propose(update_of(c2, c2.g, encryption_key=same.encryption_key))
     rejects(world, b"c1", data, ValidationError, "§7.3: Update must change")
 
 
