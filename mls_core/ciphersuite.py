@@ -157,14 +157,14 @@ class _EdDSA(_Signer):
             key = _cached(self._pub_cache, _PUBLIC_KEY_CACHE, public_key,
                           self._pub.from_public_bytes)
             key.verify(signature, message)
-        except (InvalidSignature, ValueError):
+        except (InvalidSignature, ValueError, TypeError):
             return False
         return True
 
     def verify_uncached(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         try:
             self._pub.from_public_bytes(public_key).verify(signature, message)
-        except (InvalidSignature, ValueError):
+        except (InvalidSignature, ValueError, TypeError):
             return False
         return True
 
@@ -216,53 +216,24 @@ def _point(pk: ec.EllipticCurvePublicKey) -> bytes:
     return pk.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
-class _MLDSA(_Signer):
+class _MLDSA(_EdDSA):
     """ML-DSA (FIPS 204), pure, with the empty context string, as the MLS signature
     scheme of the PQ suites (draft-ietf-mls-pq-ciphersuites). The private key is the
-    32-byte seed xi (FIPS 204 §6.1), the public key the raw encoding of pk."""
+    32-byte seed xi (FIPS 204 §6.1), the public key the raw encoding of pk; signing,
+    verifying and the key caches are EdDSA's (same raw-bytes key API in cryptography)."""
 
     def __init__(self, priv_cls: Any, pub_cls: Any, name: str) -> None:
-        self._priv = priv_cls
-        self._pub = pub_cls
+        super().__init__(priv_cls, pub_cls)
         self._name = name
-        self._priv_cache: dict[bytes, Any] = {}
-        self._pub_cache: dict[bytes, Any] = {}
 
     def _load_uncached(self, private_key: bytes) -> Any:
         if type(private_key) is not bytes or len(private_key) != 32:
             raise UsageError(f"{self._name} private key must be a 32-byte seed")
         return self._priv.from_seed_bytes(private_key)
 
-    def _load(self, private_key: bytes) -> Any:
-        return _cached(self._priv_cache, _PRIVATE_KEY_CACHE, private_key, self._load_uncached)
-
     def generate(self) -> tuple[bytes, bytes]:
         seed = os.urandom(32)
         return seed, self.public_key(seed)
-
-    def public_key(self, private_key: bytes) -> bytes:
-        pub: bytes = self._load(private_key).public_key().public_bytes_raw()
-        return pub
-
-    def sign(self, private_key: bytes, message: bytes) -> bytes:
-        sig: bytes = self._load(private_key).sign(message)
-        return sig
-
-    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
-        try:
-            key = _cached(self._pub_cache, _PUBLIC_KEY_CACHE, public_key,
-                          self._pub.from_public_bytes)
-            key.verify(signature, message)
-        except (InvalidSignature, ValueError, TypeError):
-            return False
-        return True
-
-    def verify_uncached(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
-        try:
-            self._pub.from_public_bytes(public_key).verify(signature, message)
-        except (InvalidSignature, ValueError, TypeError):
-            return False
-        return True
 
 
 # --------------------------------------------------------------------------- suites
