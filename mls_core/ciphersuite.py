@@ -25,6 +25,8 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
 
 from . import hpke
 from .codec import encode_varint
@@ -167,6 +169,37 @@ class _EdDSA(_Signer):
         except (InvalidSignature, ValueError, TypeError):
             return False
         return True
+
+
+class _Ed25519(_EdDSA):
+    """Ed25519 (RFC 8032) with verification by libsodium (through PyNaCl).
+
+    Verifying is most of the cost of joining a large group: a joiner checks every leaf
+    signature of the tree (§7.3, §12.4.3.1), 1,000 of them for a 1,000-member group.
+    libsodium's ``crypto_sign_open`` takes about half the CPU time of the OpenSSL 3
+    verifier behind ``cryptography`` (55 against 110 µs here) and needs no key object.
+    It checks the same equation, cofactorless, with a canonical S (RFC 8032 §5.1.7), and
+    is stricter in one respect: it refuses public keys and R of small order, which no
+    honest signer produces. Signing stays with ``cryptography``."""
+
+    _SIGNATURE_SIZE = 64
+    _KEY_SIZE = 32
+
+    def __init__(self) -> None:
+        super().__init__(ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        if (type(public_key) is not bytes or len(public_key) != self._KEY_SIZE
+                or type(signature) is not bytes or len(signature) != self._SIGNATURE_SIZE):
+            return False
+        try:
+            crypto_sign_open(signature + bytes(message), public_key)
+        except (CryptoError, ValueError, TypeError):
+            return False
+        return True
+
+    def verify_uncached(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        return self.verify(public_key, message, signature)
 
 
 class _ECDSA(_Signer):
@@ -527,7 +560,7 @@ def _suite(sid: CipherSuiteId, hash_name: str, kem: int, kdf: int, aead: int,
     return CipherSuite(int(sid), sid.name, hash_name, kem, kdf, aead, sig, aead_cls, signer)
 
 
-_ED25519 = _EdDSA(ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)
+_ED25519 = _Ed25519()
 _ED448 = _EdDSA(ed448.Ed448PrivateKey, ed448.Ed448PublicKey)
 
 # KEM ids (RFC 9180 §7.1): P-256 0x10, P-384 0x11, P-521 0x12, X25519 0x20, X448 0x21.

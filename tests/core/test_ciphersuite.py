@@ -163,6 +163,60 @@ def test_sign_verify_with_label(suite: CipherSuite) -> None:
             suite.check_signature(pub, label, content, signature, "leaf node")
 
 
+def _openssl_ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.binary(max_size=300), flip=st.integers(min_value=-1, max_value=95))
+def test_ed25519_verifier_agrees_with_openssl(message: bytes, flip: int) -> None:
+    """Suite 1 verifies Ed25519 with libsodium; on honest keys it must answer exactly as
+    the OpenSSL verifier does, for valid signatures and for each single-bit change of
+    the signature (S canonical or not) or the public key."""
+    signer = get_suite(1)._signer
+    sk, pk = signer.generate()
+    sig = signer.sign(sk, message)
+    if 0 <= flip < 64:
+        sig = _flip(sig, flip)
+    elif flip >= 64:
+        pk = _flip(pk, flip - 64)
+    assert signer.verify(pk, message, sig) == _openssl_ed25519_verify(pk, message, sig)
+    assert signer.verify(pk, message, sig) == (flip == -1)
+
+
+def test_ed25519_verifier_refuses_malformed_input_without_raising() -> None:
+    signer = get_suite(1)._signer
+    sk, pk = signer.generate()
+    sig = signer.sign(sk, b"m")
+    assert signer.verify(pk, b"m", sig)
+    assert signer.verify(pk, bytearray(b"m"), sig)
+    for bad_pk, bad_sig in [(pk, sig[:63]), (pk, sig + b"\0"), (pk[:31], sig), (pk + b"\0", sig),
+                            (b"", b""), (bytearray(pk), sig), (pk, bytearray(sig)),
+                            (None, sig), (pk, None)]:
+        assert not signer.verify(bad_pk, b"m", bad_sig)  # type: ignore[arg-type]
+        assert not signer.verify_uncached(bad_pk, b"m", bad_sig)  # type: ignore[arg-type]
+
+
+def test_ed25519_small_order_public_key_is_refused() -> None:
+    """The identity point as a public key "verifies" the signature (R = identity, S = 0)
+    on every message under OpenSSL's cofactorless check; libsodium refuses public keys of
+    small order, so no leaf can carry a key whose signatures anyone can forge."""
+    identity = b"\x01" + bytes(31)
+    forged = identity + bytes(32)
+    assert _openssl_ed25519_verify(identity, b"any message", forged)  # the hole closed here
+    suite = get_suite(1)
+    assert not suite.verify_with_label(identity, "LeafNodeTBS", b"any message", forged)
+    assert suite.verify_many_with_label("LeafNodeTBS", [(identity, b"x", forged)] * 300) == [
+        False] * 300
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_signing_with_invalid_key_is_usage_error(suite: CipherSuite) -> None:
     sk, _ = suite.generate_signature_key_pair()
