@@ -85,7 +85,7 @@ class KeyPackageSettings(_Section):
 
 
 class WindowSettings(_Section):
-    """Out-of-order and past-epoch windows (RFC 9420 §9.2, §14)."""
+    """Out-of-order and past-epoch windows (RFC 9420 §9.2, §14, §15.3)."""
 
     max_past_epochs: int = Field(default=2, ge=0, le=1000)
     #: read a past epoch's message even from a member removed since (default: refuse,

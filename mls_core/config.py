@@ -48,7 +48,7 @@ class GroupConfig:
     handshake_wire_format: int = WireFormat.MLS_PRIVATE_MESSAGE
     #: pad PrivateMessage plaintexts to a multiple of this many bytes (§6.3, §16.4)
     padding_block: int = 32
-    #: past epochs whose keys are kept to decrypt late application messages (§14)
+    #: past epochs whose keys are kept to decrypt late application messages (§14, §15.3)
     max_past_epochs: int = 2
     #: read such a late message even if a Commit we processed since removed its sender;
     #: by default it is refused with RemovedSenderError (§15.3, docs/security.md)

@@ -1,4 +1,4 @@
-"""The state of one epoch of a group (RFC 9420 §8, §9) and of recent past epochs (§14).
+"""The state of one epoch of a group (RFC 9420 §8, §9) and of recent past epochs (§14, §15.3).
 
 An :class:`EpochState` is replaced wholesale when a Commit is applied; the only thing
 mutated in place is its secret tree (ratchets advance as messages are sent and
@@ -60,7 +60,7 @@ def decrypt_application(suite: CipherSuite, context: GroupContext, tree: Ratchet
 
 @dataclass
 class PastEpoch:
-    """What is kept of an old epoch to read late application messages (§14)."""
+    """What is kept of an old epoch to read late application messages (§14, §15.3)."""
 
     suite: CipherSuite
     context: GroupContext

@@ -535,7 +535,7 @@ class Group:
             self._active = False
 
     def _advance(self, state: EpochState, event: CommitApplied) -> None:
-        """Enter the new epoch: keep the old one for late application messages (§14),
+        """Enter the new epoch: keep the old one for late application messages (§14, §15.3),
         and note in every kept epoch whom the Commit removed."""
         old = self._state
         if self._config.max_past_epochs > 0:

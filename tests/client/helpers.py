@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec
 
 from mls_client import MLSClient, Settings
 from mls_client.events import ClientEvent, MessageReceived
 from mls_client.settings import KeyPackageSettings
-from transports.base import DeliveryTransport
+from transports.base import DeliveryTransport, IncomingMessage, SubmitResult, TransportError
 from transports.local import LocalDeliveryService
 
 P = ParamSpec("P")
@@ -187,3 +189,69 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     assert status == 200, (status, body)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+class WarningRecords(logging.Handler):
+    """Every WARNING or worse logged while installed (see :func:`warnings_logged`), but
+    for the garbage collector finishing a closed connection's tasks ("Task was
+    destroyed"), which is no activity of the device under test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "asyncio" and "Task was destroyed" in record.getMessage():
+            return
+        self.records.append(record)
+
+
+@contextmanager
+def warnings_logged() -> Iterator[WarningRecords]:
+    """Collect the warnings logged anywhere inside the block."""
+    handler = WarningRecords()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+async def run_for(client: MLSClient, seconds: float, seen: list[ClientEvent]) -> None:
+    """Run ``client.run()`` for ``seconds``, appending its events to ``seen``."""
+    stop = asyncio.Event()
+
+    async def record(event: ClientEvent) -> None:
+        seen.append(event)
+
+    task = asyncio.ensure_future(client.run(record, stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+
+
+class FlakyService:
+    """The embedded service whose reads fail while ``down`` is set and whose submits
+    fail while ``submit_down`` is set (a Delivery Service outage, as the client sees
+    it); ``failures`` counts the failed reads."""
+
+    def __init__(self, inner: LocalDeliveryService) -> None:
+        self._inner = inner
+        self.down = False
+        self.submit_down = False
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def fetch(self, client_id: str, after: str | None = None,
+                    limit: int = 1000) -> list[IncomingMessage]:
+        if self.down:
+            self.failures += 1
+            raise TransportError("connection refused (simulated outage)")
+        return await self._inner.fetch(client_id, after, limit)
+
+    async def submit(self, *args: object, **kwargs: object) -> SubmitResult:
+        if self.submit_down:
+            raise TransportError("connection reset (simulated outage)")
+        return await self._inner.submit(*args, **kwargs)  # type: ignore[arg-type]

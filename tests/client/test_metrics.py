@@ -15,36 +15,8 @@ from mls_client import client as client_module
 from mls_client.errors import ConfigError, DeliveryPendingError
 from mls_client.events import ClientEvent, ConnectionLost, ConnectionRestored, MessageReceived
 from mls_client.metrics import serve_client_metrics
-from transports.base import IncomingMessage, SubmitResult, TransportError
-from transports.local import LocalDeliveryService
 
-from .helpers import Net, async_test_within, http_get, scrape
-
-
-class _Flaky:
-    """The embedded service whose reads fail while ``down`` is set, and whose submits
-    fail while ``submit_down`` is set."""
-
-    def __init__(self, inner: LocalDeliveryService) -> None:
-        self._inner = inner
-        self.down = False
-        self.submit_down = False
-        self.failures = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    async def fetch(self, client_id: str, after: str | None = None,
-                    limit: int = 1000) -> list[IncomingMessage]:
-        if self.down:
-            self.failures += 1
-            raise TransportError("connection refused (simulated outage)")
-        return await self._inner.fetch(client_id, after, limit)
-
-    async def submit(self, *args: object, **kwargs: object) -> SubmitResult:
-        if self.submit_down:
-            raise TransportError("connection reset (simulated outage)")
-        return await self._inner.submit(*args, **kwargs)  # type: ignore[arg-type]
+from .helpers import FlakyService, Net, async_test_within, http_get, scrape
 
 
 def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
@@ -63,7 +35,7 @@ async def test_the_endpoint_reports_the_clients_stats(
         gid = await alice.create_group()
         await alice.add_members(gid, ["bob"])
         await net.sync("bob")
-        flaky = _Flaky(net.ds)
+        flaky = FlakyService(net.ds)
         bob._ctx.transport = flaky  # type: ignore[assignment]
         server = await serve_client_metrics(bob, port=0)
         try:

@@ -14,26 +14,7 @@ from mls_client.events import ClientEvent, ConnectionLost, ConnectionRestored, M
 from transports.base import IncomingMessage, SessionConflictError, TransportError
 from transports.local import LocalDeliveryService
 
-from .helpers import Net, async_test_within
-
-
-class _Flaky:
-    """The embedded service whose reads fail while ``down`` is set."""
-
-    def __init__(self, inner: LocalDeliveryService) -> None:
-        self._inner = inner
-        self.down = False
-        self.failures = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    async def fetch(self, client_id: str, after: str | None = None,
-                    limit: int = 1000) -> list[IncomingMessage]:
-        if self.down:
-            self.failures += 1
-            raise TransportError("connection refused (simulated outage)")
-        return await self._inner.fetch(client_id, after, limit)
+from .helpers import FlakyService, Net, async_test_within
 
 
 @async_test_within(60)
@@ -46,7 +27,7 @@ async def test_run_survives_an_outage_and_delivers_everything_once(
         gid = await alice.create_group()
         await alice.add_members(gid, ["bob"])
         await net.sync("bob")
-        flaky = _Flaky(net.ds)
+        flaky = FlakyService(net.ds)
         bob._ctx.transport = flaky  # type: ignore[assignment]
         seen: list[ClientEvent] = []
         stop = asyncio.Event()
@@ -121,7 +102,7 @@ async def test_a_reopened_client_follows_its_groups_again(tmp_path: Path) -> Non
         await net.close()
 
 
-class _Replaced(_Flaky):
+class _Replaced(FlakyService):
     """The embedded service whose session another process took over."""
 
     async def fetch(self, client_id: str, after: str | None = None,

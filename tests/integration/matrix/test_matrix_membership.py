@@ -6,20 +6,16 @@ docs/matrix.md "Native moderation → MLS removal")."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mls_client import MLSClient
 from mls_client.events import ClientEvent, ConnectionLost, KickedFromRoom
 from mls_client.matrix_rights import POWER_LEVELS
 from mls_core.room_policy import Role, RoomPolicy
-from tests.client.helpers import async_test_within
+from tests.client.helpers import async_test_within, run_for, warnings_logged
 from transports.matrix.api import CLIENT, quote
 from transports.matrix.transport import MatrixDeliveryTransport
 
@@ -29,25 +25,6 @@ from .helpers import MatrixNet
 #: the brief's bound: kick to MLS removal on every member
 REMOVAL_BOUND = 15.0
 QUIET_WINDOW = 10.0
-
-
-class _Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def _warnings() -> Iterator[_Warnings]:
-    handler = _Warnings()
-    logging.getLogger().addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logging.getLogger().removeHandler(handler)
 
 
 def _count_requests(transport: MatrixDeliveryTransport) -> dict[str, int]:
@@ -69,18 +46,6 @@ def _count_requests(transport: MatrixDeliveryTransport) -> dict[str, int]:
 
         setattr(api, name, counted)
     return counts
-
-
-async def _run_for(client: MLSClient, seconds: float, seen: list[ClientEvent]) -> None:
-    stop = asyncio.Event()
-
-    async def record(event: ClientEvent) -> None:
-        seen.append(event)
-
-    task = asyncio.ensure_future(client.run(record, stop))
-    await asyncio.sleep(seconds)
-    stop.set()
-    await task
 
 
 @async_test_within(180)
@@ -127,7 +92,7 @@ async def test_plain_clients_kick_removes_and_kicked_device_stops(
             async with asyncio.timeout(5):
                 await net["bob"].send(gid, b"after the kick")
         counts = _count_requests(net.transports["bob"])
-        with _warnings() as warned:
+        with warnings_logged() as warned:
             await asyncio.sleep(QUIET_WINDOW)
         stop.set()
         await asyncio.gather(*tasks)
@@ -142,8 +107,8 @@ async def test_plain_clients_kick_removes_and_kicked_device_stops(
         bob = await net.reopen("bob")
         counts = _count_requests(net.transports["bob"])
         again: list[ClientEvent] = []
-        with _warnings() as warned:
-            await _run_for(bob, QUIET_WINDOW, again)
+        with warnings_logged() as warned:
+            await run_for(bob, QUIET_WINDOW, again)
         assert again == [], again
         assert counts["failed"] == 0, counts
         assert warned.records == [], [r.getMessage() for r in warned.records]

@@ -6,59 +6,21 @@ docs/xmpp.md "Rooms and the group binding")."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from slixmpp import JID
 
-from mls_client import MLSClient
 from mls_client.events import ClientEvent, ConnectionLost, KickedFromRoom, RemovedFromGroup
 from mls_core.room_policy import RoomPolicy
+from tests.client.helpers import run_for, warnings_logged
 from tests.servers.prosody import ProsodyServer
 
 from .helpers import XNet, xmpp_test
 
 REMOVAL_BOUND = 15.0
 QUIET_WINDOW = 10.0
-
-
-class _Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # the garbage collector finishing a closed connection's slixmpp tasks is no
-        # activity of the device under test
-        if record.name == "asyncio" and "Task was destroyed" in record.getMessage():
-            return
-        self.records.append(record)
-
-
-@contextmanager
-def _warnings() -> Iterator[_Warnings]:
-    handler = _Warnings()
-    logging.getLogger().addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logging.getLogger().removeHandler(handler)
-
-
-async def _run_for(client: MLSClient, seconds: float, seen: list[ClientEvent]) -> None:
-    stop = asyncio.Event()
-
-    async def record(event: ClientEvent) -> None:
-        seen.append(event)
-
-    task = asyncio.ensure_future(client.run(record, stop))
-    await asyncio.sleep(seconds)
-    stop.set()
-    await task
 
 
 @xmpp_test
@@ -104,7 +66,7 @@ async def test_plain_clients_kick_removes_and_kicked_device_stops(
         with pytest.raises(Exception):  # noqa: B017 - any refusal, but at once
             await net["bob"].send(gid, b"after the kick")
         assert time.monotonic() - started < 2.0
-        with _warnings() as warned:
+        with warnings_logged() as warned:
             await asyncio.sleep(QUIET_WINDOW)
         stop.set()
         await asyncio.gather(*tasks)
@@ -116,8 +78,8 @@ async def test_plain_clients_kick_removes_and_kicked_device_stops(
 
         bob = await net.reopen("bob")
         again: list[ClientEvent] = []
-        with _warnings() as warned:
-            await _run_for(bob, QUIET_WINDOW, again)
+        with warnings_logged() as warned:
+            await run_for(bob, QUIET_WINDOW, again)
         assert again == [], again
         assert warned.records == [], [r.getMessage() for r in warned.records]
         await net["alice"].send(gid, b"without bob")
@@ -194,7 +156,7 @@ async def test_plain_clients_follow_the_policy_and_a_removed_device_stops(
         with pytest.raises(Exception):  # noqa: B017 - any refusal, but at once
             await net["carol"].send(gid, b"after the removal")
         assert time.monotonic() - started < 2.0
-        with _warnings() as warned:
+        with warnings_logged() as warned:
             await asyncio.sleep(QUIET_WINDOW)
         ends = [e for e in seen["carol"] if isinstance(e, KickedFromRoom | RemovedFromGroup)]
         assert len(ends) == 1, ends
@@ -225,8 +187,8 @@ async def test_banned_while_offline_ends_the_group_once_on_reopen(
         await net["alice"].remove_members(gid, [net.user("bob")])
         bob = await net.add_existing("bob")
         first: list[ClientEvent] = []
-        with _warnings() as warned:
-            await _run_for(bob, QUIET_WINDOW, first)
+        with warnings_logged() as warned:
+            await run_for(bob, QUIET_WINDOW, first)
         # (Prosody answers an outcast of a members-only room ``registration-required``
         # or ``forbidden``, by its check order: ``banned`` is not asserted)
         assert [type(e) for e in first
@@ -237,8 +199,8 @@ async def test_banned_while_offline_ends_the_group_once_on_reopen(
                 await bob.send(gid, b"after the ban")
         bob = await net.reopen("bob")
         again: list[ClientEvent] = []
-        with _warnings() as warned:
-            await _run_for(bob, QUIET_WINDOW, again)
+        with warnings_logged() as warned:
+            await run_for(bob, QUIET_WINDOW, again)
         assert again == [], again
         assert warned.records == [], [r.getMessage() for r in warned.records]
     finally:
