@@ -49,6 +49,7 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -256,6 +257,15 @@ def error_summary(stderr: str) -> str:
 # --------------------------------------------------------------------------- running
 
 
+def exit_text(code: int | None) -> str:
+    """A process's exit status, naming the signal that ended it ("exit -9 (SIGKILL)": the
+    kernel's OOM killer sends that one too)."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"exit {code} ({signal.Signals(-code).name})"
+    return f"exit {code}"
+
+
 def round_order(names: Sequence[str], r: int) -> list[str]:
     """The stacks' order in round r: rotated by r, so that no stack always runs right
     after the same other one, or always first."""
@@ -336,7 +346,7 @@ class Session:
             self.proc.stdin.write("round\n")
             self.proc.stdin.flush()
         except OSError:
-            self.dead = f"exit {self._exit_code()}: {self._error()}"
+            self.dead = f"{exit_text(self._exit_code())}: {self._error()}"
             return False
         return self._until("done")
 
@@ -345,7 +355,7 @@ class Session:
         giving one (a suite it does not have), else its exit status and error."""
         code = self._exit_code()
         own = next((c.na for c in self.cells.values() if c.na), None)
-        return own if code == 0 and own else f"exit {code}: {self._error()}"
+        return own if code == 0 and own else f"{exit_text(code)}: {self._error()}"
 
     def _exit_code(self) -> int | None:
         if self.proc is None:

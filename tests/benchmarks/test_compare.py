@@ -90,6 +90,8 @@ def test_error_summary_skips_stack_frames() -> None:
               "    boom()\nValueError: bad\n")
     assert compare.error_summary(python) == "ValueError: bad"
     assert compare.error_summary("") == "no output"
+    assert compare.exit_text(-9) == "exit -9 (SIGKILL)" and compare.exit_text(1) == "exit 1"
+    assert compare.exit_text(None) == "exit None" and compare.exit_text(-999) == "exit -999"
 
 
 def test_metric_picks_median_of_cpu_or_wall_samples() -> None:
