@@ -1,5 +1,6 @@
 """Smoke tests of ``python -m benchmarks.compare`` (docs/benchmarks.md): ours only, at
-tiny group sizes, no network and no peer stack needed."""
+tiny group sizes, no network and no peer stack needed (the peers' answers to a
+post-quantum suite are checked when ``benchmarks/peers/setup.sh`` installed them)."""
 
 from __future__ import annotations
 
