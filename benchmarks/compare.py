@@ -1,14 +1,19 @@
 """Our MLS stack side by side with peer stacks: ts-mls, mls-rs (two ways) and rfc9420.
 
 ``python -m benchmarks.compare [--sizes 16,128,1000,10000]
-[--peers ours,ts-mls,mls-rs,mls-rs-objects,rfc9420] [--json out.json] [--quick]
-[--iterations K] [--timeout S] [--metric cpu|wall]``, or ``python -m benchmarks.compare
---from-json out.json [more.json ...] [--metric wall]`` to print saved runs again.
+[--peers ours,ts-mls,mls-rs,mls-rs-objects,rfc9420] [--suites 1] [--json out.json]
+[--quick] [--iterations K] [--timeout S] [--metric cpu|wall]``, or ``python -m
+benchmarks.compare --from-json out.json [more.json ...] [--metric wall]`` to print saved
+runs again.
 
 Install the peers first with ``bash benchmarks/peers/setup.sh`` (npm ci and a separate
 venv, so they never enter this project's dependencies). For each group size n, one
 process per stack is started (one after another) and sets up the group of
-``benchmarks/peers/common.py`` (the Node script mirrors it) on cipher suite 1. Then K
+``benchmarks/peers/common.py`` (the Node script mirrors it) on cipher suite 1, or on
+each suite of ``--suites`` in turn (``--suite 83`` is the same option): every stack's
+driver gets ``--suite``; ours opts in to the experimental post-quantum suites 79-88 when
+one is named (docs/pq.md), ts-mls builds them from its pinned PQ packages, and a stack
+without the suite (mls-rs, rfc9420) says so in every cell ("n/a"). Then K
 rounds: in each, every stack in turn takes one sample of each operation, the stack order
 rotating from round to round; round r + 1 starts only when every stack finished round r,
 so a change of load on the shared machine hits every stack alike. The operations:
@@ -30,7 +35,8 @@ below 1 means we are faster, for messages per second above 1 means we are faster
 stack process that exceeds ``--timeout`` (its own time, summed over setup and rounds) is
 killed: its unfinished operations read "timeout", and larger sizes of that stack are not
 tried. A stack that is not installed or fails an operation gets "n/a" with the reason.
-See docs/benchmarks.md.
+After the times, three size tables: a joiner's KeyPackage, the build Welcome and the
+round Commit, in bytes. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -43,13 +49,14 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -91,8 +98,10 @@ class Peer:
     command: tuple[str, ...]
     missing: str | None = None  # the reason the stack is unavailable
 
-    def argv(self, op: str, n: int, iterations: int, app_seconds: float) -> list[str]:
-        return [*self.command, op, str(n), str(iterations), "--app-seconds", str(app_seconds)]
+    def argv(self, op: str, n: int, iterations: int, app_seconds: float,
+             suite: int = 1) -> list[str]:
+        return [*self.command, op, str(n), str(iterations), "--app-seconds", str(app_seconds),
+                "--suite", str(suite)]
 
 
 def venv_python(venv: Path) -> Path:
@@ -152,6 +161,7 @@ class Cell:
     cpu: list[float] = field(default_factory=list)       # CPU seconds of the same calls
     rates: dict[str, list[float]] = field(default_factory=dict)  # app: "rate", "cpu_rate"
     size: int | None = None             # bytes of the Commit / Welcome
+    key_package_size: int | None = None  # build: bytes of one joiner's KeyPackage
     na: str | None = None               # not available, and why
     timeout: bool = False
     note: str | None = None             # e.g. "the stack's own receiver rejects it"
@@ -163,7 +173,7 @@ class Cell:
         if self.cpu:
             out["cpu_samples"] = self.cpu
         out.update(self.rates)
-        for key in ("size", "na", "note"):
+        for key in ("size", "key_package_size", "na", "note"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.timeout:
@@ -184,6 +194,8 @@ class Cell:
         self.cpu.extend(float(v) for v in record.get("cpu", []))
         if self.size is None and record.get("bytes") is not None:
             self.size = int(record["bytes"])
+        if self.key_package_size is None and record.get("key_package_bytes") is not None:
+            self.key_package_size = int(record["key_package_bytes"])
         if self.note is None and record.get("note"):
             self.note = str(record["note"])
 
@@ -245,6 +257,15 @@ def error_summary(stderr: str) -> str:
 # --------------------------------------------------------------------------- running
 
 
+def exit_text(code: int | None) -> str:
+    """A process's exit status, naming the signal that ended it ("exit -9 (SIGKILL)": the
+    kernel's OOM killer sends that one too)."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"exit {code} ({signal.Signals(-code).name})"
+    return f"exit {code}"
+
+
 def round_order(names: Sequence[str], r: int) -> list[str]:
     """The stacks' order in round r: rotated by r, so that no stack always runs right
     after the same other one, or always first."""
@@ -260,7 +281,7 @@ class Session:
     stack's process was working (setup and rounds), which ``--timeout`` caps."""
 
     def __init__(self, peer: Peer, n: int, app_seconds: float, timeout: float,
-                 metric: str) -> None:
+                 metric: str, suite: int = 1) -> None:
         self.peer, self.n, self.timeout, self.metric = peer, n, timeout, metric
         self.cells: dict[str, Cell] = {}
         self.spent = 0.0
@@ -274,7 +295,7 @@ class Session:
             return
         self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
         try:
-            self.proc = subprocess.Popen(peer.argv("serve", n, 1, app_seconds), cwd=ROOT,
+            self.proc = subprocess.Popen(peer.argv("serve", n, 1, app_seconds, suite), cwd=ROOT,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self.stderr, text=True, bufsize=1)
         except OSError as exc:
@@ -303,7 +324,7 @@ class Session:
                     self.close()
                     return False
                 if line is None:
-                    self.dead = f"exit {self._exit_code()}: {self._error()}"
+                    self.dead = self._ended()
                     return False
                 for record in parse_lines([line]):
                     if record.get(key) is not None:
@@ -325,9 +346,16 @@ class Session:
             self.proc.stdin.write("round\n")
             self.proc.stdin.flush()
         except OSError:
-            self.dead = f"exit {self._exit_code()}: {self._error()}"
+            self.dead = f"{exit_text(self._exit_code())}: {self._error()}"
             return False
         return self._until("done")
+
+    def _ended(self) -> str:
+        """Why the process is gone: the stack's own "na" if it exited cleanly after
+        giving one (a suite it does not have), else its exit status and error."""
+        code = self._exit_code()
+        own = next((c.na for c in self.cells.values() if c.na), None)
+        return own if code == 0 and own else f"{exit_text(code)}: {self._error()}"
 
     def _exit_code(self) -> int | None:
         if self.proc is None:
@@ -385,14 +413,15 @@ class SizeRun:
 
 
 def run_size(peers: Sequence[Peer], n: int, iterations: int, app_seconds: float,
-             timeout: float, metric: str = "cpu", progress: bool = True) -> SizeRun:
-    """Every stack at size n: the setups one after another, then ``iterations``
-    interleaved rounds (:func:`round_order`)."""
+             timeout: float, metric: str = "cpu", progress: bool = True,
+             suite: int = 1) -> SizeRun:
+    """Every stack at size n on cipher suite ``suite``: the setups one after another, then
+    ``iterations`` interleaved rounds (:func:`round_order`)."""
     sessions: dict[str, Session] = {}
     orders: list[list[str]] = []
     try:
         for peer in peers:
-            session = Session(peer, n, app_seconds, timeout, metric)
+            session = Session(peer, n, app_seconds, timeout, metric, suite)
             sessions[peer.name] = session
             session.start()
             if progress:
@@ -416,9 +445,10 @@ def run_size(peers: Sequence[Peer], n: int, iterations: int, app_seconds: float,
 
 
 def run_all(peers: Sequence[Peer], sizes: Sequence[int], iterations: int, app_seconds: float,
-            timeout: float, progress: bool = True, metric: str = "cpu") -> Results:
-    """Size by size, the stacks interleaved round by round (same run, same machine). A
-    stack that timed out at a size is not tried at larger ones."""
+            timeout: float, progress: bool = True, metric: str = "cpu",
+            suite: int = 1) -> Results:
+    """Size by size on cipher suite ``suite``, the stacks interleaved round by round (same
+    run, same machine). A stack that timed out at a size is not tried at larger ones."""
     results: Results = {p.name: {} for p in peers}
     timed_out: dict[str, int] = {}
     for n in sizes:
@@ -427,7 +457,7 @@ def run_all(peers: Sequence[Peer], sizes: Sequence[int], iterations: int, app_se
             if peer.name in timed_out:
                 why = f"timeout (> {timeout:.0f} s at n={timed_out[peer.name]})"
                 results[peer.name][n] = {op: Cell(timeout=True, na=why) for op in OPS}
-        run = run_size(live, n, iterations, app_seconds, timeout, metric, progress)
+        run = run_size(live, n, iterations, app_seconds, timeout, metric, progress, suite)
         for name, per_op in run.cells.items():
             results[name][n] = per_op
             if name in run.timed_out:
@@ -469,29 +499,72 @@ def fmt_cell(op: str, cell: Cell, ours: Cell | None, is_ours: bool) -> str:
     return text if r is None else f"{text} ({fmt_ratio(r)})"
 
 
-def table(results: Results, sizes: Sequence[int]) -> list[str]:
-    """One block per operation: a row per size, a column per stack."""
-    names = list(results)
+WIDTH = 24
+#: the size tables: (the operation whose cell holds it, the Cell attribute, title)
+SIZES = {
+    "key_package": ("build", "key_package_size", "one joiner's KeyPackage (§10)"),
+    "welcome": ("build", "size", "the build Welcome (n-1 members added, ratchet tree inside)"),
+    "commit": ("commit", "size", "the round's empty full-path Commit (PublicMessage)"),
+}
+
+
+def suite_tag(suite: int) -> str:
+    """What a table title adds to name its cipher suite (nothing for suite 1)."""
+    return "" if suite == 1 else f" [cipher suite {suite}]"
+
+
+def block(title: str, names: Sequence[str], sizes: Sequence[int],
+          text: Callable[[str, int], str]) -> list[str]:
+    """One table: the title, a row per size n, a column per stack (``text(name, n)``)."""
+    lines = ["", title, f"{'n':>7} " + " ".join(f"{label(name):>{WIDTH}}" for name in names)]
+    for n in sizes:
+        lines.append(f"{n:>7} " + " ".join(f"{text(name, n):>{WIDTH}}" for name in names))
+    return lines
+
+
+def size_of(results: Results, name: str, n: int, kind: str) -> int | None:
+    """Bytes of a ``SIZES`` kind for one stack and size, if the run has them."""
+    op, attr, _ = SIZES[kind]
+    cell = results.get(name, {}).get(n, {}).get(op)
+    return None if cell is None else getattr(cell, attr)
+
+
+def fmt_size(size: int | None, ours: int | None, is_ours: bool) -> str:
+    if size is None:
+        return "n/a"
+    text = f"{size:,} B"
+    return text if is_ours or not ours or not size else f"{text} ({fmt_ratio(ours / size)})"
+
+
+def size_tables(results: Results, sizes: Sequence[int], suite: int = 1) -> list[str]:
+    """One table per ``SIZES`` kind, in bytes, with the ratio ours/peer."""
     lines: list[str] = []
+    for kind, (_, _, title) in SIZES.items():
+        def text(name: str, n: int, kind: str = kind) -> str:
+            return fmt_size(size_of(results, name, n, kind), size_of(results, "ours", n, kind),
+                            name == "ours")
+        lines += block(f"{kind} bytes: {title}{suite_tag(suite)}", list(results), sizes, text)
+    return lines
+
+
+def table(results: Results, sizes: Sequence[int], suite: int = 1) -> list[str]:
+    """One block per operation, then the sizes: a row per size, a column per stack. Each
+    title names the suite unless it is suite 1."""
     notes: dict[str, str] = {}
-    width = 24
+    lines: list[str] = []
     for op in OPS:
-        lines.append("")
-        lines.append(f"{op}: {OP_TITLES[op]}")
-        lines.append(f"{'n':>7} " + " ".join(f"{label(name):>{width}}" for name in names))
-        for n in sizes:
-            ours = results.get("ours", {}).get(n, {}).get(op)
-            row = []
-            for name in names:
-                cell = results[name].get(n, {}).get(op, Cell(na="not run"))
-                row.append(f"{fmt_cell(op, cell, ours, name == 'ours'):>{width}}")
-                for why in (cell.na if cell.value is None else None, cell.note):
-                    if why:
-                        notes.setdefault(f"{label(name)}: {why}", f"{op} n={n}")
-            lines.append(f"{n:>7} " + " ".join(row))
+        def text(name: str, n: int, op: str = op) -> str:
+            cell = results[name].get(n, {}).get(op, Cell(na="not run"))
+            for why in (cell.na if cell.value is None else None, cell.note):
+                if why:
+                    notes.setdefault(f"{label(name)}: {why}", f"{op} n={n}")
+            return fmt_cell(op, cell, results.get("ours", {}).get(n, {}).get(op),
+                            name == "ours")
+        lines += block(f"{op}: {OP_TITLES[op]}{suite_tag(suite)}", list(results), sizes, text)
+    lines += size_tables(results, sizes, suite)
     lines.append("")
     lines.append("(ratio) = ours/peer: for times < 1 means ours is faster; for msg/s > 1 "
-                 "means ours is faster. ! = see notes.")
+                 "means ours is faster; for bytes < 1 means ours is smaller. ! = see notes.")
     if notes:
         lines.append("notes (first cell where each appears):")
         lines.extend(f"  [{where}] {why}" for why, where in notes.items())
@@ -578,14 +651,15 @@ def targets(results: Results) -> list[str]:
 
 
 def to_json(results: Results, args: argparse.Namespace, sizes: Sequence[int],
-            target_lines: list[str]) -> dict[str, Any]:
+            target_lines: list[str], suite: int = 1) -> dict[str, Any]:
+    """One suite's run: every cell, the ratios, the sizes in bytes, the machine."""
     def ratios(name: str) -> dict[str, dict[str, float | None]]:
         return {str(n): {op: ratio(results.get("ours", {}).get(n, {}).get(op), c)
                          for op, c in cells.items()} for n, cells in results[name].items()}
 
     unit = "CPU s" if args.metric == "cpu" else "wall s"
     return {
-        "suite": 1,
+        "suite": suite,
         "sizes": list(sizes),
         "iterations": args.iterations,
         "timeout_s": args.timeout,
@@ -599,8 +673,18 @@ def to_json(results: Results, args: argparse.Namespace, sizes: Sequence[int],
         "results": {name: {str(n): {op: c.to_json() for op, c in cells.items()}
                            for n, cells in per.items()} for name, per in results.items()},
         "ratio_ours_over_peer": {name: ratios(name) for name in results if name != "ours"},
+        "bytes": {name: {str(n): {kind: size_of(results, name, n, kind) for kind in SIZES}
+                         for n in per} for name, per in results.items()},
         "targets": target_lines,
     }
+
+
+def json_document(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The ``--json`` file: one suite's run as is (the format of a suite-1 run before
+    ``--suites`` existed), several as ``{"suites": [...], "runs": {"83": run, ...}}``."""
+    if len(runs) == 1:
+        return next(iter(runs.values()))
+    return {"suites": list(runs), "runs": {str(suite): run for suite, run in runs.items()}}
 
 
 # --------------------------------------------------------------------------- main
@@ -614,6 +698,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     f"{','.join(map(str, QUICK_SIZES))})")
     ap.add_argument("--peers", default=",".join(ALL_PEERS),
                     help="comma-separated stacks (default %(default)s)")
+    ap.add_argument("--suites", "--suite", default="1", metavar="IDS",
+                    help="comma-separated cipher suite ids, run one after another; 79-88 "
+                    "are the experimental post-quantum suites (docs/pq.md) (default 1)")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     ap.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                     help="run nothing: print the tables of earlier --json files (merged)")
@@ -634,6 +721,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                   else default_sizes)
     if any(n < 2 for n in args.sizes):
         ap.error("group sizes must be at least 2")
+    try:
+        args.suites = tuple(dict.fromkeys(int(s, 0) for s in args.suites.split(",")))
+    except ValueError:
+        ap.error(f"--suites: not a list of suite ids: {args.suites!r}")
     args.iterations = args.iterations or (2 if args.quick else 5)
     args.app_seconds = args.app_seconds or (0.15 if args.quick else 1.0)
     if args.iterations < 1:
@@ -650,20 +741,24 @@ def cell_from_json(op: str, data: dict[str, Any], metric: str) -> Cell:
         rates = {k: v for k, v in data.items() if k in ("rate", "cpu_rate")}
         return cell_from_record(rates or {"rate": data["value"]}, metric)
     return cell_from_record({"samples": data["samples"], "cpu": data.get("cpu_samples", []),
-                             "bytes": data.get("size"), "note": data.get("note")}, metric)
+                             "bytes": data.get("size"), "note": data.get("note"),
+                             "key_package_bytes": data.get("key_package_size")}, metric)
 
 
-def load_results(paths: Sequence[Path], metric: str) -> tuple[Results, list[int]]:
-    """Results of earlier ``--json`` files, merged (a later file wins a cell)."""
-    results: Results = {}
+def load_results(paths: Sequence[Path], metric: str) -> dict[int, tuple[Results, list[int]]]:
+    """Results of earlier ``--json`` files per cipher suite, merged (a later file wins a
+    cell), each with its sizes."""
+    by_suite: dict[int, Results] = {}
     for path in paths:
         data = json.loads(path.read_text())
-        for name, per in data["results"].items():
-            for n, cells in per.items():
-                results.setdefault(name, {})[int(n)] = {
-                    op: cell_from_json(op, cell, metric) for op, cell in cells.items()}
-    sizes = sorted({n for per in results.values() for n in per})
-    return results, sizes
+        for run in data["runs"].values() if "runs" in data else [data]:
+            results = by_suite.setdefault(int(run.get("suite", 1)), {})
+            for name, per in run["results"].items():
+                for n, cells in per.items():
+                    results.setdefault(name, {})[int(n)] = {
+                        op: cell_from_json(op, cell, metric) for op, cell in cells.items()}
+    return {suite: (results, sorted({n for per in results.values() for n in per}))
+            for suite, results in by_suite.items()}
 
 
 def print_targets(results: Results) -> None:
@@ -673,14 +768,25 @@ def print_targets(results: Results) -> None:
         print("\n".join(f"  {line}" for line in target_lines))
 
 
+def print_suite(results: Results, sizes: Sequence[int], suite: int, several: bool) -> None:
+    """One suite's tables (under a heading if the run has several suites), and the
+    issues' targets for suite 1, the suite they are set on."""
+    if several:
+        print(f"\n=== cipher suite {suite} ===")
+    print("\n".join(table(results, sizes, suite)))
+    if suite == 1:
+        print_targets(results)
+
+
 def reprint(args: argparse.Namespace) -> int:
     """``--from-json``: print the tables and targets of saved runs again."""
-    results, sizes = load_results(args.from_json, args.metric)
+    by_suite = load_results(args.from_json, args.metric)
     print(f"MLS stacks side by side, from {', '.join(map(str, args.from_json))} "
           f"(median {args.metric} time)")
-    names = [n for n in ALL_PEERS if n in results] + [n for n in results if n not in ALL_PEERS]
-    print("\n".join(table({n: results[n] for n in names}, sizes)))
-    print_targets(results)
+    for suite, (results, sizes) in by_suite.items():
+        names = ([n for n in ALL_PEERS if n in results]
+                 + [n for n in results if n not in ALL_PEERS])
+        print_suite({n: results[n] for n in names}, sizes, suite, len(by_suite) > 1)
     return 0
 
 
@@ -692,20 +798,24 @@ def main(argv: list[str] | None = None) -> int:
     peers = [find_peer(name) for name in names]
     if "ours" not in names:
         print("note: 'ours' is not in --peers, so no ratios", file=sys.stderr)
-    print(f"MLS stacks side by side: cipher suite 1, sizes {list(args.sizes)}, median of "
+    suites = ", ".join(map(str, args.suites))
+    print(f"MLS stacks side by side: cipher suite{'s' if len(args.suites) > 1 else ''} "
+          f"{suites}, sizes {list(args.sizes)}, median of "
           f"{args.iterations} ({args.metric} time), stacks interleaved round by round, "
           f"timeout {args.timeout:.0f} s per stack and size")
     for peer in peers:
         if peer.missing:
             print(f"  {label(peer.name)}: n/a ({peer.missing})")
     start = time.perf_counter()
-    results = run_all(peers, args.sizes, args.iterations, args.app_seconds, args.timeout,
-                      metric=args.metric)
-    print("\n".join(table(results, args.sizes)))
-    print_targets(results)
+    runs: dict[int, dict[str, Any]] = {}
+    for suite in args.suites:
+        results = run_all(peers, args.sizes, args.iterations, args.app_seconds, args.timeout,
+                          metric=args.metric, suite=suite)
+        print_suite(results, args.sizes, suite, len(args.suites) > 1)
+        runs[suite] = to_json(results, args, args.sizes,
+                              targets(results) if suite == 1 else [], suite)
     if args.json is not None:
-        args.json.write_text(json.dumps(to_json(results, args, args.sizes, targets(results)),
-                                        indent=2))
+        args.json.write_text(json.dumps(json_document(runs), indent=2))
         print(f"\nJSON: {args.json}")
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0

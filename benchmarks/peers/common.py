@@ -1,14 +1,18 @@
 """The driver every Python bench of ``benchmarks.compare`` shares (stdlib only, so it also
 runs in the peers' own venv, ``benchmarks/peers/.venv``).
 
-``python -m benchmarks.peers.<stack>_bench OP N ITERATIONS [--app-seconds S]`` with OP one
-of ``build join first_process commit process app all serve``.
+``python -m benchmarks.peers.<stack>_bench OP N ITERATIONS [--app-seconds S] [--suite S]``
+with OP one of ``build join first_process commit process app all serve``. ``--suite``
+is the cipher suite id (default 1); a stack that cannot run it prints, for every
+operation asked, ``{"op": ..., "n": N, "na": "why"}`` and exits with status 0.
 
 The bench is a sequence of *rounds* on one group, built once per process:
 
 * **setup** — the creator makes the group and one Commit adding the n - 1 other members
   by value (Add-only, so no UpdatePath, §12.4), and merges it: the **build** sample (one;
-  OP ``build`` builds ITERATIONS times instead). The joiners' KeyPackages are made
+  OP ``build`` builds ITERATIONS times instead). Its line has the Welcome's bytes
+  (``bytes``) and one joiner's KeyPackage's (``key_package_bytes``: the KeyPackage
+  struct of §10, without an MLSMessage header). The joiners' KeyPackages are made
   beforehand, untimed (in a real group every joiner makes its own). Then, untimed, the
   creator makes one empty full-path Commit C1 and merges it: every member that joins from
   the build Welcome is in the epoch C1 leaves, so each can process C1 as its first message.
@@ -58,6 +62,19 @@ from typing import Any, Generic, TypeVar
 KIB = bytes(range(256)) * 4
 OPS = ("build", "join", "first_process", "app", "commit", "process")
 GROUP_ID = b"benchmark-group-" + bytes(16)
+MLS_MESSAGE_HEADER = 4  # version and wire_format (uint16 each) before a KeyPackage
+
+
+class UnsupportedSuite(Exception):
+    """The stack cannot run the asked cipher suite; the message says why (its cells then
+    read n/a)."""
+
+
+def require_suite_1(stack: str, suite: int, why: str) -> None:
+    """Raise :class:`UnsupportedSuite` unless ``suite`` is 1, the only suite ``stack``
+    runs here (``why`` says why)."""
+    if suite != 1:
+        raise UnsupportedSuite(f"{stack} cannot run cipher suite {suite}: {why}")
 
 M = TypeVar("M")  # a stack's handle on a member's group state
 
@@ -101,6 +118,11 @@ class Stack(ABC, Generic[M]):
         """Bytes of the build Welcome, when :meth:`build` did not return them."""
         return None
 
+    def key_package_size(self) -> int | None:
+        """Bytes of one joiner's KeyPackage (§10, no MLSMessage header), after
+        :meth:`prepare`; None if the stack cannot tell."""
+        return None
+
     def wire_size(self, commit: Any) -> int:
         """Bytes of a Commit :meth:`commit` returned (called outside the timer)."""
         return len(commit)
@@ -137,13 +159,23 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
+def build_record(stack: Stack[Any], samples: Samples, n: int,
+                 welcome_bytes: int | None) -> dict[str, Any]:
+    """The build line: its samples, the Welcome's and a KeyPackage's bytes."""
+    if welcome_bytes is None:
+        welcome_bytes = stack.welcome_size()
+    kp_bytes = stack.key_package_size()
+    extra = {} if kp_bytes is None else {"key_package_bytes": kp_bytes}
+    return samples.record("build", n, welcome_bytes, **extra)
+
+
 def run_build_only(stack: Stack[Any], n: int, iterations: int) -> None:
     samples = Samples()
-    size = 0
+    size = None
     for _ in range(iterations):
         stack.prepare(n)
         size = samples.time(stack.build)
-    emit(samples.record("build", n, size))
+    emit(build_record(stack, samples, n, size))
 
 
 def app_rate(stack: Stack[M], member: M, n: int, seconds: float) -> dict[str, Any]:
@@ -183,14 +215,12 @@ class Bench(Generic[M]):
         self.stack.prepare(self.n)
         builds = Samples()
         welcome_bytes = builds.time(self.stack.build)
-        if welcome_bytes is None:
-            welcome_bytes = self.stack.welcome_size()
         try:
             self.first_commit = self.stack.commit()
             self.first_size = self.stack.wire_size(self.first_commit)
         except Exception as exc:
             self.first_broken = f"no Commit to process: {reason(exc)}"
-        return [builds.record("build", self.n, welcome_bytes)]
+        return [build_record(self.stack, builds, self.n, welcome_bytes)]
 
     def round(self) -> list[dict[str, Any]]:
         r, n = self.rounds, self.n
@@ -275,7 +305,7 @@ def merge(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 cur.setdefault(key, []).extend(rec[key])
         if "messages" in rec:
             cur["messages"] = cur.get("messages", 0) + rec["messages"]
-        for key in ("bytes", "note", "na"):
+        for key in ("bytes", "key_package_bytes", "note", "na"):
             if key in rec:
                 cur.setdefault(key, rec[key])
     for cur in merged.values():
@@ -321,22 +351,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="rounds, or builds for OP build (>= 1; serve: unused)")
     ap.add_argument("--app-seconds", type=float, default=1.0,
                     help="time spent on application messages per round (default %(default)s)")
+    ap.add_argument("--suite", type=int, default=1, help="cipher suite id (default 1)")
     args = ap.parse_args(argv)
     if args.n < 2 or args.iterations < 1:
         ap.error("n must be at least 2 and iterations at least 1")
     return args
 
 
-def main(stack: Stack[Any], argv: list[str] | None = None) -> int:
-    """The CLI of every Python bench script: run OP and print its JSON line(s)."""
+def asked_ops(op: str) -> tuple[str, ...]:
+    """The operations OP reports on (``all`` and ``serve``: every one)."""
+    return OPS if op in ("all", "serve") else (op,)
+
+
+def main(make_stack: Callable[[int], Stack[Any]], argv: list[str] | None = None) -> int:
+    """The CLI of every Python bench script: make the stack for ``--suite`` with
+    ``make_stack`` and run OP, printing its JSON line(s); if the stack cannot run that
+    suite, one "na" line per operation asked."""
     args = parse_args(argv)
+    try:
+        stack = make_stack(args.suite)
+    except UnsupportedSuite as exc:
+        for op in asked_ops(args.op):
+            emit({"op": op, "n": args.n, "na": str(exc)})
+        return 0
     if args.op == "build":
         run_build_only(stack, args.n, args.iterations)
     elif args.op == "serve":
         serve(stack, args.n, args.app_seconds)
     else:
-        wanted = set(OPS) if args.op == "all" else {args.op}
-        run_all(stack, args.n, args.iterations, wanted, args.app_seconds)
+        run_all(stack, args.n, args.iterations, set(asked_ops(args.op)), args.app_seconds)
     return 0
 
 

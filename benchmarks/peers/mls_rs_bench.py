@@ -2,7 +2,8 @@
 under the shared driver of :mod:`benchmarks.peers.common`.
 
 ``benchmarks/peers/.venv/bin/python -m benchmarks.peers.mls_rs_bench [--objects] OP N
-ITERATIONS`` from the repository root (the package lives only in the peers' venv).
+ITERATIONS [--suite 1]`` from the repository root (the package lives only in the peers'
+venv). Any other ``--suite`` gets "na" lines: the bindings have cipher suite 1 only.
 
 Two ways to hand messages from one member to another, two columns of the table:
 
@@ -32,9 +33,18 @@ from typing import Any
 
 import mls_rs_uniffi as rs  # type: ignore[import-not-found, unused-ignore]
 
-from benchmarks.peers.common import GROUP_ID, KIB, Stack, main
+from benchmarks.peers.common import (
+    GROUP_ID,
+    KIB,
+    MLS_MESSAGE_HEADER,
+    Stack,
+    main,
+    require_suite_1,
+)
 
 SUITE = rs.CipherSuite.CURVE25519_AES128
+NO_OTHER_SUITE = ("its Python bindings (agentvault-mls-rs-uniffi 0.1.1) expose only "
+                  "CURVE25519_AES128 (suite 1), no post-quantum suite")
 
 
 def new_client(name: bytes) -> Any:
@@ -46,7 +56,8 @@ class MlsRs(Stack[Any]):
 
     name = "mls-rs"
 
-    def __init__(self) -> None:
+    def __init__(self, suite: int = 1) -> None:
+        require_suite_1(self.name, suite, NO_OTHER_SUITE)
         self.clients: list[Any] = []
         self.key_packages: list[Any] = []
         self.creator: Any = None
@@ -66,6 +77,11 @@ class MlsRs(Stack[Any]):
         welcome = out.welcome_message.to_bytes()
         self.welcome = welcome
         return len(welcome)
+
+    def key_package_size(self) -> int | None:
+        if not self.key_packages:
+            return None
+        return len(self.key_packages[0].to_bytes()) - MLS_MESSAGE_HEADER
 
     def join(self, joiner: int) -> Any:
         welcome = rs.Message.from_bytes(self.welcome)
@@ -130,5 +146,5 @@ class MlsRsObjects(MlsRs):
 
 if __name__ == "__main__":
     if "--objects" in sys.argv[1:]:
-        sys.exit(main(MlsRsObjects(), [a for a in sys.argv[1:] if a != "--objects"]))
-    sys.exit(main(MlsRs()))
+        sys.exit(main(MlsRsObjects, [a for a in sys.argv[1:] if a != "--objects"]))
+    sys.exit(main(MlsRs))

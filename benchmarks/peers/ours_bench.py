@@ -1,18 +1,26 @@
 """Our stack (``mls_core``) under the shared driver of :mod:`benchmarks.peers.common`.
 
-``.venv/bin/python -m benchmarks.peers.ours_bench OP N ITERATIONS`` (from the repository
-root). Suite 1, handshakes as PublicMessage (§6.2) as in every peer, the ratchet tree in
-the Welcome (§12.4.3.3).
+``.venv/bin/python -m benchmarks.peers.ours_bench OP N ITERATIONS [--suite S]`` (from the
+repository root). Suite 1 unless ``--suite`` says otherwise; naming an experimental
+post-quantum suite (79-88, docs/pq.md) opts in to them (``enable_experimental_pq``).
+Handshakes as PublicMessage (§6.2) as in every peer, the ratchet tree in the Welcome
+(§12.4.3.3), the joiner's input bounds raised (:data:`LIMITS`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks.peers.common import GROUP_ID, KIB, Stack, main
-from mls_core.ciphersuite import get_suite
-from mls_core.config import GroupConfig
+from benchmarks.peers.common import GROUP_ID, KIB, Stack, UnsupportedSuite, main
+from mls_core.ciphersuite import (
+    EXPERIMENTAL_PQ_SUITES,
+    CipherSuite,
+    enable_experimental_pq,
+    get_suite,
+)
+from mls_core.config import GroupConfig, InputLimits
 from mls_core.credentials import Credential
+from mls_core.errors import UnsupportedError
 from mls_core.events import ApplicationMessage
 from mls_core.framing import WireFormat
 from mls_core.group import Group
@@ -21,11 +29,14 @@ from mls_core.messages import KeyPackage
 from mls_core.proposals import Add
 
 NOW = 1_700_000_000
-SUITE = 1
+#: the joiner's bounds on a Welcome and its tree (docs/security.md, "Bounds"), raised: on
+#: the ML-DSA-87 suites the Welcome of 1,000 members is 10.6 MB, over the 5 MiB default
+#: (4 MiB of tree). 256 MiB holds 10,000 such members; the bench times joins, not refusals.
+LIMITS = InputLimits(max_tree_bytes=256 << 20, max_message_bytes=256 << 20)
 
 
 def config() -> GroupConfig:
-    return GroupConfig(handshake_wire_format=WireFormat.MLS_PUBLIC_MESSAGE)
+    return GroupConfig(handshake_wire_format=WireFormat.MLS_PUBLIC_MESSAGE, limits=LIMITS)
 
 
 class Ours(Stack[Group]):
@@ -33,8 +44,8 @@ class Ours(Stack[Group]):
 
     name = "ours"
 
-    def __init__(self) -> None:
-        self.suite = get_suite(SUITE)
+    def __init__(self, suite: CipherSuite) -> None:
+        self.suite = suite
         self.joiners: list[tuple[KeyPackage, KeyPackagePrivate]] = []
         self.creator: Group | None = None
         self.creator_sig = b""
@@ -49,7 +60,7 @@ class Ours(Stack[Group]):
                 self.suite, Credential.basic(b"member-%d" % i), sig, now=NOW))
 
     def build(self) -> int:
-        creator = Group.create(SUITE, Credential.basic(b"creator"), self.creator_sig,
+        creator = Group.create(self.suite.id, Credential.basic(b"creator"), self.creator_sig,
                                group_id=GROUP_ID, now=NOW, config=config())
         result = creator.commit([Add(kp) for kp, _ in self.joiners], force_path=False,
                                 now=NOW)
@@ -57,6 +68,9 @@ class Ours(Stack[Group]):
         assert result.welcome is not None
         self.creator, self.welcome = creator, result.welcome
         return len(self.welcome)
+
+    def key_package_size(self) -> int | None:
+        return len(self.joiners[0][0].encode()) if self.joiners else None
 
     def join(self, joiner: int) -> Group:
         kp, private = self.joiners[joiner]
@@ -86,5 +100,15 @@ class Ours(Stack[Group]):
                 == member.export_secret(label, ctx, 32))
 
 
+def make(suite_id: int) -> Ours:
+    """Our stack on ``suite_id``; a post-quantum suite is enabled first (opt-in)."""
+    if suite_id in EXPERIMENTAL_PQ_SUITES:
+        enable_experimental_pq()
+    try:
+        return Ours(get_suite(suite_id))
+    except UnsupportedError as exc:
+        raise UnsupportedSuite(f"ours cannot run cipher suite {suite_id}: {exc}") from exc
+
+
 if __name__ == "__main__":
-    sys.exit(main(Ours()))
+    sys.exit(main(make))

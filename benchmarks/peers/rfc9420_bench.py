@@ -1,8 +1,10 @@
 """``rfc9420`` (PyPI, pure Python) under the shared driver of
 :mod:`benchmarks.peers.common`.
 
-``benchmarks/peers/.venv/bin/python -m benchmarks.peers.rfc9420_bench OP N ITERATIONS``
-from the repository root (the package lives only in the peers' venv).
+``benchmarks/peers/.venv/bin/python -m benchmarks.peers.rfc9420_bench OP N ITERATIONS
+[--suite 1]`` from the repository root (the package lives only in the peers' venv). Any
+other ``--suite`` gets "na" lines: this bench makes X25519/Ed25519 KeyPackages (suite 1),
+and the package has no post-quantum suite.
 
 API used (``rfc9420.api.session.MLSGroupSession``): ``create_with_config``,
 ``add_member`` + ``process_proposal`` (a proposal only enters the committer's cache when
@@ -38,9 +40,11 @@ from rfc9420.messages.key_packages import (  # type: ignore[import-not-found, un
     LeafNode,
 )
 
-from benchmarks.peers.common import GROUP_ID, KIB, Stack, main
+from benchmarks.peers.common import GROUP_ID, KIB, Stack, main, require_suite_1
 
 SUITE = 0x0001
+NO_OTHER_SUITE = ("rfc9420 1.3.0 has RFC 9420's suites 1-7 only, no post-quantum suite, "
+                  "and this bench makes suite 1 KeyPackages")
 
 
 def new_config() -> Any:
@@ -75,7 +79,8 @@ class Rfc9420(Stack[Any]):
 
     name = "rfc9420"
 
-    def __init__(self) -> None:
+    def __init__(self, suite: int = 1) -> None:
+        require_suite_1(self.name, suite, NO_OTHER_SUITE)
         self.crypto = DefaultCryptoProvider(suite_id=SUITE)
         self.joiners: list[tuple[Any, bytes, bytes]] = []
         self.creator_kp: Any = None
@@ -94,6 +99,9 @@ class Rfc9420(Stack[Any]):
         _, welcomes = session.commit(self.creator_sig)
         self.session, self.welcome = session, welcomes[0]
         return len(self.welcome.serialize())
+
+    def key_package_size(self) -> int | None:
+        return len(self.joiners[0][0].serialize()) if self.joiners else None
 
     def join(self, joiner: int) -> Any:
         kp, init_priv, _ = self.joiners[joiner]
@@ -121,4 +129,4 @@ class Rfc9420(Stack[Any]):
 
 
 if __name__ == "__main__":
-    sys.exit(main(Rfc9420()))
+    sys.exit(main(Rfc9420))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peer MLS stacks that `python -m benchmarks.compare` measures, outside the
 # project's own dependencies (idempotent: rerunning only checks what is there):
-#   * ts-mls: `npm ci` from package-lock.json into benchmarks/peers/node_modules;
+#   * ts-mls: `npm ci` from package-lock.json into benchmarks/peers/node_modules, with the
+#     pinned packages its post-quantum suites 79-88 load (as interop/ts-mls/package.json);
 #   * mls-rs (PyPI agentvault-mls-rs-uniffi) and rfc9420 (PyPI) in benchmarks/peers/.venv.
 # A stack that cannot be installed is reported and skipped; compare.py then prints "n/a".
 set -uo pipefail
@@ -17,8 +18,9 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     if [ "$major" -lt 20 ]; then
         echo "setup.sh: ts-mls skipped: Node.js >= 20 required, found $(node --version)" >&2
     elif [ -f node_modules/ts-mls/package.json ] && [ "$(node -p \
-            'require("./node_modules/ts-mls/package.json").version')" = "$TS_MLS_VERSION" ]; then
-        echo "setup.sh: ts-mls already installed"
+            'require("./node_modules/ts-mls/package.json").version')" = "$TS_MLS_VERSION" ] &&
+         npm ls --depth=0 >/dev/null 2>&1; then
+        echo "setup.sh: ts-mls and its post-quantum packages already installed"
     else
         npm ci --no-audit --no-fund || { echo "setup.sh: npm ci failed" >&2; status=1; }
     fi

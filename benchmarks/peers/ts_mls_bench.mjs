@@ -2,15 +2,20 @@
 // ts-mls (npm, pinned in benchmarks/peers/package-lock.json) under the same driver as the
 // Python benches (benchmarks/peers/common.py: read its docstring for what each operation times).
 //
-// Usage: node benchmarks/peers/ts_mls_bench.mjs OP N [ITERATIONS] [--app-seconds S]
+// Usage: node benchmarks/peers/ts_mls_bench.mjs OP N [ITERATIONS] [--app-seconds S] [--suite ID]
 //   OP: build | join | first_process | app | commit | process | all | serve. Setup once,
 //   then rounds of one sample per operation; "all" prints one JSON line per operation:
 //   {"op","n","samples":[wall seconds...],"cpu":[CPU seconds...],"bytes"} | {"op","n","rate":[...],"cpu_rate":[...],"messages"} | {"op","n","na"};
 //   "serve" prints the build line and {"ready":true}, then runs one round per "round" line
 //   on stdin (its lines, then {"done":R}) until EOF.
 //
-// Suite 1 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519), handshakes as PublicMessage
-// (wireAsPublicMessage), the ratchet tree in the Welcome (ratchetTreeExtension). Timing is
+// Suite 1 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) unless --suite names another of
+// ts-mls's `ciphersuites`, built as interop/ts-mls/server.mjs builds them: getCiphersuiteImpl
+// loads the post-quantum suites 79-88 from the pinned @hpke/ml-kem, @hpke/hybridkem-x-wing,
+// @noble/post-quantum (and @hpke/chacha20poly1305) of package.json. A suite it cannot build
+// gets {"op","n","na"} lines, exit status 0. Handshakes as PublicMessage (wireAsPublicMessage),
+// the ratchet tree in the Welcome (ratchetTreeExtension). The build line also has
+// key_package_bytes: one joiner's KeyPackage (the §10 struct, no MLSMessage header). Timing is
 // performance.now(); every operation includes encoding to / decoding from MLSMessage bytes.
 
 import { createInterface } from "node:readline";
@@ -18,6 +23,7 @@ import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 
 import {
+  ciphersuites,
   createApplicationMessage,
   createCommit,
   createGroup,
@@ -35,7 +41,8 @@ import {
   processPublicMessage,
 } from "ts-mls";
 
-const SUITE = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
+const SUITE_NAMES = Object.fromEntries(Object.entries(ciphersuites).map(([n, id]) => [id, n]));
+const MLS_MESSAGE_HEADER = 4; // version and wire_format (uint16 each) before a KeyPackage
 const OPS = ["build", "join", "first_process", "app", "commit", "process"];
 const KIB = Uint8Array.from({ length: 1024 }, (_, i) => i % 256);
 const GROUP_ID = new Uint8Array(32).fill(7);
@@ -102,6 +109,13 @@ class TsMls {
     return this.welcome.length;
   }
 
+  keyPackageSize() {
+    const keyPackage = this.joiners[0]?.publicPackage;
+    if (keyPackage === undefined) return undefined;
+    const wire = encodeMlsMessage({ version: "mls10", wireformat: "mls_key_package", keyPackage });
+    return wire.length - MLS_MESSAGE_HEADER;
+  }
+
   async join(joiner) {
     const kp = this.joiners[joiner];
     return { state: await joinGroup(decode(this.welcome).welcome, kp.publicPackage,
@@ -140,14 +154,21 @@ class TsMls {
   }
 }
 
+/** The build line: its samples, the Welcome's and a KeyPackage's bytes (common.py's). */
+function buildRecord(stack, samples, n, welcomeBytes) {
+  const kpBytes = stack.keyPackageSize();
+  return samples.record("build", n, welcomeBytes,
+    kpBytes === undefined ? {} : { key_package_bytes: kpBytes });
+}
+
 async function runBuildOnly(stack, n, iterations) {
   const samples = new Samples();
-  let size = 0;
+  let size;
   for (let i = 0; i < iterations; i++) {
     await stack.prepare(n);
     size = await samples.time(() => stack.build());
   }
-  emit(samples.record("build", n, size));
+  emit(buildRecord(stack, samples, n, size));
 }
 
 async function appRate(stack, member, n, seconds) {
@@ -186,7 +207,7 @@ class Bench {
     } catch (e) {
       this.firstBroken = `no Commit to process: ${reason(e)}`;
     }
-    return [builds.record("build", this.n, welcomeBytes)];
+    return [buildRecord(this.stack, builds, this.n, welcomeBytes)];
   }
 
   async round() {
@@ -274,7 +295,7 @@ function merge(records) {
     for (const key of ["samples", "cpu", "rate", "cpu_rate"])
       if (key in rec) cur[key] = (cur[key] ?? []).concat(rec[key]);
     if ("messages" in rec) cur.messages = (cur.messages ?? 0) + rec.messages;
-    for (const key of ["bytes", "note", "na"]) if (key in rec && !(key in cur)) cur[key] = rec[key];
+    for (const key of ["bytes", "key_package_bytes", "note", "na"]) if (key in rec && !(key in cur)) cur[key] = rec[key];
   }
   for (const cur of merged.values()) if ("na" in cur && ("samples" in cur || "rate" in cur)) delete cur.na;
   return OPS.filter((op) => merged.has(op)).map((op) => merged.get(op));
@@ -298,19 +319,36 @@ async function serve(stack, n, appSeconds) {
   }
 }
 
+/** ts-mls's implementation of cipher suite `id`, or the reason it has none. */
+async function suiteImpl(id) {
+  const name = SUITE_NAMES[id];
+  if (name === undefined) return { why: `ts-mls has no cipher suite ${id}` };
+  try {
+    return { cs: await getCiphersuiteImpl(getCiphersuiteFromName(name)) };
+  } catch (e) {
+    return { why: `ts-mls cannot run cipher suite ${id} (${name}): ${reason(e)}` };
+  }
+}
+
 async function main() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { "app-seconds": { type: "string", default: "1.0" } },
+    options: { "app-seconds": { type: "string", default: "1.0" },
+      suite: { type: "string", default: "1" } },
   });
   const [op, nText, itText] = positionals;
   const n = Number(nText);
   const iterations = Number(itText ?? "1");
   if (![...OPS, "all", "serve"].includes(op) || !(n >= 2) || !(iterations >= 1)) {
-    process.stderr.write("usage: ts_mls_bench.mjs OP N [ITERATIONS] [--app-seconds S]\n");
+    process.stderr.write("usage: ts_mls_bench.mjs OP N [ITERATIONS] [--app-seconds S] [--suite ID]\n");
     process.exit(2);
   }
-  const stack = new TsMls(await getCiphersuiteImpl(getCiphersuiteFromName(SUITE)));
+  const { cs, why } = await suiteImpl(Number(values.suite));
+  if (cs === undefined) {
+    for (const asked of ["all", "serve"].includes(op) ? OPS : [op]) emit({ op: asked, n, na: why });
+    return;
+  }
+  const stack = new TsMls(cs);
   if (op === "build") await runBuildOnly(stack, n, iterations);
   else if (op === "serve") await serve(stack, n, Number(values["app-seconds"]));
   else await runAll(stack, n, iterations, new Set(op === "all" ? OPS : [op]), Number(values["app-seconds"]));

@@ -1,5 +1,6 @@
 """Smoke tests of ``python -m benchmarks.compare`` (docs/benchmarks.md): ours only, at
-tiny group sizes, no network and no peer stack needed."""
+tiny group sizes, no network and no peer stack needed (the peers' answers to a
+post-quantum suite are checked when ``benchmarks/peers/setup.sh`` installed them)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,8 @@ def test_error_summary_skips_stack_frames() -> None:
               "    boom()\nValueError: bad\n")
     assert compare.error_summary(python) == "ValueError: bad"
     assert compare.error_summary("") == "no output"
+    assert compare.exit_text(-9) == "exit -9 (SIGKILL)" and compare.exit_text(1) == "exit 1"
+    assert compare.exit_text(None) == "exit None" and compare.exit_text(-999) == "exit -999"
 
 
 def test_metric_picks_median_of_cpu_or_wall_samples() -> None:
@@ -228,7 +231,9 @@ def test_from_json_reprints_saved_runs(tmp_path: Path,
                          "--app-seconds", "0.05", "--json", str(out)]) == 0
     saved = json.loads(out.read_text())["results"]["ours"]
     capsys.readouterr()
-    results, sizes = compare.load_results([out], "cpu")
+    loaded = compare.load_results([out], "cpu")
+    assert list(loaded) == [1]                  # a one-suite file: the suite-1 format
+    results, sizes = loaded[1]
     assert sizes == [3, 5]
     join = results["ours"][5]["join"]
     assert join.value == statistics.median(saved["5"]["join"]["cpu_samples"])
@@ -262,3 +267,78 @@ def test_timeout_keeps_a_stacks_own_na_and_skips_larger_sizes() -> None:
     assert not cells["process"].timeout                 # its own reason, not the timeout
     assert cells["commit"].timeout and "timeout" in (cells["commit"].na or "")
     assert all(c.timeout for c in results["hangs"][8].values())  # not tried at n = 8
+
+
+def test_ours_runs_the_asked_pq_suite(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert compare.main(["--peers", "ours", "--sizes", "3", "--iterations", "1",
+                         "--app-seconds", "0.05", "--suites", "1,83", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["suites"] == [1, 83]
+    one, pq = data["runs"]["1"], data["runs"]["83"]
+    assert one["suite"] == 1 and pq["suite"] == 83
+    assert all("na" not in cell for cell in pq["results"]["ours"]["3"].values())
+    sizes = {suite: run["bytes"]["ours"]["3"] for suite, run in data["runs"].items()}
+    # X-Wing keys are 1,216 B against X25519's 32: the suite was used, not suite 1
+    assert sizes["83"]["key_package"] > 2000 and sizes["1"]["key_package"] < 400
+    assert sizes["83"]["welcome"] > 4 * sizes["1"]["welcome"]
+    assert sizes["83"]["commit"] > 4 * sizes["1"]["commit"]
+    build = pq["results"]["ours"]["3"]["build"]
+    assert build["key_package_size"] == sizes["83"]["key_package"]
+    assert build["size"] == sizes["83"]["welcome"]
+    printed = capsys.readouterr().out
+    assert "=== cipher suite 83 ===" in printed
+    assert "join: join from the Welcome (ratchet tree inside) [cipher suite 83]" in printed
+    assert "key_package bytes: one joiner's KeyPackage (§10) [cipher suite 83]" in printed
+    assert compare.main(["--from-json", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "=== cipher suite 83 ===" in again and "=== cipher suite 1 ===" in again
+    loaded = compare.load_results([out], "cpu")
+    assert loaded[83][0]["ours"][3]["build"].key_package_size == sizes["83"]["key_package"]
+
+
+def test_suite_option_reaches_every_driver() -> None:
+    assert compare.parse_args([]).suites == (1,)
+    assert compare.parse_args(["--suite", "83"]).suites == (83,)
+    assert compare.parse_args(["--suites", "83,85,83"]).suites == (83, 85)
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--suites", "x"])
+    for name in compare.ALL_PEERS:
+        peer = compare.find_peer(name)
+        assert peer.argv("serve", 16, 1, 0.5, 85)[-2:] == ["--suite", "85"]
+        assert peer.argv("serve", 16, 1, 0.5)[-2:] == ["--suite", "1"]
+
+
+NO_SUITE = """
+import json, sys
+for op in ("build", "join", "first_process", "app", "commit", "process"):
+    print(json.dumps({"op": op, "n": 4, "na": "nosuite cannot run cipher suite 83: none"}))
+"""
+
+
+def test_a_stack_without_the_suite_is_na_with_its_reason() -> None:
+    peer = compare.Peer("nosuite", (sys.executable, "-c", NO_SUITE, "--"))
+    cells = compare.run_size([peer], 4, 2, 0.0, timeout=60, progress=False, suite=83).cells
+    assert {c.na for c in cells["nosuite"].values()} == {
+        "nosuite cannot run cipher suite 83: none"}           # not "exit 0: no output"
+
+
+@pytest.mark.parametrize("name", ["mls-rs", "mls-rs-objects", "rfc9420"])
+def test_peers_without_pq_suites_say_na(name: str) -> None:
+    peer = compare.find_peer(name)
+    if peer.missing:
+        pytest.skip(peer.missing)
+    results = compare.run_all([peer], [3], 1, 0.05, 120, progress=False, suite=83)
+    for op, cell in results[name][3].items():
+        assert cell.value is None and not cell.timeout, op
+        assert f"{name} cannot run cipher suite 83" in (cell.na or ""), (op, cell.na)
+
+
+def test_ts_mls_runs_a_pq_suite() -> None:
+    peer = compare.find_peer("ts-mls")
+    if peer.missing:
+        pytest.skip(peer.missing)
+    cells = compare.run_all([peer], [3], 1, 0.05, 120, progress=False, suite=83)["ts-mls"][3]
+    assert all(c.value is not None for c in cells.values()), cells
+    assert (cells["build"].key_package_size or 0) > 2000   # an X-Wing KeyPackage

@@ -106,3 +106,64 @@ def test_serve_answers_each_round_line(capsys: pytest.CaptureFixture[str]) -> No
     assert lines[0]["op"] == "build" and lines[1] == {"ready": True}
     assert [ln["done"] for ln in lines if "done" in ln] == [1, 2]
     assert sum(1 for ln in lines if ln.get("op") == "process") == 2
+
+
+class SizedStack(FakeStack):
+    """A stand-in that knows its KeyPackage's size, made for one suite only."""
+
+    def __init__(self, suite: int) -> None:
+        common.require_suite_1("sized", suite, "a stand-in for suite 1")
+        super().__init__()
+
+    def key_package_size(self) -> int | None:
+        return 77
+
+
+def test_the_build_line_has_the_key_package_size() -> None:
+    assert common.Bench(SizedStack(1), n=3, app_seconds=0.0).setup()[0][
+        "key_package_bytes"] == 77
+    assert "key_package_bytes" not in common.Bench(FakeStack(), 3, 0.0).setup()[0]
+    merged = common.merge([{"op": "build", "n": 3, "samples": [1.0], "key_package_bytes": 77}])
+    assert merged[0]["key_package_bytes"] == 77
+
+
+def test_main_makes_the_stack_for_the_asked_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    asked: list[int] = []
+
+    def make(suite: int) -> SizedStack:
+        asked.append(suite)
+        return SizedStack(suite)
+
+    assert common.main(make, ["build", "3"]) == 0
+    assert asked == [1]                                  # the default suite
+    line = json.loads(capsys.readouterr().out)
+    assert line["op"] == "build" and line["key_package_bytes"] == 77
+
+
+@pytest.mark.parametrize(("op", "ops"), [("serve", common.OPS), ("all", common.OPS),
+                                         ("join", ("join",))])
+def test_a_suite_the_stack_lacks_is_na_per_operation(
+        op: str, ops: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    assert common.main(SizedStack, [op, "4", "--suite", "83"]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [ln["op"] for ln in lines] == list(ops)       # no "ready": nothing to serve
+    assert all(ln["na"] == "sized cannot run cipher suite 83: a stand-in for suite 1"
+               and ln["n"] == 4 for ln in lines)
+
+
+def test_ours_opts_in_to_a_pq_suite_and_names_one_it_lacks() -> None:
+    from benchmarks.peers import ours_bench
+    from mls_core import ciphersuite
+
+    was = ciphersuite.experimental_pq_enabled()
+    try:
+        assert ours_bench.make(1).suite.id == 1
+        ciphersuite.enable_experimental_pq(False)
+        assert ours_bench.make(83).suite.id == 83       # naming it is the opt-in
+        assert ciphersuite.experimental_pq_enabled()
+        with pytest.raises(common.UnsupportedSuite, match=r"cipher suite 77.*ML-KEM-512"):
+            ours_bench.make(77)
+        # the Welcome of 1,000 members on suite 85 (10.6 MB) must not hit the joiner's bounds
+        assert ours_bench.config().limits.max_message_bytes > 11_000_000
+    finally:
+        ciphersuite.enable_experimental_pq(was)
