@@ -272,6 +272,23 @@ class _MLDSA(_EdDSA):
 # --------------------------------------------------------------------------- suites
 
 
+#: (public key, largest signature) in bytes per signature scheme: raw EdDSA keys and
+#: signatures (RFC 8032), uncompressed points and DER signatures for ECDSA, ML-DSA-87's
+#: pk and signature (FIPS 204 Table 2)
+_SIGNATURE_SIZES: dict[str, tuple[int, int]] = {
+    "ed25519": (32, 64),
+    "ed448": (57, 114),
+    "ecdsa_secp256r1_sha256": (65, 72),
+    "ecdsa_secp384r1_sha384": (97, 104),
+    "ecdsa_secp521r1_sha512": (133, 139),
+    "mldsa87": (2592, 4627),
+}
+#: a LeafNode's bytes besides its keys and signature (basic credential, capabilities,
+#: lifetime, vector headers), and a whole suite-1 LeafNode: see CipherSuite.leaf_scale
+_LEAF_OVERHEAD = 72
+_SUITE1_LEAF = 200
+
+
 @dataclass(frozen=True)
 class CipherSuite:
     """An MLS cipher suite (§5.1): HPKE (KEM, KDF, AEAD), hash/MAC, signature scheme."""
@@ -318,6 +335,17 @@ class CipherSuite:
     def aead_nonce_size(self) -> int:
         """Nn of the AEAD (12 for AES-GCM and ChaCha20-Poly1305)."""
         return 12
+
+    @cached_property
+    def leaf_scale(self) -> int:
+        """How many times a LeafNode of this suite outweighs one of suite 1 (rounded
+        up): its HPKE and signature public keys and signature, plus ~72 bytes of
+        credential, capabilities and lifetime, against suite 1's ~200 bytes. 1 for
+        suites 1-3, 2-3 for 4-7, 7-8 for the X-Wing and ML-KEM suites, 45 for
+        ML-DSA-87. :class:`~mls_core.config.InputLimits` scales its byte bounds by it,
+        so that the default bounds hold as many members in every suite."""
+        sig_pk, sig = _SIGNATURE_SIZES[self.signature_scheme]
+        return -(-(self.hpke.kem.n_pk + sig_pk + sig + _LEAF_OVERHEAD) // _SUITE1_LEAF)
 
     @cached_property
     def hpke(self) -> hpke.Hpke:

@@ -10,7 +10,15 @@ from .errors import UsageError
 from .framing import WireFormat
 
 if TYPE_CHECKING:
+    from .ciphersuite import CipherSuite
     from .policy import CommitPolicy
+
+
+#: the byte bounds for suite 1 (see :class:`InputLimits`): 4 MiB holds ~15,000 members
+#: with basic credentials (a steady-state 10,000-member tree is 2.5-2.7 MiB); the whole
+#: message gets 1 MiB more (one EncryptedGroupSecrets per new member, extensions)
+DEFAULT_TREE_BYTES = 4 << 20
+DEFAULT_MESSAGE_EXTRA = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -19,25 +27,44 @@ class InputLimits:
     and the ratchet tree they carry or that comes out of band (§12.4.3.3). Each is
     checked before the work it bounds, so that anything over it is refused
     (:class:`~mls_core.errors.LimitError`) in time linear in the bound, not in the
-    input. See docs/security.md, "Bounds"."""
+    input. See docs/security.md, "Bounds".
+
+    A byte bound left at None follows the group's cipher suite: the suite-1 default
+    times :attr:`CipherSuite.leaf_scale <mls_core.ciphersuite.CipherSuite.leaf_scale>`
+    (an ML-DSA-87 leaf is ~45 times a suite-1 leaf), so the defaults admit groups of
+    the same size in every suite. A number is used as it is, whatever the suite."""
 
     #: leaves of a ratchet tree, counted while decoding (before a node is built): 2^16
     #: leaves hold a 10,000-member group 6 times over; a tree is refused at its
     #: 2^17-th node, whatever its claimed size
     max_tree_leaves: int = 1 << 16
     #: bytes of an encoded ratchet tree, in the ``ratchet_tree`` extension or out of
-    #: band: 4 MiB holds ~15,000 members with basic credentials (a steady-state
-    #: 10,000-member tree is 2.5-2.7 MiB); raise it for larger groups or X.509 chains
-    max_tree_bytes: int = 4 << 20
-    #: bytes of a whole MLSMessage(Welcome) or MLSMessage(GroupInfo): the tree plus
-    #: 1 MiB for the rest (one EncryptedGroupSecrets per new member, extensions)
-    max_message_bytes: int = (4 << 20) + (1 << 20)
+    #: band (None: :data:`DEFAULT_TREE_BYTES` x the suite's leaf scale); raise it for
+    #: larger groups or X.509 chains
+    max_tree_bytes: int | None = None
+    #: bytes of a whole MLSMessage(Welcome) or MLSMessage(GroupInfo) (None: the tree's
+    #: bound plus :data:`DEFAULT_MESSAGE_EXTRA`)
+    max_message_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_tree_leaves", "max_tree_bytes", "max_message_bytes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if value is None and name != "max_tree_leaves":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"InputLimits.{name} must be a positive int, not {value!r}")
+
+    def tree_bytes(self, suite: CipherSuite | None) -> int:
+        """The tree byte bound for ``suite`` (None: an unknown suite, scale 1)."""
+        if self.max_tree_bytes is not None:
+            return self.max_tree_bytes
+        return DEFAULT_TREE_BYTES * (1 if suite is None else suite.leaf_scale)
+
+    def message_bytes(self, suite: CipherSuite | None) -> int:
+        """The Welcome/GroupInfo byte bound for ``suite`` (None: scale 1)."""
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes
+        return self.tree_bytes(suite) + DEFAULT_MESSAGE_EXTRA
 
 
 @dataclass

@@ -11,7 +11,14 @@ from .commit import Commit
 from .config import GroupConfig, InputLimits
 from .credentials import Credential
 from .epoch import EpochState
-from .errors import LimitError, ProtocolError, UsageError, ValidationError, VersionError
+from .errors import (
+    LimitError,
+    MLSError,
+    ProtocolError,
+    UsageError,
+    ValidationError,
+    VersionError,
+)
 from .extensions import Extension, ExtensionType
 from .framing import (
     AuthenticatedContent,
@@ -47,10 +54,22 @@ from .treekem import TreeKEMPrivate, prepare_update_path
 from .welcome import decrypt_group_info, decrypt_group_secrets, verify_group_info
 
 
-def _check_message_size(data: bytes, what: str, limits: InputLimits) -> None:
-    if len(data) > limits.max_message_bytes:
+def _check_message_size(data: bytes, what: str, limits: InputLimits,
+                        suite: CipherSuite | None) -> None:
+    bound = limits.message_bytes(suite)
+    if len(data) > bound:
         raise LimitError(f"{what} of {len(data)} bytes exceeds InputLimits.max_message_bytes "
-                         f"({limits.max_message_bytes})")
+                         f"({bound})")
+
+
+def _group_info_suite(data: bytes) -> CipherSuite | None:
+    """The cipher suite an encoded MLSMessage(GroupInfo) names, read before anything is
+    decoded (version, wire_format, then GroupContext.version and .cipher_suite, §6, §8.1),
+    to size its bounds; None if it names no suite we support (decoding refuses it)."""
+    try:
+        return get_suite(int.from_bytes(data[6:8], "big")) if len(data) >= 8 else None
+    except MLSError:
+        return None
 
 
 def _check_version(context: GroupContext) -> None:
@@ -68,9 +87,10 @@ def _tree_bytes(info: GroupInfo, ratchet_tree: bytes | None, limits: InputLimits
             data = ext.extension_data
     if data is None:
         raise UsageError("§12.4.3.1: no ratchet_tree extension: supply the tree out of band")
-    if len(data) > limits.max_tree_bytes:
+    bound = limits.tree_bytes(get_suite(info.group_context.cipher_suite))
+    if len(data) > bound:
         raise LimitError(f"ratchet tree of {len(data)} bytes exceeds "
-                         f"InputLimits.max_tree_bytes ({limits.max_tree_bytes})")
+                         f"InputLimits.max_tree_bytes ({bound})")
     return data
 
 
@@ -150,7 +170,8 @@ def join_welcome(welcome: bytes, key_package: KeyPackage, private: KeyPackagePri
                  now: int | None) -> tuple[EpochState, tuple[PreSharedKeyID, ...]]:
     """Process a Welcome (§12.4.3.1) into the state of the epoch it welcomes us to, and
     the PSKs it used (the caller checks ReInit/branch linkage, §11.2, §11.3)."""
-    _check_message_size(welcome, "Welcome", config.limits)
+    _check_message_size(welcome, "Welcome", config.limits,
+                        get_suite(key_package.cipher_suite))
     w = MLSMessage.decode(welcome).welcome
     if w is None:
         raise ProtocolError("expected an MLSMessage(Welcome)")
@@ -194,7 +215,8 @@ def verified_group_info(group_info: bytes, ratchet_tree: bytes | None, config: G
     ``ratchet_tree``), checked as §12.4.3.1 requires of a joiner: the signature by the
     signer's leaf, the tree hash against the GroupContext, and the tree's validity.
     Non-members use it too (a bridge finding a banned user's leaves)."""
-    _check_message_size(group_info, "GroupInfo", config.limits)
+    _check_message_size(group_info, "GroupInfo", config.limits,
+                        _group_info_suite(group_info))
     info = MLSMessage.decode(group_info).group_info
     if info is None:
         raise ProtocolError("expected an MLSMessage(GroupInfo)")

@@ -163,7 +163,9 @@ def test_ours_opts_in_to_a_pq_suite_and_names_one_it_lacks() -> None:
         assert ciphersuite.experimental_pq_enabled()
         with pytest.raises(common.UnsupportedSuite, match=r"cipher suite 77.*ML-KEM-512"):
             ours_bench.make(77)
-        # the Welcome of 1,000 members on suite 85 (10.6 MB) must not hit the joiner's bounds
-        assert ours_bench.config().limits.max_message_bytes > 11_000_000
+        # the Welcome of 1,000 members on suite 85 (10.6 MB) must not hit the default bounds
+        limits = ours_bench.config().limits
+        assert limits.message_bytes(ours_bench.make(85).suite) > 11_000_000
+        assert limits.message_bytes(ours_bench.make(1).suite) < 11_000_000
     finally:
         ciphersuite.enable_experimental_pq(was)

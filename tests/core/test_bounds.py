@@ -144,7 +144,7 @@ def test_a_2_20_leaf_out_of_band_tree_is_refused_while_decoding(setup: Setup,
     real = _tree_nodes(setup.tree)
     assert real[0] is not None and real[-1] is not None
     huge = _huge_tree(real[0], real[-1], 1 << 20)
-    assert len(huge) < InputLimits().max_tree_bytes  # the byte bound alone would pass it
+    assert len(huge) < InputLimits().tree_bytes(SUITE)  # the byte bound alone would pass it
     with pytest.raises(LimitError, match="more than 65536 leaves"):
         setup.join(tree=huge)
     assert (counts.nodes, counts.trees) == (1, 0)  # the signer's leaf (leaf 0) only
@@ -257,8 +257,82 @@ def test_defaults_hold_a_10000_member_group(setup: Setup) -> None:
     assert leaf is not None and leaf.parent_hash is not None  # commit-sourced
     per_member = len(leaf.encode()) + 1 + len(parent.encode()) + 1 + 2  # ~ +identity
     assert limits.max_tree_leaves >= 1 << 14
-    assert 10_000 * per_member <= limits.max_tree_bytes
-    assert limits.max_message_bytes > limits.max_tree_bytes
+    assert 10_000 * per_member <= limits.tree_bytes(SUITE)
+    assert limits.message_bytes(SUITE) > limits.tree_bytes(SUITE)
+
+
+def _all_suites() -> list[int]:
+    from mls_core.ciphersuite import EXPERIMENTAL_PQ_SUITES, SUPPORTED_SUITES
+
+    return [*SUPPORTED_SUITES, *EXPERIMENTAL_PQ_SUITES]
+
+
+@pytest.mark.parametrize("suite_id", _all_suites())
+def test_default_byte_bounds_scale_with_the_suite(suite_id: int) -> None:
+    """In every suite, PQ ones included, the defaults admit 10,000 members whose leaves
+    carry that suite's keys and signatures (an ML-DSA-87 leaf is ~9 KB: 10,000 of them
+    are 45 times suite 1's 4 MiB), with a parent node (HPKE key, parent hash) each."""
+    from mls_core.ciphersuite import enable_experimental_pq
+
+    enable_experimental_pq()
+    suite = get_suite(suite_id)
+    sig, _ = suite.generate_signature_key_pair()
+    kp, _ = create_key_package(suite, Credential.basic(b"@member-00000:example.org"), sig,
+                               now=NOW)
+    per_member = (len(kp.leaf_node.encode()) + 2  # + node type, optional
+                  + suite.hpke.kem.n_pk + suite.hash_size + 8)  # a parent node
+    limits = InputLimits()
+    assert 10_000 * per_member <= limits.tree_bytes(suite)
+    assert limits.tree_bytes(suite) <= 4 * 10_000 * per_member  # not needlessly loose
+    assert limits.message_bytes(suite) > limits.tree_bytes(suite)
+    explicit = InputLimits(max_tree_bytes=1000, max_message_bytes=2000)
+    assert (explicit.tree_bytes(suite), explicit.message_bytes(suite)) == (1000, 2000)
+
+
+def test_a_pq_welcome_over_suite_1s_bound_joins_within_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The byte bounds are read for the Welcome's suite (the KeyPackage's) and the
+    GroupInfo's (its first bytes, before decoding): a suite-83 group whose tree is over
+    the suite-1 default, but within 7 times it, is joined and externally joined with the
+    defaults; the suite-1 bound refuses that tree."""
+    from mls_core import config
+    from mls_core.ciphersuite import enable_experimental_pq
+
+    enable_experimental_pq()
+    pq = get_suite(83)
+    assert pq.leaf_scale == 7
+    sig, _ = pq.generate_signature_key_pair()
+    creator = Group.create(83, Credential.basic(b"creator"), sig, now=NOW)
+    jsig, _ = pq.generate_signature_key_pair()
+    kp, priv = create_key_package(pq, Credential.basic(b"joiner"), jsig, now=NOW)
+    result = creator.commit([Add(kp)], now=NOW)
+    creator.merge_pending_commit()
+    assert result.welcome is not None
+    tree, info = creator.ratchet_tree_bytes(), creator.group_info()
+    assert join_flow._group_info_suite(info) is pq
+    assert join_flow._group_info_suite(b"\x00\x01\x00\x04\x00\x01\xff\xff") is None
+    monkeypatch.setattr(config, "DEFAULT_TREE_BYTES", len(tree) // 7 + 1)
+    monkeypatch.setattr(config, "DEFAULT_MESSAGE_EXTRA", 1 << 14)  # the tree bound decides
+    assert InputLimits().tree_bytes(SUITE) < len(tree) <= InputLimits().tree_bytes(pq)
+    joined = Group.join(result.welcome, kp, priv, now=NOW)
+    assert joined.epoch_authenticator == creator.epoch_authenticator
+    info_tree = join_flow.verified_group_info(info, None, GroupConfig(), NOW)[1]
+    assert info_tree.tree_hash() == creator.tree.tree_hash()
+    with pytest.raises(LimitError, match=r"InputLimits\.max_tree_bytes"):
+        join_flow.unverified_tree(MLSMessage.decode(info).group_info or _no(),
+                                  None, InputLimits(max_tree_bytes=len(tree) // 7 + 1))
+
+
+def _no() -> Any:
+    raise AssertionError("not a GroupInfo")
+
+
+def test_limits_reject_non_ints() -> None:
+    for bad in (True, 1.5, "1"):
+        with pytest.raises(UsageError):
+            InputLimits(max_tree_bytes=bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="max_tree_leaves"):
+        InputLimits(max_tree_leaves=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("field", ["max_tree_leaves", "max_tree_bytes", "max_message_bytes"])
