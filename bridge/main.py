@@ -52,7 +52,7 @@ async def network_accounts(config: BridgeConfig) -> AsyncIterator[dict[str, Rela
             else cfg.access_token.get_secret_value(),
             device_id=cfg.device_id, long_poll_ms=cfg.long_poll_ms,
             timeline_limit=cfg.timeline_limit, max_media=cfg.max_media_bytes,
-            submit_timeout=cfg.submit_timeout)
+            submit_timeout=cfg.submit_timeout, limits=cfg.limits)
         try:
             yield {"xmpp": xmpp, "matrix": matrix}
         finally:
@@ -96,7 +96,8 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None, *,
 async def _serve(config: BridgeConfig, stop: asyncio.Event,
                  collector: BridgeCollector | None) -> None:
     async with network_accounts(config) as accounts:
-        hub = await OrderingHub.open(config.hub_path, tuple(accounts), rule=config.ordering)
+        hub = await OrderingHub.open(config.hub_path, tuple(accounts), rule=config.ordering,
+                                     limits=config.limits.input_limits())
         try:
             bridge = Bridge(hub, accounts)
             if collector is not None:
