@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,11 +93,17 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None, *,
         await server.close()
 
 
+async def open_hub(config: BridgeConfig, networks: Sequence[str]) -> OrderingHub:
+    """The hub database of ``config`` for ``networks``, ordering by its rule and checking
+    GroupInfo within its ``[limits]`` (RFC 9420 §12.4.3.2, docs/security.md "Bounds")."""
+    return await OrderingHub.open(config.hub_path, networks, rule=config.ordering,
+                                  limits=config.limits.input_limits())
+
+
 async def _serve(config: BridgeConfig, stop: asyncio.Event,
                  collector: BridgeCollector | None) -> None:
     async with network_accounts(config) as accounts:
-        hub = await OrderingHub.open(config.hub_path, tuple(accounts), rule=config.ordering,
-                                     limits=config.limits.input_limits())
+        hub = await open_hub(config, tuple(accounts))
         try:
             bridge = Bridge(hub, accounts)
             if collector is not None:

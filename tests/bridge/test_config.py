@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from bridge.config import BridgeConfig
 from bridge.hub import Rule
+from bridge.main import open_hub
 from mls_cli.main import main
 from mls_core.config import InputLimits
 from transports.base import InvalidRequestError
@@ -52,8 +54,17 @@ def test_the_limits_section_bounds_the_hub_and_both_networks(tmp_path: Path) -> 
     want = InputLimits(max_tree_bytes=16 << 20, max_message_bytes=17 << 20)
     assert config.limits.input_limits() == want
     assert config.xmpp.limits == config.matrix.limits == want
+    assert asyncio.run(_hub_limits(config)) == want
     path.write_text(GOOD.format(state=tmp_path))
     assert BridgeConfig.load(path).limits.input_limits() == InputLimits()
+
+
+async def _hub_limits(config: BridgeConfig) -> InputLimits:
+    hub = await open_hub(config, ("xmpp", "matrix"))
+    try:
+        return hub.limits
+    finally:
+        await hub.close()
 
 
 @pytest.mark.parametrize("change, message", [
