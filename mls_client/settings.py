@@ -122,8 +122,8 @@ class AttachmentSettings(_Section):
 
 
 _LIMITS = InputLimits()
-#: InputLimits bounds a positive int; these caps only catch typos (2^31 leaves is the
-#: most a uint32 leaf index can address, RFC 9420 §7.1)
+#: InputLimits takes any positive int; these caps only catch typos (2^31 leaves is the
+#: most whose node indices fit a uint32, RFC 9420 Appendix C)
 _MAX_LEAVES = 1 << 31
 _MAX_BYTES = 1 << 34
 
