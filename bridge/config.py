@@ -6,6 +6,10 @@ Example::
     log_file = "/var/log/mls-bridge.log"     # optional; default: stderr
     ordering = "first_valid"                 # or "first_offered" (bridge/hub.py Rule)
 
+    [limits]                                 # optional: larger groups (docs/security.md)
+    max_tree_bytes = 16777216                # defaults: mls_core.config.InputLimits
+    max_message_bytes = 17825792
+
     [xmpp]                                   # transports/xmpp/settings.py
     jid = "bridge@example.org/relay"
     password = "..."
@@ -32,6 +36,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.hub import Rule
+from mls_client.settings import LimitSettings, with_limits
 from transports.base import InvalidRequestError
 from transports.matrix.settings import MatrixSettings
 from transports.xmpp.settings import XmppSettings
@@ -76,9 +81,15 @@ class BridgeConfig(BaseModel):
     #: one, members applying the first valid ("first_valid", the default), or only the
     #: first offered ("first_offered": a later one is rejected at the hub)
     ordering: Rule = Rule.FIRST_VALID
+    #: bounds on the GroupInfos the bridge checks (members' views, the rooms' published
+    #: GroupInfo; docs/security.md "Bounds"), the client's ``[limits]`` section; before
+    #: the network tables, which take theirs from it
+    limits: LimitSettings = LimitSettings()
     xmpp: XmppSettings
     matrix: MatrixSettings
     pairs: list[Pair] = Field(default_factory=list)
+
+    _bound = field_validator("xmpp", "matrix")(with_limits)
 
     @property
     def hub_path(self) -> Path:

@@ -182,9 +182,7 @@ class ControlDesk:
             view = await self.hub.view(group_id)
             if view is not None:
                 member(view, requester)  # before any costly check
-            info = checked(group_id, unb64(body.group_info, "group_info"),
-                           None if body.tree is None else unb64(body.tree, "tree"),
-                           requester)
+            info = self._checked(group_id, body, requester)
             if view is None:
                 await self._first(network, requester, group_id, info)
             else:
@@ -228,15 +226,22 @@ class ControlDesk:
 
     # ------------------------------------------------------------------ group_info
 
+    def _checked(self, group_id: bytes, body: BridgeRequest | GroupInfoRelay,
+                 requester: str) -> CheckedGroupInfo:
+        """The GroupInfo (and tree) of ``body`` checked as a joiner would (RFC 9420
+        §12.4.3.1) within the hub's bounds, signed by ``requester``
+        (:func:`~bridge.views.checked`)."""
+        return checked(group_id, unb64(body.group_info, "group_info"),
+                       None if body.tree is None else unb64(body.tree, "tree"),
+                       requester, limits=self.hub.limits)
+
     async def group_info(self, network: str, requester: str, body: GroupInfoRelay) -> None:
         """A member's new GroupInfo: it becomes the view if it continues it
         (:func:`~bridge.views.next_view`), and only then goes to the other rooms."""
         group_id = group_hex(body.group)
         async with self.view_lock:
             view = member(await self.hub.view(group_id), requester)
-            info = checked(group_id, unb64(body.group_info, "group_info"),
-                           None if body.tree is None else unb64(body.tree, "tree"),
-                           requester)
+            info = self._checked(group_id, body, requester)
             if info.epoch != body.epoch:
                 raise Refused("group-info-epoch-mismatch",
                               f"the body says {body.epoch}, the GroupInfo {info.epoch}")

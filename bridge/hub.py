@@ -47,6 +47,7 @@ from typing import Any
 
 import aiosqlite
 
+from mls_core.config import InputLimits
 from mls_core.framing import ContentType
 from transports.base import InvalidRequestError, StorageError, SubmitStatus
 from transports.group_info import GroupInfoRejected, check_group_info
@@ -228,20 +229,25 @@ class OrderingHub:
     of the rooms' networks every accepted message is republished to."""
 
     def __init__(self, db: aiosqlite.Connection, networks: Sequence[str], *,
-                 rule: Rule = Rule.FIRST_VALID) -> None:
+                 rule: Rule = Rule.FIRST_VALID, limits: InputLimits | None = None) -> None:
         if not networks or len(set(networks)) != len(networks):
             raise InvalidRequestError("the hub needs distinct network names")
         self._db = db
         self.networks = tuple(networks)
         self.rule = Rule(rule)
+        #: bounds on every GroupInfo the bridge checks for a view (bridge.toml
+        #: ``[limits]``; RFC 9420 §12.4.3.2, docs/security.md "Bounds")
+        self.limits = limits or InputLimits()
         self._lock = asyncio.Lock()
         #: wall clock of claim records (tests set it)
         self._clock: Callable[[], float] = time.time
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], networks: Sequence[str], *,
-                   rule: Rule = Rule.FIRST_VALID) -> OrderingHub:
-        hub = cls(None, networks, rule=rule)  # type: ignore[arg-type]  # checked first
+                   rule: Rule = Rule.FIRST_VALID,
+                   limits: InputLimits | None = None) -> OrderingHub:
+        hub = cls(None, networks, rule=rule,  # type: ignore[arg-type]  # checked first
+                  limits=limits)
         try:
             hub._db = await aiosqlite.connect(Path(path), isolation_level=None)
         except Exception as exc:  # sqlite3.Error or OSError: one typed failure
@@ -272,7 +278,7 @@ class OrderingHub:
             for statement in SCHEMA:
                 await db.execute(statement)
             if version < 1:
-                await _views_from_group_infos(db)
+                await _views_from_group_infos(db, self.limits)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
@@ -599,7 +605,7 @@ async def _put_view(db: aiosqlite.Connection, view: View, *, first: bool = False
     return True
 
 
-async def _views_from_group_infos(db: aiosqlite.Connection) -> None:
+async def _views_from_group_infos(db: aiosqlite.Connection, limits: InputLimits) -> None:
     """Schema 0 -> 1: each stored GroupInfo becomes the group's view only if it still
     verifies as a joiner would (signature, tree hash, tree, group) and its epoch is not
     beyond the hub's sequenced Commits; the old table goes."""
@@ -609,7 +615,8 @@ async def _views_from_group_infos(db: aiosqlite.Connection) -> None:
     rows = list(await (await db.execute("SELECT group_id, group_info FROM group_infos"
                                         )).fetchall())
     for group_id, data in rows:
-        view = legacy_view(bytes(group_id), bytes(data), await _commit_epochs(db, group_id))
+        view = legacy_view(bytes(group_id), bytes(data), await _commit_epochs(db, group_id),
+                           limits=limits)
         if view is None:
             log.warning("group %s: its stored GroupInfo does not verify; it has no view "
                         "until its creator (bridge.toml pairs.creator) asks again",
@@ -628,13 +635,13 @@ async def _commit_epochs(db: aiosqlite.Connection, group_id: bytes) -> list[int]
     return [int(r[0]) for r in rows]
 
 
-def legacy_view(group_id: bytes, group_info: bytes, commit_epochs: Sequence[int]
-                ) -> View | None:
+def legacy_view(group_id: bytes, group_info: bytes, commit_epochs: Sequence[int], *,
+                limits: InputLimits | None = None) -> View | None:
     """A view from a GroupInfo stored before views existed (its writer is not known):
-    it must verify (§12.4.3.1) and be no newer than the unbroken run of sequenced
-    Commits (:meth:`OrderingHub.commit_epoch`)."""
+    it must verify (§12.4.3.1) within ``limits`` and be no newer than the unbroken run
+    of sequenced Commits (:meth:`OrderingHub.commit_epoch`)."""
     try:
-        checked = check_group_info(group_id, group_info, None, writer=None)
+        checked = check_group_info(group_id, group_info, None, writer=None, limits=limits)
     except GroupInfoRejected:
         return None
     bound = commit_epochs[0] if commit_epochs else 0

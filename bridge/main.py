@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +52,7 @@ async def network_accounts(config: BridgeConfig) -> AsyncIterator[dict[str, Rela
             else cfg.access_token.get_secret_value(),
             device_id=cfg.device_id, long_poll_ms=cfg.long_poll_ms,
             timeline_limit=cfg.timeline_limit, max_media=cfg.max_media_bytes,
-            submit_timeout=cfg.submit_timeout)
+            submit_timeout=cfg.submit_timeout, limits=cfg.limits)
         try:
             yield {"xmpp": xmpp, "matrix": matrix}
         finally:
@@ -93,10 +93,17 @@ async def serve(config: BridgeConfig, stop: asyncio.Event | None = None, *,
         await server.close()
 
 
+async def open_hub(config: BridgeConfig, networks: Sequence[str]) -> OrderingHub:
+    """The hub database of ``config`` for ``networks``, ordering by its rule and checking
+    GroupInfo within its ``[limits]`` (RFC 9420 §12.4.3.2, docs/security.md "Bounds")."""
+    return await OrderingHub.open(config.hub_path, networks, rule=config.ordering,
+                                  limits=config.limits.input_limits())
+
+
 async def _serve(config: BridgeConfig, stop: asyncio.Event,
                  collector: BridgeCollector | None) -> None:
     async with network_accounts(config) as accounts:
-        hub = await OrderingHub.open(config.hub_path, tuple(accounts), rule=config.ordering)
+        hub = await open_hub(config, tuple(accounts))
         try:
             bridge = Bridge(hub, accounts)
             if collector is not None:

@@ -327,7 +327,7 @@ class Bridge:
             return
         try:
             info, tree = verified_group_info(view.group_info, view.ratchet_tree,
-                                             GroupConfig(), None)
+                                             GroupConfig(limits=self.hub.limits), None)
         except MLSError as exc:  # it verified when stored: only a bug gets here
             log.error("the view of group %s no longer verifies: %s", group_id.hex(), exc)
             return

@@ -20,6 +20,7 @@ are enforced against the view's leaves, whatever strangers send.
 
 from __future__ import annotations
 
+from mls_core.config import InputLimits
 from transports.base import InvalidRequestError
 from transports.group_info import CheckedGroupInfo, GroupInfoRejected, check_group_info
 
@@ -39,11 +40,13 @@ class Refused(InvalidRequestError):
 
 
 def checked(group_id: bytes, group_info: bytes, ratchet_tree: bytes | None,
-            requester: str) -> CheckedGroupInfo:
-    """``group_info`` verified as a joiner would (§12.4.3.1), for ``group_id``, signed by
-    the leaf of ``requester`` (the account the network says sent it)."""
+            requester: str, *, limits: InputLimits | None = None) -> CheckedGroupInfo:
+    """``group_info`` verified as a joiner would (§12.4.3.1) within ``limits``, for
+    ``group_id``, signed by the leaf of ``requester`` (the account the network says
+    sent it)."""
     try:
-        info = check_group_info(group_id, group_info, ratchet_tree, writer=requester)
+        info = check_group_info(group_id, group_info, ratchet_tree, writer=requester,
+                                limits=limits)
     except GroupInfoRejected as exc:
         raise Refused(exc.reason, exc.detail) from None
     if info.signer != requester:  # unreachable: check_group_info binds them

@@ -13,16 +13,24 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mls_core.ciphersuite import (
     EXPERIMENTAL_PQ_SUITES,
     SUPPORTED_SUITES,
     enable_experimental_pq,
 )
-from mls_core.config import GroupConfig
+from mls_core.config import GroupConfig, InputLimits
 from mls_core.framing import WireFormat
 from mls_core.room_policy import RoomPolicyEnforcer
 from transports.matrix.settings import MatrixSettings
@@ -113,6 +121,54 @@ class AttachmentSettings(_Section):
     download_timeout: float = Field(default=300.0, gt=0, le=86400)
 
 
+_LIMITS = InputLimits()
+#: InputLimits takes any positive int; these caps only catch typos (2^31 leaves is the
+#: most whose node indices fit a uint32, RFC 9420 Appendix C)
+_MAX_LEAVES = 1 << 31
+_MAX_BYTES = 1 << 34
+
+
+class LimitSettings(_Section):
+    """Bounds on what a joiner decodes before it decodes it: a Welcome (RFC 9420
+    §12.4.3.1), a GroupInfo (§12.4.3.2) and a ratchet tree (§12.4.3.3); the fields and
+    defaults of :class:`~mls_core.config.InputLimits` (docs/security.md "Bounds"). They
+    bound the client's joins and the GroupInfos its transport reads from rooms."""
+
+    max_tree_leaves: int = Field(default=_LIMITS.max_tree_leaves, ge=1, le=_MAX_LEAVES)
+    max_tree_bytes: int = Field(default=_LIMITS.max_tree_bytes, ge=1, le=_MAX_BYTES)
+    #: a Welcome or GroupInfo carries its tree: at least ``max_tree_bytes``
+    max_message_bytes: int = Field(default=_LIMITS.max_message_bytes, ge=1, le=_MAX_BYTES)
+
+    @model_validator(mode="after")
+    def _holds_the_tree(self) -> LimitSettings:
+        if self.max_message_bytes < self.max_tree_bytes:
+            raise ValueError("max_message_bytes must be at least max_tree_bytes: a Welcome "
+                             "or GroupInfo carries the tree")
+        return self
+
+    def input_limits(self) -> InputLimits:
+        """These bounds as :class:`~mls_core.config.InputLimits`."""
+        return InputLimits(max_tree_leaves=self.max_tree_leaves,
+                           max_tree_bytes=self.max_tree_bytes,
+                           max_message_bytes=self.max_message_bytes)
+
+
+_Network = TypeVar("_Network", XmppSettings, MatrixSettings)
+
+
+def with_limits(network: _Network | None, info: ValidationInfo) -> _Network | None:
+    """``network`` (an ``[xmpp]``/``[matrix]`` table) bounded by the ``limits`` section
+    validated before it (``info.data``), so that one section governs joins and the
+    transport alike. A table that sets other ``limits`` of its own is refused."""
+    section = info.data.get("limits")
+    if network is None or not isinstance(section, LimitSettings):
+        return network  # no table, or [limits] is invalid and reported as such
+    limits = section.input_limits()
+    if "limits" in network.model_fields_set and network.limits != limits:
+        raise ValueError("set the bounds in the [limits] section, not in this table")
+    return network.model_copy(update={"limits": limits})
+
+
 class Settings(_Section):
     """Everything an :class:`~mls_client.client.MLSClient` needs besides its identity."""
 
@@ -137,8 +193,12 @@ class Settings(_Section):
     windows: WindowSettings = WindowSettings()
     trust: TrustSettings = TrustSettings()
     attachments: AttachmentSettings = AttachmentSettings()
+    #: before the transport tables, which take their ``limits`` from it
+    limits: LimitSettings = LimitSettings()
     xmpp: XmppSettings | None = None
     matrix: MatrixSettings | None = None
+
+    _bound = field_validator("xmpp", "matrix")(with_limits)
 
     @model_validator(mode="after")
     def _transport_configured(self) -> Settings:
@@ -188,7 +248,8 @@ class Settings(_Section):
                            accept_removed_senders=w.accept_removed_senders,
                            max_retained_keys=w.max_retained_keys,
                            max_forward_distance=w.max_forward_distance,
-                           commit_policy=RoomPolicyEnforcer())
+                           commit_policy=RoomPolicyEnforcer(),
+                           limits=self.limits.input_limits())
 
     @classmethod
     def load(cls, path: Path | None = None, *, env: Mapping[str, str] | None = None,

@@ -114,4 +114,4 @@ async def open_matrix_transport(settings: Settings) -> DeliveryTransport:
         device_id=cfg.device_id, cipher_suite=settings.cipher_suite,
         long_poll_ms=cfg.long_poll_ms, timeline_limit=cfg.timeline_limit,
         max_media=cfg.max_media_bytes, submit_timeout=cfg.submit_timeout,
-        bridge=cfg.bridge)
+        bridge=cfg.bridge, limits=cfg.limits)

@@ -7,6 +7,8 @@ import shlex
 import tomllib
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from mls_cli.main import build_parser
 from mls_client.settings import Settings
 from mls_core.events import ApplicationMessage
@@ -76,3 +78,16 @@ def test_the_readme_runs_scripts_as_the_venv_installs_them() -> None:
         for word in words:
             if word.startswith("examples/"):
                 assert (ROOT / word).is_file(), word
+
+
+def test_the_settings_reference_lists_every_table_and_its_example_is_valid() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Settings\n", 1)[1].split("\n## ", 1)[0]
+    tables = {name for name, info in Settings.model_fields.items()
+              if isinstance(info.default, BaseModel) or name in ("xmpp", "matrix")}
+    assert tables == {"transport", "key_packages", "windows", "trust", "attachments",
+                      "limits", "xmpp", "matrix"}
+    assert all(f"`[{name}]`" in section for name in tables)
+    [example] = re.findall(r"```toml\n(.*?)```", section, re.S)
+    limits = Settings.model_validate(tomllib.loads(example)).group_config().limits
+    assert limits.max_tree_bytes == 16 << 20 and limits.max_message_bytes == 17 << 20

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from mls_core.config import GroupConfig
+from mls_core.config import GroupConfig, InputLimits
 from mls_core.errors import MLSError
 from mls_core.join_flow import verified_group_info
 
@@ -54,12 +54,16 @@ def _text(identity: bytes | None) -> str | None:
 
 
 def check_group_info(group_id: bytes, group_info: bytes, ratchet_tree: bytes | None, *,
-                     writer: str | None, relayers: Collection[str] = ()) -> CheckedGroupInfo:
+                     writer: str | None, relayers: Collection[str] = (),
+                     limits: InputLimits | None = None) -> CheckedGroupInfo:
     """Check ``group_info`` (an encoded MLSMessage(GroupInfo)) for ``group_id`` as
     published by the network account ``writer`` (``xmpp:…``/``matrix:…``; None: not
-    known, e.g. the embedded service). Raises :class:`GroupInfoRejected`."""
+    known, e.g. the embedded service). ``limits`` bound the GroupInfo and its tree
+    before they are decoded (§12.4.3.2, §12.4.3.3; None: the defaults); anything over
+    them is ``group-info-invalid`` with a LimitError. Raises :class:`GroupInfoRejected`."""
+    config = GroupConfig(limits=limits or InputLimits())
     try:
-        info, tree = verified_group_info(group_info, ratchet_tree, GroupConfig(), None)
+        info, tree = verified_group_info(group_info, ratchet_tree, config, None)
     except MLSError as exc:
         raise GroupInfoRejected("group-info-invalid", f"{type(exc).__name__}: {exc}") from None
     gc = info.group_context
@@ -80,14 +84,15 @@ def newest_valid(group_id: bytes,
                  candidates: Iterable[tuple[str | None, bytes, bytes | None]], *,
                  relayers: Collection[str] = (),
                  on_reject: Callable[[str | None, GroupInfoRejected], None] | None = None,
-                 ) -> CheckedGroupInfo | None:
+                 limits: InputLimits | None = None) -> CheckedGroupInfo | None:
     """The highest-epoch candidate ``(writer, group_info, tree)`` that passes
-    :func:`check_group_info` (ties: the later candidate); ``on_reject(writer, error)``
-    hears of every one that does not."""
+    :func:`check_group_info` within ``limits`` (ties: the later candidate);
+    ``on_reject(writer, error)`` hears of every one that does not."""
     best: CheckedGroupInfo | None = None
     for writer, info, tree in candidates:
         try:
-            checked = check_group_info(group_id, info, tree, writer=writer, relayers=relayers)
+            checked = check_group_info(group_id, info, tree, writer=writer, relayers=relayers,
+                                       limits=limits)
         except GroupInfoRejected as exc:
             if on_reject is not None:
                 on_reject(writer, exc)

@@ -15,6 +15,7 @@ from bridge.hub import OrderingHub, Rule
 from bridge.service import Bridge
 from mls_client import MLSClient
 from mls_core.ciphersuite import get_suite
+from mls_core.config import InputLimits
 from mls_core.credentials import Credential
 from mls_core.framing import MLSMessage
 from mls_core.group import Group
@@ -39,9 +40,11 @@ def device(network: str, name: str) -> str:
 class BridgedNet(Clients):
     """Clients on two embedded "networks", bridged by an in-process :class:`Bridge`."""
 
-    def __init__(self, root: Path, rule: Rule = Rule.FIRST_VALID) -> None:
+    def __init__(self, root: Path, rule: Rule = Rule.FIRST_VALID,
+                 limits: InputLimits | None = None) -> None:
         self.root = root
         self.rule = rule
+        self.limits = limits
         self.services = {n: LocalDeliveryService(root / f"{n}.sqlite", ordering="room",
                                                  poll_interval=0.01) for n in NETWORKS}
         self.clients: dict[str, MLSClient] = {}
@@ -53,7 +56,8 @@ class BridgedNet(Clients):
         self._task: asyncio.Task[None] | None = None
 
     async def start_bridge(self) -> Bridge:
-        self.hub = await OrderingHub.open(self.root / "hub.sqlite", NETWORKS, rule=self.rule)
+        self.hub = await OrderingHub.open(self.root / "hub.sqlite", NETWORKS, rule=self.rule,
+                                          limits=self.limits)
         accounts = {n: await self.services[n].account(device(n, "bridge"),
                                                       identity(n, "bridge"), network=n)
                     for n in NETWORKS}
@@ -140,9 +144,9 @@ class BridgedNet(Clients):
 
 
 @contextlib.asynccontextmanager
-async def bridged_net(root: Path, rule: Rule = Rule.FIRST_VALID
-                      ) -> AsyncIterator[BridgedNet]:
-    net = BridgedNet(root, rule)
+async def bridged_net(root: Path, rule: Rule = Rule.FIRST_VALID,
+                      limits: InputLimits | None = None) -> AsyncIterator[BridgedNet]:
+    net = BridgedNet(root, rule, limits)
     try:
         await net.start_bridge()
         yield net

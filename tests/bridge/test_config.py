@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from bridge.config import BridgeConfig
 from bridge.hub import Rule
+from bridge.main import open_hub
 from mls_cli.main import main
+from mls_core.config import InputLimits
 from transports.base import InvalidRequestError
 
 GOOD = """\
@@ -40,12 +43,38 @@ def test_a_valid_file(tmp_path: Path) -> None:
     assert BridgeConfig.load(path).ordering is Rule.FIRST_OFFERED
 
 
+def test_the_limits_section_bounds_the_hub_and_both_networks(tmp_path: Path) -> None:
+    """Issue 16: ``[limits]`` of bridge.toml is the client's section; the network
+    tables take it, the hub gets it (bridge/main.py)."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(GOOD.replace("[xmpp]", "[limits]\nmax_tree_bytes = 16777216\n"
+                                 "max_message_bytes = 17825792\n[xmpp]")
+                    .format(state=tmp_path))
+    config = BridgeConfig.load(path)
+    want = InputLimits(max_tree_bytes=16 << 20, max_message_bytes=17 << 20)
+    assert config.limits.input_limits() == want
+    assert config.xmpp.limits == config.matrix.limits == want
+    assert asyncio.run(_hub_limits(config)) == want
+    path.write_text(GOOD.format(state=tmp_path))
+    assert BridgeConfig.load(path).limits.input_limits() == InputLimits()
+
+
+async def _hub_limits(config: BridgeConfig) -> InputLimits:
+    hub = await open_hub(config, ("xmpp", "matrix"))
+    try:
+        return hub.limits
+    finally:
+        await hub.close()
+
+
 @pytest.mark.parametrize("change, message", [
     (("mls-0a1b2c@conference", "general@conference"), "xmpp_room"),
     (("!abc:example.org", "abc"), "matrix_room"),
     (('password = "pw"\n[[pairs]]', 'password = "pw"\nunknown = 1\n[[pairs]]'), "unknown"),
     (("[xmpp]", "[xmpp\n"), "cannot read"),
     (('state_dir = "', 'ordering = "first"\nstate_dir = "'), "ordering"),
+    (("[xmpp]", "[limits]\nmax_tree_leaves = 0\n[xmpp]"), "limits.max_tree_leaves"),
+    (("[matrix]", "limits = { max_tree_leaves = 5 }\n[matrix]"), r"xmpp: .*\[limits\]"),
 ])
 def test_bad_files_are_refused_with_the_place(tmp_path: Path, change: tuple[str, str],
                                               message: str) -> None:

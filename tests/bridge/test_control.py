@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from mls_client.events import RemovedFromGroup
+from mls_core.config import InputLimits
 from mls_core.framing import MLSMessage
 from mls_core.proposals import Add
 from mls_core.room_policy import RoomPolicy
@@ -281,6 +282,22 @@ async def test_a_stranger_bridging_through_its_client_is_refused(tmp_path: Path)
         fake, _ = own_group(EVE, gid)
         with pytest.raises(TransportError, match=r"refused.*not-a-member"):
             await net.transport("eve").group_created(gid, fake.group_info())
+
+
+@async_test
+async def test_a_group_info_over_the_bridges_limits_is_refused(tmp_path: Path) -> None:
+    """Issue 16: the hub's limits (bridge.toml ``[limits]``) bound the GroupInfo of a
+    ``bridge`` request before it is decoded (RFC 9420 §12.4.3.2)."""
+    alice = identity("xmpp", "alice")
+    group, _ = own_group(alice)
+    info = group.group_info()
+    small = InputLimits(max_tree_bytes=64, max_message_bytes=len(info) - 1)
+    async with bridged_net(tmp_path, limits=small) as net:
+        assert net.hub is not None and net.hub.limits == small
+        await net.add("xmpp", "alice")
+        with pytest.raises(TransportError, match=r"refused.*group-info-invalid.*LimitError"):
+            await net.transport("alice").group_created(group.group_id, info)
+        assert await net.hub.view(group.group_id) is None
 
 
 # ---------------------------------------------------------------------- claim

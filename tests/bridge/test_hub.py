@@ -10,8 +10,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bridge.hub import CLAIM_TTL, Claim, OrderingHub, Rule, Verdict, View
+from bridge.hub import CLAIM_TTL, Claim, OrderingHub, Rule, Verdict, View, legacy_view
 from mls_core.ciphersuite import get_suite
+from mls_core.config import InputLimits
 from mls_core.credentials import Credential
 from mls_core.framing import MLSMessage
 from mls_core.group import Group
@@ -260,6 +261,16 @@ def test_schema_0_keeps_only_group_infos_that_still_verify(tmp_path: Path) -> No
     with pytest.raises(StorageError, match="newer than this code"):
         run(body, path)
 
+
+def test_a_legacy_group_info_over_the_hubs_limits_becomes_no_view() -> None:
+    """Issue 16: the schema migration checks a stored GroupInfo within the hub's
+    limits (bridge.toml ``[limits]``), as every view."""
+    a = Group.create(1, Credential.basic(b"xmpp:a@x"),
+                     get_suite(1).generate_signature_key_pair()[0], now=NOW)
+    info = a.group_info()
+    assert legacy_view(a.group_id, info, []) is not None
+    small = InputLimits(max_message_bytes=len(info) - 1)
+    assert legacy_view(a.group_id, info, [], limits=small) is None
 
 def test_old_claims_are_pruned(tmp_path: Path) -> None:
     """A claim record older than CLAIM_TTL goes when new claims are recorded; a Welcome

@@ -8,6 +8,7 @@ import pytest
 
 from mls_client.errors import ConfigError
 from mls_client.settings import Settings
+from mls_core.config import InputLimits
 from mls_core.framing import WireFormat
 
 
@@ -76,3 +77,58 @@ def test_bad_files(tmp_path: Path) -> None:
     bad.write_text("pool_size = [\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         Settings.load(bad, env={})
+
+
+_XMPP = {"MLS_BRIDGE_TRANSPORT__KIND": "xmpp", "MLS_BRIDGE_XMPP__JID": "a@example.org",
+         "MLS_BRIDGE_XMPP__PASSWORD": "pw"}
+
+
+def test_limits_default_to_input_limits() -> None:
+    s = Settings.load(env={})
+    assert s.limits.input_limits() == InputLimits() == s.group_config().limits
+
+
+def test_limits_from_toml_and_environment_reach_groups_and_transport(tmp_path: Path) -> None:
+    """Issue 16: one ``[limits]`` section bounds joins (GroupConfig.limits) and the
+    GroupInfos the transport reads (its settings' ``limits``)."""
+    toml = tmp_path / "c.toml"
+    toml.write_text("[limits]\nmax_tree_leaves = 131072\nmax_tree_bytes = 16777216\n"
+                    "max_message_bytes = 17825792\n"
+                    '[matrix]\nhomeserver = "http://127.0.0.1:8008"\n'
+                    'user_id = "@a:example.org"\npassword = "pw"\n')
+    s = Settings.load(toml, env={**_XMPP, "MLS_BRIDGE_LIMITS__MAX_MESSAGE_BYTES": "33554432"})
+    want = InputLimits(max_tree_leaves=131072, max_tree_bytes=16 << 20,
+                       max_message_bytes=32 << 20)
+    assert s.group_config().limits == want
+    assert s.xmpp is not None and s.xmpp.limits == want
+    assert s.matrix is not None and s.matrix.limits == want
+    # a copy (transport_factory.with_xmpp_device) and a round trip keep them
+    assert Settings.model_validate(s.model_dump()).xmpp.limits == want  # type: ignore[union-attr]
+    xmpp = s.xmpp.model_copy(update={"device": "d"})
+    assert s.model_copy(update={"xmpp": xmpp}).xmpp.limits == want  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MLS_BRIDGE_LIMITS__MAX_TREE_LEAVES": "0"},
+     "limits.max_tree_leaves: Input should be greater than or equal to 1 "
+     "(from MLS_BRIDGE_LIMITS__MAX_TREE_LEAVES)"),
+    ({"MLS_BRIDGE_LIMITS__MAX_TREE_BYTES": "lots"}, "limits.max_tree_bytes: Input should be "
+                                                    "a valid integer"),
+    ({"MLS_BRIDGE_LIMITS__MAX_TREE_BYTES": "8388608"},
+     "limits: max_message_bytes must be at least max_tree_bytes"),
+    ({"MLS_BRIDGE_LIMITS__MAX_LEAVES": "9"}, "limits.max_leaves: unknown setting"),
+    ({**_XMPP, "MLS_BRIDGE_XMPP__LIMITS__MAX_TREE_LEAVES": "9"},
+     "xmpp: set the bounds in the [limits] section, not in this table"),
+    ({**_XMPP, "MLS_BRIDGE_XMPP__LIMITS__MAX_TREE_LEAVES": "-1"},
+     "xmpp.limits: InputLimits.max_tree_leaves must be a positive int, not -1"),
+])
+def test_invalid_limits_are_config_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.load(env=env)
+    assert message in str(err.value)
+
+
+def test_a_transport_table_may_repeat_the_limits_section() -> None:
+    s = Settings.model_validate({"limits": {"max_tree_leaves": 9}, "xmpp": {
+        "jid": "a@example.org", "password": "pw", "limits": {"max_tree_leaves": 9}}})
+    assert s.xmpp is not None and s.xmpp.limits.max_tree_leaves == 9

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from mls_core.ciphersuite import get_suite
+from mls_core.config import InputLimits
 from mls_core.credentials import Credential
 from mls_core.group import Group
 from transports.defence import Drops, RateLimiter
@@ -106,3 +107,31 @@ def test_newest_valid_skips_forgeries_whatever_their_epoch() -> None:
                         ("xmpp:mallory@x", "group-info-wrong-signer"),
                         ("xmpp:eve@x", "group-info-wrong-signer")]
     assert newest_valid(alice.group_id, [("xmpp:mallory@x", b"x", None)]) is None
+
+
+def test_group_info_over_the_configured_limits_is_refused() -> None:
+    """Issue 16: the bounds of :class:`InputLimits` apply to a published GroupInfo
+    (RFC 9420 §12.4.3.2) before it is decoded; the defaults accept an ordinary one."""
+    alice = _group(b"xmpp:alice@x")
+    info = alice.group_info()
+    tree = alice.ratchet_tree_bytes()
+    assert check_group_info(alice.group_id, info, None, writer="xmpp:alice@x",
+                            limits=None).epoch == 0
+    small_message = InputLimits(max_message_bytes=len(info) - 1)
+    small_tree = InputLimits(max_tree_bytes=len(tree) - 1)
+    for limits in (small_message, small_tree):
+        with pytest.raises(GroupInfoRejected) as over:
+            check_group_info(alice.group_id, info, None, writer="xmpp:alice@x",
+                             limits=limits)
+        assert over.value.reason == "group-info-invalid"
+        assert over.value.detail.startswith("LimitError: ")
+    outside = alice.group_info(with_ratchet_tree=False)
+    with pytest.raises(GroupInfoRejected, match="LimitError"):
+        check_group_info(alice.group_id, outside, tree, writer=None, limits=small_tree)
+    assert check_group_info(alice.group_id, outside, tree, writer=None).members == \
+        {"xmpp:alice@x"}
+    rejected: list[str] = []
+    assert newest_valid(alice.group_id, [("xmpp:alice@x", info, None)], limits=small_message,
+                        on_reject=lambda w, e: rejected.append(e.detail)) is None
+    assert len(rejected) == 1 and rejected[0].startswith("LimitError: ")
+    assert newest_valid(alice.group_id, [("xmpp:alice@x", info, None)]) is not None

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from mls_client.settings import Settings
 from mls_core.ciphersuite import get_suite
+from mls_core.config import InputLimits
 from mls_core.credentials import Credential
 from mls_core.framing import MLSMessage
 from mls_core.group import Group
@@ -81,12 +83,13 @@ class _Room:
         pass
 
 
-def _transport(tmp_path: Path, room: _Room, name: str = "j") -> MatrixDeliveryTransport:
+def _transport(tmp_path: Path, room: _Room, name: str = "j",
+               limits: InputLimits | None = None) -> MatrixDeliveryTransport:
     from transports.matrix.journal import Journal
 
     journal = Journal(tmp_path / f"{name}.sqlite")
     journal.apply([Subscribe(ROOM, GID)])
-    return MatrixDeliveryTransport(room, journal)  # type: ignore[arg-type]
+    return MatrixDeliveryTransport(room, journal, limits=limits)  # type: ignore[arg-type]
 
 
 _NOW = int(time.time())
@@ -196,4 +199,29 @@ async def test_only_garbage_is_unknown_and_never_a_decode_error(tmp_path: Path) 
     with pytest.raises(UnknownGroupError):
         await t.fetch_group_info(GID)
     assert t.drops.snapshot() == {"group-info-invalid": 1, "group-info-malformed": 1}
+    await t.close()
+
+
+@async_test
+async def test_the_limits_of_the_client_settings_bound_the_group_infos_read(
+        tmp_path: Path) -> None:
+    """Issue 16: the client's ``[limits]`` reach the ``[matrix]`` table and, through it,
+    the transport's GroupInfo checks: a GroupInfo over them is dropped as
+    ``group-info-invalid`` (a LimitError), and the defaults accept it."""
+    room = _Room(BOB)
+    alice = Group.create(1, *_member(ALICE), group_id=GID, now=_NOW)
+    info = alice.group_info()
+    room.publish(ALICE, info)
+    settings = Settings.model_validate({
+        "limits": {"max_tree_bytes": 64, "max_message_bytes": len(info) - 1},
+        "matrix": {"homeserver": "http://hs", "user_id": BOB, "password": "pw"}})
+    assert settings.matrix is not None
+    bounded = _transport(tmp_path, room, "small", settings.matrix.limits)
+    assert bounded.limits.max_message_bytes == len(info) - 1
+    with pytest.raises(UnknownGroupError):
+        await bounded.fetch_group_info(GID)
+    assert bounded.drops.snapshot() == {"group-info-invalid": 1}
+    await bounded.close()
+    t = _transport(tmp_path, room, "default")
+    assert t.limits == InputLimits() and (await t.fetch_group_info(GID))[0] == info
     await t.close()

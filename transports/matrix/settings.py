@@ -10,6 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from mls_core.config import InputLimits
+from transports.limits import LimitsField
+
 
 class MatrixSettings(BaseModel):
     """One Matrix device (a device of the user ``matrix:<user id>``; its MLS client id is
@@ -40,6 +43,10 @@ class MatrixSettings(BaseModel):
     #: the bridge account of bridged groups (docs/bridge.md), its user id (a
     #: ``matrix:`` prefix is dropped): room policy sync never lowers its power level
     bridge: str | None = None
+    #: bounds on the GroupInfos read from rooms (docs/security.md "Bounds"); a client
+    #: or the bridge sets them from its ``[limits]`` section. A GroupInfo in the media
+    #: repository is also bounded by ``max_media_bytes``
+    limits: LimitsField = InputLimits()
 
     @model_validator(mode="after")
     def _credentials(self) -> MatrixSettings:

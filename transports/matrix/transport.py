@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mls_core.config import InputLimits
 from mls_core.errors import DecodeError
 from mls_core.framing import ContentType, MLSMessage
 from transports.base import (
@@ -133,9 +134,12 @@ class MatrixDeliveryTransport:
                  timeline_limit: int = DEFAULT_TIMELINE_LIMIT,
                  max_media: int = ev.DEFAULT_MAX_MEDIA,
                  submit_timeout: float = DEFAULT_SUBMIT_TIMEOUT,
-                 bridge: str | None = None) -> None:
+                 bridge: str | None = None, limits: InputLimits | None = None) -> None:
         #: the bridge account's Matrix user id, if groups of this device are bridged
         self.bridge_user = None if bridge is None else ev.user_of_identity(bridge)
+        #: bounds on the GroupInfos read from rooms (``MatrixSettings.limits``, RFC 9420
+        #: §12.4.3.2; docs/security.md "Bounds")
+        self.limits = limits or InputLimits()
         self._api = api
         self._journal = journal
         self.cipher_suite = cipher_suite
@@ -1347,7 +1351,7 @@ class _GroupInfoReader:
             raise GroupInfoRejected(f"group-info-{_slug(exc)}", str(exc)) from None
         try:
             checked = check_group_info(self.group_id, info, tree, writer=writer,
-                                       relayers=self.relayers)
+                                       relayers=self.relayers, limits=self.t.limits)
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
             # garbage the decoder did not anticipate: never the caller's problem
             raise GroupInfoRejected("group-info-invalid", repr(exc)) from None

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from mls_core.config import InputLimits
+from transports.limits import LimitsField
+
 
 class XmppSettings(BaseModel):
     """One XMPP account (a device of the user ``xmpp:<bare JID>``).
@@ -57,6 +60,10 @@ class XmppSettings(BaseModel):
     claims_per_hour: float = Field(default=6.0, ge=0, le=100_000)
     claim_global_burst: int = Field(default=10, ge=1, le=1000)
     claims_global_per_hour: float = Field(default=30.0, ge=0, le=100_000)
+    #: bounds on the GroupInfos read from rooms (docs/security.md "Bounds"); a client
+    #: or the bridge sets them from its ``[limits]`` section. A GroupInfo is also
+    #: bounded by ``max_payload``: raise it with ``limits.max_message_bytes``
+    limits: LimitsField = InputLimits()
 
     @model_validator(mode="after")
     def _jid_shape(self) -> XmppSettings:

@@ -1559,7 +1559,7 @@ class XmppDeliveryTransport:
                                 str(exc)) from None
             try:
                 checked = check_group_info(group_id, info, tree, writer=writer,
-                                           relayers=relayers)
+                                           relayers=relayers, limits=self.settings.limits)
             except GroupInfoRejected as exc:
                 raise _Rejected(writer, "group-info", exc.reason, exc.detail) from None
         except _Rejected as exc:

@@ -14,8 +14,10 @@ import pytest
 
 from mls_client.events import GroupJoined
 from mls_client.matrix_rights import POWER_LEVELS
+from mls_client.settings import Settings
+from mls_client.transport_factory import open_transport
 from tests.client.helpers import async_test_within
-from transports.base import MessageKind
+from transports.base import MessageKind, UnknownGroupError
 from transports.matrix import events as ev
 from transports.matrix.api import CLIENT, MatrixApiError, quote
 from transports.matrix.transport import MatrixDeliveryTransport
@@ -143,6 +145,37 @@ async def test_an_occupant_cannot_spoil_the_group_info(
     finally:
         await net.close()
 
+
+@async_test_within(180)
+async def test_the_client_limits_bound_the_group_infos_read(tmp_path: Path,
+                                                            homeserver: Homeserver) -> None:
+    """Issue 16: a device opened from client settings (mls_client.transport_factory)
+    checks the room's GroupInfo within the settings' ``[limits]``: one over them is
+    dropped as ``group-info-invalid`` and the group stays unknown to it."""
+    net = MatrixNet(tmp_path, homeserver)
+    try:
+        await net.add("alice")
+        await net.add("bob")
+        gid = await _group(net, "bob")
+        settings = Settings.model_validate({
+            "state_dir": tmp_path / "small", "transport": {"kind": "matrix"},
+            "limits": {"max_tree_bytes": 64, "max_message_bytes": 64},
+            "matrix": {"homeserver": homeserver.url, "user_id": net.users["bob"],
+                       "password": PASSWORD, "device_id": "BOBSMALL"}})
+        small = await open_transport(settings)
+        try:
+            assert isinstance(small, MatrixDeliveryTransport)
+            assert small.limits == settings.group_config().limits
+            await small.fetch(small.client_id)  # the first sync binds the room
+            with pytest.raises(UnknownGroupError):
+                await small.fetch_group_info(gid)
+            assert small.drops.counts["group-info-invalid"] >= 1
+        finally:
+            await small.close()
+        info, _ = await net.transports["bob"].fetch_group_info(gid)  # the defaults
+        assert epoch_of(info) == await net["alice"].epoch(gid)
+    finally:
+        await net.close()
 
 @async_test_within(120)
 async def test_the_server_refuses_foreign_group_info_keys_and_binding_rewrites(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mls_client.settings import Settings
+from mls_client.transport_factory import open_transport
 from mls_core.framing import ContentType, MLSMessage, PrivateMessage
 from tests.servers.prosody import ProsodyServer
 from transports.base import (
@@ -20,8 +22,9 @@ from transports.base import (
     SubmitStatus,
     UnknownGroupError,
 )
+from transports.xmpp.transport import XmppDeliveryTransport
 
-from .helpers import XNet, mls_group, welcome_to, xmpp_test
+from .helpers import XNet, mls_group, welcome_to, xmpp_settings, xmpp_test
 
 
 def message(group_id: bytes, epoch: int, content_type: int, tag: bytes = b"-") -> bytes:
@@ -205,6 +208,38 @@ async def test_group_info_newest_epoch_wins(prosody: ProsodyServer, tmp_path: Pa
     finally:
         await net.close()
 
+
+@xmpp_test
+async def test_the_client_limits_bound_the_group_infos_read(prosody: ProsodyServer,
+                                                            tmp_path: Path) -> None:
+    """Issue 16: a device opened from client settings (mls_client.transport_factory)
+    checks the room's GroupInfo within the settings' ``[limits]``: one over them is
+    dropped as ``group-info-invalid``; another device with the defaults reads it."""
+    net = XNet(prosody, tmp_path)
+    alice = await net.transport("alice")
+    net.transports["a"] = alice
+    try:
+        gid = os.urandom(16)
+        group, _ = mls_group(alice.user_id, gid)
+        info = group.group_info()
+        await alice.subscribe(alice.client_id, gid)
+        await alice.publish_group_info(gid, 0, info)
+        account = xmpp_settings(prosody, net.jid("alice.small"))
+        settings = Settings.model_validate({
+            "state_dir": tmp_path / "small", "transport": {"kind": "xmpp"},
+            "limits": {"max_tree_bytes": 64, "max_message_bytes": len(info) - 1},
+            "xmpp": account.model_dump(exclude_unset=True)})
+        small = await open_transport(settings)
+        net.transports["small"] = small
+        assert isinstance(small, XmppDeliveryTransport)
+        assert small.settings.limits == settings.group_config().limits
+        await small.subscribe(small.client_id, gid)
+        with pytest.raises(UnknownGroupError):
+            await small.fetch_group_info(gid)
+        assert small.drops.snapshot() == {"group-info-invalid": 1}
+        assert await alice.fetch_group_info(gid) == (info, None)
+    finally:
+        await net.close()
 
 @xmpp_test
 async def test_nothing_is_lost_between_welcome_and_join(prosody: ProsodyServer,
