@@ -135,13 +135,17 @@ class LimitSettings(_Section):
     bound the client's joins and the GroupInfos its transport reads from rooms."""
 
     max_tree_leaves: int = Field(default=_LIMITS.max_tree_leaves, ge=1, le=_MAX_LEAVES)
-    max_tree_bytes: int = Field(default=_LIMITS.max_tree_bytes, ge=1, le=_MAX_BYTES)
-    #: a Welcome or GroupInfo carries its tree: at least ``max_tree_bytes``
-    max_message_bytes: int = Field(default=_LIMITS.max_message_bytes, ge=1, le=_MAX_BYTES)
+    #: unset: 4 MiB times the group's suite's leaf scale (1 for suites 1 and 3, 45 for
+    #: ML-DSA-87); a number is used as it is, whatever the suite
+    max_tree_bytes: int | None = Field(default=None, ge=1, le=_MAX_BYTES)
+    #: a Welcome or GroupInfo carries its tree: at least ``max_tree_bytes``; unset: the
+    #: tree's bound plus 1 MiB
+    max_message_bytes: int | None = Field(default=None, ge=1, le=_MAX_BYTES)
 
     @model_validator(mode="after")
     def _holds_the_tree(self) -> LimitSettings:
-        if self.max_message_bytes < self.max_tree_bytes:
+        if (self.max_message_bytes is not None and self.max_tree_bytes is not None
+                and self.max_message_bytes < self.max_tree_bytes):
             raise ValueError("max_message_bytes must be at least max_tree_bytes: a Welcome "
                              "or GroupInfo carries the tree")
         return self

@@ -86,6 +86,12 @@ _XMPP = {"MLS_BRIDGE_TRANSPORT__KIND": "xmpp", "MLS_BRIDGE_XMPP__JID": "a@exampl
 def test_limits_default_to_input_limits() -> None:
     s = Settings.load(env={})
     assert s.limits.input_limits() == InputLimits() == s.group_config().limits
+    # unset byte bounds follow the group's suite (45 x suite 1's for ML-DSA-87)
+    from mls_core.ciphersuite import enable_experimental_pq, get_suite
+
+    enable_experimental_pq()
+    limits = s.group_config().limits
+    assert limits.tree_bytes(get_suite(85)) == 45 * limits.tree_bytes(get_suite(1)) == 45 << 22
 
 
 def test_limits_from_toml_and_environment_reach_groups_and_transport(tmp_path: Path) -> None:
@@ -114,7 +120,8 @@ def test_limits_from_toml_and_environment_reach_groups_and_transport(tmp_path: P
      "(from MLS_BRIDGE_LIMITS__MAX_TREE_LEAVES)"),
     ({"MLS_BRIDGE_LIMITS__MAX_TREE_BYTES": "lots"}, "limits.max_tree_bytes: Input should be "
                                                     "a valid integer"),
-    ({"MLS_BRIDGE_LIMITS__MAX_TREE_BYTES": "8388608"},
+    ({"MLS_BRIDGE_LIMITS__MAX_TREE_BYTES": "8388608",
+      "MLS_BRIDGE_LIMITS__MAX_MESSAGE_BYTES": "4194304"},
      "limits: max_message_bytes must be at least max_tree_bytes"),
     ({"MLS_BRIDGE_LIMITS__MAX_LEAVES": "9"}, "limits.max_leaves: unknown setting"),
     ({**_XMPP, "MLS_BRIDGE_XMPP__LIMITS__MAX_TREE_LEAVES": "9"},
