@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from tests.integration.cli_live import cli, conversation, fails_with
+from tests.integration.cli_live import Listener, cli, conversation, fails_with
 from tests.servers.synapse import free_port
 
 from .conftest import PASSWORD, Homeserver
@@ -54,3 +55,32 @@ def test_matrix_mistakes_are_one_clear_line(homeserver: Homeserver, tmp_path: Pa
     cli(carol, "invite", "team", f"matrix:{dave_id}")
     assert f"matrix:{dave_id} is already a member of team" in fails_with(
         carol, "invite", "team", f"matrix:{dave_id}")
+
+
+def test_listen_stays_connected_through_a_homeserver_restart(homeserver: Homeserver,
+                                                            tmp_path: Path) -> None:
+    """``listen`` rides out Synapse going away and coming back (its sync loop retries
+    with backoff, docs/resilience.md): the message sent after the restart is printed,
+    and ``listen`` is still running, then ends cleanly."""
+    alice_id, bob_id = homeserver.user("rsalice"), homeserver.user("rsbob")
+    alice = _config(tmp_path, alice_id, homeserver.url, "rsalice")
+    bob = _config(tmp_path, bob_id, homeserver.url, "rsbob")
+    cli(alice, "identity", "create")
+    cli(bob, "identity", "create")
+    gid = cli(alice, "group", "create", "--name", "team").strip()
+    cli(alice, "invite", "team", f"matrix:{bob_id}")
+    server = homeserver.server
+    try:
+        with Listener(bob) as listener:
+            listener.next(lambda r: r["kind"] == "joined")
+            server.stop()
+            time.sleep(3)
+            server.start()
+            cli(alice, "send", "team", "after the restart")
+            message = listener.next(lambda r: r["kind"] == "message", timeout=90)
+            assert message["text"] == "after the restart" and message["group_id"] == gid
+            assert listener.proc.poll() is None, listener.stderr
+        assert listener.proc.returncode == 0, listener.stderr
+    finally:
+        if server._proc is None:  # keep the session's server up for the other tests
+            server.start()
