@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from nacl.bindings import crypto_sign_open
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import CryptoError
 
 from . import hpke
@@ -180,13 +180,31 @@ class _Ed25519(_EdDSA):
     verifier behind ``cryptography`` (55 against 110 µs here) and needs no key object.
     It checks the same equation, cofactorless, with a canonical S (RFC 8032 §5.1.7), and
     is stricter in one respect: it refuses public keys and R of small order, which no
-    honest signer produces. Signing stays with ``cryptography``."""
+    honest signer produces. Signing is libsodium's too (23 against 34 µs; Ed25519
+    signatures are deterministic, so the bytes are the same, RFC 8032 §5.1.6)."""
 
     _SIGNATURE_SIZE = 64
     _KEY_SIZE = 32
 
     def __init__(self) -> None:
         super().__init__(ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)
+
+    def _load_uncached(self, private_key: bytes) -> bytes:
+        """libsodium's 64-byte secret key (seed || public key) for the RFC 8032 seed:
+        what the private-key cache holds for Ed25519."""
+        if (not isinstance(private_key, bytes | bytearray | memoryview)
+                or len(private_key) != self._KEY_SIZE):
+            raise UsageError("invalid EdDSA private key")
+        secret: bytes = crypto_sign_seed_keypair(bytes(private_key))[1]
+        return secret
+
+    def public_key(self, private_key: bytes) -> bytes:
+        secret: bytes = self._load(private_key)
+        return secret[self._KEY_SIZE:]
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        signed: bytes = crypto_sign(bytes(message), self._load(private_key))
+        return signed[:self._SIGNATURE_SIZE]
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         if (type(public_key) is not bytes or len(public_key) != self._KEY_SIZE

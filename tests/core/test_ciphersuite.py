@@ -180,9 +180,14 @@ def test_ed25519_verifier_agrees_with_openssl(message: bytes, flip: int) -> None
     """Suite 1 verifies Ed25519 with libsodium; on honest keys it must answer exactly as
     the OpenSSL verifier does, for valid signatures and for each single-bit change of
     the signature (S canonical or not) or the public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     signer = get_suite(1)._signer
     sk, pk = signer.generate()
     sig = signer.sign(sk, message)
+    # libsodium signs: deterministic, so the very bytes OpenSSL's signer gives
+    assert sig == Ed25519PrivateKey.from_private_bytes(sk).sign(message)
+    assert signer.sign(bytearray(sk), message) == sig
     if 0 <= flip < 64:
         sig = _flip(sig, flip)
     elif flip >= 64:
