@@ -85,6 +85,7 @@ from transports.group_info import GroupInfoRejected, check_group_info
 from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
 from transports.media import BLOB_TYPE, MediaTooLargeError
+from transports.tls import certificate_failure, client_context, untrusted_error
 from transports.validation import (
     require_bytes,
     require_client_ids,
@@ -271,6 +272,15 @@ class _Source:
 REFUSED = frozenset({"forbidden", "registration-required"})
 
 
+def _telling(reasons: list[object]) -> object:
+    """The failure to report of a connection that no way got through: a certificate
+    that did not verify (the fix is a setting), else the last one."""
+    for reason in reasons:
+        if isinstance(reason, BaseException) and certificate_failure(reason) is not None:
+            return reason
+    return reasons[-1]
+
+
 class XmppDeliveryTransport:
     """A :class:`~transports.base.DeliveryTransport` for one XMPP device account.
 
@@ -389,6 +399,8 @@ class XmppDeliveryTransport:
 
         register()
         xmpp = slixmpp.ClientXMPP(settings.full_jid, settings.password.get_secret_value())
+        # verifying, with the system's CAs or only those of ca_file (STARTTLS, direct TLS)
+        xmpp.ssl_context = client_context(settings.ca_file)
         if settings.allow_plaintext:
             xmpp.enable_starttls = False
             xmpp.enable_direct_tls = False
@@ -434,14 +446,33 @@ class XmppDeliveryTransport:
             if not failed.done():
                 failed.set_result(self._login_error(None if tried else "no TLS"))
 
-        def connection_failed(reason: object) -> None:
+        def tls_refused(reason: object) -> None:
             if not failed.done():
                 failed.set_result(self._login_error(reason))
 
+        def negotiated(_: object) -> None:
+            # features negotiated without a login: the server only offered STARTTLS,
+            # which allow_plaintext turns off
+            if not self.xmpp.authenticated:
+                tls_refused("STARTTLS required" if self.settings.allow_plaintext else "no TLS")
+
+        # slixmpp tries several ways in turn (direct TLS, then STARTTLS on the same
+        # address): one that fails is only the answer once every way failed
+        reasons: list[object] = []
+
+        def tries_ended(_: object) -> None:
+            if reasons and not self.xmpp.is_connected() and not failed.done():
+                failed.set_result(self._login_error(_telling(reasons)))
+
         self.xmpp.add_event_handler("failed_all_auth", auth_failed)
-        self.xmpp.add_event_handler("connection_failed", connection_failed)
+        self.xmpp.add_event_handler("connection_failed", reasons.append)
+        # STARTTLS with a certificate that does not verify (handled here, slixmpp leaves
+        # the stream to us: close() ends it)
+        self.xmpp.add_event_handler("ssl_invalid_chain", tls_refused)
+        self.xmpp.add_event_handler("stream_negotiated", negotiated)
         try:
-            self.xmpp.connect(self.settings.host, self.settings.port)
+            self.xmpp.connect(self.settings.host, self.settings.port).add_done_callback(
+                tries_ended)
             online: asyncio.Future[object] = asyncio.ensure_future(self._online.wait())
             waiters: set[asyncio.Future[object]] = {online, failed}  # type: ignore[arg-type]
             done, _ = await asyncio.wait(waiters,
@@ -458,7 +489,9 @@ class XmppDeliveryTransport:
                     "port (usually 5222)? Check [xmpp] host and port")
         finally:
             self.xmpp.del_event_handler("failed_all_auth", auth_failed)
-            self.xmpp.del_event_handler("connection_failed", connection_failed)
+            self.xmpp.del_event_handler("connection_failed", reasons.append)
+            self.xmpp.del_event_handler("ssl_invalid_chain", tls_refused)
+            self.xmpp.del_event_handler("stream_negotiated", negotiated)
         await self._start_sources()
 
     @property
@@ -470,6 +503,10 @@ class XmppDeliveryTransport:
         """The typed error, saying what to check, for a failed login (``reason`` None:
         the server refused every authentication mechanism we offered)."""
         text = str(reason or "")
+        failure = certificate_failure(reason if isinstance(reason, BaseException) else None)
+        if failure is not None:
+            return untrusted_error(f"the XMPP server at {self._address}", "xmpp", failure,
+                                   self.settings.ca_file)
         if "SSL" in text or "TLS" in text:
             hint = ("the server does not offer TLS there; for a local test server without "
                     "TLS set allow_plaintext = true in [xmpp] (never on a real network)"
