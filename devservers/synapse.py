@@ -2,9 +2,10 @@
 
 Follows the verified facts in ``shared/reference/servers.md``: Synapse from PyPI in its own
 virtualenv (``scripts/install_synapse.sh`` → ``.servers/synapse-venv``), a hand-written
-config (SQLite, one ``client`` listener on 127.0.0.1, no federation, every ``rc_*`` rate
-limit raised), keys generated once with ``--generate-keys``, users registered through the
-shared-secret admin API (``/_synapse/admin/v1/register``). Everything lives in the data
+config (SQLite, one ``client`` listener on 127.0.0.1, HTTPS only when given a certificate
+from :mod:`devservers.tls`, no federation, every ``rc_*`` rate limit raised), keys
+generated once with ``--generate-keys``, users registered through the shared-secret admin
+API (``/_synapse/admin/v1/register``). Everything lives in the data
 directory, so :meth:`SynapseServer.restart` keeps users, rooms, keys and media.
 """
 

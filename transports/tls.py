@@ -45,6 +45,6 @@ def untrusted_error(server: str, table: str, failure: BaseException,
     if ca_file is None:
         hint = f"if a private CA signed it, set ca_file in [{table}] to that CA's PEM file"
     else:
-        hint = (f"no CA of ca_file {ca_file} signed it, or it does not name that host; "
+        hint = (f"no CA of ca_file {ca_file} signed it, or it does not name the server; "
                 f"check [{table}] ca_file and the address")
     return LoginError(f"the certificate of {server} does not verify ({why}): {hint}")
