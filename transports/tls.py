@@ -20,9 +20,27 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
     except (OSError, ssl.SSLError) as exc:
-        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-        raise LoginError(f"cannot use ca_file {ca_file} ({why}): it must be a readable PEM "
-                         "file of CA certificates") from None
+        raise _unusable(ca_file, exc) from None
+
+
+def download_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A verifying context for attachment downloads: the system's CAs *and* those of
+    ``ca_file`` (an attachment may sit on another network's server, e.g. through the
+    bridge, whose certificate a public CA signed)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise _unusable(ca_file, exc) from None
+    return context
+
+
+def _unusable(ca_file: Path | None, exc: Exception) -> LoginError:
+    """The one-line error of a ``ca_file`` that cannot be read as CA certificates."""
+    why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+    return LoginError(f"cannot use ca_file {ca_file} ({why}): it must be a readable PEM "
+                      "file of CA certificates")
 
 
 def certificate_failure(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:

@@ -14,8 +14,9 @@ from devservers.tls import ServerPki, make_pki
 from tests.client.helpers import async_test
 from tests.integration.cli_live import cli, fails_with
 from tests.servers.synapse import SynapseServer
-from transports.base import LoginError
+from transports.base import LoginError, TransportError
 from transports.matrix.transport import MatrixDeliveryTransport
+from transports.media import http_download
 
 from .conftest import PASSWORD, Homeserver, require_synapse
 from .helpers import MatrixNet
@@ -82,6 +83,24 @@ async def test_a_ca_file_of_another_ca_is_refused(tls_homeserver: Homeserver,
         await _login(tls_homeserver, tmp_path, other.ca_file)
     assert str(err.value).startswith(_untrusted(tls_homeserver.url))
     assert f"no CA of ca_file {other.ca_file} signed it" in str(err.value)
+
+
+@async_test
+async def test_attachments_download_with_the_ca_file_too(
+        tls_homeserver: Homeserver, pki: ServerPki, tmp_path: Path) -> None:
+    """An attachment's URL is on the HTTPS homeserver: downloads trust ``ca_file``
+    (besides the system's CAs, as MLSClient.fetch_attachment passes it)."""
+    transport = await MatrixDeliveryTransport.connect(
+        tls_homeserver.url, tls_homeserver.user("media"), password=PASSWORD,
+        journal_path=tmp_path / "j.sqlite", ca_file=pki.ca_file)
+    try:
+        url = await transport.upload_media(b"sealed blob")
+    finally:
+        await transport.close()
+    assert url.startswith(tls_homeserver.url + "/")
+    assert await http_download(url, 100, ca_file=pki.ca_file) == b"sealed blob"
+    with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+        await http_download(url, 100)
 
 
 def _config(root: Path, hs: Homeserver, name: str, extra: str = "") -> Path:
