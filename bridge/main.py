@@ -50,7 +50,7 @@ async def network_accounts(config: BridgeConfig) -> AsyncIterator[dict[str, Rela
             password=None if cfg.password is None else cfg.password.get_secret_value(),
             access_token=None if cfg.access_token is None
             else cfg.access_token.get_secret_value(),
-            device_id=cfg.device_id, long_poll_ms=cfg.long_poll_ms,
+            device_id=cfg.device_id, ca_file=cfg.ca_file, long_poll_ms=cfg.long_poll_ms,
             timeline_limit=cfg.timeline_limit, max_media=cfg.max_media_bytes,
             submit_timeout=cfg.submit_timeout, limits=cfg.limits)
         try:

@@ -2,9 +2,10 @@
 
 Follows the verified facts in ``shared/reference/servers.md``: Synapse from PyPI in its own
 virtualenv (``scripts/install_synapse.sh`` → ``.servers/synapse-venv``), a hand-written
-config (SQLite, one ``client`` listener on 127.0.0.1, no federation, every ``rc_*`` rate
-limit raised), keys generated once with ``--generate-keys``, users registered through the
-shared-secret admin API (``/_synapse/admin/v1/register``). Everything lives in the data
+config (SQLite, one ``client`` listener on 127.0.0.1, HTTPS only when given a certificate
+from :mod:`devservers.tls`, no federation, every ``rc_*`` rate limit raised), keys
+generated once with ``--generate-keys``, users registered through the shared-secret admin
+API (``/_synapse/admin/v1/register``). Everything lives in the data
 directory, so :meth:`SynapseServer.restart` keeps users, rooms, keys and media.
 """
 
@@ -16,6 +17,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import kill, terminate
+from .tls import ServerPki
 
 SERVER_NAME = "localhost"
 START_TIMEOUT = 60.0
@@ -97,11 +100,20 @@ class SynapseServer:
     python: Path = field(default_factory=synapse_python)
     shared_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     max_upload_size: str = "50M"
+    #: a certificate (devservers/tls.py): the client listener then serves HTTPS only
+    tls: ServerPki | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
+
+    def _open(self, request: str | urllib.request.Request,
+              timeout: float) -> Any:
+        """``urlopen``, trusting the test CA when the listener serves HTTPS."""
+        context = None if self.tls is None else ssl.create_default_context(
+            cafile=str(self.tls.ca_file))
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
     @property
     def config_path(self) -> Path:
@@ -120,7 +132,8 @@ class SynapseServer:
             "server_name": SERVER_NAME,
             "pid_file": str(self.data_dir / "homeserver.pid"),
             "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"],
-                           "type": "http", "tls": False, "x_forwarded": False,
+                           "type": "http", "tls": self.tls is not None,
+                           "x_forwarded": False,
                            "resources": [{"names": ["client"], "compress": False}]}],
             "database": {"name": "sqlite3",
                          "args": {"database": str(self.data_dir / "homeserver.db")}},
@@ -144,6 +157,9 @@ class SynapseServer:
             "suppress_key_server_warning": True,
             **_RATE_LIMITS,
         }
+        if self.tls is not None:
+            config["tls_certificate_path"] = str(self.tls.cert_file)
+            config["tls_private_key_path"] = str(self.tls.key_file)
         self.config_path.write_text(json.dumps(config, indent=1))
 
     def generate_keys(self) -> None:
@@ -171,8 +187,7 @@ class SynapseServer:
                 raise RuntimeError(f"synapse exited with {self._proc.returncode}; see "
                                    f"{self.data_dir / 'stdout.log'}")
             try:
-                with urllib.request.urlopen(f"{self.url}/_matrix/client/versions",
-                                            timeout=2) as resp:
+                with self._open(f"{self.url}/_matrix/client/versions", 2) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -210,7 +225,7 @@ class SynapseServer:
         req = urllib.request.Request(f"{self.url}{path}", data=data,
                                      headers={"Content-Type": "application/json"},
                                      method="GET" if body is None else "POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with self._open(req, 10) as resp:
             out: dict[str, Any] = json.load(resp)
             return out
 

@@ -740,7 +740,8 @@ class MLSClient:
         attachments.check_fetchable(part, settings.max_size, self._ctx.now())
         try:
             blob = await http_download(part.url, settings.max_size + attachments.TAG_SIZE,
-                                       timeout=settings.download_timeout)
+                                       timeout=settings.download_timeout,
+                                       ca_file=self._ctx.settings.ca_file)
         except TransportError as exc:
             raise AttachmentError(f"the attachment could not be downloaded: "
                                   f"{reason(exc)}") from None

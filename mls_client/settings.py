@@ -235,6 +235,13 @@ class Settings(_Section):
         return self
 
     @property
+    def ca_file(self) -> Path | None:
+        """The ``ca_file`` of the network table in use (attachment downloads trust it
+        besides the system's CAs)."""
+        table = {"xmpp": self.xmpp, "matrix": self.matrix}.get(self.transport.kind)
+        return None if table is None else table.ca_file
+
+    @property
     def client_db_path(self) -> Path:
         return self.state_dir / "client.sqlite"
 

@@ -111,7 +111,7 @@ async def open_matrix_transport(settings: Settings) -> DeliveryTransport:
         cfg.homeserver, cfg.user_id, journal_path=journal,
         password=None if cfg.password is None else cfg.password.get_secret_value(),
         access_token=None if cfg.access_token is None else cfg.access_token.get_secret_value(),
-        device_id=cfg.device_id, cipher_suite=settings.cipher_suite,
+        device_id=cfg.device_id, ca_file=cfg.ca_file, cipher_suite=settings.cipher_suite,
         long_poll_ms=cfg.long_poll_ms, timeline_limit=cfg.timeline_limit,
         max_media=cfg.max_media_bytes, submit_timeout=cfg.submit_timeout,
         bridge=cfg.bridge, limits=cfg.limits)

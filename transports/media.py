@@ -10,11 +10,13 @@ ciphertext only. What comes back is an ordinary HTTP(S) URL that any member fetc
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import aiohttp
 
 from .base import InvalidRequestError, TransportError
+from .tls import download_context
 
 #: the content type every encrypted blob is uploaded as
 BLOB_TYPE = "application/octet-stream"
@@ -45,15 +47,18 @@ def media_store_of(transport: object) -> MediaStore | None:
     return None
 
 
-async def http_download(url: str, max_size: int, *, timeout: float = 120.0) -> bytes:
+async def http_download(url: str, max_size: int, *, timeout: float = 120.0,
+                        ca_file: Path | None = None) -> bytes:
     """GET ``url`` (http or https), refusing more than ``max_size`` bytes (by the
-    announced length, and while reading). Failures are :class:`TransportError`s."""
+    announced length, and while reading). An https server's certificate must verify
+    against the system's CAs or those of ``ca_file``. Failures are
+    :class:`TransportError`s."""
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise InvalidRequestError(f"not an HTTP URL: {scheme or 'no scheme'}")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, \
-                s.get(url, allow_redirects=True) as resp:
+                s.get(url, allow_redirects=True, ssl=download_context(ca_file)) as resp:
             if resp.status != 200:
                 raise TransportError(f"GET {_short(url)}: HTTP {resp.status}")
             if resp.content_length is not None and resp.content_length > max_size:

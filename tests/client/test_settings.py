@@ -139,3 +139,17 @@ def test_a_transport_table_may_repeat_the_limits_section() -> None:
     s = Settings.model_validate({"limits": {"max_tree_leaves": 9}, "xmpp": {
         "jid": "a@example.org", "password": "pw", "limits": {"max_tree_leaves": 9}}})
     assert s.xmpp is not None and s.xmpp.limits.max_tree_leaves == 9
+
+
+def test_ca_file_of_the_network_table_in_use(tmp_path: Path) -> None:
+    """``ca_file`` of ``[xmpp]`` / ``[matrix]`` (``~`` expanded) is the one attachment
+    downloads trust besides the system's CAs; the local transport has none."""
+    toml = tmp_path / "c.toml"
+    toml.write_text('[transport]\nkind = "matrix"\n[matrix]\nhomeserver = "https://m.example"\n'
+                    'user_id = "@a:m.example"\npassword = "p"\nca_file = "~/ca.pem"\n'
+                    '[xmpp]\njid = "a@x.example"\npassword = "p"\nca_file = "/x/ca.pem"\n')
+    s = Settings.load(toml, env={})
+    assert s.ca_file == s.matrix.ca_file == Path("~/ca.pem").expanduser()  # type: ignore[union-attr]
+    assert Settings.load(toml, env={"MLS_BRIDGE_TRANSPORT__KIND": "xmpp"}).ca_file == Path(
+        "/x/ca.pem")
+    assert Settings.load(env={}).ca_file is None

@@ -20,7 +20,7 @@ from tests.client.test_cli import REPO, run
 
 #: what a library would print on stderr if its loggers were not hidden
 LIBRARY_NOISE = ("No appropriate login method", "Error validating response",
-                 "Timed out, sleeping", "Traceback")
+                 "Timed out, sleeping", "Invalid certificate trust chain", "Traceback")
 
 
 def _env(home: Path) -> dict[str, str]:

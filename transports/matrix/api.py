@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from transports.base import (
     TransportError,
     UnreachableError,
 )
+from transports.tls import client_context, untrusted_error
 
 from .events import PayloadTooLargeError
 
@@ -99,14 +101,16 @@ class MatrixApi:
     @classmethod
     async def login(cls, homeserver: str, user_id: str, *, password: str | None = None,
                     access_token: str | None = None, device_id: str | None = None,
-                    device_name: str = "mls-bridge",
-                    request_timeout: float = 60.0) -> MatrixApi:
+                    device_name: str = "mls-bridge", request_timeout: float = 60.0,
+                    ca_file: Path | None = None) -> MatrixApi:
         """Log in with a password (reusing ``device_id`` if given) or adopt an access
-        token (its device is looked up with ``/account/whoami``)."""
+        token (its device is looked up with ``/account/whoami``). An ``https://``
+        homeserver's certificate must verify against the system's CAs, or only those of
+        ``ca_file``."""
         config = AsyncClientConfig(request_timeout=request_timeout, max_timeouts=2,
                                    encryption_enabled=False, store_sync_tokens=False)
         client = AsyncClient(homeserver.rstrip("/"), user_id, device_id=device_id or "",
-                             config=config)
+                             config=config, ssl=client_context(ca_file))
         api = cls(client)
         try:
             if access_token is not None:
@@ -122,6 +126,10 @@ class MatrixApi:
                     raise _login_refused(homeserver, user_id, resp)
             else:
                 raise InvalidRequestError("a password or an access token is required")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            await client.close()
+            raise untrusted_error(f"the Matrix homeserver {homeserver}", "matrix",
+                                  exc.certificate_error, ca_file) from None
         except aiohttp.ClientConnectorError as exc:
             await client.close()
             why = exc.os_error.strerror or str(exc.os_error)

@@ -26,6 +26,12 @@ class MatrixSettings(BaseModel):
     user_id: str = Field(pattern=r"^@[^:]+:.+$")
     password: SecretStr | None = None
     access_token: SecretStr | None = None
+    #: a PEM file of CA certificates trusted *instead of* the system's CA store, for an
+    #: ``https://`` homeserver whose certificate a private (company or self-hosted) CA
+    #: signed; the certificate is always verified (chain and host name), there is no
+    #: switch to skip it. A certificate that does not verify is a ``LoginError`` naming
+    #: this setting
+    ca_file: Path | None = None
     #: the device to log in as; without it a password login creates a device once and
     #: the journal remembers it
     device_id: str | None = None
@@ -73,7 +79,7 @@ class MatrixSettings(BaseModel):
             raise ValueError(f"bridge {value!r} is not a Matrix user id")
         return user
 
-    @field_validator("journal_path")
+    @field_validator("journal_path", "ca_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()

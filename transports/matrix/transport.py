@@ -187,16 +187,18 @@ class MatrixDeliveryTransport:
     @classmethod
     async def connect(cls, homeserver: str, user_id: str, *, journal_path: str | Path,
                       password: str | None = None, access_token: str | None = None,
-                      device_id: str | None = None, **options: Any) -> MatrixDeliveryTransport:
+                      device_id: str | None = None, ca_file: Path | None = None,
+                      **options: Any) -> MatrixDeliveryTransport:
         """Log in (a password login reuses the device remembered in the journal) and
         advertise the device's MLS algorithm with minimal device keys, so other users
-        find it with ``/keys/query``."""
+        find it with ``/keys/query``. ``ca_file``: the CAs an ``https://`` homeserver's
+        certificate must chain to, instead of the system's (``MatrixSettings.ca_file``)."""
         journal = Journal(journal_path)
         try:
             remembered = journal.meta("device_id")
             api = await MatrixApi.login(homeserver, user_id, password=password,
                                         access_token=access_token,
-                                        device_id=device_id or remembered)
+                                        device_id=device_id or remembered, ca_file=ca_file)
         except BaseException:
             journal.close()
             raise

@@ -5,7 +5,9 @@ Pydantic only: importable without slixmpp, so settings validate on any install.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from mls_core.config import InputLimits
 from transports.limits import LimitsField
@@ -34,6 +36,11 @@ class XmppSettings(BaseModel):
                         pattern=r"^[0-9A-Za-z_.-]+$")
     #: allow SCRAM/PLAIN without TLS (only for a server on loopback, as in tests)
     allow_plaintext: bool = False
+    #: a PEM file of CA certificates trusted *instead of* the system's CA store, for a
+    #: server whose certificate a private (company or self-hosted) CA signed; the
+    #: certificate is always verified (chain and host name), there is no switch to skip
+    #: it. A certificate that does not verify is a ``LoginError`` naming this setting
+    ca_file: Path | None = None
     #: raw bytes per ``<mls/>`` chunk; must keep a stanza below the server's limit
     #: (Prosody: ``c2s_stanza_size_limit``, 256 KiB by default; base64 adds a third)
     chunk_size: int = Field(default=96 * 1024, ge=1024, le=8 * 1024 * 1024)
@@ -75,6 +82,11 @@ class XmppSettings(BaseModel):
             if not b_local or not b_at or not b_rest or "/" in b_rest:
                 raise ValueError("bridge must be a bare JID like bridge@domain")
         return self
+
+    @field_validator("ca_file")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
     @property
     def bare_jid(self) -> str:

@@ -49,8 +49,9 @@ import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import aiohttp
 import slixmpp
@@ -85,6 +86,7 @@ from transports.group_info import GroupInfoRejected, check_group_info
 from transports.group_info_chain import Chain, Link
 from transports.header import check_header, read_header
 from transports.media import BLOB_TYPE, MediaTooLargeError
+from transports.tls import certificate_failure, client_context, untrusted_error
 from transports.validation import (
     require_bytes,
     require_client_ids,
@@ -271,6 +273,62 @@ class _Source:
 REFUSED = frozenset({"forbidden", "registration-required"})
 
 
+class _LoginWatch:
+    """While a first login runs, turns slixmpp's events into one typed error
+    (:attr:`failed`, set once) saying what to check."""
+
+    def __init__(self, transport: XmppDeliveryTransport) -> None:
+        self._t = transport
+        self.failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+        #: slixmpp tries several ways in turn (direct TLS, then STARTTLS on the same
+        #: address): one that fails is only the answer once every way failed
+        self.reasons: list[object] = []
+        # ssl_invalid_chain: STARTTLS with a certificate that does not verify (handled
+        # here, slixmpp leaves the stream to us: close() ends it)
+        self._handlers: tuple[tuple[str, Callable[[Any], None]], ...] = (
+            ("failed_all_auth", self._auth_failed), ("connection_failed", self.reasons.append),
+            ("ssl_invalid_chain", self._fail), ("stream_negotiated", self._negotiated))
+
+    def __enter__(self) -> _LoginWatch:
+        for name, handler in self._handlers:
+            self._t.xmpp.add_event_handler(name, handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, handler in self._handlers:
+            self._t.xmpp.del_event_handler(name, handler)
+
+    def _fail(self, reason: object) -> None:
+        if not self.failed.done():
+            self.failed.set_result(self._t._login_error(reason))
+
+    def _auth_failed(self, _: object) -> None:
+        # nothing attempted: no mechanism was acceptable on this stream (slixmpp offers
+        # SCRAM without TLS only with allow_plaintext)
+        tried = self._t.xmpp.plugin["feature_mechanisms"].attempted_mechs
+        self._fail(None if tried else "no TLS")
+
+    def _negotiated(self, _: object) -> None:
+        # features negotiated without a login: the server only offered STARTTLS, which
+        # allow_plaintext turns off
+        if not self._t.xmpp.authenticated:
+            self._fail("STARTTLS required" if self._t.settings.allow_plaintext else "no TLS")
+
+    def tries_ended(self, _: object) -> None:
+        """slixmpp's connection attempt ended: if no way got a stream, the failure."""
+        if self.reasons and not self._t.xmpp.is_connected():
+            self._fail(_telling(self.reasons))
+
+
+def _telling(reasons: list[object]) -> object:
+    """The failure to report of a connection that no way got through: a certificate
+    that did not verify (the fix is a setting), else the last one."""
+    for reason in reasons:
+        if isinstance(reason, BaseException) and certificate_failure(reason) is not None:
+            return reason
+    return reasons[-1]
+
+
 class XmppDeliveryTransport:
     """A :class:`~transports.base.DeliveryTransport` for one XMPP device account.
 
@@ -389,6 +447,8 @@ class XmppDeliveryTransport:
 
         register()
         xmpp = slixmpp.ClientXMPP(settings.full_jid, settings.password.get_secret_value())
+        # verifying, with the system's CAs or only those of ca_file (STARTTLS, direct TLS)
+        xmpp.ssl_context = client_context(settings.ca_file)
         if settings.allow_plaintext:
             xmpp.enable_starttls = False
             xmpp.enable_direct_tls = False
@@ -425,40 +485,23 @@ class XmppDeliveryTransport:
         return transport
 
     async def _connect(self) -> None:
-        failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
-
-        def auth_failed(_: object) -> None:
-            # nothing attempted: no mechanism was acceptable on this stream (slixmpp
-            # offers SCRAM without TLS only with allow_plaintext)
-            tried = self.xmpp.plugin["feature_mechanisms"].attempted_mechs
-            if not failed.done():
-                failed.set_result(self._login_error(None if tried else "no TLS"))
-
-        def connection_failed(reason: object) -> None:
-            if not failed.done():
-                failed.set_result(self._login_error(reason))
-
-        self.xmpp.add_event_handler("failed_all_auth", auth_failed)
-        self.xmpp.add_event_handler("connection_failed", connection_failed)
-        try:
-            self.xmpp.connect(self.settings.host, self.settings.port)
+        with _LoginWatch(self) as watch:
+            self.xmpp.connect(self.settings.host, self.settings.port).add_done_callback(
+                watch.tries_ended)
             online: asyncio.Future[object] = asyncio.ensure_future(self._online.wait())
-            waiters: set[asyncio.Future[object]] = {online, failed}  # type: ignore[arg-type]
+            waiters: set[asyncio.Future[object]] = {online, watch.failed}  # type: ignore[arg-type]
             done, _ = await asyncio.wait(waiters,
                                          timeout=self.settings.connect_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             online.cancel()
             await asyncio.wait({online})
             if online not in done:
-                if failed.done():
-                    raise failed.result()
+                if watch.failed.done():
+                    raise watch.failed.result()
                 raise UnreachableError(
                     f"no XMPP login at {self._address} within "
                     f"{self.settings.connect_timeout:g} s: is that the server's client "
                     "port (usually 5222)? Check [xmpp] host and port")
-        finally:
-            self.xmpp.del_event_handler("failed_all_auth", auth_failed)
-            self.xmpp.del_event_handler("connection_failed", connection_failed)
         await self._start_sources()
 
     @property
@@ -470,6 +513,10 @@ class XmppDeliveryTransport:
         """The typed error, saying what to check, for a failed login (``reason`` None:
         the server refused every authentication mechanism we offered)."""
         text = str(reason or "")
+        failure = certificate_failure(reason if isinstance(reason, BaseException) else None)
+        if failure is not None:
+            return untrusted_error(f"the XMPP server at {self._address}", "xmpp", failure,
+                                   self.settings.ca_file)
         if "SSL" in text or "TLS" in text:
             hint = ("the server does not offer TLS there; for a local test server without "
                     "TLS set allow_plaintext = true in [xmpp] (never on a real network)"

@@ -34,15 +34,20 @@ class Homeserver:
         return self.server.register(f"{name}{next(self._counter)}", PASSWORD)
 
 
-@pytest.fixture(scope="session")
-def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
+def require_synapse() -> Path:
+    """The Synapse interpreter; skips the test without one (fails under
+    ``MLS_REQUIRE_SERVERS=1``)."""
     try:
-        python = synapse_python()
+        return synapse_python()
     except SynapseUnavailable as exc:
         if os.environ.get("MLS_REQUIRE_SERVERS") == "1":
             pytest.fail(f"MLS_REQUIRE_SERVERS=1 but {exc}")
         pytest.skip(f"Synapse is not installed: {exc}")
-    server = SynapseServer(Path(tmp_path_factory.mktemp("synapse")), python=python)
+
+
+@pytest.fixture(scope="session")
+def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
+    server = SynapseServer(Path(tmp_path_factory.mktemp("synapse")), python=require_synapse())
     server.start()
     try:
         yield Homeserver(server)

@@ -14,7 +14,7 @@ import pytest
 from tests.servers.prosody import ProsodyServer, prosody_available
 
 
-def _require() -> None:
+def require_prosody() -> None:
     if prosody_available():
         return
     if os.environ.get("MLS_REQUIRE_SERVERS") == "1":
@@ -26,7 +26,7 @@ def _require() -> None:
 @pytest.fixture(scope="session")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyServer]:
     """Prosody with its default 256 KiB stanza limit."""
-    _require()
+    require_prosody()
     server = ProsodyServer(Path(tmp_path_factory.mktemp("prosody")))
     server.start()
     try:

@@ -35,8 +35,8 @@ PASSWORD = "secret-pw"
 
 def xmpp_settings(server: ProsodyServer, jid: str, **overrides: Any) -> XmppSettings:
     return XmppSettings(jid=jid, password=SecretStr(PASSWORD), host="127.0.0.1", port=server.port,
-                        muc_service=server.muc_domain, allow_plaintext=True,
-                        **{"submit_timeout": 20.0, **overrides})
+                        muc_service=server.muc_domain,
+                        **{"allow_plaintext": True, "submit_timeout": 20.0, **overrides})
 
 
 async def welcome_to(device: XmppDeliveryTransport) -> bytes:
