@@ -134,3 +134,25 @@ def conversation(alice: Path, bob: Path, alice_user: str, bob_user: str) -> None
     assert "before your chat" in chatted.stdout
     read = cli(alice, "read")
     assert "first line" in read and "second line" in read
+
+
+def listen_through_a_restart(alice: Path, bob: Path, bob_user: str,
+                             stop: Callable[[], None], start: Callable[[], None]) -> None:
+    """Alice creates a group and invites Bob (``bob_user``), whose ``listen`` runs
+    while the server is stopped for 3 s and started again (``stop``, ``start``): the
+    message Alice sends after the restart is printed, ``listen`` is still running, and
+    Ctrl-C then ends it cleanly."""
+    cli(alice, "identity", "create")
+    cli(bob, "identity", "create")
+    gid = cli(alice, "group", "create", "--name", "team").strip()
+    cli(alice, "invite", "team", bob_user)
+    with Listener(bob) as listener:
+        listener.next(lambda r: r["kind"] == "joined")
+        stop()
+        time.sleep(3)
+        start()
+        cli(alice, "send", "team", "after the restart")
+        message = listener.next(lambda r: r["kind"] == "message", timeout=90)
+        assert message["text"] == "after the restart" and message["group_id"] == gid
+        assert listener.proc.poll() is None, listener.stderr
+    assert listener.proc.returncode == 0, listener.stderr

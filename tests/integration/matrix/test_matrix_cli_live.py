@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from tests.integration.cli_live import Listener, cli, conversation, fails_with
+from tests.integration.cli_live import cli, conversation, fails_with, listen_through_a_restart
 from tests.servers.synapse import free_port
 
 from .conftest import PASSWORD, Homeserver
@@ -65,22 +64,9 @@ def test_listen_stays_connected_through_a_homeserver_restart(homeserver: Homeser
     alice_id, bob_id = homeserver.user("rsalice"), homeserver.user("rsbob")
     alice = _config(tmp_path, alice_id, homeserver.url, "rsalice")
     bob = _config(tmp_path, bob_id, homeserver.url, "rsbob")
-    cli(alice, "identity", "create")
-    cli(bob, "identity", "create")
-    gid = cli(alice, "group", "create", "--name", "team").strip()
-    cli(alice, "invite", "team", f"matrix:{bob_id}")
     server = homeserver.server
     try:
-        with Listener(bob) as listener:
-            listener.next(lambda r: r["kind"] == "joined")
-            server.stop()
-            time.sleep(3)
-            server.start()
-            cli(alice, "send", "team", "after the restart")
-            message = listener.next(lambda r: r["kind"] == "message", timeout=90)
-            assert message["text"] == "after the restart" and message["group_id"] == gid
-            assert listener.proc.poll() is None, listener.stderr
-        assert listener.proc.returncode == 0, listener.stderr
+        listen_through_a_restart(alice, bob, f"matrix:{bob_id}", server.stop, server.start)
     finally:
         if server._proc is None:  # keep the session's server up for the other tests
             server.start()

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 from tests.client.test_cli import run
-from tests.integration.cli_live import Listener, cli, conversation, fails_with
+from tests.integration.cli_live import (
+    cli,
+    conversation,
+    fails_with,
+    listen_through_a_restart,
+)
 from tests.servers.prosody import ProsodyServer, free_port
 
 from .helpers import PASSWORD
@@ -65,19 +69,8 @@ def test_listen_stays_connected_through_a_server_restart(prosody: ProsodyServer,
                                                          tmp_path: Path) -> None:
     alice = _config(tmp_path, prosody, "restartalice")
     bob = _config(tmp_path, prosody, "restartbob")
-    cli(alice, "identity", "create")
-    cli(bob, "identity", "create")
-    gid = cli(alice, "group", "create", "--name", "team").strip()
-    cli(alice, "invite", "team", f"xmpp:restartbob@{prosody.domain}")
-    with Listener(bob) as listener:
-        listener.next(lambda r: r["kind"] == "joined")
-        prosody.stop()
-        time.sleep(3)
-        prosody.start()
-        cli(alice, "send", "team", "after the restart")
-        message = listener.next(lambda r: r["kind"] == "message", timeout=90)
-        assert message["text"] == "after the restart" and message["group_id"] == gid
-    assert listener.proc.returncode == 0, listener.stderr
+    listen_through_a_restart(alice, bob, f"xmpp:restartbob@{prosody.domain}",
+                             prosody.stop, prosody.start)
 
 
 def test_a_silent_port_gets_a_progress_line(tmp_path: Path) -> None:
