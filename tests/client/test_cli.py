@@ -189,11 +189,7 @@ def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
     bob("identity", "create", "bob")
     gid = alice("group", "create", "--name", "team").stdout.strip()
     alice("invite", "team", "bob")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
-    listen = subprocess.Popen([*_command(), *map(str, bob.args), "listen", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=REPO, env={**env, "PYTHONPATH": str(REPO),
-                                             "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    listen = _listen(bob)
     try:
         assert listen.stdout is not None
         joined = json.loads(listen.stdout.readline())
@@ -211,7 +207,7 @@ def test_listen_and_chat_on_the_embedded_service(tmp_path: Path) -> None:
     alice("send", "team", "before the chat")
     chat = subprocess.run([*_command(), *map(str, bob.args), "chat", gid[:8]],
                           input="one\n\ntwo\n", capture_output=True, text=True, cwd=REPO,
-                          env={**env, "PYTHONPATH": str(REPO)}, timeout=120, check=False)
+                          env=_env(), timeout=120, check=False)
     assert chat.returncode == 0, chat.stderr
     assert re.search(r"^\d\d:\d\d:\d\d \[team\] alice: \[\w{8}\] before the chat$", chat.stdout,
                      re.M)
@@ -230,12 +226,10 @@ def test_chat_on_a_terminal_keeps_the_line_being_typed(tmp_path: Path) -> None:
     gid = alice("group", "create", "--name", "team").stdout.strip()
     alice("invite", "team", "bob")
     bob("read")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
     master, slave = pty.openpty()
     chat = subprocess.Popen([*_command(), *map(str, bob.args), "chat", gid[:8]],
                             stdin=slave, stdout=slave, stderr=slave, cwd=REPO,
-                            env={**env, "PYTHONPATH": str(REPO), "TERM": "xterm",
-                                 "PROMPT_TOOLKIT_NO_CPR": "1",
+                            env={**_env(), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
                                  "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
     os.close(slave)
     screen = ""
@@ -285,11 +279,7 @@ def test_rich_messages_from_the_command_line(tmp_path: Path) -> None:
     reply = _sent_id(bob("send", "team", "**yes**", "--markdown", "--reply-to", first))
     read = alice("read").stdout.strip()
     assert read == f"[team] epoch 1 bob: [{reply}] **yes** (reply to {first})"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
-    listen = subprocess.Popen([*_command(), *map(str, bob.args), "listen", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=REPO, env={**env, "PYTHONPATH": str(REPO),
-                                             "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+    listen = _listen(bob)
     try:
         assert listen.stdout is not None
         reaction = _sent_id(alice("react", "team", reply[:6], "👍"))
@@ -312,6 +302,20 @@ def test_rich_messages_from_the_command_line(tmp_path: Path) -> None:
     assert f"[{reply}] **yes**" in shown
     missing = bob("react", "team", "ffff", "x", ok=False)
     assert missing.returncode == 1 and "no message ffff" in missing.stderr
+
+
+def _listen(user: User) -> subprocess.Popen[str]:
+    """``listen --json`` of ``user`` in the background, polling the embedded service
+    every 0.1 s."""
+    return subprocess.Popen([*_command(), *map(str, user.args), "listen", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**_env(), "MLS_BRIDGE_POLL_INTERVAL": "0.1"})
+
+
+def _env() -> dict[str, str]:
+    """This environment without our settings variables, importing the repository."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLS_BRIDGE_")}
+    return {**env, "PYTHONPATH": str(REPO)}
 
 
 def _sent_id(done: subprocess.CompletedProcess[str]) -> str:
